@@ -1,0 +1,1 @@
+//! `WeChatAuthLayer` and `WeChatAuth<S>`.

@@ -1,0 +1,2 @@
+//! The `wechat-oauth-proxy` sidecar binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Upstream forwarding for the sidecar.

@@ -1,0 +1,1 @@
+//! The reserved endpoints under the configurable prefix (default `/_wxauth`).

@@ -1,0 +1,1 @@
+//! The simulated WeChat (loopback only), its ticket pusher and the demo upstream.

@@ -1,0 +1,1 @@
+//! See the issue; filled in by the wechat work.

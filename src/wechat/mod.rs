@@ -1,0 +1,111 @@
+//! Everything that speaks WeChat: typed protocol values, message crypto (WXBizMsgCrypt), push
+//! events, the HTTP client, the component token manager and the platform store.
+//!
+//! This module knows nothing about serving HTTP, sessions or the crate's configuration file; each
+//! part takes its own settings struct.
+
+pub mod client;
+pub mod crypto;
+pub mod error;
+pub mod events;
+pub mod oauth;
+pub mod persist;
+pub mod token;
+
+use crate::{plain_type, secret_type};
+
+plain_type!(
+    /// Appid of our third-party platform (`component_appid`), `wx` + 16 hex characters.
+    ComponentAppId
+);
+plain_type!(
+    /// Appid of the official account that authorized our platform (`appid` in OAuth calls).
+    AuthorizerAppId
+);
+plain_type!(
+    /// A user's id under one official account.
+    OpenId
+);
+plain_type!(
+    /// A user's id across all applications of one Open Platform account.
+    UnionId
+);
+
+secret_type!(
+    /// The single-use OAuth `code` WeChat sends to the callback.
+    AuthorizationCode
+);
+secret_type!(
+    /// The OAuth `state` parameter: random, single use, bound to the browser.
+    OAuthState
+);
+secret_type!(
+    /// The `component_verify_ticket` WeChat pushes every ten minutes.
+    VerifyTicket
+);
+secret_type!(
+    /// The platform's `component_access_token`.
+    ComponentAccessToken
+);
+secret_type!(
+    /// A user's web OAuth `access_token`.
+    UserAccessToken
+);
+secret_type!(
+    /// A user's web OAuth `refresh_token` (30 days).
+    UserRefreshToken
+);
+secret_type!(
+    /// A secret used to talk to WeChat: the component appsecret or the official account's secret.
+    AppSecret
+);
+
+/// The OAuth scope requested on the authorize page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Scope {
+    /// Silent login: openid only.
+    #[serde(rename = "snsapi_base")]
+    Base,
+    /// Consent page: nickname, avatar and unionid through `sns/userinfo`.
+    #[serde(rename = "snsapi_userinfo")]
+    UserInfo,
+}
+
+impl Scope {
+    /// The wire value (`snsapi_base` / `snsapi_userinfo`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Base => "snsapi_base",
+            Scope::UserInfo => "snsapi_userinfo",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let value = "s3cr3t-value-0123456789";
+        let shown = [
+            format!("{:?}", AuthorizationCode::new(value)),
+            format!("{:?}", OAuthState::new(value)),
+            format!("{:?}", VerifyTicket::new(value)),
+            format!("{:?}", ComponentAccessToken::new(value)),
+            format!("{:?}", UserAccessToken::new(value)),
+            format!("{:?}", UserRefreshToken::new(value)),
+            format!("{:?}", AppSecret::new(value)),
+        ];
+        for s in shown {
+            assert!(!s.contains(value), "{s}");
+            assert!(s.ends_with("([redacted])"), "{s}");
+        }
+    }
+
+    #[test]
+    fn plain_ids_display_their_value() {
+        assert_eq!(OpenId::new("o9AgO5").to_string(), "o9AgO5");
+        assert_eq!(Scope::UserInfo.as_str(), "snsapi_userinfo");
+    }
+}
