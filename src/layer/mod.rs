@@ -1,1 +1,4 @@
 //! `WeChatAuthLayer` and `WeChatAuth<S>`.
+
+pub mod dispatch;
+pub mod response;
