@@ -305,30 +305,40 @@ fn deserialize_checked<T: for<'de> Deserialize<'de>>(xml: &str) -> Result<T, Eve
     quick_xml::de::from_str(xml).map_err(|_| EventError::Xml)
 }
 
-/// Walks the whole document once: well-formed, no DOCTYPE, root element named `xml`.
+/// Walks the whole document once: well-formed, no DOCTYPE, exactly one root element named `xml`
+/// and nothing but whitespace, comments or processing instructions outside it.
 fn check_xml(xml: &str) -> Result<(), EventError> {
     let mut reader = Reader::from_str(xml);
+    let mut depth = 0usize;
     let mut seen_root = false;
-    // Every event but `Eof` consumes at least one byte, so this bound is never the one that ends
-    // a valid document.
+    // Every event but `Eof` consumes at least one byte, so this bound never ends a valid document.
     for _ in 0..=xml.len() {
-        match reader.read_event() {
-            Ok(Event::DocType(_)) => return Err(EventError::DocType),
-            Ok(Event::Start(e) | Event::Empty(e)) if !seen_root => {
-                if e.name().into_inner() != "xml" {
+        let event = reader.read_event().map_err(|_| EventError::Xml)?;
+        match event {
+            Event::DocType(_) => return Err(EventError::DocType),
+            Event::Start(ref e) | Event::Empty(ref e) if depth == 0 => {
+                if seen_root || e.name().into_inner() != "xml" {
                     return Err(EventError::Xml);
                 }
                 seen_root = true;
+                if matches!(event, Event::Start(_)) {
+                    depth = 1;
+                }
             }
-            Ok(Event::Eof) => {
-                return if seen_root {
+            Event::Start(_) => depth += 1,
+            Event::End(_) => depth = depth.checked_sub(1).ok_or(EventError::Xml)?,
+            Event::Text(ref t) if depth == 0 && !t.trim().is_empty() => {
+                return Err(EventError::Xml);
+            }
+            Event::CData(_) | Event::GeneralRef(_) if depth == 0 => return Err(EventError::Xml),
+            Event::Eof => {
+                return if seen_root && depth == 0 {
                     Ok(())
                 } else {
                     Err(EventError::Xml)
                 };
             }
-            Ok(_) => {}
-            Err(_) => return Err(EventError::Xml),
+            _ => {}
         }
     }
     Err(EventError::Xml)
@@ -438,4 +448,4 @@ fn cdata(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests;
