@@ -262,30 +262,29 @@ fn parse_event_with_appid(xml: &str) -> Result<(ComponentAppId, PushEvent), Even
     let raw: RawEvent = deserialize_checked(xml)?;
     let app_id = non_empty(raw.app_id, "AppId").map(ComponentAppId::new)?;
     let info_type = non_empty(raw.info_type, "InfoType")?;
-    let create_time = || raw.create_time.ok_or(EventError::Missing("CreateTime"));
+    let create_time = raw.create_time.ok_or(EventError::Missing("CreateTime"));
     let authorizer =
-        || non_empty(raw.authorizer_appid.clone(), "AuthorizerAppid").map(AuthorizerAppId::new);
+        |value: Option<String>| non_empty(value, "AuthorizerAppid").map(AuthorizerAppId::new);
     let event = match info_type.as_str() {
         INFO_TICKET => PushEvent::ComponentVerifyTicket {
             app_id: app_id.clone(),
-            create_time: create_time()?,
-            ticket: non_empty(raw.ticket.clone(), "ComponentVerifyTicket")
-                .map(VerifyTicket::new)?,
+            create_time: create_time?,
+            ticket: non_empty(raw.ticket, "ComponentVerifyTicket").map(VerifyTicket::new)?,
         },
         INFO_AUTHORIZED => PushEvent::Authorized {
             app_id: app_id.clone(),
-            authorizer_appid: authorizer()?,
-            create_time: create_time()?,
+            authorizer_appid: authorizer(raw.authorizer_appid)?,
+            create_time: create_time?,
         },
         INFO_UPDATE_AUTHORIZED => PushEvent::UpdateAuthorized {
             app_id: app_id.clone(),
-            authorizer_appid: authorizer()?,
-            create_time: create_time()?,
+            authorizer_appid: authorizer(raw.authorizer_appid)?,
+            create_time: create_time?,
         },
         INFO_UNAUTHORIZED => PushEvent::Unauthorized {
             app_id: app_id.clone(),
-            authorizer_appid: authorizer()?,
-            create_time: create_time()?,
+            authorizer_appid: authorizer(raw.authorizer_appid)?,
+            create_time: create_time?,
         },
         _ => PushEvent::Other { info_type },
     };
@@ -354,6 +353,25 @@ fn check_xml(xml: &str) -> Result<(), EventError> {
 /// # Errors
 /// [`PushError::Event`] for structural problems and appid mismatches, [`PushError::Crypto`] for a
 /// bad signature or an undecryptable ciphertext.
+///
+/// ```
+/// use wechat_oauth_proxy::secret::SecretString;
+/// use wechat_oauth_proxy::wechat::{ComponentAppId, VerifyTicket, crypto::MsgCrypt, events};
+///
+/// let appid = ComponentAppId::new("wx0123456789abcdef");
+/// let crypt = MsgCrypt::new(
+///     &SecretString::new("token"),
+///     &SecretString::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"),
+///     appid.clone(),
+/// )?;
+/// let xml = events::ticket_event_xml(&appid, 1_700_000_000, &VerifyTicket::new("ticket@@@x"));
+/// let (query, body) = events::seal_push(&crypt, &xml, "1700000000", "42");
+///
+/// let query = events::PushQuery::from_query(&query)?;
+/// let event = events::open_push(&crypt, &query, body.as_bytes())?;
+/// assert!(matches!(event, events::PushEvent::ComponentVerifyTicket { .. }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn open_push(crypt: &MsgCrypt, query: &PushQuery, body: &[u8]) -> Result<PushEvent, PushError> {
     if query.encrypt_type.as_deref().is_some_and(|t| t != "aes") {
         return Err(EventError::UnsupportedEncryptType.into());
