@@ -159,16 +159,22 @@ fn decode_aes_key(encoding_aes_key: &str) -> Result<[u8; 32], CryptoError> {
 struct AesKey([u8; 32]);
 
 impl AesKey {
-    /// AES-256-CBC decryption in place, no cipher-level padding. `buf.len()` must be a non-zero
-    /// multiple of 16.
+    /// The IV: the key's first 16 bytes.
+    fn iv(&self) -> [u8; AES_BLOCK] {
+        let mut iv = [0u8; AES_BLOCK];
+        iv.copy_from_slice(&self.0[..AES_BLOCK]);
+        iv
+    }
+
+    /// AES-256-CBC decryption in place, no cipher-level padding (WeChat's 32-byte PKCS#7 is
+    /// stripped by the caller).
     fn decrypt_in_place(&self, buf: &mut [u8]) -> Result<(), CryptoError> {
         let (blocks, rest) = aes::Block::slice_as_chunks_mut(buf);
         if blocks.is_empty() || !rest.is_empty() {
             return Err(CryptoError::BadLength);
         }
-        let mut cipher = Aes256CbcDec::new_from_slices(&self.0, &self.0[..AES_BLOCK])
-            .map_err(|_| CryptoError::InvalidKey)?;
-        cipher.decrypt_blocks(blocks);
+        // Key and IV are fixed-size arrays, so construction cannot fail.
+        Aes256CbcDec::new(&self.0.into(), &self.iv().into()).decrypt_blocks(blocks);
         Ok(())
     }
 
@@ -179,12 +185,7 @@ impl AesKey {
             rest.is_empty(),
             "plaintext must be padded before encryption"
         );
-        // A 32-byte key and a 16-byte IV are exactly what `new` wants, so build from arrays: no
-        // fallible length check is left.
-        let mut iv = [0u8; AES_BLOCK];
-        iv.copy_from_slice(&self.0[..AES_BLOCK]);
-        let mut cipher = Aes256CbcEnc::new(&self.0.into(), &iv.into());
-        cipher.encrypt_blocks(blocks);
+        Aes256CbcEnc::new(&self.0.into(), &self.iv().into()).encrypt_blocks(blocks);
     }
 }
 
@@ -194,6 +195,22 @@ impl AesKey {
 /// Holds the message token, the current AES key, optionally the previous AES key (WeChat lets the
 /// platform rotate its EncodingAESKey; pushes signed before the switch may still arrive), and the
 /// component appid every plaintext must end with. `Debug` never shows the token or the keys.
+///
+/// ```
+/// use wechat_oauth_proxy::secret::SecretString;
+/// use wechat_oauth_proxy::wechat::{ComponentAppId, crypto::MsgCrypt};
+///
+/// let crypt = MsgCrypt::new(
+///     &SecretString::new("token"),
+///     &SecretString::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"),
+///     ComponentAppId::new("wx0123456789abcdef"),
+/// )?;
+/// let encrypt = crypt.encrypt("<xml/>");
+/// let signature = crypt.sign("1700000000", "42", &encrypt);
+/// crypt.verify_msg_signature("1700000000", "42", &encrypt, &signature)?;
+/// assert_eq!(crypt.decrypt(&encrypt)?, "<xml/>");
+/// # Ok::<(), wechat_oauth_proxy::wechat::crypto::CryptoError>(())
+/// ```
 #[derive(Clone)]
 pub struct MsgCrypt {
     token: SecretString,
@@ -321,13 +338,13 @@ impl MsgCrypt {
         if ciphertext.is_empty() || ciphertext.len() % AES_BLOCK != 0 {
             return Err(CryptoError::BadLength);
         }
-        match self.decrypt_with(&self.key, ciphertext.clone()) {
-            Ok(msg) => Ok(msg),
-            Err(current_err) => match &self.previous_key {
-                Some(previous) => self
+        match &self.previous_key {
+            None => self.decrypt_with(&self.key, ciphertext),
+            Some(previous) => match self.decrypt_with(&self.key, ciphertext.clone()) {
+                Ok(msg) => Ok(msg),
+                Err(current_err) => self
                     .decrypt_with(previous, ciphertext)
                     .map_err(|_| current_err),
-                None => Err(current_err),
             },
         }
     }

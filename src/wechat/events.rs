@@ -262,30 +262,29 @@ fn parse_event_with_appid(xml: &str) -> Result<(ComponentAppId, PushEvent), Even
     let raw: RawEvent = deserialize_checked(xml)?;
     let app_id = non_empty(raw.app_id, "AppId").map(ComponentAppId::new)?;
     let info_type = non_empty(raw.info_type, "InfoType")?;
-    let create_time = || raw.create_time.ok_or(EventError::Missing("CreateTime"));
+    let create_time = raw.create_time.ok_or(EventError::Missing("CreateTime"));
     let authorizer =
-        || non_empty(raw.authorizer_appid.clone(), "AuthorizerAppid").map(AuthorizerAppId::new);
+        |value: Option<String>| non_empty(value, "AuthorizerAppid").map(AuthorizerAppId::new);
     let event = match info_type.as_str() {
         INFO_TICKET => PushEvent::ComponentVerifyTicket {
             app_id: app_id.clone(),
-            create_time: create_time()?,
-            ticket: non_empty(raw.ticket.clone(), "ComponentVerifyTicket")
-                .map(VerifyTicket::new)?,
+            create_time: create_time?,
+            ticket: non_empty(raw.ticket, "ComponentVerifyTicket").map(VerifyTicket::new)?,
         },
         INFO_AUTHORIZED => PushEvent::Authorized {
             app_id: app_id.clone(),
-            authorizer_appid: authorizer()?,
-            create_time: create_time()?,
+            authorizer_appid: authorizer(raw.authorizer_appid)?,
+            create_time: create_time?,
         },
         INFO_UPDATE_AUTHORIZED => PushEvent::UpdateAuthorized {
             app_id: app_id.clone(),
-            authorizer_appid: authorizer()?,
-            create_time: create_time()?,
+            authorizer_appid: authorizer(raw.authorizer_appid)?,
+            create_time: create_time?,
         },
         INFO_UNAUTHORIZED => PushEvent::Unauthorized {
             app_id: app_id.clone(),
-            authorizer_appid: authorizer()?,
-            create_time: create_time()?,
+            authorizer_appid: authorizer(raw.authorizer_appid)?,
+            create_time: create_time?,
         },
         _ => PushEvent::Other { info_type },
     };
@@ -305,30 +304,40 @@ fn deserialize_checked<T: for<'de> Deserialize<'de>>(xml: &str) -> Result<T, Eve
     quick_xml::de::from_str(xml).map_err(|_| EventError::Xml)
 }
 
-/// Walks the whole document once: well-formed, no DOCTYPE, root element named `xml`.
+/// Walks the whole document once: well-formed, no DOCTYPE, exactly one root element named `xml`
+/// and nothing but whitespace, comments or processing instructions outside it.
 fn check_xml(xml: &str) -> Result<(), EventError> {
     let mut reader = Reader::from_str(xml);
+    let mut depth = 0usize;
     let mut seen_root = false;
-    // Every event but `Eof` consumes at least one byte, so this bound is never the one that ends
-    // a valid document.
+    // Every event but `Eof` consumes at least one byte, so this bound never ends a valid document.
     for _ in 0..=xml.len() {
-        match reader.read_event() {
-            Ok(Event::DocType(_)) => return Err(EventError::DocType),
-            Ok(Event::Start(e) | Event::Empty(e)) if !seen_root => {
-                if e.name().into_inner() != "xml" {
+        let event = reader.read_event().map_err(|_| EventError::Xml)?;
+        match event {
+            Event::DocType(_) => return Err(EventError::DocType),
+            Event::Start(ref e) | Event::Empty(ref e) if depth == 0 => {
+                if seen_root || e.name().into_inner() != "xml" {
                     return Err(EventError::Xml);
                 }
                 seen_root = true;
+                if matches!(event, Event::Start(_)) {
+                    depth = 1;
+                }
             }
-            Ok(Event::Eof) => {
-                return if seen_root {
+            Event::Start(_) => depth += 1,
+            Event::End(_) => depth = depth.checked_sub(1).ok_or(EventError::Xml)?,
+            Event::Text(ref t) if depth == 0 && !t.trim().is_empty() => {
+                return Err(EventError::Xml);
+            }
+            Event::CData(_) | Event::GeneralRef(_) if depth == 0 => return Err(EventError::Xml),
+            Event::Eof => {
+                return if seen_root && depth == 0 {
                     Ok(())
                 } else {
                     Err(EventError::Xml)
                 };
             }
-            Ok(_) => {}
-            Err(_) => return Err(EventError::Xml),
+            _ => {}
         }
     }
     Err(EventError::Xml)
@@ -344,6 +353,25 @@ fn check_xml(xml: &str) -> Result<(), EventError> {
 /// # Errors
 /// [`PushError::Event`] for structural problems and appid mismatches, [`PushError::Crypto`] for a
 /// bad signature or an undecryptable ciphertext.
+///
+/// ```
+/// use wechat_oauth_proxy::secret::SecretString;
+/// use wechat_oauth_proxy::wechat::{ComponentAppId, VerifyTicket, crypto::MsgCrypt, events};
+///
+/// let appid = ComponentAppId::new("wx0123456789abcdef");
+/// let crypt = MsgCrypt::new(
+///     &SecretString::new("token"),
+///     &SecretString::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"),
+///     appid.clone(),
+/// )?;
+/// let xml = events::ticket_event_xml(&appid, 1_700_000_000, &VerifyTicket::new("ticket@@@x"));
+/// let (query, body) = events::seal_push(&crypt, &xml, "1700000000", "42");
+///
+/// let query = events::PushQuery::from_query(&query)?;
+/// let event = events::open_push(&crypt, &query, body.as_bytes())?;
+/// assert!(matches!(event, events::PushEvent::ComponentVerifyTicket { .. }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn open_push(crypt: &MsgCrypt, query: &PushQuery, body: &[u8]) -> Result<PushEvent, PushError> {
     if query.encrypt_type.as_deref().is_some_and(|t| t != "aes") {
         return Err(EventError::UnsupportedEncryptType.into());
@@ -438,4 +466,4 @@ fn cdata(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests;
