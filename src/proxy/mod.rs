@@ -253,7 +253,7 @@ impl Upstream {
         } else {
             None
         };
-        let mut request_headers = std::mem::take(&mut parts.headers);
+        let mut request_headers = parts.headers;
         headers::remove_hop_by_hop(&mut request_headers, downstream_upgrade.is_some());
         headers::set_forwarded(
             &mut request_headers,
