@@ -329,3 +329,292 @@ fn valid_cookie_name(name: &str) -> bool {
                 )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::flow::FlowBinding;
+
+    fn master() -> SecretString {
+        SecretString::new("0123456789abcdef0123456789abcdef-test-only")
+    }
+
+    fn codec() -> CookieCodec {
+        CookieCodec::new(&master(), CookieSettings::default()).unwrap()
+    }
+
+    /// The `name=value` pair of a `Set-Cookie` value, as a browser would send it back.
+    fn pair(set_cookie: &HeaderValue) -> String {
+        let c = Cookie::parse(set_cookie.to_str().unwrap().to_owned()).unwrap();
+        format!("{}={}", c.name(), c.value())
+    }
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(header::COOKIE, HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn master_secret_must_be_long_enough() {
+        let short = SecretString::new("x".repeat(31));
+        assert!(matches!(
+            CookieCodec::new(&short, CookieSettings::default()),
+            Err(CookieKeyError::MasterSecretTooShort(31))
+        ));
+        assert!(
+            CookieCodec::new(
+                &SecretString::new("x".repeat(32)),
+                CookieSettings::default()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn invalid_cookie_names_are_refused() {
+        for bad in ["", "a b", "a;b", "a=b", "中文"] {
+            let settings = CookieSettings {
+                name: bad.to_owned(),
+                ..CookieSettings::default()
+            };
+            assert!(matches!(
+                CookieCodec::new(&master(), settings),
+                Err(CookieKeyError::InvalidName)
+            ));
+        }
+    }
+
+    #[test]
+    fn session_cookie_round_trip_and_attributes() {
+        let codec = codec();
+        let id = SessionId::generate();
+        let set = codec.session_cookie(&id);
+        let text = set.to_str().unwrap();
+        assert!(text.starts_with("__Host-wxauth_session="), "{text}");
+        for attr in [
+            "HttpOnly",
+            "SameSite=Lax",
+            "Path=/",
+            "Secure",
+            "Max-Age=604800",
+        ] {
+            assert!(text.contains(attr), "missing {attr} in {text}");
+        }
+        assert!(!text.contains("Domain"), "{text}");
+        // The id itself is not visible in the cookie.
+        assert!(!text.contains(&id.expose_secret()));
+        let read = codec.read_session(&headers(&[&pair(&set)]));
+        assert_eq!(read, Some(id));
+    }
+
+    #[test]
+    fn insecure_dev_cookies_have_no_secure_flag_and_no_prefix() {
+        let settings = CookieSettings {
+            secure: false,
+            max_age: None,
+            ..CookieSettings::default()
+        };
+        let codec = CookieCodec::new(&master(), settings).unwrap();
+        let set = codec.session_cookie(&SessionId::generate());
+        let text = set.to_str().unwrap();
+        assert!(text.starts_with("wxauth_session="), "{text}");
+        assert!(!text.contains("Secure"), "{text}");
+        assert!(!text.contains("Max-Age"), "{text}");
+        assert!(
+            text.contains("HttpOnly") && text.contains("SameSite=Lax"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn domain_uses_secure_prefix() {
+        let settings = CookieSettings {
+            domain: Some("example.com".to_owned()),
+            ..CookieSettings::default()
+        };
+        let codec = CookieCodec::new(&master(), settings).unwrap();
+        let text = codec
+            .session_cookie(&SessionId::generate())
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(text.starts_with("__Secure-wxauth_session="), "{text}");
+        assert!(text.contains("Domain=example.com"), "{text}");
+    }
+
+    #[test]
+    fn tampered_truncated_and_foreign_cookies_read_as_absent() {
+        let codec = codec();
+        let id = SessionId::generate();
+        let good = pair(&codec.session_cookie(&id));
+        let (name, value) = good.split_once('=').unwrap();
+
+        // Flip one character in the middle of the ciphertext.
+        let mut bytes = value.as_bytes().to_vec();
+        let mid = bytes.len() / 2;
+        bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
+        let flipped = format!("{name}={}", String::from_utf8(bytes).unwrap());
+        assert_eq!(codec.read_session(&headers(&[&flipped])), None);
+
+        let truncated = format!("{name}={}", &value[..value.len() - 4]);
+        assert_eq!(codec.read_session(&headers(&[&truncated])), None);
+        assert_eq!(codec.read_session(&headers(&[&format!("{name}=")])), None);
+        assert_eq!(
+            codec.read_session(&headers(&[&format!("{name}=%%%garbage")])),
+            None
+        );
+        assert_eq!(
+            codec.read_session(&headers(&[&format!("{name}={}", id.expose_secret())])),
+            None
+        );
+        assert_eq!(codec.read_session(&headers(&[";;;", "==="])), None);
+        assert_eq!(codec.read_session(&HeaderMap::new()), None);
+
+        // Encrypted under another master secret.
+        let other = CookieCodec::new(
+            &SecretString::new("another-master-secret-of-enough-length"),
+            CookieSettings::default(),
+        )
+        .unwrap();
+        let foreign = pair(&other.session_cookie(&id));
+        assert_eq!(codec.read_session(&headers(&[&foreign])), None);
+
+        // A session value moved under the flow cookie's name does not decrypt (name is AAD).
+        let moved = format!("{}={value}", codec.flow_cookie_name());
+        assert_eq!(codec.read_flow(&headers(&[&moved])), None);
+
+        // The same value under the unprefixed name is not our cookie.
+        assert_eq!(
+            codec.read_session(&headers(&[&format!("wxauth_session={value}")])),
+            None
+        );
+    }
+
+    #[test]
+    fn non_ascii_cookie_header_is_ignored_not_fatal() {
+        let codec = codec();
+        let id = SessionId::generate();
+        let mut map = HeaderMap::new();
+        map.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"a=\xff\xfe").unwrap(),
+        );
+        map.append(
+            header::COOKIE,
+            HeaderValue::from_str(&pair(&codec.session_cookie(&id))).unwrap(),
+        );
+        assert_eq!(codec.read_session(&map), Some(id));
+    }
+
+    #[test]
+    fn finds_the_valid_cookie_among_many_headers_and_duplicates() {
+        let codec = codec();
+        let id = SessionId::generate();
+        let good = pair(&codec.session_cookie(&id));
+        let bogus = format!("{}=bogus", codec.session_cookie_name());
+        let map = headers(&[
+            "theme=dark; lang=zh",
+            &format!("{bogus}; x=1"),
+            &format!("y=2; {good}"),
+        ]);
+        assert_eq!(codec.read_session(&map), Some(id));
+    }
+
+    #[test]
+    fn removal_cookie_expires_the_cookie() {
+        let codec = codec();
+        let text = codec.removal_cookie().to_str().unwrap().to_owned();
+        assert!(text.starts_with("__Host-wxauth_session=;"), "{text}");
+        assert!(text.contains("Max-Age=0"), "{text}");
+        assert!(text.contains("Path=/") && text.contains("Secure"), "{text}");
+        let flow = codec.flow_removal_cookie().to_str().unwrap().to_owned();
+        assert!(
+            flow.starts_with("__Host-wxauth_flow=;") && flow.contains("Max-Age=0"),
+            "{flow}"
+        );
+    }
+
+    #[test]
+    fn flow_cookie_round_trip_and_cap() {
+        let codec = codec();
+        let mut payload = FlowCookie::new();
+        let bindings: Vec<FlowBinding> = (0..3).map(|_| FlowBinding::generate()).collect();
+        for b in &bindings {
+            payload.push(b.clone());
+        }
+        let set = codec.flow_cookie(&payload);
+        let text = set.to_str().unwrap();
+        assert!(text.starts_with("__Host-wxauth_flow="), "{text}");
+        assert!(
+            text.contains("Max-Age=600") && text.contains("HttpOnly"),
+            "{text}"
+        );
+        for b in &bindings {
+            assert!(!text.contains(b.expose_secret()));
+        }
+        let read = codec.read_flow(&headers(&[&pair(&set)])).unwrap();
+        assert_eq!(read, payload);
+
+        // A payload with more entries than allowed (written by an older version, say) is capped.
+        let oversized = format!(
+            "{{\"b\":[{}]}}",
+            (0..6)
+                .map(|i| format!("\"b{i}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let forged = codec.encrypted(&codec.flow_name, oversized, None);
+        let read = codec.read_flow(&headers(&[&pair(&forged)])).unwrap();
+        assert_eq!(read.len(), crate::session::flow::MAX_PENDING_FLOWS);
+        assert!(read.contains(&FlowBinding::new("b5")));
+        assert!(!read.contains(&FlowBinding::new("b0")));
+
+        // Garbled JSON inside a valid seal reads as absent.
+        let garbled = codec.encrypted(&codec.flow_name, "not json".to_owned(), None);
+        assert_eq!(codec.read_flow(&headers(&[&pair(&garbled)])), None);
+    }
+
+    #[test]
+    fn strip_own_cookies_keeps_everything_else() {
+        let codec = codec();
+        let session = pair(&codec.session_cookie(&SessionId::generate()));
+        let flow = pair(&codec.flow_cookie(&FlowCookie::new()));
+        let mut map = headers(&[
+            &format!("a=1; {session}; b=\"quoted value\"; wxauth_session=plain"),
+            &flow,
+            &format!("c=x%20y; {flow}; __Secure-wxauth_flow=z"),
+        ]);
+        map.insert(header::HOST, HeaderValue::from_static("example.com"));
+        codec.strip_own_cookies(&mut map);
+        let remaining: Vec<&str> = map
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(remaining, vec!["a=1; b=\"quoted value\"", "c=x%20y"]);
+        assert_eq!(map.get(header::HOST).unwrap(), "example.com");
+
+        let mut only_ours = headers(&[&session]);
+        codec.strip_own_cookies(&mut only_ours);
+        assert!(only_ours.get(header::COOKIE).is_none());
+
+        let mut none = HeaderMap::new();
+        codec.strip_own_cookies(&mut none);
+        assert!(none.is_empty());
+
+        let mut binary = HeaderMap::new();
+        binary.append(header::COOKIE, HeaderValue::from_bytes(b"\xff=1").unwrap());
+        codec.strip_own_cookies(&mut binary);
+        assert!(binary.get(header::COOKIE).is_none());
+    }
+
+    #[test]
+    fn debug_shows_no_key() {
+        let shown = format!("{:?}", codec());
+        assert!(shown.contains("[redacted]"), "{shown}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+    }
+}

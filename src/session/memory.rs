@@ -55,6 +55,22 @@ impl std::fmt::Debug for MemoryStore {
 struct Timed<V> {
     value: V,
     ttl: Duration,
+    /// Checked on `remove`, which (unlike `get`) hands out entries moka has not yet expired.
+    expires_at: Instant,
+}
+
+impl<V> Timed<V> {
+    fn new(value: V, ttl: Duration) -> Self {
+        Self {
+            value,
+            ttl,
+            expires_at: Instant::now() + ttl,
+        }
+    }
+
+    fn live(self) -> Option<V> {
+        (Instant::now() < self.expires_at).then_some(self.value)
+    }
 }
 
 /// Session expiry: absolute lifetime from insertion, capped by the idle timeout at every read.
@@ -172,6 +188,18 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Inserts `record` under `id` unless a live session already has that id; `true` when
+    /// inserted. Never overwrites (this is what makes `create` collision-safe).
+    async fn insert_new(&self, id: &SessionId, record: Arc<SessionRecord>) -> bool {
+        self.sessions
+            .entry(*id.expose_bytes())
+            .or_insert_with(std::future::ready(record))
+            .await
+            .is_fresh()
+    }
+}
+
 impl Default for MemoryStore {
     fn default() -> Self {
         Self::new(SessionSettings::default())
@@ -188,12 +216,7 @@ impl SessionStore for MemoryStore {
         let record = Arc::new(record);
         for _ in 0..CREATE_ATTEMPTS {
             let id = SessionId::generate();
-            let entry = self
-                .sessions
-                .entry(*id.expose_bytes())
-                .or_insert_with(std::future::ready(Arc::clone(&record)))
-                .await;
-            if entry.is_fresh() {
+            if self.insert_new(&id, Arc::clone(&record)).await {
                 tracing::debug!(session = %id.fingerprint(), "session created");
                 return Ok(id);
             }
@@ -228,13 +251,7 @@ impl SessionStore for MemoryStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         self.flows
-            .insert(
-                flow_hash(key),
-                Timed {
-                    value: Arc::new(flow),
-                    ttl,
-                },
-            )
+            .insert(flow_hash(key), Timed::new(Arc::new(flow), ttl))
             .await;
         Ok(())
     }
@@ -245,7 +262,8 @@ impl SessionStore for MemoryStore {
             .flows
             .remove(&flow_hash(key))
             .await
-            .map(|timed| LoginFlow::clone(&timed.value)))
+            .and_then(Timed::live)
+            .map(|flow| LoginFlow::clone(&flow)))
     }
 
     async fn remember_completed(
@@ -255,13 +273,7 @@ impl SessionStore for MemoryStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         self.completed
-            .insert(
-                flow_hash(key),
-                Timed {
-                    value: *session.expose_bytes(),
-                    ttl,
-                },
-            )
+            .insert(flow_hash(key), Timed::new(*session.expose_bytes(), ttl))
             .await;
         Ok(())
     }
@@ -271,10 +283,109 @@ impl SessionStore for MemoryStore {
             .completed
             .get(&flow_hash(key))
             .await
-            .map(|timed| SessionId::from_bytes(timed.value)))
+            .and_then(Timed::live)
+            .map(SessionId::from_bytes))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    fn identity(openid: &str) -> Identity {
+        Identity {
+            openid: openid.to_owned(),
+            unionid: None,
+            nickname: "测试🙂".to_owned(),
+            avatar: String::new(),
+            appid: "wx0123456789abcdef".to_owned(),
+            scope: "snsapi_userinfo".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_existing_id_is_never_overwritten() {
+        let store = MemoryStore::default();
+        let id = SessionId::generate();
+        assert!(
+            store
+                .insert_new(&id, Arc::new(SessionRecord::new(identity("first"))))
+                .await
+        );
+        assert!(
+            !store
+                .insert_new(&id, Arc::new(SessionRecord::new(identity("second"))))
+                .await
+        );
+        let loaded = store.load(&id).await.unwrap().unwrap();
+        assert_eq!(loaded.identity.openid, "first");
+    }
+
+    #[tokio::test]
+    async fn capacity_is_bounded_and_new_logins_are_kept() {
+        let settings = SessionSettings {
+            capacity: 10,
+            ..SessionSettings::default()
+        };
+        let store = MemoryStore::new(settings);
+        let mut last = None;
+        for i in 0..100 {
+            last = Some(
+                store
+                    .create(SessionRecord::new(identity(&format!("u{i}"))))
+                    .await
+                    .unwrap(),
+            );
+        }
+        store.run_pending_tasks().await;
+        assert!(
+            store.session_count() <= 10,
+            "{} sessions kept",
+            store.session_count()
+        );
+        let last = last.unwrap();
+        let loaded = store.load(&last).await.unwrap();
+        assert_eq!(loaded.map(|r| r.identity.openid), Some("u99".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn flow_capacity_is_bounded() {
+        let settings = SessionSettings {
+            flow_capacity: 5,
+            ..SessionSettings::default()
+        };
+        let store = MemoryStore::new(settings);
+        for i in 0..50 {
+            let flow = LoginFlow {
+                return_path: crate::session::ReturnPath::default(),
+                created_at: unix_now(),
+                binding: crate::session::FlowBinding::generate(),
+            };
+            store
+                .put_flow(
+                    &FlowKey::new(format!("state-{i}")),
+                    flow,
+                    Duration::from_secs(60),
+                )
+                .await
+                .unwrap();
+        }
+        store.run_pending_tasks().await;
+        assert!(
+            store.flows.entry_count() <= 5,
+            "{}",
+            store.flows.entry_count()
+        );
+    }
+
+    #[test]
+    fn debug_shows_counts_not_contents() {
+        let shown = format!("{:?}", MemoryStore::default());
+        assert!(shown.starts_with("MemoryStore"), "{shown}");
     }
 }
