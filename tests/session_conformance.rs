@@ -4,6 +4,9 @@
 //! Time-dependent tests use short lifetimes and generous margins (a session alive at a quarter
 //! of its lifetime, dead after one and a half), and every wait is bounded.
 
+// Test helpers outside `#[test]` functions: failing loudly is their job.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +55,8 @@ fn long_lived() -> SessionSettings {
     SessionSettings::default()
 }
 
-pub async fn create_then_load(store: Arc<dyn SessionStore>) {
+/// A created session loads back with the same identity and counts as live.
+async fn create_then_load(store: Arc<dyn SessionStore>) {
     let record = SessionRecord::new(identity("o-create"));
     let id = bounded(store.create(record.clone())).await.unwrap();
     let loaded = bounded(store.load(&id))
@@ -65,14 +69,16 @@ pub async fn create_then_load(store: Arc<dyn SessionStore>) {
     assert!(bounded(store.touch(&id)).await.unwrap());
 }
 
-pub async fn unknown_ids_are_absent(store: Arc<dyn SessionStore>) {
+/// An id the store never issued is absent, untouchable, and deletable without error.
+async fn unknown_ids_are_absent(store: Arc<dyn SessionStore>) {
     let id = SessionId::generate();
     assert_eq!(bounded(store.load(&id)).await.unwrap(), None);
     assert!(!bounded(store.touch(&id)).await.unwrap());
     bounded(store.delete(&id)).await.unwrap();
 }
 
-pub async fn delete_kills_the_session(store: Arc<dyn SessionStore>) {
+/// Logout: a deleted session is gone for good; other sessions stay.
+async fn delete_kills_the_session(store: Arc<dyn SessionStore>) {
     let id = bounded(store.create(SessionRecord::new(identity("o-delete"))))
         .await
         .unwrap();
@@ -88,7 +94,8 @@ pub async fn delete_kills_the_session(store: Arc<dyn SessionStore>) {
     assert_eq!(kept.identity.openid, "o-keep");
 }
 
-pub async fn every_create_gets_a_fresh_id(store: Arc<dyn SessionStore>) {
+/// Collision safety: every create yields a distinct id that is its own session.
+async fn every_create_gets_a_fresh_id(store: Arc<dyn SessionStore>) {
     // Same record many times: a fresh id each time, each its own session (collision-safe
     // create never hands out an id that is in use).
     let record = SessionRecord::new(identity("o-many"));
@@ -104,7 +111,8 @@ pub async fn every_create_gets_a_fresh_id(store: Arc<dyn SessionStore>) {
     }
 }
 
-pub async fn absolute_ttl_expires_even_when_active(store: Arc<dyn SessionStore>) {
+/// The absolute lifetime ends a session however busy it is.
+async fn absolute_ttl_expires_even_when_active(store: Arc<dyn SessionStore>) {
     // Built with ttl = 2 s, idle = 60 s.
     let id = bounded(store.create(SessionRecord::new(identity("o-ttl"))))
         .await
@@ -123,7 +131,8 @@ pub async fn absolute_ttl_expires_even_when_active(store: Arc<dyn SessionStore>)
     assert!(!bounded(store.touch(&id)).await.unwrap());
 }
 
-pub async fn idle_timeout_expires_unused_sessions(store: Arc<dyn SessionStore>) {
+/// Use keeps a session alive past the idle timeout; disuse ends it.
+async fn idle_timeout_expires_unused_sessions(store: Arc<dyn SessionStore>) {
     // Built with ttl = 60 s, idle = 2 s.
     let busy = bounded(store.create(SessionRecord::new(identity("o-busy"))))
         .await
@@ -144,7 +153,8 @@ pub async fn idle_timeout_expires_unused_sessions(store: Arc<dyn SessionStore>) 
     assert_eq!(bounded(store.load(&idle)).await.unwrap(), None);
 }
 
-pub async fn flows_are_single_use(store: Arc<dyn SessionStore>) {
+/// A login flow can be taken once.
+async fn flows_are_single_use(store: Arc<dyn SessionStore>) {
     let key = fresh_key();
     let stored = flow("/after/login?x=1");
     bounded(store.put_flow(&key, stored.clone(), Duration::from_secs(60)))
@@ -156,7 +166,8 @@ pub async fn flows_are_single_use(store: Arc<dyn SessionStore>) {
     assert_eq!(bounded(store.take_flow(&fresh_key())).await.unwrap(), None);
 }
 
-pub async fn flows_are_independent(store: Arc<dyn SessionStore>) {
+/// Flows under different keys do not interfere.
+async fn flows_are_independent(store: Arc<dyn SessionStore>) {
     let (a, b) = (fresh_key(), fresh_key());
     let (fa, fb) = (flow("/a"), flow("/b"));
     bounded(store.put_flow(&a, fa.clone(), Duration::from_secs(60)))
@@ -169,7 +180,8 @@ pub async fn flows_are_independent(store: Arc<dyn SessionStore>) {
     assert_eq!(bounded(store.take_flow(&a)).await.unwrap(), Some(fa));
 }
 
-pub async fn concurrent_takes_yield_one_flow(store: Arc<dyn SessionStore>) {
+/// Concurrent callbacks with the same state: exactly one gets the flow.
+async fn concurrent_takes_yield_one_flow(store: Arc<dyn SessionStore>) {
     for round in 0..20 {
         let key = fresh_key();
         bounded(store.put_flow(&key, flow("/race"), Duration::from_secs(60)))
@@ -193,7 +205,8 @@ pub async fn concurrent_takes_yield_one_flow(store: Arc<dyn SessionStore>) {
     }
 }
 
-pub async fn flows_expire(store: Arc<dyn SessionStore>) {
+/// A flow dies after its own time to live.
+async fn flows_expire(store: Arc<dyn SessionStore>) {
     let key = fresh_key();
     let kept = fresh_key();
     bounded(store.put_flow(&key, flow("/x"), Duration::from_secs(1)))
@@ -207,7 +220,8 @@ pub async fn flows_expire(store: Arc<dyn SessionStore>) {
     assert!(bounded(store.take_flow(&kept)).await.unwrap().is_some());
 }
 
-pub async fn completed_marker(store: Arc<dyn SessionStore>) {
+/// A completed flow is remembered (not consumed by reads) so a duplicate callback finds the session.
+async fn completed_marker(store: Arc<dyn SessionStore>) {
     let key = fresh_key();
     assert_eq!(bounded(store.completed(&key)).await.unwrap(), None);
     let session = bounded(store.create(SessionRecord::new(identity("o-done"))))
@@ -239,7 +253,8 @@ pub async fn completed_marker(store: Arc<dyn SessionStore>) {
     assert_eq!(bounded(store.completed(&short)).await.unwrap(), None);
 }
 
-pub async fn ping_succeeds(store: Arc<dyn SessionStore>) {
+/// Readiness check of a healthy backend.
+async fn ping_succeeds(store: Arc<dyn SessionStore>) {
     bounded(store.ping()).await.unwrap();
 }
 
