@@ -664,3 +664,333 @@ fn from_unix_seconds(secs: i64) -> SystemTime {
 pub fn now_unix() -> i64 {
     unix_seconds(SystemTime::now())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::VecDeque,
+        net::SocketAddr,
+        sync::atomic::{AtomicU64, Ordering},
+    };
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::{Request, Response, body::Incoming, service::service_fn};
+    use hyper_util::rt::TokioIo;
+
+    use super::*;
+    use crate::wechat::{
+        VerifyTicket,
+        client::ClientSettings,
+        persist::{MemoryPlatformStore, StoredToken},
+    };
+
+    /// A fake `api_component_token` endpoint answering scripted bodies (then a default one).
+    struct FakeWeChat {
+        addr: SocketAddr,
+        calls: Arc<AtomicU64>,
+        script: Arc<Mutex<VecDeque<String>>>,
+        task: JoinHandle<()>,
+    }
+
+    impl FakeWeChat {
+        async fn start() -> Self {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let calls = Arc::new(AtomicU64::new(0));
+            let script: Arc<Mutex<VecDeque<String>>> = Arc::default();
+            let (c, s) = (Arc::clone(&calls), Arc::clone(&script));
+            let task = tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let (c, s) = (Arc::clone(&c), Arc::clone(&s));
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |_req: Request<Incoming>| {
+                            let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+                            let body = s.lock().unwrap().pop_front().unwrap_or_else(|| {
+                                format!(
+                                    r#"{{"component_access_token":"tok-{n}","expires_in":7200}}"#
+                                )
+                            });
+                            async move {
+                                Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                    Bytes::from(body),
+                                )))
+                            }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+            Self {
+                addr,
+                calls,
+                script,
+                task,
+            }
+        }
+        fn calls(&self) -> u64 {
+            self.calls.load(Ordering::SeqCst)
+        }
+        fn push(&self, body: &str) {
+            self.script.lock().unwrap().push_back(body.to_owned());
+        }
+    }
+
+    impl Drop for FakeWeChat {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    fn settings() -> TokenSettings {
+        TokenSettings {
+            retry_backoff: Duration::from_millis(10),
+            min_refetch_interval: Duration::from_millis(200),
+            ..TokenSettings::default()
+        }
+    }
+
+    fn manager(
+        fake: &FakeWeChat,
+        store: Arc<dyn PlatformStore>,
+        settings: TokenSettings,
+    ) -> ComponentTokenManager {
+        let client = WeChatClient::new(ClientSettings {
+            api_base: url::Url::parse(&format!("http://{}/", fake.addr)).unwrap(),
+            ..ClientSettings::default()
+        })
+        .unwrap();
+        ComponentTokenManager::new(
+            ComponentAppId::new("wx0123456789abcdef"),
+            AppSecret::new("secret"),
+            client,
+            store,
+            settings,
+        )
+    }
+
+    fn ticket(create_time: i64) -> StoredTicket {
+        StoredTicket {
+            ticket: VerifyTicket::new(format!("ticket@@@{create_time}")),
+            create_time,
+            received_at: create_time,
+        }
+    }
+
+    async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(20), f)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn no_ticket_means_no_ticket_error_and_no_call() {
+        let fake = FakeWeChat::start().await;
+        let m = manager(&fake, Arc::new(MemoryPlatformStore::new()), settings());
+        let e = bounded(m.token()).await.unwrap_err();
+        assert!(matches!(e, WeChatError::NoTicket), "{e:?}");
+        assert_eq!(e.class(), ErrorClass::Ticket);
+        assert_eq!(fake.calls(), 0);
+        assert!(!m.status().ticket_present);
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_fetch_and_it_is_persisted() {
+        let fake = FakeWeChat::start().await;
+        let store = Arc::new(MemoryPlatformStore::new());
+        let m = manager(&fake, store.clone(), settings());
+        bounded(m.set_ticket(ticket(100))).await.unwrap();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let m = m.clone();
+                tokio::spawn(async move { m.token().await })
+            })
+            .collect();
+        for t in tasks {
+            let token = bounded(t).await.unwrap().unwrap();
+            assert_eq!(token, ComponentAccessToken::new("tok-1"));
+        }
+        assert_eq!(fake.calls(), 1);
+        let appid = ComponentAppId::new("wx0123456789abcdef");
+        let stored = store.load_token(&appid).await.unwrap().unwrap();
+        assert_eq!(stored.token, ComponentAccessToken::new("tok-1"));
+        assert!(stored.expires_at > now_unix() + 7000);
+        assert_eq!(store.load_ticket(&appid).await.unwrap(), Some(ticket(100)));
+        let status = m.status();
+        assert!(status.ticket_present && status.token_present);
+        assert!(status.token_expires_in.unwrap() > Duration::from_secs(7000));
+    }
+
+    #[tokio::test]
+    async fn a_persisted_token_is_used_without_asking_wechat() {
+        let fake = FakeWeChat::start().await;
+        let store = Arc::new(MemoryPlatformStore::new());
+        let appid = ComponentAppId::new("wx0123456789abcdef");
+        store.save_ticket(&appid, &ticket(5)).await.unwrap();
+        store
+            .save_token(
+                &appid,
+                &StoredToken {
+                    token: ComponentAccessToken::new("persisted"),
+                    expires_at: now_unix() + 3600,
+                },
+            )
+            .await
+            .unwrap();
+        let m = manager(&fake, store.clone(), settings());
+        assert_eq!(
+            bounded(m.token()).await.unwrap(),
+            ComponentAccessToken::new("persisted")
+        );
+        assert_eq!(fake.calls(), 0);
+
+        // An expired persisted token is not used.
+        store
+            .save_token(
+                &appid,
+                &StoredToken {
+                    token: ComponentAccessToken::new("old"),
+                    expires_at: now_unix() - 1,
+                },
+            )
+            .await
+            .unwrap();
+        let m = manager(&fake, store, settings());
+        assert_eq!(
+            bounded(m.token()).await.unwrap(),
+            ComponentAccessToken::new("tok-1")
+        );
+        assert_eq!(fake.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn quota_exhausted_is_remembered_not_retried() {
+        let fake = FakeWeChat::start().await;
+        fake.push(r#"{"errcode":45009,"errmsg":"reach max api daily quota limit rid: 1-2"}"#);
+        let m = manager(&fake, Arc::new(MemoryPlatformStore::new()), settings());
+        bounded(m.set_ticket(ticket(1))).await.unwrap();
+        for _ in 0..20 {
+            let e = bounded(m.token()).await.unwrap_err();
+            assert_eq!(e.class(), ErrorClass::Quota, "{e:?}");
+            assert_eq!(e.code(), Some(45009));
+        }
+        assert_eq!(fake.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_a_bounded_number_of_times() {
+        let fake = FakeWeChat::start().await;
+        fake.push(r#"{"errcode":-1,"errmsg":"system error"}"#);
+        fake.push("<html>busy</html>");
+        let m = manager(&fake, Arc::new(MemoryPlatformStore::new()), settings());
+        bounded(m.set_ticket(ticket(1))).await.unwrap();
+        assert_eq!(
+            bounded(m.token()).await.unwrap(),
+            ComponentAccessToken::new("tok-3")
+        );
+        assert_eq!(fake.calls(), 3);
+
+        let fake = FakeWeChat::start().await;
+        for _ in 0..10 {
+            fake.push(r#"{"errcode":-1,"errmsg":"system error"}"#);
+        }
+        let m = manager(&fake, Arc::new(MemoryPlatformStore::new()), settings());
+        bounded(m.set_ticket(ticket(1))).await.unwrap();
+        let e = bounded(m.token()).await.unwrap_err();
+        assert_eq!(e.code(), Some(-1));
+        assert_eq!(fake.calls(), 3, "one call plus max_retries (2)");
+        // remembered for min_refetch_interval: no new calls right away
+        let _ = bounded(m.token()).await.unwrap_err();
+        assert_eq!(fake.calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn invalidate_compares_before_dropping() {
+        let fake = FakeWeChat::start().await;
+        let store = Arc::new(MemoryPlatformStore::new());
+        let m = manager(&fake, store.clone(), settings());
+        bounded(m.set_ticket(ticket(1))).await.unwrap();
+        let first = bounded(m.token()).await.unwrap();
+        assert!(
+            !bounded(m.invalidate(&ComponentAccessToken::new("someone-elses")))
+                .await
+                .unwrap()
+        );
+        assert_eq!(bounded(m.token()).await.unwrap(), first);
+        assert_eq!(fake.calls(), 1);
+
+        assert!(bounded(m.invalidate(&first)).await.unwrap());
+        let appid = ComponentAppId::new("wx0123456789abcdef");
+        assert_eq!(store.load_token(&appid).await.unwrap(), None);
+        let second = bounded(m.token()).await.unwrap();
+        assert_eq!(second, ComponentAccessToken::new("tok-2"));
+        assert_eq!(fake.calls(), 2);
+        // a late invalidation of the old token does not throw the new one away
+        assert!(!bounded(m.invalidate(&first)).await.unwrap());
+        assert_eq!(bounded(m.token()).await.unwrap(), second);
+        assert_eq!(fake.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_new_ticket_clears_a_ticket_failure_and_old_tickets_are_ignored() {
+        let fake = FakeWeChat::start().await;
+        fake.push(r#"{"errcode":61006,"errmsg":"component ticket is invalid"}"#);
+        let m = manager(&fake, Arc::new(MemoryPlatformStore::new()), settings());
+        bounded(m.set_ticket(ticket(10))).await.unwrap();
+        let e = bounded(m.token()).await.unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Ticket);
+        let _ = bounded(m.token()).await.unwrap_err();
+        assert_eq!(fake.calls(), 1, "held during the cool-down");
+
+        bounded(m.set_ticket(ticket(5))).await.unwrap(); // older: ignored
+        let _ = bounded(m.token()).await.unwrap_err();
+        assert_eq!(fake.calls(), 1);
+
+        bounded(m.set_ticket(ticket(20))).await.unwrap();
+        assert_eq!(
+            bounded(m.token()).await.unwrap(),
+            ComponentAccessToken::new("tok-2")
+        );
+        assert_eq!(fake.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn within_the_margin_the_old_token_is_served_and_refreshed_in_background() {
+        let fake = FakeWeChat::start().await;
+        // lifetime 4 s → margin capped at 2 s; with a 3 s setting: fetched token is "fresh" for 2 s
+        fake.push(r#"{"component_access_token":"short","expires_in":4}"#);
+        let m = manager(
+            &fake,
+            Arc::new(MemoryPlatformStore::new()),
+            TokenSettings {
+                refresh_margin: Duration::from_secs(3),
+                min_refetch_interval: Duration::ZERO,
+                ..settings()
+            },
+        );
+        bounded(m.set_ticket(ticket(1))).await.unwrap();
+        assert_eq!(
+            bounded(m.token()).await.unwrap(),
+            ComponentAccessToken::new("short")
+        );
+        // Wait (bounded) until the token is inside its margin; token() keeps answering the old
+        // token while a background fetch replaces it.
+        let mut saw_new = false;
+        for _ in 0..200 {
+            let t = bounded(m.token()).await.unwrap();
+            if t == ComponentAccessToken::new("tok-2") {
+                saw_new = true;
+                break;
+            }
+            assert_eq!(t, ComponentAccessToken::new("short"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(saw_new);
+        assert_eq!(fake.calls(), 2);
+    }
+}
