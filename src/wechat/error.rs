@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 
-use super::persist::StoreError;
+use super::{crypto::CryptoError, events::PushError, persist::StoreError};
 
 /// Why a call to WeChat (or an operation around it) failed.
 ///
@@ -60,11 +60,12 @@ pub enum WeChatError {
     #[error("no component_verify_ticket received yet; the platform is not ready")]
     NoTicket,
     /// An event push was refused (bad signature, wrong appid, undecryptable or garbled body).
-    #[error("event push refused: {reason}")]
-    Push {
-        /// Why the push was refused (never the payload).
-        reason: String,
-    },
+    /// Not from WeChat (or not for us): answer 4xx and store nothing.
+    #[error("event push refused: {0}")]
+    Push(#[from] PushError),
+    /// The push crypto cannot be set up (the EncodingAESKey is not 43 base64 characters).
+    #[error("push crypto unusable: {0}")]
+    Crypto(#[from] CryptoError),
     /// The platform store (ticket and token persistence) failed.
     #[error("platform store failed: {0}")]
     Store(#[from] StoreError),
@@ -111,7 +112,7 @@ impl WeChatError {
             | WeChatError::BadReply { .. }
             | WeChatError::Store(_) => ErrorClass::Retry,
             WeChatError::NoTicket => ErrorClass::Ticket,
-            WeChatError::Push { .. } | WeChatError::Misconfigured { .. } => {
+            WeChatError::Push(_) | WeChatError::Crypto(_) | WeChatError::Misconfigured { .. } => {
                 ErrorClass::Configuration
             }
         }
@@ -263,6 +264,14 @@ mod tests {
         assert_eq!(WeChatError::NoTicket.class(), ErrorClass::Ticket);
         assert_eq!(
             WeChatError::Misconfigured { reason: "x".into() }.class(),
+            ErrorClass::Configuration
+        );
+        assert_eq!(
+            WeChatError::from(CryptoError::InvalidKey).class(),
+            ErrorClass::Configuration
+        );
+        assert_eq!(
+            WeChatError::from(PushError::Crypto(CryptoError::InvalidSignature)).class(),
             ErrorClass::Configuration
         );
         assert_eq!(WeChatError::NoTicket.code(), None);

@@ -16,9 +16,11 @@ use tokio::task::JoinHandle;
 use super::{
     AppSecret, AuthorizationCode, AuthorizerAppId, ComponentAppId, OAuthState, Scope,
     client::{ClientSettings, UserInfo, UserToken, WeChatClient},
+    crypto::MsgCrypt,
     error::{ErrorClass, WeChatError},
-    persist::PlatformStore,
-    token::{ComponentTokenManager, PlatformStatus, TokenSettings},
+    events::{PushEvent, PushQuery, open_push},
+    persist::{PlatformStore, StoredTicket},
+    token::{ComponentTokenManager, PlatformStatus, TokenSettings, now_unix},
 };
 use crate::secret::SecretString;
 
@@ -87,6 +89,7 @@ enum Mode {
         component_appid: ComponentAppId,
         authorizer_appid: AuthorizerAppId,
         tokens: ComponentTokenManager,
+        crypt: MsgCrypt,
     },
     OfficialAccount {
         appid: AuthorizerAppId,
@@ -102,6 +105,7 @@ impl std::fmt::Debug for WeChatOAuth {
                 component_appid,
                 authorizer_appid,
                 tokens,
+                crypt: _,
             } => d
                 .field("mode", &"component")
                 .field("component_appid", component_appid)
@@ -133,10 +137,15 @@ impl WeChatOAuth {
                 component_appid,
                 component_secret,
                 authorizer_appid,
-                message_token: _,
-                encoding_aes_key: _,
-                previous_encoding_aes_key: _,
+                message_token,
+                encoding_aes_key,
+                previous_encoding_aes_key,
             } => {
+                let mut crypt =
+                    MsgCrypt::new(&message_token, &encoding_aes_key, component_appid.clone())?;
+                if let Some(previous) = &previous_encoding_aes_key {
+                    crypt = crypt.with_previous_key(previous)?;
+                }
                 let tokens = ComponentTokenManager::new(
                     component_appid.clone(),
                     component_secret,
@@ -148,6 +157,7 @@ impl WeChatOAuth {
                     component_appid,
                     authorizer_appid,
                     tokens,
+                    crypt,
                 }
             }
             OAuthMode::OfficialAccount { appid, secret } => Mode::OfficialAccount { appid, secret },
@@ -221,6 +231,7 @@ impl WeChatOAuth {
                 component_appid,
                 authorizer_appid,
                 tokens,
+                ..
             } => {
                 let token = tokens.token().await?;
                 match client
@@ -261,6 +272,72 @@ impl WeChatOAuth {
             .await
     }
 
+    /// Accepts a push to the 授权事件接收URL (component mode): verifies `msg_signature`,
+    /// decrypts, checks the component appid, then stores a `component_verify_ticket` (persisted
+    /// before this returns, so answer WeChat `success` only after `Ok`), logs `unauthorized` at
+    /// warn and ignores other kinds. The event is returned for the caller's own use.
+    ///
+    /// # Errors
+    /// [`WeChatError::Push`] for a forged, foreign or garbled push (answer 4xx, nothing was
+    /// stored); [`WeChatError::Store`] if the ticket cannot be persisted;
+    /// [`WeChatError::Misconfigured`] in official-account mode, which receives no pushes.
+    pub async fn accept_push(
+        &self,
+        query: &PushQuery,
+        body: &[u8],
+    ) -> Result<PushEvent, WeChatError> {
+        let Mode::Component {
+            authorizer_appid,
+            tokens,
+            crypt,
+            ..
+        } = &self.inner.mode
+        else {
+            return Err(WeChatError::Misconfigured {
+                reason: "event pushes exist only in component mode".to_owned(),
+            });
+        };
+        let event = open_push(crypt, query, body)?;
+        match &event {
+            PushEvent::ComponentVerifyTicket {
+                create_time,
+                ticket,
+                ..
+            } => {
+                tokens
+                    .set_ticket(StoredTicket {
+                        ticket: ticket.clone(),
+                        create_time: *create_time,
+                        received_at: now_unix(),
+                    })
+                    .await?;
+                tracing::debug!(create_time, "stored a pushed component_verify_ticket");
+            }
+            PushEvent::Unauthorized {
+                authorizer_appid: revoked,
+                ..
+            } => {
+                if revoked == authorizer_appid {
+                    tracing::warn!(authorizer_appid = %revoked, "the configured official account revoked its authorization of the platform: logins will fail (10015) until it authorizes again");
+                } else {
+                    tracing::warn!(authorizer_appid = %revoked, "an official account revoked its authorization of the platform");
+                }
+            }
+            PushEvent::Authorized {
+                authorizer_appid, ..
+            }
+            | PushEvent::UpdateAuthorized {
+                authorizer_appid, ..
+            } => {
+                tracing::info!(authorizer_appid = %authorizer_appid, "an official account authorized (or updated) the platform");
+            }
+            other => {
+                tracing::debug!(event = ?other, "ignoring a push of another kind");
+            }
+        }
+        Ok(event)
+    }
+
     /// Whether new logins can work: the store answers, and in component mode a ticket and a
     /// valid platform token are held.
     pub async fn readiness(&self) -> Readiness {
@@ -298,5 +375,188 @@ impl WeChatOAuth {
             Mode::Component { tokens, .. } => Some(tokens.spawn_refresher()),
             Mode::OfficialAccount { .. } => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wechat::{
+        VerifyTicket,
+        events::{PushQuery, seal_push, ticket_event_xml},
+        persist::MemoryPlatformStore,
+    };
+
+    const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+    fn component_settings() -> WeChatSettings {
+        WeChatSettings {
+            mode: OAuthMode::Component {
+                component_appid: ComponentAppId::new("wx0123456789abcdef"),
+                component_secret: AppSecret::new("component-secret-value"),
+                authorizer_appid: AuthorizerAppId::new("wxa1b2c3d4e5f60708"),
+                message_token: SecretString::new("message-token-value"),
+                encoding_aes_key: SecretString::new(AES_KEY),
+                previous_encoding_aes_key: None,
+            },
+            client: ClientSettings::default(),
+            token: TokenSettings::default(),
+        }
+    }
+
+    fn oa_settings() -> WeChatSettings {
+        WeChatSettings {
+            mode: OAuthMode::OfficialAccount {
+                appid: AuthorizerAppId::new("wxa1b2c3d4e5f60708"),
+                secret: AppSecret::new("oa-secret-value"),
+            },
+            client: ClientSettings::default(),
+            token: TokenSettings::default(),
+        }
+    }
+
+    fn sealed_ticket(token: &str, key: &str, create_time: i64) -> (PushQuery, String) {
+        let appid = ComponentAppId::new("wx0123456789abcdef");
+        let crypt = MsgCrypt::new(
+            &SecretString::new(token),
+            &SecretString::new(key),
+            appid.clone(),
+        )
+        .unwrap();
+        let xml = ticket_event_xml(
+            &appid,
+            create_time,
+            &VerifyTicket::new("ticket@@@pushed-ticket-value"),
+        );
+        let (query, body) = seal_push(&crypt, &xml, "1700000000", "42");
+        (PushQuery::from_query(&query).unwrap(), body)
+    }
+
+    #[tokio::test]
+    async fn a_valid_ticket_push_is_stored() {
+        let store = Arc::new(MemoryPlatformStore::new());
+        let oauth = WeChatOAuth::new(component_settings(), store.clone()).unwrap();
+        let (query, body) = sealed_ticket("message-token-value", AES_KEY, 1_700_000_000);
+        let event = oauth.accept_push(&query, body.as_bytes()).await.unwrap();
+        assert!(matches!(event, PushEvent::ComponentVerifyTicket { .. }));
+        let stored = store
+            .load_ticket(&ComponentAppId::new("wx0123456789abcdef"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            stored.ticket,
+            VerifyTicket::new("ticket@@@pushed-ticket-value")
+        );
+        assert_eq!(stored.create_time, 1_700_000_000);
+        let readiness = oauth.readiness().await;
+        assert!(!readiness.ready);
+        assert_eq!(
+            readiness.reasons,
+            vec!["no valid component_access_token yet".to_owned()]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_push_under_the_previous_key_is_accepted_during_rotation() {
+        let old_key = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
+        let mut settings = component_settings();
+        if let OAuthMode::Component {
+            previous_encoding_aes_key,
+            ..
+        } = &mut settings.mode
+        {
+            *previous_encoding_aes_key = Some(SecretString::new(old_key));
+        }
+        let store = Arc::new(MemoryPlatformStore::new());
+        let oauth = WeChatOAuth::new(settings, store.clone()).unwrap();
+        let (query, body) = sealed_ticket("message-token-value", old_key, 1);
+        oauth.accept_push(&query, body.as_bytes()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_forged_push_is_refused_and_nothing_is_stored() {
+        let store = Arc::new(MemoryPlatformStore::new());
+        let oauth = WeChatOAuth::new(component_settings(), store.clone()).unwrap();
+        let (query, body) = sealed_ticket("someone-elses-token", AES_KEY, 1);
+        let e = oauth
+            .accept_push(&query, body.as_bytes())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, WeChatError::Push(_)), "{e:?}");
+        let e = oauth
+            .accept_push(&query, b"<xml>garbage")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, WeChatError::Push(_)), "{e:?}");
+        assert_eq!(
+            store
+                .load_ticket(&ComponentAppId::new("wx0123456789abcdef"))
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(!oauth.token_manager().unwrap().status().ticket_present);
+    }
+
+    #[tokio::test]
+    async fn official_account_mode_has_no_pushes_and_is_ready() {
+        let oauth = WeChatOAuth::new(oa_settings(), Arc::new(MemoryPlatformStore::new())).unwrap();
+        let (query, body) = sealed_ticket("message-token-value", AES_KEY, 1);
+        let e = oauth
+            .accept_push(&query, body.as_bytes())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, WeChatError::Misconfigured { .. }));
+        assert_eq!(oauth.component_appid(), None);
+        assert!(oauth.start_background().is_none());
+        assert!(oauth.readiness().await.ready);
+    }
+
+    #[test]
+    fn a_bad_aes_key_is_refused_at_construction() {
+        let mut settings = component_settings();
+        if let OAuthMode::Component {
+            encoding_aes_key, ..
+        } = &mut settings.mode
+        {
+            *encoding_aes_key = SecretString::new("too-short");
+        }
+        let e = WeChatOAuth::new(settings, Arc::new(MemoryPlatformStore::new())).unwrap_err();
+        assert!(matches!(e, WeChatError::Crypto(_)), "{e:?}");
+    }
+
+    #[test]
+    fn authorize_url_depends_on_the_mode() {
+        let store: Arc<dyn PlatformStore> = Arc::new(MemoryPlatformStore::new());
+        let state = OAuthState::new("st4te");
+        let component = WeChatOAuth::new(component_settings(), Arc::clone(&store)).unwrap();
+        let url = component.authorize_url("https://a.example/cb", Scope::UserInfo, &state);
+        assert!(url.starts_with(
+            "https://open.weixin.qq.com/connect/oauth2/authorize?appid=wxa1b2c3d4e5f60708&"
+        ));
+        assert!(url.ends_with("&component_appid=wx0123456789abcdef#wechat_redirect"));
+        let oa = WeChatOAuth::new(oa_settings(), store).unwrap();
+        let url = oa.authorize_url("https://a.example/cb", Scope::Base, &state);
+        assert!(url.ends_with("&state=st4te&connect_redirect=1#wechat_redirect"));
+        assert_eq!(oa.authorizer_appid().as_str(), "wxa1b2c3d4e5f60708");
+    }
+
+    #[test]
+    fn debug_shows_no_secrets() {
+        let settings = component_settings();
+        let shown_settings = format!("{settings:?}");
+        let oauth = WeChatOAuth::new(settings, Arc::new(MemoryPlatformStore::new())).unwrap();
+        let oa = WeChatOAuth::new(oa_settings(), Arc::new(MemoryPlatformStore::new())).unwrap();
+        let shown = format!("{shown_settings} {oauth:?} {oa:?}");
+        for secret in [
+            "component-secret-value",
+            "message-token-value",
+            AES_KEY,
+            "oa-secret-value",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("wx0123456789abcdef"));
     }
 }
