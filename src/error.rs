@@ -18,7 +18,11 @@
 
 use http::StatusCode;
 
+use crate::jwt::JwtError;
 use crate::layer::response::{OwnResponse, escape_html, html, json};
+use crate::session::StoreError;
+use crate::wechat::error::{ErrorClass, WeChatError};
+use crate::wechat::events::PushError;
 
 /// Everything that can go wrong while authenticating a request or serving a reserved route.
 #[derive(Debug, thiserror::Error)]
@@ -39,30 +43,15 @@ pub enum AuthError {
     /// The callback's `appid` is not the configured authorizer appid.
     #[error("callback appid does not match the authorizer appid")]
     AppIdMismatch,
-    /// WeChat refused the code (used, expired, unknown) or the user token; logging in again helps.
-    #[error("WeChat rejected the authorization code")]
-    CodeRejected,
-    /// A WeChat call did not answer in time.
-    #[error("WeChat did not answer in time")]
-    WeChatTimeout,
-    /// WeChat failed (transport error, 5xx, system busy, garbled answer).
-    #[error("WeChat is unavailable: {0}")]
-    WeChatUnavailable(String),
-    /// The platform has no `component_verify_ticket` (or token) yet.
-    #[error("the platform is not ready (no verify ticket yet)")]
-    PlatformNotReady,
-    /// WeChat says our configuration is wrong (appid, secret, domain) — an operator must act.
-    #[error("WeChat rejected our configuration: {0}")]
-    Misconfigured(String),
+    /// A WeChat call failed; the status and page follow the error's [`ErrorClass`].
+    #[error(transparent)]
+    WeChat(#[from] WeChatError),
     /// The session store failed; fail closed.
-    #[error("session store failure: {0}")]
-    Store(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// Minting the identity JWT failed.
-    #[error("JWT signing failed: {0}")]
-    Jwt(String),
-    /// A push to the events endpoint failed verification (signature, appid, decryption, XML).
-    #[error("push rejected: {0}")]
-    PushRejected(String),
+    #[error(transparent)]
+    Jwt(#[from] JwtError),
     /// A request body over the limit.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -78,6 +67,35 @@ pub enum AuthError {
     /// A bug of ours.
     #[error("internal error: {0}")]
     Internal(&'static str),
+}
+
+/// How a WeChat failure is presented (see [`AuthError::status`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WeChatKind {
+    Timeout,
+    Unavailable,
+    NotReady,
+    CodeRejected,
+    Misconfigured,
+    PushForged,
+    PushMalformed,
+}
+
+fn wechat_kind(error: &WeChatError) -> WeChatKind {
+    match error {
+        WeChatError::Timeout { .. } => WeChatKind::Timeout,
+        WeChatError::NoTicket => WeChatKind::NotReady,
+        WeChatError::Push(PushError::Crypto(_)) => WeChatKind::PushForged,
+        WeChatError::Push(_) => WeChatKind::PushMalformed,
+        other => match other.class() {
+            ErrorClass::Ticket => WeChatKind::NotReady,
+            ErrorClass::Reauthorize => WeChatKind::CodeRejected,
+            ErrorClass::Configuration => WeChatKind::Misconfigured,
+            ErrorClass::Retry | ErrorClass::RefreshToken | ErrorClass::Quota => {
+                WeChatKind::Unavailable
+            }
+        },
+    }
 }
 
 /// What a page says, in both languages.
@@ -97,18 +115,18 @@ impl AuthError {
         match self {
             AuthError::Unauthenticated => StatusCode::UNAUTHORIZED,
             AuthError::LoginRefused | AuthError::SnapshotUser => StatusCode::FORBIDDEN,
-            AuthError::InvalidState | AuthError::AppIdMismatch | AuthError::CodeRejected => {
+            AuthError::InvalidState | AuthError::AppIdMismatch | AuthError::BadRequest(_) => {
                 StatusCode::BAD_REQUEST
             }
-            AuthError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AuthError::WeChatUnavailable(_) => StatusCode::BAD_GATEWAY,
-            AuthError::WeChatTimeout | AuthError::PlatformNotReady | AuthError::Store(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            AuthError::Misconfigured(_) | AuthError::Jwt(_) | AuthError::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-            AuthError::PushRejected(_) => StatusCode::FORBIDDEN,
+            AuthError::WeChat(e) => match wechat_kind(e) {
+                WeChatKind::Timeout | WeChatKind::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+                WeChatKind::Unavailable => StatusCode::BAD_GATEWAY,
+                WeChatKind::CodeRejected | WeChatKind::PushMalformed => StatusCode::BAD_REQUEST,
+                WeChatKind::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
+                WeChatKind::PushForged => StatusCode::FORBIDDEN,
+            },
+            AuthError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::Jwt(_) | AuthError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AuthError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AuthError::NotFound => StatusCode::NOT_FOUND,
             AuthError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -170,46 +188,56 @@ impl AuthError {
                 "The callback names a different official account than the one configured. Please log in again.",
                 true,
             ),
-            AuthError::CodeRejected => t(
-                "code_rejected",
-                "授权已失效",
-                "微信授权码已过期或已被使用。请重新登录。",
-                "Authorization expired",
-                "The WeChat authorization code has expired or was already used. Please log in again.",
-                true,
-            ),
-            AuthError::WeChatTimeout => t(
-                "wechat_timeout",
-                "微信响应超时",
-                "微信服务器没有及时响应。请稍后重试。",
-                "WeChat timed out",
-                "WeChat did not answer in time. Please try again in a moment.",
-                true,
-            ),
-            AuthError::WeChatUnavailable(_) => t(
-                "wechat_unavailable",
-                "微信服务暂不可用",
-                "暂时无法与微信通信。请稍后重试。",
-                "WeChat unavailable",
-                "We cannot reach WeChat right now. Please try again in a moment.",
-                true,
-            ),
-            AuthError::PlatformNotReady => t(
-                "platform_not_ready",
-                "平台未就绪",
-                "第三方平台尚未收到微信推送的验证票据，暂时无法登录。请稍后重试；若持续出现，请联系管理员。",
-                "Platform not ready",
-                "The platform has not yet received its verify ticket from WeChat, so logins are not possible yet. Please try again later; if this persists, contact the administrator.",
-                true,
-            ),
-            AuthError::Misconfigured(_) => t(
-                "misconfigured",
-                "服务配置错误",
-                "微信拒绝了本服务的配置。请联系管理员。",
-                "Service misconfigured",
-                "WeChat rejected this service's configuration. Please contact the administrator.",
-                false,
-            ),
+            AuthError::WeChat(e) => match wechat_kind(e) {
+                WeChatKind::CodeRejected => t(
+                    "code_rejected",
+                    "授权已失效",
+                    "微信授权码已过期或已被使用。请重新登录。",
+                    "Authorization expired",
+                    "The WeChat authorization code has expired or was already used. Please log in again.",
+                    true,
+                ),
+                WeChatKind::Timeout => t(
+                    "wechat_timeout",
+                    "微信响应超时",
+                    "微信服务器没有及时响应。请稍后重试。",
+                    "WeChat timed out",
+                    "WeChat did not answer in time. Please try again in a moment.",
+                    true,
+                ),
+                WeChatKind::Unavailable => t(
+                    "wechat_unavailable",
+                    "微信服务暂不可用",
+                    "暂时无法与微信通信。请稍后重试。",
+                    "WeChat unavailable",
+                    "We cannot reach WeChat right now. Please try again in a moment.",
+                    true,
+                ),
+                WeChatKind::NotReady => t(
+                    "platform_not_ready",
+                    "平台未就绪",
+                    "第三方平台尚未收到微信推送的验证票据，暂时无法登录。请稍后重试；若持续出现，请联系管理员。",
+                    "Platform not ready",
+                    "The platform has not yet received its verify ticket from WeChat, so logins are not possible yet. Please try again later; if this persists, contact the administrator.",
+                    true,
+                ),
+                WeChatKind::Misconfigured => t(
+                    "misconfigured",
+                    "服务配置错误",
+                    "微信拒绝了本服务的配置。请联系管理员。",
+                    "Service misconfigured",
+                    "WeChat rejected this service's configuration. Please contact the administrator.",
+                    false,
+                ),
+                WeChatKind::PushForged | WeChatKind::PushMalformed => t(
+                    "push_rejected",
+                    "推送被拒绝",
+                    "消息签名或内容校验失败。",
+                    "Push rejected",
+                    "The message signature or content did not verify.",
+                    false,
+                ),
+            },
             AuthError::Store(_) => t(
                 "session_store_unavailable",
                 "服务暂不可用",
@@ -224,14 +252,6 @@ impl AuthError {
                 "服务器出现了意外错误。请稍后重试；若持续出现，请联系管理员。",
                 "Internal error",
                 "Something unexpected went wrong on our side. Please try again later; if this persists, contact the administrator.",
-                false,
-            ),
-            AuthError::PushRejected(_) => t(
-                "push_rejected",
-                "推送被拒绝",
-                "消息签名或内容校验失败。",
-                "Push rejected",
-                "The message signature or content did not verify.",
                 false,
             ),
             AuthError::PayloadTooLarge => t(
@@ -369,41 +389,56 @@ mod tests {
 
     #[tokio::test]
     async fn details_never_reach_the_client() {
-        let r = AuthError::Store("redis: connection refused at 10.0.0.3 secret=abc".into())
-            .render(true, None);
+        let r = AuthError::Store(StoreError::Backend(
+            "redis: connection refused at 10.0.0.3 secret=abc".into(),
+        ))
+        .render(true, None);
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         let page = body(r).await;
         assert!(
             !page.contains("10.0.0.3") && !page.contains("secret"),
             "{page}"
         );
-        let r = AuthError::Misconfigured("61011".into()).render(false, Some("/login"));
+        let misconfigured = WeChatError::Api {
+            code: 61011,
+            errmsg: "invalid component rid: 1".into(),
+            endpoint: "sns/oauth2/component/access_token",
+        };
+        let r = AuthError::from(misconfigured).render(false, Some("/login"));
         assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let v: serde_json::Value = serde_json::from_str(&body(r).await).expect("json");
         assert!(
             v.get("login_url").is_none(),
             "retrying does not help a misconfiguration"
         );
+        assert!(!v.to_string().contains("rid"), "{v}");
     }
 
     #[test]
     fn status_classes() {
-        assert_eq!(
-            AuthError::PlatformNotReady.status(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(
-            AuthError::WeChatTimeout.status(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(
-            AuthError::WeChatUnavailable("x".into()).status(),
-            StatusCode::BAD_GATEWAY
-        );
+        let api = |code| {
+            AuthError::from(WeChatError::Api {
+                code,
+                errmsg: String::new(),
+                endpoint: "x",
+            })
+        };
+        let not_ready = AuthError::from(WeChatError::NoTicket);
+        assert_eq!(not_ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(not_ready.code(), "platform_not_ready");
+        assert_eq!(api(61006).code(), "platform_not_ready");
+        let timeout = AuthError::from(WeChatError::Timeout { endpoint: "x" });
+        assert_eq!(timeout.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(api(-1).status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(api(40163).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(api(40163).code(), "code_rejected");
+        let forged = AuthError::from(WeChatError::Push(PushError::Crypto(
+            crate::wechat::crypto::CryptoError::InvalidSignature,
+        )));
+        assert_eq!(forged.status(), StatusCode::FORBIDDEN);
         assert_eq!(
             AuthError::Internal("x").status(),
             StatusCode::INTERNAL_SERVER_ERROR
         );
-        assert_eq!(AuthError::PlatformNotReady.code(), "platform_not_ready");
     }
 }

@@ -201,10 +201,16 @@ impl Identity {
                 headers.insert(name.clone(), jwt);
             }
             JwtCarrier::AuthorizationBearer => {
-                let mut bearer = Vec::with_capacity(7 + jwt.len());
-                bearer.extend_from_slice(b"Bearer ");
-                bearer.extend_from_slice(jwt.as_bytes());
-                if let Ok(mut value) = HeaderValue::from_bytes(&bearer) {
+                // The issuer may already be configured to prefix `Bearer ` (JwtSettings::value_prefix).
+                let value = if jwt.as_bytes().starts_with(b"Bearer ") {
+                    Ok(jwt)
+                } else {
+                    let mut bearer = Vec::with_capacity(7 + jwt.len());
+                    bearer.extend_from_slice(b"Bearer ");
+                    bearer.extend_from_slice(jwt.as_bytes());
+                    HeaderValue::from_bytes(&bearer)
+                };
+                if let Ok(mut value) = value {
                     value.set_sensitive(true);
                     headers.insert(header::AUTHORIZATION, value);
                 }
@@ -333,6 +339,9 @@ mod tests {
         };
         sample().project_headers(&settings, HeaderValue::from_static("a.b.c"), &mut h);
         assert_eq!(h.len(), 1);
+        assert_eq!(h.get(header::AUTHORIZATION).expect("auth"), "Bearer a.b.c");
+        let mut h = HeaderMap::new();
+        sample().project_headers(&settings, HeaderValue::from_static("Bearer a.b.c"), &mut h);
         assert_eq!(h.get(header::AUTHORIZATION).expect("auth"), "Bearer a.b.c");
     }
 

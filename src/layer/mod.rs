@@ -1,4 +1,219 @@
-//! `WeChatAuthLayer` and `WeChatAuth<S>`.
+//! [`WeChatAuthLayer`] and [`WeChatAuth<S>`]: WeChat login in front of any tower service.
+//!
+//! Every request, in this order (see [`dispatch`]):
+//!
+//! 1. every identity header a client could forge is removed (always, every path:
+//!    [`crate::identity::StripList`]);
+//! 2. a reserved path under the prefix (default `/_wxauth`) is answered by the layer itself
+//!    (`login`, `callback`, `events`, `logout`, `jwks.json`, `whoami`, `health`, `ready`);
+//! 3. a skip rule (method + normalized path) sends the request to the inner service as is;
+//! 4. a valid session cookie: the session's [`Identity`] is put into the request extensions,
+//!    the JWT (cached per session) and optional plain headers are set, the proxy's own cookies
+//!    are removed from `Cookie`, and the inner service is called;
+//! 5. no session: a browser navigation is redirected (302) into the WeChat login flow; anything
+//!    else (API, XHR, POST) gets `401` JSON `{ "error": "unauthenticated", "login_url": … }`.
+//!
+//! The layer never fails with an error of its own: `Error = S::Error`, and every failure is a
+//! response (HTML for browsers, JSON for API clients, rendered by [`crate::error::AuthError`]),
+//! so it works under `axum::Router::layer` without `HandleErrorLayer`. Store failures fail
+//! closed (503), never "allow". Request extensions are preserved (e.g. hyper's `OnUpgrade`,
+//! which the sidecar needs for WebSockets).
+//!
+//! The response body is [`ResponseBody<B>`](response::ResponseBody): the inner body streamed
+//! untouched, or one of our own small answers; its error type is the inner body's.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn example(
+//! #     wechat: wechat_oauth_proxy::wechat::oauth::WeChatOAuth,
+//! #     cookies: wechat_oauth_proxy::session::CookieCodec,
+//! #     jwt: wechat_oauth_proxy::jwt::JwtIssuer,
+//! # ) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::{convert::Infallible, sync::Arc};
+//! use bytes::Bytes;
+//! use http::{Method, Request, Response};
+//! use http_body_util::Full;
+//! use tower::{ServiceBuilder, service_fn};
+//! use wechat_oauth_proxy::{Identity, layer::WeChatAuthLayer, session::{MemoryStore, SessionStore}};
+//!
+//! let sessions: Arc<dyn SessionStore> = Arc::new(MemoryStore::default());
+//! let auth = WeChatAuthLayer::builder()
+//!     .wechat(wechat)
+//!     .sessions(sessions)
+//!     .cookie_codec(cookies)
+//!     .jwt(jwt)
+//!     .public_url("https://app.example.com".parse()?)
+//!     .skip(Method::GET, "/public/*")
+//!     .api_prefix("/api")
+//!     .build()?;
+//! let service = ServiceBuilder::new().layer(auth).service(service_fn(|req: Request<Full<Bytes>>| async move {
+//!     let who = req.extensions().get::<Identity>().map(|i| i.nickname.clone()).unwrap_or_default();
+//!     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(who))))
+//! }));
+//! # let _ = service;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod dispatch;
 pub mod response;
+
+mod builder;
+pub(crate) mod shared;
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use tower::{BoxError, Layer, Service};
+use url::Url;
+
+pub use self::builder::{BuildError, WeChatAuthLayerBuilder};
+pub use self::dispatch::{ClientKind, Decision, Route, SkipRule, SkipRuleError};
+pub use self::response::ResponseBody;
+use self::shared::Shared;
+use crate::identity::HeaderSettings;
+#[cfg(doc)]
+use crate::identity::Identity;
+use crate::wechat::Scope;
+
+/// Configuration of the layer itself (the WeChat client, session store, cookie codec and JWT
+/// issuer are passed to the [builder](WeChatAuthLayer::builder) separately). Filled from
+/// `config.toml` by the binary, or by hand.
+#[derive(Clone, Debug)]
+pub struct LayerSettings {
+    /// Prefix of the reserved endpoints (default `/_wxauth`): starts with `/`, no trailing `/`.
+    pub prefix: String,
+    /// The URL browsers use to reach us, origin only (`https://app.example.com`). WeChat's
+    /// callback is `public_url + prefix + "/callback"`; login URLs in 401 answers are absolute
+    /// under it. Never derived from `Host` or `X-Forwarded-*` headers. Required.
+    pub public_url: Option<Url>,
+    /// Public routes that skip authentication (identity headers are still stripped).
+    pub skip: Vec<SkipRule>,
+    /// Path prefixes that always get 401 JSON instead of a login redirect (e.g. `/api`).
+    pub api_prefixes: Vec<String>,
+    /// Scope requested on the authorize page (default `snsapi_userinfo`: nickname and avatar).
+    pub scope: Scope,
+    /// Where the JWT goes and whether plain `X-WeChat-*` headers are sent.
+    pub headers: HeaderSettings,
+    /// Development only: accept an `http://` public URL (cookies must then be non-Secure too).
+    pub insecure_allow_http: bool,
+    /// Lifetime of a pending login (OAuth `state`), default 10 minutes.
+    pub flow_ttl: Duration,
+}
+
+impl Default for LayerSettings {
+    fn default() -> Self {
+        Self {
+            prefix: "/_wxauth".to_owned(),
+            public_url: None,
+            skip: Vec::new(),
+            api_prefixes: Vec::new(),
+            scope: Scope::UserInfo,
+            headers: HeaderSettings::default(),
+            insecure_allow_http: false,
+            flow_ttl: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// The tower [`Layer`] that puts WeChat login in front of a service. Holds its whole
+/// configuration in one `Arc`, so cloning it (and every service it makes) is one refcount.
+#[derive(Clone, Debug)]
+pub struct WeChatAuthLayer {
+    shared: Arc<Shared>,
+}
+
+impl WeChatAuthLayer {
+    /// Starts building a layer; see [`WeChatAuthLayerBuilder`].
+    pub fn builder() -> WeChatAuthLayerBuilder {
+        WeChatAuthLayerBuilder::default()
+    }
+
+    /// The settings the layer runs with (validated).
+    pub fn settings(&self) -> &LayerSettings {
+        &self.shared.settings
+    }
+
+    /// The absolute callback URL given to WeChat (`public_url + prefix + "/callback"`).
+    pub fn callback_url(&self) -> &str {
+        &self.shared.callback_url
+    }
+
+    /// The absolute URL of the events endpoint (the platform's 授权事件接收URL).
+    pub fn events_url(&self) -> String {
+        format!(
+            "{}{}/events",
+            self.shared.origin, self.shared.settings.prefix
+        )
+    }
+}
+
+impl<S> Layer<S> for WeChatAuthLayer {
+    type Service = WeChatAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WeChatAuth {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The service made by [`WeChatAuthLayer`]: authenticates requests, answers reserved routes and
+/// calls `S` with the identity attached.
+#[derive(Clone, Debug)]
+pub struct WeChatAuth<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> WeChatAuth<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the layer's service, returning the inner one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for WeChatAuth<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: http_body::Body + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: http_body::Body<Data = Bytes>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // Call the instance that was polled ready and leave a fresh clone in its place
+        // (https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move { shared.handle(request, inner).await })
+    }
+}

@@ -1,0 +1,295 @@
+//! The builder of [`WeChatAuthLayer`](super::WeChatAuthLayer): collects the collaborators and
+//! settings, validates everything once, and precomputes what every request needs.
+
+use std::{sync::Arc, time::Duration};
+
+use http::Method;
+use url::Url;
+
+use super::{
+    LayerSettings, WeChatAuthLayer,
+    dispatch::{DispatchSettings, SkipRule, SkipRuleError},
+    shared::Shared,
+};
+use crate::{
+    identity::{HeaderSettings, JwtCarrier},
+    jwt::JwtIssuer,
+    session::{CookieCodec, SessionStore},
+    wechat::{Scope, oauth::WeChatOAuth},
+};
+
+/// Why a layer could not be built. Each variant names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A required collaborator or setting was not given.
+    #[error("missing {0}")]
+    Missing(&'static str),
+    /// The prefix is not `/something` without a trailing `/` and without dot segments.
+    #[error("prefix must look like \"/_wxauth\": start with '/', no trailing '/', normalized")]
+    InvalidPrefix,
+    /// The public URL is not an `https://` (or, with `insecure_allow_http`, `http://`) origin.
+    #[error("public_url must be an https:// origin without path, query or fragment: {0}")]
+    InvalidPublicUrl(&'static str),
+    /// A skip rule pattern was refused.
+    #[error("skip rule {pattern:?}: {source}")]
+    InvalidSkipRule {
+        /// The refused pattern.
+        pattern: String,
+        /// Why.
+        #[source]
+        source: SkipRuleError,
+    },
+    /// An API prefix is not an absolute normalized path.
+    #[error("api prefix {0:?} must be an absolute normalized path")]
+    InvalidApiPrefix(String),
+    /// The flow lifetime is zero or longer than WeChat's own limits make useful.
+    #[error("flow_ttl must be between 1 second and 10 minutes")]
+    InvalidFlowTtl,
+}
+
+/// Builds a [`WeChatAuthLayer`]: `WeChatAuthLayer::builder().wechat(..).sessions(..)
+/// .cookie_codec(..).jwt(..).public_url(..).build()`.
+#[derive(Debug, Default)]
+pub struct WeChatAuthLayerBuilder {
+    settings: LayerSettings,
+    skip_patterns: Vec<(Option<Method>, String)>,
+    wechat: Option<WeChatOAuth>,
+    sessions: Option<Arc<dyn SessionStore>>,
+    cookies: Option<CookieCodec>,
+    jwt: Option<JwtIssuer>,
+}
+
+impl WeChatAuthLayerBuilder {
+    /// Replaces all settings at once (what the configuration loader uses). Skip rules added with
+    /// [`skip`](Self::skip) are kept in addition to `settings.skip`.
+    pub fn settings(mut self, settings: LayerSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The WeChat OAuth client (component or official-account mode). Required.
+    pub fn wechat(mut self, wechat: WeChatOAuth) -> Self {
+        self.wechat = Some(wechat);
+        self
+    }
+
+    /// The session store. Required.
+    pub fn sessions(mut self, sessions: Arc<dyn SessionStore>) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    /// The cookie codec (names, attributes, encryption key). Required.
+    pub fn cookie_codec(mut self, cookies: CookieCodec) -> Self {
+        self.cookies = Some(cookies);
+        self
+    }
+
+    /// The JWT issuer. Required.
+    pub fn jwt(mut self, jwt: JwtIssuer) -> Self {
+        self.jwt = Some(jwt);
+        self
+    }
+
+    /// The URL browsers use to reach us (origin only). Required.
+    pub fn public_url(mut self, url: Url) -> Self {
+        self.settings.public_url = Some(url);
+        self
+    }
+
+    /// Prefix of the reserved endpoints (default `/_wxauth`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.settings.prefix = prefix.into();
+        self
+    }
+
+    /// Lets `method` requests to `pattern` (`/exact` or `/subtree/*`) through without a
+    /// session. A `GET` rule also matches `HEAD`. Patterns are validated by [`build`](Self::build).
+    pub fn skip(mut self, method: Method, pattern: impl Into<String>) -> Self {
+        self.skip_patterns.push((Some(method), pattern.into()));
+        self
+    }
+
+    /// Like [`skip`](Self::skip), for every method.
+    pub fn skip_any_method(mut self, pattern: impl Into<String>) -> Self {
+        self.skip_patterns.push((None, pattern.into()));
+        self
+    }
+
+    /// A path prefix whose requests always get 401 JSON instead of a login redirect.
+    pub fn api_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.settings.api_prefixes.push(prefix.into());
+        self
+    }
+
+    /// The scope requested on the authorize page (default `snsapi_userinfo`).
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.settings.scope = scope;
+        self
+    }
+
+    /// Where the JWT goes (default `X-WeChat-Jwt`).
+    pub fn jwt_carrier(mut self, carrier: JwtCarrier) -> Self {
+        self.settings.headers.jwt = carrier;
+        self
+    }
+
+    /// Also send the plain `X-WeChat-*` headers (default off).
+    pub fn plain_headers(mut self, on: bool) -> Self {
+        self.settings.headers.plain_headers = on;
+        self
+    }
+
+    /// All identity-header options at once.
+    pub fn headers(mut self, headers: HeaderSettings) -> Self {
+        self.settings.headers = headers;
+        self
+    }
+
+    /// Development only: accept an `http://` public URL.
+    pub fn insecure_allow_http(mut self, on: bool) -> Self {
+        self.settings.insecure_allow_http = on;
+        self
+    }
+
+    /// Lifetime of a pending login (default 10 minutes).
+    pub fn flow_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.flow_ttl = ttl;
+        self
+    }
+
+    /// Validates everything and builds the layer.
+    ///
+    /// # Errors
+    /// [`BuildError`] naming the first missing collaborator or invalid setting.
+    pub fn build(self) -> Result<WeChatAuthLayer, BuildError> {
+        let mut settings = self.settings;
+        let wechat = self.wechat.ok_or(BuildError::Missing("wechat"))?;
+        let sessions = self.sessions.ok_or(BuildError::Missing("sessions"))?;
+        let cookies = self.cookies.ok_or(BuildError::Missing("cookie_codec"))?;
+        let jwt = self.jwt.ok_or(BuildError::Missing("jwt"))?;
+        let public_url = settings
+            .public_url
+            .clone()
+            .ok_or(BuildError::Missing("public_url"))?;
+
+        if !is_normalized_absolute(&settings.prefix) || settings.prefix.len() < 2 {
+            return Err(BuildError::InvalidPrefix);
+        }
+        let origin = origin_of(&public_url, settings.insecure_allow_http)?;
+        for (method, pattern) in self.skip_patterns {
+            let rule = SkipRule::new(method, &pattern)
+                .map_err(|source| BuildError::InvalidSkipRule { pattern, source })?;
+            settings.skip.push(rule);
+        }
+        for prefix in &mut settings.api_prefixes {
+            let trimmed = prefix.trim_end_matches('/');
+            if !prefix.starts_with('/') || !(trimmed.is_empty() || is_normalized_absolute(trimmed))
+            {
+                return Err(BuildError::InvalidApiPrefix(prefix.clone()));
+            }
+            *prefix = trimmed.to_owned();
+        }
+        if settings.flow_ttl.is_zero() || settings.flow_ttl > Duration::from_secs(600) {
+            return Err(BuildError::InvalidFlowTtl);
+        }
+
+        let dispatch = DispatchSettings {
+            prefix: settings.prefix.clone(),
+            skip: settings.skip.clone(),
+            api_prefixes: settings.api_prefixes.clone(),
+        };
+        let callback_url = format!("{origin}{}/callback", settings.prefix);
+        let strip = settings.headers.strip_list();
+        Ok(WeChatAuthLayer {
+            shared: Arc::new(Shared {
+                settings,
+                dispatch,
+                strip,
+                origin,
+                callback_url,
+                wechat,
+                sessions,
+                cookies,
+                jwt,
+            }),
+        })
+    }
+}
+
+/// `/a/b`: starts with `/`, no trailing `/`, no empty or dot segments, nothing to decode.
+fn is_normalized_absolute(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.ends_with('/')
+        && !path.contains(['%', '\\', ';', '?', '#', '*'])
+        && !path.chars().any(char::is_control)
+        && path[1..]
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
+}
+
+/// `scheme://host[:port]` of the public URL, refusing anything that is not a bare origin.
+fn origin_of(url: &Url, insecure_allow_http: bool) -> Result<String, BuildError> {
+    match url.scheme() {
+        "https" => {}
+        "http" if insecure_allow_http => {}
+        "http" => {
+            return Err(BuildError::InvalidPublicUrl(
+                "http:// needs insecure_allow_http (development only)",
+            ));
+        }
+        _ => return Err(BuildError::InvalidPublicUrl("scheme must be https")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(BuildError::InvalidPublicUrl("no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(BuildError::InvalidPublicUrl("credentials are not allowed"));
+    }
+    if url.path() != "/" && !url.path().is_empty() {
+        return Err(BuildError::InvalidPublicUrl("a path is not supported"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(BuildError::InvalidPublicUrl(
+            "query and fragment are not allowed",
+        ));
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        assert!(is_normalized_absolute("/_wxauth"));
+        assert!(is_normalized_absolute("/a/b"));
+        for bad in ["_wxauth", "/_wxauth/", "/a//b", "/a/../b", "/a%2f", "/"] {
+            assert!(!is_normalized_absolute(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn public_url_must_be_an_origin() {
+        let ok = |s: &str, insecure| origin_of(&s.parse().expect("url"), insecure);
+        assert_eq!(
+            ok("https://app.example.com", false).expect("ok"),
+            "https://app.example.com"
+        );
+        assert_eq!(
+            ok("https://app.example.com:8443/", false).expect("ok"),
+            "https://app.example.com:8443"
+        );
+        assert_eq!(
+            ok("http://127.0.0.1:8080", true).expect("ok"),
+            "http://127.0.0.1:8080"
+        );
+        assert!(ok("http://127.0.0.1:8080", false).is_err());
+        assert!(ok("https://app.example.com/base", false).is_err());
+        assert!(ok("https://app.example.com/?a=b", false).is_err());
+        assert!(ok("https://u:p@app.example.com/", false).is_err());
+        assert!(ok("ftp://app.example.com/", false).is_err());
+    }
+}

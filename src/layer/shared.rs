@@ -1,0 +1,151 @@
+//! The state every request shares (one `Arc` per layer) and the request pipeline itself.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Request, Response, request::Parts};
+use tower::{BoxError, Service};
+
+use super::{
+    LayerSettings,
+    dispatch::{ClientKind, Decision, DispatchSettings, dispatch},
+    response::{OwnResponse, ResponseBody, wrap_own},
+};
+use crate::{
+    error::AuthError,
+    identity::StripList,
+    jwt::JwtIssuer,
+    routes,
+    session::{CookieCodec, ReturnPath, SessionId, SessionRecord, SessionStore},
+    wechat::oauth::WeChatOAuth,
+};
+
+/// Everything the layer and the reserved routes need, built once by the builder.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) settings: LayerSettings,
+    pub(crate) dispatch: DispatchSettings,
+    pub(crate) strip: StripList,
+    /// `scheme://host[:port]` of the public URL.
+    pub(crate) origin: String,
+    /// `origin + prefix + "/callback"`, the `redirect_uri` given to WeChat.
+    pub(crate) callback_url: String,
+    pub(crate) wechat: WeChatOAuth,
+    pub(crate) sessions: Arc<dyn SessionStore>,
+    pub(crate) cookies: CookieCodec,
+    pub(crate) jwt: JwtIssuer,
+}
+
+impl Shared {
+    /// The whole pipeline for one request (see the module docs of `layer`).
+    pub(crate) async fn handle<S, ReqBody, ResBody>(
+        self: Arc<Self>,
+        request: Request<ReqBody>,
+        inner: S,
+    ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+        ReqBody: http_body::Body + Send + 'static,
+        ReqBody::Data: Send,
+        ReqBody::Error: Into<BoxError>,
+    {
+        // Work on the parts only: the body is moved, never borrowed across an await (it need not
+        // be `Sync`), and the extensions (hyper's `OnUpgrade` among them) stay with the request.
+        let (mut parts, body) = request.into_parts();
+        let stripped = self.strip.strip(&mut parts.headers);
+        if stripped > 0 {
+            tracing::debug!(names = stripped, "removed client-sent identity headers");
+        }
+        match dispatch(&parts.method, &parts.uri, &parts.headers, &self.dispatch) {
+            Decision::Reserved(route) => {
+                Ok(wrap_own(routes::serve(&self, route, parts, body).await))
+            }
+            Decision::Skip => {
+                self.cookies.strip_own_cookies(&mut parts.headers);
+                call_inner(inner, Request::from_parts(parts, body)).await
+            }
+            Decision::Protected { client } => match self.session(&parts.headers).await {
+                Ok(Some((id, record))) => {
+                    match self
+                        .jwt
+                        .token_for(id.expose_bytes(), &record.identity)
+                        .await
+                    {
+                        Ok(jwt) => {
+                            let identity = record.identity;
+                            identity.project_headers(
+                                &self.settings.headers,
+                                jwt,
+                                &mut parts.headers,
+                            );
+                            self.cookies.strip_own_cookies(&mut parts.headers);
+                            parts.extensions.insert(identity);
+                            call_inner(inner, Request::from_parts(parts, body)).await
+                        }
+                        Err(e) => Ok(wrap_own(
+                            AuthError::from(e).render(client == ClientKind::Browser, None),
+                        )),
+                    }
+                }
+                Ok(None) => Ok(wrap_own(self.no_session(client, &parts).await)),
+                // Fail closed: a store we cannot read never means "allow".
+                Err(e) => Ok(wrap_own(e.render(client == ClientKind::Browser, None))),
+            },
+        }
+    }
+
+    /// The live session named by the request's cookie, if any. A missing, tampered or unknown
+    /// cookie is `Ok(None)`; a store failure is an error (fail closed).
+    pub(crate) async fn session(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<(SessionId, SessionRecord)>, AuthError> {
+        let Some(id) = self.cookies.read_session(headers) else {
+            return Ok(None);
+        };
+        match self.sessions.load(&id).await? {
+            Some(record) => Ok(Some((id, record))),
+            None => {
+                tracing::debug!(session = %id.fingerprint(), "session cookie names no live session");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The answer to a protected request without a session: into the login flow for a browser
+    /// navigation, 401 JSON otherwise.
+    async fn no_session(&self, client: ClientKind, parts: &Parts) -> OwnResponse {
+        let return_path = parts
+            .uri
+            .path_and_query()
+            .and_then(|pq| ReturnPath::parse(pq.as_str()).ok())
+            .unwrap_or_default();
+        match client {
+            ClientKind::Browser => routes::login::start(self, &parts.headers, return_path)
+                .await
+                .unwrap_or_else(|e| e.render(true, Some(&self.login_url(&ReturnPath::default())))),
+            ClientKind::Api => {
+                AuthError::Unauthenticated.render(false, Some(&self.login_url(&return_path)))
+            }
+        }
+    }
+
+    /// The absolute URL of the login endpoint that returns to `return_path` afterwards.
+    pub(crate) fn login_url(&self, return_path: &ReturnPath) -> String {
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("return", return_path.as_str())
+            .finish();
+        format!("{}{}/login?{query}", self.origin, self.settings.prefix)
+    }
+}
+
+async fn call_inner<S, ReqBody, ResBody>(
+    mut inner: S,
+    request: Request<ReqBody>,
+) -> Result<Response<ResponseBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    // `inner` is the instance `WeChatAuth::poll_ready` polled ready before it was swapped out.
+    let response = inner.call(request).await?;
+    Ok(response.map(ResponseBody::inner))
+}

@@ -1,0 +1,50 @@
+//! `POST events`: the platform's 授权事件接收URL (wechat-protocol.md §2, §17.2, §17.7).
+//!
+//! The body is read through [`http_body_util::Limited`] (at most
+//! [`MAX_PUSH_BODY`](crate::wechat::events::MAX_PUSH_BODY) bytes, 413 beyond), the query gives the
+//! signature parameters, and [`WeChatOAuth::accept_push`](crate::wechat::oauth::WeChatOAuth::accept_push)
+//! verifies `msg_signature`, decrypts, checks the component appid and persists a ticket. Only
+//! then is WeChat answered with exactly `success`. A forged push is answered 403 (bad
+//! signature or key) or 400 (malformed) and nothing is stored. Official-account mode receives
+//! no pushes: 404.
+
+use http::{StatusCode, request::Parts};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use tower::BoxError;
+
+use crate::{
+    error::AuthError,
+    layer::{
+        response::{OwnResponse, text},
+        shared::Shared,
+    },
+    wechat::{
+        error::WeChatError,
+        events::{MAX_PUSH_BODY, PushError, PushQuery},
+    },
+};
+
+/// `POST events`.
+pub(crate) async fn events<B>(
+    shared: &Shared,
+    parts: &Parts,
+    body: B,
+) -> Result<OwnResponse, AuthError>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    if shared.wechat.component_appid().is_none() {
+        return Err(AuthError::NotFound);
+    }
+    let query = PushQuery::from_query(parts.uri.query().unwrap_or(""))
+        .map_err(|e| AuthError::from(WeChatError::from(PushError::from(e))))?;
+    let body = match Limited::new(body, MAX_PUSH_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => return Err(AuthError::PayloadTooLarge),
+        Err(_) => return Err(AuthError::BadRequest("unreadable request body")),
+    };
+    shared.wechat.accept_push(&query, &body).await?;
+    Ok(text(StatusCode::OK, "success"))
+}

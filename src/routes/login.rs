@@ -1,0 +1,89 @@
+//! `login?return=/path`: start a login flow.
+//!
+//! A flow is a fresh OAuth `state` (32 alphanumeric characters from the OS CSPRNG, ~190 bits;
+//! WeChat allows `[A-Za-z0-9]` up to 128 bytes) stored server-side for `flow_ttl` together with a
+//! random browser binding and the validated return path, plus the binding added to the
+//! browser's encrypted flow cookie (at most three pending flows per browser). The browser is then
+//! sent to WeChat's authorize page with our callback URL.
+//!
+//! Any session cookie the browser brings is ended first (server record deleted, cookie cleared):
+//! a login always ends in a fresh session, never in one the browser was handed
+//! (oauth2-proxy GHSA-f24x-5g9q-753f).
+
+use http::{HeaderMap, request::Parts};
+use rand::{Rng as _, distributions::Alphanumeric, rngs::OsRng};
+
+use super::return_param;
+use crate::{
+    error::AuthError,
+    layer::{
+        response::{OwnResponse, add_cookie, redirect},
+        shared::Shared,
+    },
+    session::{FlowBinding, FlowKey, LoginFlow, ReturnPath},
+    wechat::OAuthState,
+};
+
+/// Length of a generated OAuth state.
+pub(crate) const STATE_LEN: usize = 32;
+
+/// `GET login?return=/path`.
+pub(crate) async fn login(shared: &Shared, parts: &Parts) -> Result<OwnResponse, AuthError> {
+    start(shared, &parts.headers, return_param(parts)).await
+}
+
+/// Starts a login flow that ends on `return_path`: 302 to WeChat, flow cookie set.
+pub(crate) async fn start(
+    shared: &Shared,
+    headers: &HeaderMap,
+    return_path: ReturnPath,
+) -> Result<OwnResponse, AuthError> {
+    if let Some(old) = shared.cookies.read_session(headers) {
+        if let Err(e) = shared.sessions.delete(&old).await {
+            // The cookie is cleared anyway and the callback issues a fresh id.
+            tracing::warn!(error = %e, "could not delete the previous session at login start");
+        }
+        shared.jwt.invalidate(old.expose_bytes()).await;
+    }
+
+    let state: String = (0..STATE_LEN)
+        .map(|_| char::from(OsRng.sample(Alphanumeric)))
+        .collect();
+    let binding = FlowBinding::generate();
+    let flow = LoginFlow {
+        return_path,
+        created_at: crate::session::unix_now(),
+        binding: binding.clone(),
+    };
+    shared
+        .sessions
+        .put_flow(&FlowKey::new(state.clone()), flow, shared.settings.flow_ttl)
+        .await?;
+
+    let mut pending = shared.cookies.read_flow(headers).unwrap_or_default();
+    pending.push(binding);
+
+    let url = shared.wechat.authorize_url(
+        &shared.callback_url,
+        shared.settings.scope,
+        &OAuthState::new(state),
+    );
+    let mut response = redirect(&url);
+    add_cookie(&mut response, shared.cookies.flow_cookie(&pending));
+    if has_session_cookie(shared, headers) {
+        add_cookie(&mut response, shared.cookies.removal_cookie());
+    }
+    Ok(response)
+}
+
+/// Whether the request carries a cookie named like our session cookie (valid or not).
+pub(crate) fn has_session_cookie(shared: &Shared, headers: &HeaderMap) -> bool {
+    let name = shared.cookies.session_cookie_name();
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .any(|c| c.name() == name)
+}

@@ -1,0 +1,25 @@
+//! `whoami`: the current identity as JSON (a debugging aid for "why am I not logged in?"), or
+//! 401 JSON / the login page link when there is no session. Never shows the JWT or the cookie.
+
+use http::{StatusCode, request::Parts};
+
+use crate::{
+    error::AuthError,
+    layer::{
+        response::{OwnResponse, json},
+        shared::Shared,
+    },
+};
+
+/// `GET whoami`.
+pub(crate) async fn whoami(shared: &Shared, parts: &Parts) -> Result<OwnResponse, AuthError> {
+    match shared.session(&parts.headers).await? {
+        Some((_, record)) => {
+            let mut body = serde_json::to_value(&record.identity)
+                .map_err(|_| AuthError::Internal("identity does not serialize"))?;
+            body["session_created_at"] = serde_json::Value::from(record.created_at);
+            Ok(json(StatusCode::OK, &body))
+        }
+        None => Err(AuthError::Unauthenticated),
+    }
+}
