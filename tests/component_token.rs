@@ -364,8 +364,10 @@ async fn a_pushed_ticket_and_the_token_survive_a_restart() {
         let store = Arc::new(FileStore::new(dir.0.clone()).unwrap());
         let oauth = oauth(&sim, store, token_settings());
         let receiver = EventsReceiver::start(oauth.clone()).await;
-        let pushed = push_ticket(&sim, &receiver.url, &sim.config().message_token).await;
-        assert_eq!(pushed, (StatusCode::OK, "success".to_owned()));
+        // The simulator's own pusher: encrypted and signed the way WeChat does it.
+        bounded(sim.push_ticket(&receiver.url))
+            .await
+            .expect("push accepted with `success`");
         assert!(oauth.token_manager().unwrap().status().ticket_present);
         let refresher = oauth.start_background().unwrap();
         // The push wakes the refresher, which fetches the first token.
@@ -427,6 +429,11 @@ async fn a_forged_push_is_refused_and_stores_nothing() {
         None
     );
     assert!(!oauth.token_manager().unwrap().status().ticket_present);
+
+    // The same push sealed with the right token is accepted: the refusal was the forgery.
+    let genuine = push_ticket(&sim, &receiver.url, &sim.config().message_token).await;
+    assert_eq!(genuine, (StatusCode::OK, "success".to_owned()));
+    assert!(oauth.token_manager().unwrap().status().ticket_present);
 }
 
 #[tokio::test]
