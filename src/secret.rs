@@ -1,10 +1,10 @@
 //! Redacted secret values.
 //!
 //! Every credential that crosses a module boundary (app secrets, tokens, tickets, codes, cookie
-//! keys) is wrapped in a newtype made by [`secret_type!`]: `Debug` prints `Name([redacted])`,
+//! keys) is wrapped in a newtype made by [`secret_type!`](crate::secret_type): `Debug` prints `Name([redacted])`,
 //! there is no `Display`, equality is constant-time, and the inner value is only reachable through
 //! an explicitly named `expose_secret()` (oauth2-rs' pattern). Plain identifiers (appids, openids)
-//! are made by [`plain_type!`].
+//! are made by [`plain_type!`](crate::plain_type).
 
 use subtle::ConstantTimeEq;
 

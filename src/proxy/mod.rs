@@ -1,1 +1,590 @@
-//! Upstream forwarding for the sidecar.
+//! Upstream forwarding for the sidecar: a plain tower service that relays requests to one HTTP
+//! upstream.
+//!
+//! [`Upstream`] is built on hyper-util's pooled client (one connection pool shared by all clones),
+//! streams request and response bodies without buffering them, rewrites the URI to the upstream
+//! (keeping path and query, under the upstream's base path), applies the [`headers`] rules
+//! (hop-by-hop removal, trusted `X-Forwarded-*`), and relays HTTP/1 protocol upgrades
+//! (WebSocket). It never fails: an unreachable upstream becomes a 502 response and a slow one a
+//! 504, so it can sit directly under hyper or under the authentication layer. It knows nothing of
+//! authentication; that is the job of the layer wrapped around it.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use wechat_oauth_proxy::{proxy::{ProxySettings, Upstream}, server};
+//!
+//! let upstream = Upstream::new(ProxySettings::new("http://127.0.0.1:8080/".parse()?))?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! server::serve(listener, upstream, server::ServerSettings::default(), server::shutdown_signal()).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod headers;
+
+use std::{
+    convert::Infallible,
+    fmt,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{
+    HeaderValue, Request, Response, StatusCode, Uri, Version,
+    header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HOST},
+    uri::{Authority, PathAndQuery, Scheme},
+};
+use http_body_util::{BodyExt as _, Empty, Full, combinators::UnsyncBoxBody};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+};
+use ipnet::IpNet;
+use tower::Service;
+
+use crate::server::{BoxError, ClientAddr};
+
+/// Body of every response [`Upstream`] returns: the upstream's streamed body, or a small error
+/// page. Boxed (unsync, like hyper's own `Incoming` wrappers) so callers deal with one type.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Body sent to the upstream: the client's body, boxed so one pooled client serves every body type.
+type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Scheme of the proxy's own listener as clients see it, sent as `X-Forwarded-Proto`.
+///
+/// The proxy itself speaks plain HTTP; `Https` is for the usual deployment behind a TLS
+/// terminator, so that upstreams build `https://` links.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForwardedProto {
+    /// Clients reach the proxy over plain HTTP.
+    #[default]
+    Http,
+    /// Clients reach the proxy over HTTPS (TLS terminated in front of it).
+    Https,
+}
+
+impl ForwardedProto {
+    /// The header value: `"http"` or `"https"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+}
+
+/// How to reach the upstream and which forwarding rules to apply.
+///
+/// There is no `Default`: the upstream address has no sensible default. [`ProxySettings::new`]
+/// fills in every other field.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// Base URL of the upstream; `http` only (TLS to the upstream is not supported). A path
+    /// (`http://app:8080/base/`) is prefixed to every forwarded path.
+    pub upstream: url::Url,
+    /// Time allowed to open a TCP connection to the upstream. Default 5 s.
+    pub connect_timeout: Duration,
+    /// Time allowed from sending the request until the upstream's response headers arrive
+    /// (the body may take longer). Default 60 s.
+    pub response_timeout: Duration,
+    /// Peers whose `X-Forwarded-*` / `Forwarded` fields are believed (load balancers, the TLS
+    /// terminator). Default empty: nobody.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Scheme clients use to reach the proxy, sent as `X-Forwarded-Proto`. Default `http`.
+    pub forwarded_proto: ForwardedProto,
+    /// Send the client's `Host` to the upstream (true, the default, so that upstream-generated
+    /// links and virtual hosts keep working) or the upstream's own authority (false).
+    /// `X-Forwarded-Host` carries the client's host either way.
+    pub preserve_host: bool,
+}
+
+impl ProxySettings {
+    /// Settings for `upstream` with the defaults above.
+    pub fn new(upstream: url::Url) -> Self {
+        Self {
+            upstream,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            trusted_proxies: Vec::new(),
+            forwarded_proto: ForwardedProto::default(),
+            preserve_host: true,
+        }
+    }
+}
+
+/// Why a [`ProxySettings::upstream`] URL was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidUpstream {
+    /// Only `http://` upstreams are supported.
+    #[error("upstream URL must use http, not {0:?}")]
+    Scheme(String),
+    /// The URL has no host.
+    #[error("upstream URL has no host")]
+    NoHost,
+    /// Credentials in the URL would be silently ignored, so they are refused.
+    #[error("upstream URL must not contain a user name or password")]
+    Credentials,
+    /// A query or fragment has no place in a base URL.
+    #[error("upstream URL must not contain a query or fragment")]
+    QueryOrFragment,
+    /// The host and port do not form a valid authority.
+    #[error("upstream URL host is not a valid authority")]
+    Authority,
+}
+
+/// A tower service forwarding every request to one HTTP upstream. See the module docs.
+///
+/// Cloning is cheap and shares the connection pool.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, UpstreamBody>,
+    authority: Authority,
+    /// The upstream URL's path without its trailing `/` (empty for `/`).
+    base_path: String,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    trusted_proxies: std::sync::Arc<[IpNet]>,
+    forwarded_proto: ForwardedProto,
+    preserve_host: bool,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("authority", &self.authority)
+            .field("base_path", &self.base_path)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("forwarded_proto", &self.forwarded_proto)
+            .field("preserve_host", &self.preserve_host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Builds the service and its connection pool.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidUpstream`] when the upstream URL is not a plain `http://host[:port][/path]`.
+    pub fn new(settings: ProxySettings) -> Result<Self, InvalidUpstream> {
+        let url = &settings.upstream;
+        if url.scheme() != "http" {
+            return Err(InvalidUpstream::Scheme(url.scheme().to_owned()));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(InvalidUpstream::Credentials);
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(InvalidUpstream::QueryOrFragment);
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(InvalidUpstream::NoHost);
+        }
+        let authority: Authority = url[url::Position::BeforeHost..url::Position::AfterPort]
+            .parse()
+            .map_err(|_| InvalidUpstream::Authority)?;
+        let base_path = url.path().trim_end_matches('/').to_owned();
+
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+
+        Ok(Self {
+            client,
+            authority,
+            base_path,
+            connect_timeout: settings.connect_timeout,
+            response_timeout: settings.response_timeout,
+            trusted_proxies: settings.trusted_proxies.into(),
+            forwarded_proto: settings.forwarded_proto,
+            preserve_host: settings.preserve_host,
+        })
+    }
+
+    /// The upstream URI for a request's path and query: the base path, then the request path.
+    fn upstream_uri(&self, original: &Uri) -> Option<Uri> {
+        let path_and_query = match original.path_and_query().map(PathAndQuery::as_str) {
+            None | Some("") => "/",
+            Some(pq) if pq.starts_with('/') => pq,
+            // Asterisk-form (`OPTIONS *`) and anything else has no path to map.
+            Some(_) => return None,
+        };
+        let joined = format!("{}{path_and_query}", self.base_path);
+        Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.authority.clone())
+            .path_and_query(joined)
+            .build()
+            .ok()
+    }
+
+    /// Turns the client's request into the upstream request; also returns the client side of a
+    /// requested upgrade. `None` when the request target has no path to forward.
+    fn prepare<B>(&self, request: Request<B>) -> Option<Prepared>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (mut parts, body) = request.into_parts();
+        let uri = self.upstream_uri(&parts.uri)?;
+        let peer = parts.extensions.get::<ClientAddr>().map(|addr| addr.0.ip());
+        let client_host = parts.headers.get(HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+
+        // Only relay an upgrade that hyper can complete on the client side (HTTP/1 with the
+        // upgrade handle still in the extensions).
+        let downstream_upgrade = if headers::is_upgrade(&parts.headers) {
+            parts.extensions.remove::<OnUpgrade>()
+        } else {
+            None
+        };
+        let mut request_headers = parts.headers;
+        headers::remove_hop_by_hop(&mut request_headers, downstream_upgrade.is_some());
+        headers::set_forwarded(
+            &mut request_headers,
+            &headers::ForwardedFor {
+                peer,
+                trusted: headers::is_trusted(peer, &self.trusted_proxies),
+                proto: self.forwarded_proto.as_str(),
+                host: client_host.clone(),
+            },
+        );
+        request_headers.remove(HOST);
+        if self.preserve_host {
+            if let Some(host) = client_host {
+                request_headers.insert(HOST, host);
+            }
+        }
+
+        let mut upstream_request = Request::new(body.map_err(Into::into).boxed_unsync());
+        *upstream_request.method_mut() = parts.method;
+        *upstream_request.uri_mut() = uri;
+        // The pool speaks HTTP/1.1 to the upstream whatever the client used.
+        *upstream_request.version_mut() = Version::HTTP_11;
+        *upstream_request.headers_mut() = request_headers;
+        Some(Prepared {
+            request: upstream_request,
+            downstream_upgrade,
+        })
+    }
+}
+
+/// An upstream request ready to send.
+struct Prepared {
+    request: Request<UpstreamBody>,
+    downstream_upgrade: Option<OnUpgrade>,
+}
+
+/// Future returned by [`Upstream`]; resolves to the upstream's response or an error page.
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>,
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<B> Service<Request<B>> for Upstream
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The pooled client has no readiness of its own; connections are made per request.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let accept = request.headers().get(ACCEPT).cloned();
+        let prepared = self.prepare(request);
+        let client = self.client.clone();
+        let response_timeout = self.response_timeout;
+        let authority = self.authority.clone();
+        ResponseFuture {
+            inner: Box::pin(async move {
+                let Prepared {
+                    request,
+                    downstream_upgrade,
+                } = match prepared {
+                    Some(prepared) => prepared,
+                    None => return Ok(error_page(StatusCode::BAD_REQUEST, accept.as_ref())),
+                };
+                let method = request.method().clone();
+                let outcome = tokio::time::timeout(response_timeout, client.request(request)).await;
+                let response = match outcome {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(error)) => {
+                        let status = if is_timeout(&error) {
+                            StatusCode::GATEWAY_TIMEOUT
+                        } else {
+                            StatusCode::BAD_GATEWAY
+                        };
+                        tracing::warn!(upstream = %authority, %method, error = %ErrorChain(&error), "upstream request failed");
+                        return Ok(error_page(status, accept.as_ref()));
+                    }
+                    Err(_elapsed) => {
+                        tracing::warn!(upstream = %authority, %method, timeout = ?response_timeout, "upstream response timed out");
+                        return Ok(error_page(StatusCode::GATEWAY_TIMEOUT, accept.as_ref()));
+                    }
+                };
+                Ok(relay_response(
+                    response,
+                    downstream_upgrade,
+                    accept.as_ref(),
+                ))
+            }),
+        }
+    }
+}
+
+/// Converts the upstream's response into the client's, wiring up a protocol switch on 101.
+fn relay_response(
+    mut response: Response<hyper::body::Incoming>,
+    downstream_upgrade: Option<OnUpgrade>,
+    accept: Option<&HeaderValue>,
+) -> Response<ProxyBody> {
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    match (switching, downstream_upgrade) {
+        (true, Some(downstream)) => {
+            let upstream = hyper::upgrade::on(&mut response);
+            let (mut parts, _empty) = response.into_parts();
+            headers::remove_hop_by_hop(&mut parts.headers, true);
+            tokio::spawn(tunnel(downstream, upstream));
+            Response::from_parts(parts, empty_body())
+        }
+        (true, None) => {
+            // We never asked for an upgrade, so a 101 is a protocol violation by the upstream.
+            tracing::warn!("upstream switched protocols without an upgrade request");
+            error_page(StatusCode::BAD_GATEWAY, accept)
+        }
+        (false, _) => {
+            let (mut parts, body) = response.into_parts();
+            headers::remove_hop_by_hop(&mut parts.headers, false);
+            Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
+        }
+    }
+}
+
+/// Copies bytes both ways between the upgraded client and upstream connections until either
+/// side closes.
+async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade) {
+    let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::debug!(%error, "upgrade did not complete");
+            return;
+        }
+    };
+    let mut downstream = TokioIo::new(downstream);
+    let mut upstream = TokioIo::new(upstream);
+    match tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
+        Ok((to_upstream, to_client)) => {
+            tracing::debug!(to_upstream, to_client, "upgraded connection closed");
+        }
+        Err(error) => tracing::debug!(%error, "upgraded connection ended with an error"),
+    }
+}
+
+/// Whether a client error was caused by a timeout (the connect timeout surfaces as
+/// `io::ErrorKind::TimedOut` somewhere in the source chain).
+fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(current) = source {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        source = current.source();
+    }
+    false
+}
+
+/// Displays an error with its sources, for logs (upstream errors carry no secrets: they name the
+/// failure, not the request).
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(current) = source {
+            write!(f, ": {current}")?;
+            source = current.source();
+        }
+        Ok(())
+    }
+}
+
+/// An empty [`ProxyBody`].
+fn empty_body() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A small error page: HTML when the client accepts `text/html` (a browser), JSON otherwise.
+fn error_page(status: StatusCode, accept: Option<&HeaderValue>) -> Response<ProxyBody> {
+    let (code, message) = match status {
+        StatusCode::BAD_GATEWAY => ("bad_gateway", "The upstream service is unreachable."),
+        StatusCode::GATEWAY_TIMEOUT => (
+            "gateway_timeout",
+            "The upstream service did not answer in time.",
+        ),
+        StatusCode::BAD_REQUEST => ("bad_request", "The request target cannot be forwarded."),
+        _ => ("proxy_error", "The request could not be forwarded."),
+    };
+    let wants_html = accept
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.contains("text/html"));
+    let (content_type, body) = if wants_html {
+        let reason = status.canonical_reason().unwrap_or("Error");
+        (
+            "text/html; charset=utf-8",
+            format!(
+                "<!doctype html><html><head><meta charset=\"utf-8\"><title>{} {reason}</title></head>\
+                 <body><h1>{} {reason}</h1><p>{message}</p></body></html>\n",
+                status.as_u16(),
+                status.as_u16()
+            ),
+        )
+    } else {
+        (
+            "application/json",
+            format!(
+                "{}\n",
+                serde_json::json!({ "error": code, "message": message })
+            ),
+        )
+    };
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(url: &str) -> Upstream {
+        Upstream::new(ProxySettings::new(url.parse().unwrap())).unwrap()
+    }
+
+    #[test]
+    fn refuses_bad_upstreams() {
+        let refused =
+            |url: &str| Upstream::new(ProxySettings::new(url.parse().unwrap())).unwrap_err();
+        assert!(matches!(refused("https://app/"), InvalidUpstream::Scheme(s) if s == "https"));
+        assert!(matches!(
+            refused("http://u:p@app/"),
+            InvalidUpstream::Credentials
+        ));
+        assert!(matches!(
+            refused("http://app/?a=1"),
+            InvalidUpstream::QueryOrFragment
+        ));
+        assert!(matches!(
+            refused("http://app/#x"),
+            InvalidUpstream::QueryOrFragment
+        ));
+    }
+
+    #[test]
+    fn rewrites_uri_under_base_path() {
+        let root = upstream("http://127.0.0.1:8080");
+        let based = upstream("http://[::1]:9000/app/");
+        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        assert_eq!(
+            root.upstream_uri(&uri("/a/b?x=1&y=%20")).unwrap(),
+            "http://127.0.0.1:8080/a/b?x=1&y=%20"
+        );
+        assert_eq!(
+            based.upstream_uri(&uri("/a?q")).unwrap(),
+            "http://[::1]:9000/app/a?q"
+        );
+        assert_eq!(
+            based.upstream_uri(&uri("/")).unwrap(),
+            "http://[::1]:9000/app/"
+        );
+        // Absolute-form requests keep only their path and query.
+        assert_eq!(
+            root.upstream_uri(&uri("http://evil.example/p?q")).unwrap(),
+            "http://127.0.0.1:8080/p?q"
+        );
+        assert_eq!(
+            root.upstream_uri(&uri("http://evil.example")).unwrap(),
+            "http://127.0.0.1:8080/"
+        );
+        assert!(root.upstream_uri(&uri("*")).is_none());
+    }
+
+    #[test]
+    fn error_pages_follow_accept() {
+        let html = error_page(
+            StatusCode::BAD_GATEWAY,
+            Some(&HeaderValue::from_static("text/html,*/*")),
+        );
+        assert_eq!(html.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(html.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+        let json = error_page(StatusCode::GATEWAY_TIMEOUT, None);
+        assert_eq!(json.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(json.headers()[CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn timeouts_are_found_in_the_source_chain() {
+        #[derive(Debug)]
+        struct Wrapper(std::io::Error);
+        impl fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("wrapper")
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        assert!(is_timeout(&Wrapper(std::io::ErrorKind::TimedOut.into())));
+        assert!(!is_timeout(&Wrapper(
+            std::io::ErrorKind::ConnectionRefused.into()
+        )));
+    }
+}

@@ -1,1 +1,69 @@
 //! The simulated WeChat (loopback only), its ticket pusher and the demo upstream.
+//!
+//! Real WeChat cannot be reached from a developer laptop or CI: the authorize page only works
+//! inside the WeChat app, the redirect host must be a registered domain and the component APIs
+//! check an IP whitelist. This module is a faithful stand-in that speaks the same wire protocol
+//! (`open.weixin.qq.com` authorize page, `api.weixin.qq.com` JSON APIs, encrypted ticket pushes),
+//! so that the dev mode works in a browser within a minute and every integration test runs
+//! against real sockets.
+//!
+//! - [`wechat`]: [`SimWeChat`], the HTTP server with the authorize page, the component token,
+//!   code exchange, refresh and `sns/userinfo` endpoints, failure injection and call counters.
+//! - [`pusher`]: encrypted, signed `component_verify_ticket` pushes to the proxy's events URL.
+//! - [`upstream`]: [`DemoUpstream`](upstream::DemoUpstream), a page that shows what the proxy
+//!   forwarded (identity headers, decoded JWT claims) and a JSON echo for tests.
+//!
+//! Everything here binds loopback addresses only and is marked as a simulation wherever a human
+//! can see it. Production modules never import this module.
+
+pub mod pusher;
+pub mod upstream;
+pub mod wechat;
+
+mod api;
+mod authorize;
+mod http;
+
+pub use pusher::PusherConfig;
+pub use wechat::{AuthMode, Endpoint, Failure, SimConfig, SimUser, SimWeChat};
+
+use std::net::SocketAddr;
+
+/// What can go wrong when starting the simulator or the demo upstream, or when pushing a ticket.
+///
+/// Messages never contain secrets (tickets, tokens, keys): the push query and body are not
+/// part of any variant.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// The simulator refuses to listen anywhere but on a loopback address, so that a dev build
+    /// can never expose a fake WeChat (which hands out identities for free) to a network.
+    #[error("the simulator only binds loopback addresses, refusing {0}")]
+    NotLoopback(SocketAddr),
+    /// Binding or reading the listening socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address we tried to bind.
+        addr: SocketAddr,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Building the HTTP client used by the pusher failed.
+    #[error("cannot build the push HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    /// Encrypting the push failed (bad EncodingAESKey in the sim's configuration).
+    #[error("cannot encrypt the ticket push: {0}")]
+    Crypto(#[source] crate::wechat::crypto::CryptoError),
+    /// The push could not be delivered (connection refused, timeout).
+    #[error("ticket push not delivered: {0}")]
+    PushTransport(#[source] reqwest::Error),
+    /// The receiver answered something other than HTTP 200 with the body `success`.
+    #[error("ticket push rejected: HTTP {status}, body {body:?}")]
+    PushRejected {
+        /// HTTP status code of the receiver's answer.
+        status: u16,
+        /// The first bytes of the receiver's answer (for diagnosis).
+        body: String,
+    },
+}

@@ -1,0 +1,381 @@
+//! Header rules applied when a request crosses the proxy: hop-by-hop removal and the
+//! `X-Forwarded-*` family.
+//!
+//! These are pure functions over [`HeaderMap`] so that every rule is unit tested without sockets.
+//!
+//! # Hop-by-hop headers
+//!
+//! RFC 9110 §7.6.1: "Intermediaries MUST parse a received Connection header field before a
+//! message is forwarded and, for each connection-option in this field, remove any header or
+//! trailer field(s) from the message with the same name as the connection-option, and then remove
+//! the Connection header field itself (or replace it with the intermediary's own control options
+//! for the forwarded message)." On top of the names listed in `Connection`, the fields that only
+//! ever describe one connection are removed: `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`,
+//! `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`.
+//! A protocol upgrade (WebSocket) is the one exception: the proxy may re-add
+//! `Connection: upgrade` and the `Upgrade` values itself, as its own control options.
+//!
+//! # Forwarding metadata
+//!
+//! `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded` are only believed when the direct peer is
+//! a configured trusted proxy (lesson of oauth2-proxy GHSA-7x63-xv5r-3p2x and Traefik
+//! GHSA-6qq8-5wq3-86rp): from anyone else they are replaced, or dropped when we have nothing to
+//! put in their place, so an upstream never sees a client-chosen value.
+
+use std::net::IpAddr;
+
+use http::{
+    HeaderMap, HeaderName, HeaderValue,
+    header::{
+        CONNECTION, FORWARDED, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+        TRANSFER_ENCODING, UPGRADE,
+    },
+};
+use ipnet::IpNet;
+
+/// `Keep-Alive` (not in the `http` crate's constants).
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `Proxy-Connection`, a non-standard but widely sent cousin of `Connection`.
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// `X-Forwarded-For`: the chain of client addresses.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`: the scheme the original client used.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`: the `Host` the original client asked for.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Fields that describe a single connection and never cross a proxy (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+];
+
+/// Forwarding metadata that we do not set ourselves but that upstreams commonly believe; dropped
+/// when the peer is not trusted (Traefik GHSA-6qq8-5wq3-86rp was about `X-Forwarded-Prefix`).
+const UNTRUSTED_DROP: [HeaderName; 5] = [
+    FORWARDED,
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-real-ip"),
+];
+
+/// The comma-separated tokens of every `Connection` field, lower-cased by [`HeaderName`] parsing.
+/// Tokens that are not valid header names are skipped (they cannot name a field anyway).
+fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
+        .collect()
+}
+
+/// Whether the message asks to switch protocols: `Connection` lists `upgrade` and an `Upgrade`
+/// field is present.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE) && connection_options(headers).contains(&UPGRADE)
+}
+
+/// Removes every hop-by-hop field (the fixed list and each field named in `Connection`).
+///
+/// When `keep_upgrade` is true and the message is an upgrade ([`is_upgrade`]), the proxy re-adds
+/// `Connection: upgrade` and the original `Upgrade` values as its own control options, so that a
+/// WebSocket handshake can be relayed. Returns whether those upgrade fields were kept.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> bool {
+    let upgrade: Option<Vec<HeaderValue>> = (keep_upgrade && is_upgrade(headers))
+        .then(|| headers.get_all(UPGRADE).iter().cloned().collect());
+    for name in connection_options(headers) {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    match upgrade {
+        Some(values) => {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            for value in values {
+                headers.append(UPGRADE, value);
+            }
+            true
+        }
+        None => false,
+    }
+}
+
+/// Whether `peer` lies in one of the trusted proxy networks. An unknown peer is never trusted.
+///
+/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, as seen on dual-stack sockets) are compared as
+/// the IPv4 address they carry.
+pub fn is_trusted(peer: Option<IpAddr>, trusted: &[IpNet]) -> bool {
+    peer.map(|ip| ip.to_canonical())
+        .is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)))
+}
+
+/// What the proxy knows about the request it received, used to fill in the `X-Forwarded-*` fields.
+#[derive(Clone, Debug)]
+pub struct ForwardedFor<'a> {
+    /// The direct peer's address (`None` when the server did not say, which counts as untrusted).
+    pub peer: Option<IpAddr>,
+    /// Whether `peer` is a configured trusted proxy (see [`is_trusted`]).
+    pub trusted: bool,
+    /// The scheme of the proxy's own listener as clients see it: `"http"` or `"https"`.
+    pub proto: &'a str,
+    /// The host the client asked for (its `Host` field, or the URI authority for HTTP/2).
+    pub host: Option<HeaderValue>,
+}
+
+/// Sets `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host`.
+///
+/// From a trusted peer the client-sent values are kept: the peer address is appended to
+/// `X-Forwarded-For` (several fields are folded into one list first), and `-Proto` / `-Host` are
+/// set only if the peer did not send them. From an untrusted peer every client-sent value is
+/// replaced, and `Forwarded`, `X-Forwarded-Prefix`, `X-Forwarded-Port`, `X-Forwarded-Server` and
+/// `X-Real-IP` are removed, since we do not vouch for them.
+pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedFor<'_>) {
+    let peer = info
+        .peer
+        .map(|ip| ip.to_canonical())
+        .and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok());
+
+    if info.trusted {
+        let mut chain: Vec<u8> = Vec::new();
+        for value in headers.get_all(&X_FORWARDED_FOR) {
+            let value = value.as_bytes().trim_ascii();
+            if value.is_empty() {
+                continue;
+            }
+            if !chain.is_empty() {
+                chain.extend_from_slice(b", ");
+            }
+            chain.extend_from_slice(value);
+        }
+        if let Some(peer) = &peer {
+            if !chain.is_empty() {
+                chain.extend_from_slice(b", ");
+            }
+            chain.extend_from_slice(peer.as_bytes());
+        }
+        // The pieces came from valid header values, so this only fails on a bug; fall back to
+        // the peer alone rather than forwarding something we could not check.
+        match HeaderValue::from_bytes(&chain) {
+            Ok(value) if !chain.is_empty() => set_or_remove(headers, X_FORWARDED_FOR, Some(value)),
+            _ => set_or_remove(headers, X_FORWARDED_FOR, peer),
+        }
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            set_or_remove(
+                headers,
+                X_FORWARDED_PROTO,
+                HeaderValue::from_str(info.proto).ok(),
+            );
+        }
+        if !headers.contains_key(&X_FORWARDED_HOST) {
+            set_or_remove(headers, X_FORWARDED_HOST, info.host.clone());
+        }
+    } else {
+        for name in &UNTRUSTED_DROP {
+            headers.remove(name);
+        }
+        set_or_remove(headers, X_FORWARDED_FOR, peer);
+        set_or_remove(
+            headers,
+            X_FORWARDED_PROTO,
+            HeaderValue::from_str(info.proto).ok(),
+        );
+        set_or_remove(headers, X_FORWARDED_HOST, info.host.clone());
+    }
+}
+
+/// Replaces every value of `name` with `value`, or removes the field when there is none.
+fn set_or_remove(headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>) {
+    match value {
+        Some(value) => {
+            headers.insert(name, value);
+        }
+        None => {
+            headers.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    fn values(headers: &HeaderMap, name: &str) -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn removes_fixed_hop_by_hop_list() {
+        let mut headers = map(&[
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("content-type", "text/plain"),
+            ("content-length", "3"),
+        ]);
+        assert!(!remove_hop_by_hop(&mut headers, false));
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["content-type", "content-length"]);
+    }
+
+    #[test]
+    fn removes_fields_named_in_connection_across_lines_and_case() {
+        let mut headers = map(&[
+            ("connection", "X-Secret-Hop ,  close"),
+            ("connection", "x-other"),
+            ("x-secret-hop", "1"),
+            ("X-Other", "2"),
+            ("x-kept", "3"),
+        ]);
+        remove_hop_by_hop(&mut headers, true);
+        assert!(!headers.contains_key("x-secret-hop"));
+        assert!(!headers.contains_key("x-other"));
+        assert!(!headers.contains_key("connection"));
+        assert_eq!(values(&headers, "x-kept"), ["3"]);
+    }
+
+    #[test]
+    fn invalid_connection_tokens_are_ignored() {
+        let mut headers = map(&[
+            ("connection", "bad token, ,x-a"),
+            ("x-a", "1"),
+            ("x-b", "2"),
+        ]);
+        remove_hop_by_hop(&mut headers, false);
+        assert!(!headers.contains_key("x-a"));
+        assert!(headers.contains_key("x-b"));
+    }
+
+    #[test]
+    fn upgrade_is_kept_only_when_asked_and_requested() {
+        let upgrade = [
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        let mut kept = map(&upgrade);
+        assert!(is_upgrade(&kept));
+        assert!(remove_hop_by_hop(&mut kept, true));
+        assert_eq!(values(&kept, "connection"), ["upgrade"]);
+        assert_eq!(values(&kept, "upgrade"), ["websocket"]);
+        assert!(kept.contains_key("sec-websocket-key"));
+
+        let mut dropped = map(&upgrade);
+        assert!(!remove_hop_by_hop(&mut dropped, false));
+        assert!(!dropped.contains_key("connection"));
+        assert!(!dropped.contains_key("upgrade"));
+
+        // `Upgrade` without `Connection: upgrade` is not an upgrade request.
+        let mut lone = map(&[("upgrade", "websocket")]);
+        assert!(!is_upgrade(&lone));
+        assert!(!remove_hop_by_hop(&mut lone, true));
+        assert!(!lone.contains_key("upgrade"));
+    }
+
+    #[test]
+    fn trust_matches_cidrs_and_mapped_addresses() {
+        let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        assert!(is_trusted(Some("10.1.2.3".parse().unwrap()), &nets));
+        assert!(is_trusted(Some("::ffff:10.1.2.3".parse().unwrap()), &nets));
+        assert!(is_trusted(Some("::1".parse().unwrap()), &nets));
+        assert!(!is_trusted(Some("11.0.0.1".parse().unwrap()), &nets));
+        assert!(!is_trusted(None, &nets));
+        assert!(!is_trusted(Some("10.1.2.3".parse().unwrap()), &[]));
+    }
+
+    fn info(peer: Option<&str>, trusted: bool) -> ForwardedFor<'static> {
+        ForwardedFor {
+            peer: peer.map(|p| p.parse().unwrap()),
+            trusted,
+            proto: "https",
+            host: Some(HeaderValue::from_static("app.example.com")),
+        }
+    }
+
+    fn spoofed() -> HeaderMap {
+        map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "7.7.7.7"),
+            ("x-forwarded-proto", "gopher"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=6.6.6.6;host=evil.example"),
+            ("x-forwarded-prefix", "/admin"),
+            ("x-real-ip", "6.6.6.6"),
+        ])
+    }
+
+    #[test]
+    fn untrusted_peer_values_are_replaced() {
+        let mut headers = spoofed();
+        set_forwarded(&mut headers, &info(Some("203.0.113.9"), false));
+        assert_eq!(values(&headers, "x-forwarded-for"), ["203.0.113.9"]);
+        assert_eq!(values(&headers, "x-forwarded-proto"), ["https"]);
+        assert_eq!(values(&headers, "x-forwarded-host"), ["app.example.com"]);
+        assert!(!headers.contains_key("forwarded"));
+        assert!(!headers.contains_key("x-forwarded-prefix"));
+        assert!(!headers.contains_key("x-real-ip"));
+    }
+
+    #[test]
+    fn unknown_peer_drops_client_chain() {
+        let mut headers = spoofed();
+        let mut unknown = info(None, false);
+        unknown.host = None;
+        set_forwarded(&mut headers, &unknown);
+        assert!(!headers.contains_key("x-forwarded-for"));
+        assert!(!headers.contains_key("x-forwarded-host"));
+        assert_eq!(values(&headers, "x-forwarded-proto"), ["https"]);
+    }
+
+    #[test]
+    fn trusted_peer_values_are_kept_and_appended() {
+        let mut headers = spoofed();
+        set_forwarded(&mut headers, &info(Some("::ffff:10.0.0.2"), true));
+        assert_eq!(
+            values(&headers, "x-forwarded-for"),
+            ["6.6.6.6, 7.7.7.7, 10.0.0.2"]
+        );
+        assert_eq!(values(&headers, "x-forwarded-proto"), ["gopher"]);
+        assert_eq!(values(&headers, "x-forwarded-host"), ["evil.example"]);
+        assert!(headers.contains_key("forwarded"));
+    }
+
+    #[test]
+    fn trusted_peer_without_values_gets_ours() {
+        let mut headers = HeaderMap::new();
+        set_forwarded(&mut headers, &info(Some("2001:db8::1"), true));
+        assert_eq!(values(&headers, "x-forwarded-for"), ["2001:db8::1"]);
+        assert_eq!(values(&headers, "x-forwarded-proto"), ["https"]);
+        assert_eq!(values(&headers, "x-forwarded-host"), ["app.example.com"]);
+    }
+}

@@ -1,0 +1,128 @@
+//! The ticket pusher: what WeChat does every ten minutes — POST an encrypted, signed
+//! `component_verify_ticket` event to the platform's 授权事件接收URL (wechat-protocol.md §2, §4.6,
+//! §16) and expect the body `success`.
+//!
+//! The query carries all five parameters WeChat sends (`signature`, `timestamp`, `nonce`,
+//! `encrypt_type=aes`, `msg_signature`); the body is the `<xml><ToUserName/><Encrypt/></xml>`
+//! envelope. Encryption and signing use the crate's own message crypto, so a push that the
+//! proxy accepts proves both sides agree on the scheme.
+
+use std::{sync::Arc, time::Duration};
+
+use url::Url;
+
+use super::{SimError, wechat::Inner};
+use crate::wechat::{
+    VerifyTicket,
+    crypto::MsgCrypt,
+    events::{seal_push, ticket_event_xml},
+};
+
+/// Connect timeout of a push (WeChat gives the receiver 5 s in total).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Total timeout of a push.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// First retry delay after a failed push; doubles up to the push interval.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// How much of a rejecting receiver's body is kept for the error.
+const BODY_SNIPPET: usize = 200;
+
+/// Where and how often [`SimWeChat`](super::SimWeChat) pushes tickets when started with
+/// [`SimConfig::pusher`](super::SimConfig::pusher) set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PusherConfig {
+    /// The proxy's events URL, e.g. `http://127.0.0.1:8080/_wxauth/events`.
+    pub events_url: Url,
+    /// Interval between pushes (WeChat: 10 minutes).
+    pub every: Duration,
+}
+
+/// The one HTTP client used for pushes: bounded timeouts, no redirects.
+pub(crate) fn client() -> Result<reqwest::Client, SimError> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(PUSH_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(SimError::Client)
+}
+
+/// One push of the current ticket.
+pub(crate) async fn push(inner: &Inner, events_url: &Url) -> Result<(), SimError> {
+    let ticket = inner.state().current_ticket();
+    let config = &inner.config;
+    let timestamp = unix_now().to_string();
+    let nonce = super::http::random_hex(10);
+    let (query, body) = seal(inner, &ticket, &timestamp, &nonce)?;
+    let mut url = events_url.clone();
+    url.set_query(Some(&query));
+    tracing::debug!(events_url = %events_url, component_appid = %config.component_appid, "sim: pushing component_verify_ticket");
+    let response = inner
+        .client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "text/xml")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| SimError::PushTransport(e.without_url()))?;
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| SimError::PushTransport(e.without_url()))?;
+    if status == reqwest::StatusCode::OK && text == "success" {
+        Ok(())
+    } else {
+        Err(SimError::PushRejected {
+            status: status.as_u16(),
+            body: text.chars().take(BODY_SNIPPET).collect(),
+        })
+    }
+}
+
+/// Pushes now and every `every`; failed pushes are retried sooner.
+pub(crate) async fn run(inner: Arc<Inner>, events_url: Url, every: Duration) {
+    let every = every.max(Duration::from_millis(10));
+    let mut retry = FIRST_RETRY.min(every);
+    loop {
+        let wait = match push(&inner, &events_url).await {
+            Ok(()) => {
+                retry = FIRST_RETRY.min(every);
+                every
+            }
+            Err(error) => {
+                tracing::warn!(%error, events_url = %events_url, "sim: ticket push failed; retrying");
+                let wait = retry;
+                retry = (retry * 2).min(every);
+                wait
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Encrypts and signs the ticket event: `(query, body)`.
+fn seal(
+    inner: &Inner,
+    ticket: &VerifyTicket,
+    timestamp: &str,
+    nonce: &str,
+) -> Result<(String, String), SimError> {
+    let config = &inner.config;
+    let crypt = MsgCrypt::new(
+        &config.message_token,
+        &config.encoding_aes_key,
+        config.component_appid.clone(),
+    )
+    .map_err(SimError::Crypto)?;
+    let create_time = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+    let event = ticket_event_xml(&config.component_appid, create_time, ticket);
+    Ok(seal_push(&crypt, &event, timestamp, nonce))
+}

@@ -1,0 +1,613 @@
+//! The simulated WeChat server: one loopback HTTP server that answers both the
+//! `open.weixin.qq.com` authorize page and the `api.weixin.qq.com` JSON APIs.
+//!
+//! Behaviour follows `wechat-protocol.md` §5, §8–§12 and §16: parameter validation and order on
+//! the authorize page (errors are shown on the page, never redirected), random single-use codes
+//! bound to the app, mode, user and scope, a component token that is invalidated by the next
+//! fetch, `is_snapshotuser` and `48001` for snapshot users, HTTP 200 errors with a changing
+//! `rid`, and `text/plain` content types on some replies. Tests program it (next user, refusal,
+//! injected failures, short lifetimes) and observe it (per-endpoint call counters).
+//!
+//! Paths served under [`SimWeChat::base_url`]:
+//!
+//! | path | what |
+//! |---|---|
+//! | `GET /connect/oauth2/authorize` | the authorize page; errors are an HTML page with WeChat's code, also in the `x-sim-error` header (`10003`, `10005`, `10010`–`10013`, `10015`, `10016`, or the sim tags `order`, `response_type`, `appid`, `state`) |
+//! | `GET /_sim/authorize/choose` | the interactive page's user / refuse buttons (sim only) |
+//! | `POST /cgi-bin/component/api_component_token` | component token |
+//! | `GET /sns/oauth2/component/access_token`, `…/refresh_token` | component code exchange and refresh |
+//! | `GET /sns/oauth2/access_token`, `/sns/oauth2/refresh_token` | official-account direct mode (answers `text/plain`) |
+//! | `GET /sns/userinfo` | user info |
+//! | `GET /` | a page describing the simulator |
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), wechat_oauth_proxy::sim::SimError> {
+//! use wechat_oauth_proxy::sim::{Endpoint, Failure, SimConfig, SimWeChat};
+//!
+//! let addr: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+//! let sim = SimWeChat::start(SimConfig::default(), addr).await?;
+//! sim.set_next_user(SimConfig::default().users[1].clone());
+//! sim.inject(Endpoint::UserInfo, Failure::SystemBusy, 1);
+//! // … point the client at sim.base_url() …
+//! assert_eq!(sim.calls(Endpoint::UserInfo), 0);
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::{
+    collections::{HashMap, VecDeque},
+    fmt,
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use http::{Method, StatusCode};
+use hyper::body::Incoming;
+use url::Url;
+
+use super::{SimError, api, authorize, http::Resp, http::Server, pusher};
+use crate::{
+    secret::SecretString,
+    wechat::{AppSecret, AuthorizationCode, AuthorizerAppId, ComponentAppId, Scope, VerifyTicket},
+};
+
+pub use super::pusher::PusherConfig;
+
+/// How long a `component_verify_ticket` stays usable after it was issued (WeChat: 12 h).
+pub(crate) const TICKET_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// How long a user `refresh_token` lives (WeChat: 30 days).
+pub(crate) const REFRESH_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long an injected [`Failure::Hang`] keeps the request open (long enough for any client
+/// timeout, short enough that a forgotten test still ends).
+pub(crate) const HANG: Duration = Duration::from_secs(120);
+/// Above this many remembered codes / tokens the expired ones are pruned.
+const PRUNE_ABOVE: usize = 1024;
+
+/// Configuration of the simulated WeChat. `Default` gives a working setup matching the vector-T
+/// appid and the official sample EncodingAESKey, three test users and non-interactive mode.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Our third-party platform's appid (`component_appid`).
+    pub component_appid: ComponentAppId,
+    /// The platform's appsecret, checked by `api_component_token`.
+    pub component_secret: AppSecret,
+    /// The message token (消息校验Token) used to sign ticket pushes.
+    pub message_token: SecretString,
+    /// The 43-character EncodingAESKey used to encrypt ticket pushes.
+    pub encoding_aes_key: SecretString,
+    /// The official account that authorized the component; also the appid of the
+    /// official-account direct mode.
+    pub authorizer_appid: AuthorizerAppId,
+    /// The official account's own secret, for official-account direct mode.
+    pub official_account_secret: AppSecret,
+    /// Allowed `redirect_uri` hosts (公众号开发域名); the port is ignored.
+    pub redirect_hosts: Vec<String>,
+    /// Lifetime of a component access token (`expires_in`).
+    pub token_ttl: Duration,
+    /// Lifetime of a user access token.
+    pub user_token_ttl: Duration,
+    /// Lifetime of an OAuth code (WeChat: 5 minutes). `Duration::ZERO` makes every code expired.
+    pub code_ttl: Duration,
+    /// `true` (dev mode): the authorize endpoint shows a page to pick a test user.
+    /// `false` (tests): it redirects at once with the programmed next user.
+    pub interactive: bool,
+    /// The test users; `users[0]` is the default identity in non-interactive mode and the list
+    /// shown on the interactive page.
+    pub users: Vec<SimUser>,
+    /// When set, [`SimWeChat::start`] starts pushing tickets to this events URL.
+    pub pusher: Option<PusherConfig>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            component_appid: ComponentAppId::new("wx0123456789abcdef"),
+            component_secret: AppSecret::new("sim_component_secret_0123456789ab"),
+            message_token: SecretString::new("component_token_demo"),
+            encoding_aes_key: SecretString::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"),
+            authorizer_appid: AuthorizerAppId::new("wxa1b2c3d4e5f60708"),
+            official_account_secret: AppSecret::new("sim_official_account_secret_0123"),
+            redirect_hosts: vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
+            token_ttl: Duration::from_secs(7200),
+            user_token_ttl: Duration::from_secs(7200),
+            code_ttl: Duration::from_secs(300),
+            interactive: false,
+            users: SimUser::defaults(),
+            pusher: None,
+        }
+    }
+}
+
+/// A test user of the simulated WeChat, as `sns/userinfo` and the code exchange show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimUser {
+    /// The user's openid under the official account (28 characters in real WeChat).
+    pub openid: String,
+    /// The unionid, when the official account is bound to an Open Platform account.
+    pub unionid: Option<String>,
+    /// The nickname (UTF-8; CJK and emoji are normal).
+    pub nickname: String,
+    /// The avatar URL (`headimgurl`); the defaults use inline `data:` SVGs so no internet is
+    /// needed.
+    pub headimgurl: String,
+    /// A snapshot-page (快照页) virtual user: the exchange says `is_snapshotuser: 1` and
+    /// `sns/userinfo` answers 48001.
+    pub snapshot: bool,
+}
+
+impl SimUser {
+    /// The default interactive users: "张三" (with unionid), "Alice 🌸" (with unionid) and
+    /// "李四😀" (without unionid). Distinct 28-character openids.
+    pub fn defaults() -> Vec<SimUser> {
+        vec![
+            SimUser {
+                openid: "o9AgO5Kd5ggOC-bXrbNODIiE3bGY".to_owned(),
+                unionid: Some("o6_bmasdasdsad6_2sgVt7hMZOPfL".to_owned()),
+                nickname: "张三".to_owned(),
+                headimgurl: avatar_svg("#07c160", "#ffffff"),
+                snapshot: false,
+            },
+            SimUser {
+                openid: "o9AgO5Alice-SimUser-8nF2kQ4x".to_owned(),
+                unionid: Some("o6_bmAliceSimUnionid-7Hd3Lp2q".to_owned()),
+                nickname: "Alice 🌸".to_owned(),
+                headimgurl: avatar_svg("#f58fb5", "#ffffff"),
+                snapshot: false,
+            },
+            SimUser {
+                openid: "o9AgO5LiSi_SimUser_w3Tz6Rb9y".to_owned(),
+                unionid: None,
+                nickname: "李四😀".to_owned(),
+                headimgurl: avatar_svg("#4a90e2", "#ffffff"),
+                snapshot: false,
+            },
+        ]
+    }
+
+    /// A snapshot-page virtual user ("微信用户", grey avatar, `snapshot: true`). Not in the
+    /// default list; program it with [`SimWeChat::set_next_user`].
+    pub fn snapshot_user() -> SimUser {
+        SimUser {
+            openid: "o9AgO5SnapShot-VirtualUser01".to_owned(),
+            unionid: Some("o6_bmSnapShotVirtualUnionid01".to_owned()),
+            nickname: "微信用户".to_owned(),
+            headimgurl: avatar_svg("#c8c8c8", "#f2f2f2"),
+            snapshot: true,
+        }
+    }
+}
+
+/// A small person silhouette as an inline SVG `data:` URL (no network needed to show it).
+fn avatar_svg(background: &str, figure: &str) -> String {
+    use base64::Engine as _;
+    let svg = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 64 64'>\
+         <rect width='64' height='64' rx='6' fill='{background}'/>\
+         <circle cx='32' cy='25' r='12' fill='{figure}'/>\
+         <rect x='13' y='41' width='38' height='23' rx='11' fill='{figure}'/></svg>"
+    );
+    format!(
+        "data:image/svg+xml;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(svg)
+    )
+}
+
+/// The simulated endpoints, for failure injection and call counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// `GET /connect/oauth2/authorize` (open.weixin.qq.com).
+    Authorize,
+    /// `POST /cgi-bin/component/api_component_token`.
+    ComponentToken,
+    /// `GET /sns/oauth2/component/access_token`.
+    ComponentCodeExchange,
+    /// `GET /sns/oauth2/component/refresh_token`.
+    ComponentRefresh,
+    /// `GET /sns/oauth2/access_token` (official-account direct mode).
+    OaCodeExchange,
+    /// `GET /sns/oauth2/refresh_token` (official-account direct mode).
+    OaRefresh,
+    /// `GET /sns/userinfo`.
+    UserInfo,
+}
+
+/// How an injected failure answers (see [`SimWeChat::inject`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Failure {
+    /// Never answer until the client gives up (bounded to two minutes so tests still end).
+    Hang,
+    /// HTTP 500 with a plain-text body, as during a WeChat incident.
+    Http500,
+    /// HTTP 200 with `text/html` body `<html>busy</html>`: a reply that is not JSON.
+    NotJson,
+    /// `{"errcode":-1,"errmsg":"system error"}`: WeChat busy, retry later.
+    SystemBusy,
+    /// Any WeChat errcode, e.g. `ErrCode(45009)` (quota) or `ErrCode(61004)` (IP whitelist).
+    ErrCode(i64),
+}
+
+/// Which OAuth flavour issued a code: on behalf of an official account through our component,
+/// or the official account directly with its own secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuthMode {
+    /// Third-party platform (component) web OAuth: `component_appid` on the authorize URL.
+    Component,
+    /// Official-account direct web OAuth: no `component_appid`.
+    OfficialAccount,
+}
+
+/// A code handed out by the authorize endpoint.
+#[derive(Clone, Debug)]
+pub(crate) struct CodeEntry {
+    pub(crate) mode: AuthMode,
+    pub(crate) appid: String,
+    pub(crate) user: SimUser,
+    pub(crate) scope: Scope,
+    pub(crate) expires_at: Instant,
+    pub(crate) used: bool,
+}
+
+/// A user access token.
+#[derive(Clone, Debug)]
+pub(crate) struct UserTokenEntry {
+    pub(crate) user: SimUser,
+    pub(crate) scope: Scope,
+    pub(crate) expires_at: Instant,
+}
+
+/// A user refresh token and the grant it renews.
+#[derive(Clone, Debug)]
+pub(crate) struct RefreshEntry {
+    pub(crate) mode: AuthMode,
+    pub(crate) appid: String,
+    pub(crate) user: SimUser,
+    pub(crate) scope: Scope,
+    pub(crate) access_token: String,
+    pub(crate) expires_at: Instant,
+}
+
+/// The component access token currently valid (there is at most one).
+#[derive(Clone, Debug)]
+pub(crate) struct ComponentTokenEntry {
+    pub(crate) value: String,
+    pub(crate) expires_at: Instant,
+}
+
+/// A validated authorize request waiting for the user's choice on the interactive page.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingAuthorize {
+    pub(crate) mode: AuthMode,
+    pub(crate) appid: String,
+    pub(crate) redirect_uri: Url,
+    pub(crate) scope: Scope,
+    pub(crate) state: String,
+    pub(crate) expires_at: Instant,
+}
+
+/// Mutable state of the simulator, always behind [`Inner::state`].
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) next_user: Option<SimUser>,
+    pub(crate) refuse_next: bool,
+    /// Issued tickets, oldest first; the last one is current.
+    pub(crate) tickets: Vec<(VerifyTicket, Instant)>,
+    pub(crate) component_token: Option<ComponentTokenEntry>,
+    pub(crate) issued_component_tokens: u64,
+    pub(crate) token_ttl: Duration,
+    pub(crate) codes: HashMap<String, CodeEntry>,
+    pub(crate) user_tokens: HashMap<String, UserTokenEntry>,
+    pub(crate) refresh_tokens: HashMap<String, RefreshEntry>,
+    pub(crate) pending: HashMap<String, PendingAuthorize>,
+    pub(crate) failures: HashMap<Endpoint, VecDeque<(Failure, u32)>>,
+    pub(crate) calls: HashMap<Endpoint, u64>,
+}
+
+impl State {
+    /// The ticket issued most recently.
+    pub(crate) fn current_ticket(&mut self) -> VerifyTicket {
+        match self.tickets.last() {
+            Some((ticket, _)) => ticket.clone(),
+            None => self.rotate_ticket(),
+        }
+    }
+
+    /// Issues a new ticket; older ones stay valid for [`TICKET_LIFETIME`].
+    pub(crate) fn rotate_ticket(&mut self) -> VerifyTicket {
+        let now = Instant::now();
+        self.tickets
+            .retain(|(_, issued)| now.saturating_duration_since(*issued) < TICKET_LIFETIME);
+        let ticket = VerifyTicket::new(format!("ticket@@@{}", super::http::random_token(64)));
+        self.tickets.push((ticket.clone(), now));
+        ticket
+    }
+
+    /// Counts one call of `endpoint` and takes the next injected failure for it, if any.
+    pub(crate) fn begin_call(&mut self, endpoint: Endpoint) -> Option<Failure> {
+        *self.calls.entry(endpoint).or_insert(0) += 1;
+        let queue = self.failures.get_mut(&endpoint)?;
+        let (failure, remaining) = queue.front_mut()?;
+        let failure = *failure;
+        *remaining = remaining.saturating_sub(1);
+        if *remaining == 0 {
+            queue.pop_front();
+        }
+        Some(failure)
+    }
+
+    /// Stores a new code and returns it.
+    pub(crate) fn issue_code(&mut self, entry: CodeEntry) -> String {
+        if self.codes.len() > PRUNE_ABOVE {
+            let now = Instant::now();
+            // Keep used codes a while so that a reuse still reports 40163, not 40029.
+            self.codes
+                .retain(|_, c| now < c.expires_at + Duration::from_secs(600));
+        }
+        let code = super::http::random_token(24);
+        self.codes.insert(code.clone(), entry);
+        code
+    }
+
+    /// Drops expired user tokens, refresh tokens and pending authorizations when the maps grow.
+    pub(crate) fn prune(&mut self) {
+        let now = Instant::now();
+        if self.user_tokens.len() > PRUNE_ABOVE {
+            self.user_tokens.retain(|_, t| now < t.expires_at);
+        }
+        if self.refresh_tokens.len() > PRUNE_ABOVE {
+            self.refresh_tokens.retain(|_, t| now < t.expires_at);
+        }
+        if self.pending.len() > PRUNE_ABOVE {
+            self.pending.retain(|_, p| now < p.expires_at);
+        }
+    }
+}
+
+/// Shared by the server's request handlers, the pusher tasks and the [`SimWeChat`] handle.
+pub(crate) struct Inner {
+    pub(crate) config: SimConfig,
+    pub(crate) base_url: Url,
+    pub(crate) client: reqwest::Client,
+    state: Mutex<State>,
+}
+
+impl Inner {
+    /// Locks the state. A poisoned lock (a panicking test thread) is still usable: the state
+    /// is plain data without invariants spanning several fields.
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A running simulated WeChat. Dropping it stops the server (and the configured pusher).
+pub struct SimWeChat {
+    inner: Arc<Inner>,
+    server: Option<Server>,
+    addr: SocketAddr,
+    pusher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl fmt::Debug for SimWeChat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimWeChat")
+            .field("base_url", &self.inner.base_url.as_str())
+            .field("interactive", &self.inner.config.interactive)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SimWeChat {
+    fn drop(&mut self) {
+        if let Some(pusher) = self.pusher.take() {
+            pusher.abort();
+        }
+    }
+}
+
+impl SimWeChat {
+    /// Starts the simulator on `addr` (use port 0 for a free port).
+    ///
+    /// # Errors
+    /// [`SimError::NotLoopback`] for any non-loopback address (a fake WeChat hands out
+    /// identities to anybody and must never be reachable from a network), [`SimError::Bind`]
+    /// when the port is taken, [`SimError::Client`] if the push client cannot be built.
+    pub async fn start(config: SimConfig, addr: SocketAddr) -> Result<SimWeChat, SimError> {
+        if !addr.ip().is_loopback() {
+            return Err(SimError::NotLoopback(addr));
+        }
+        let client = pusher::client()?;
+        let mut state = State {
+            token_ttl: config.token_ttl,
+            ..State::default()
+        };
+        state.rotate_ticket();
+        let listener = Server::bind(addr).await?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| SimError::Bind { addr, source })?;
+        let base_url = Url::parse(&format!("http://{local}/")).map_err(|_| SimError::Bind {
+            addr,
+            source: std::io::Error::other("cannot form the base URL"),
+        })?;
+        let inner = Arc::new(Inner {
+            config,
+            base_url,
+            client,
+            state: Mutex::new(state),
+        });
+        let handler_inner = inner.clone();
+        let server = Server::serve(listener, move |req| route(handler_inner.clone(), req));
+        let pusher = inner
+            .config
+            .pusher
+            .clone()
+            .map(|p| tokio::spawn(pusher::run(inner.clone(), p.events_url, p.every)));
+        tracing::info!(base_url = %inner.base_url, "simulated WeChat listening (development only)");
+        Ok(SimWeChat {
+            inner,
+            addr: local,
+            server: Some(server),
+            pusher,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>/`: serves both the `api.weixin.qq.com` paths and the
+    /// `open.weixin.qq.com` authorize page.
+    pub fn base_url(&self) -> Url {
+        self.inner.base_url.clone()
+    }
+
+    /// The bound socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The configuration the simulator was started with (`token_ttl` may since have been
+    /// changed by [`set_token_ttl`](Self::set_token_ttl)).
+    pub fn config(&self) -> &SimConfig {
+        &self.inner.config
+    }
+
+    /// The identity for the next non-interactive authorize (one shot; afterwards `users[0]`
+    /// again).
+    pub fn set_next_user(&self, user: SimUser) {
+        self.inner.state().next_user = Some(user);
+    }
+
+    /// The next non-interactive authorize redirects back without a code (the user refused).
+    pub fn refuse_next(&self) {
+        self.inner.state().refuse_next = true;
+    }
+
+    /// The current valid `component_verify_ticket` (`ticket@@@` + 86 base64url characters).
+    pub fn current_ticket(&self) -> VerifyTicket {
+        self.inner.state().current_ticket()
+    }
+
+    /// Issues a new ticket; the previous ones stay valid for 12 hours, as in WeChat.
+    pub fn rotate_ticket(&self) -> VerifyTicket {
+        self.inner.state().rotate_ticket()
+    }
+
+    /// Sends one encrypted, signed push of the current ticket to `events_url` and expects the
+    /// body `success`.
+    ///
+    /// # Errors
+    /// [`SimError::PushTransport`] when the receiver cannot be reached in time,
+    /// [`SimError::PushRejected`] for any answer but HTTP 200 `success`,
+    /// [`SimError::Crypto`] when the configured key is unusable.
+    pub async fn push_ticket(&self, events_url: &Url) -> Result<(), SimError> {
+        pusher::push(&self.inner, events_url).await
+    }
+
+    /// Pushes at once and then every `every`, until the returned task is aborted or the
+    /// simulator is gone. Failed pushes are logged and retried sooner (from 1 s, doubling up to
+    /// `every`), so a receiver that starts after the simulator still gets a ticket quickly.
+    pub fn spawn_pusher(&self, events_url: Url, every: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(pusher::run(self.inner.clone(), events_url, every))
+    }
+
+    /// The next `times` calls of `endpoint` fail with `failure` (after earlier injections for
+    /// the same endpoint are used up). Injected failures take precedence over normal handling
+    /// and are counted by [`calls`](Self::calls).
+    pub fn inject(&self, endpoint: Endpoint, failure: Failure, times: u32) {
+        if times == 0 {
+            return;
+        }
+        self.inner
+            .state()
+            .failures
+            .entry(endpoint)
+            .or_default()
+            .push_back((failure, times));
+    }
+
+    /// The current component access token becomes invalid: using it answers 40001, as when
+    /// another process fetched a newer one.
+    pub fn invalidate_component_token(&self) {
+        self.inner.state().component_token = None;
+    }
+
+    /// Lifetime (`expires_in`) of component tokens issued from now on.
+    pub fn set_token_ttl(&self, ttl: Duration) {
+        self.inner.state().token_ttl = ttl;
+    }
+
+    /// How many requests `endpoint` received, failed and injected ones included.
+    pub fn calls(&self, endpoint: Endpoint) -> u64 {
+        self.inner
+            .state()
+            .calls
+            .get(&endpoint)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// How many component access tokens were issued successfully.
+    pub fn issued_component_tokens(&self) -> u64 {
+        self.inner.state().issued_component_tokens
+    }
+
+    /// Mints a code for `user` without going through the authorize page, as if the user had
+    /// just consented. Handy for client tests that only exercise the code exchange.
+    pub fn issue_code(&self, user: SimUser, scope: Scope, mode: AuthMode) -> AuthorizationCode {
+        let expires_at = Instant::now() + self.inner.config.code_ttl;
+        let appid = self.inner.config.authorizer_appid.as_str().to_owned();
+        AuthorizationCode::new(self.inner.state().issue_code(CodeEntry {
+            mode,
+            appid,
+            user,
+            scope,
+            expires_at,
+            used: false,
+        }))
+    }
+
+    /// Stops the server (and the pusher configured in [`SimConfig::pusher`]); open connections
+    /// get a moment to finish, hanging ones are aborted.
+    pub async fn shutdown(mut self) {
+        if let Some(pusher) = self.pusher.take() {
+            pusher.abort();
+        }
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+}
+
+/// Dispatches one request to the simulated endpoint for its path.
+async fn route(inner: Arc<Inner>, req: http::Request<Incoming>) -> Resp {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let method = req.method().clone();
+    match path.as_str() {
+        "/connect/oauth2/authorize" => authorize::authorize(&inner, &method, &query).await,
+        authorize::CHOOSE_PATH => authorize::choose(&inner, &query),
+        "/cgi-bin/component/api_component_token" => {
+            api::component_token(&inner, &method, req.into_body()).await
+        }
+        "/sns/oauth2/component/access_token" => {
+            api::code_exchange(&inner, AuthMode::Component, &query).await
+        }
+        "/sns/oauth2/component/refresh_token" => {
+            api::refresh(&inner, AuthMode::Component, &query).await
+        }
+        "/sns/oauth2/access_token" => {
+            api::code_exchange(&inner, AuthMode::OfficialAccount, &query).await
+        }
+        "/sns/oauth2/refresh_token" => {
+            api::refresh(&inner, AuthMode::OfficialAccount, &query).await
+        }
+        "/sns/userinfo" => api::userinfo(&inner, &query).await,
+        "/" if method == Method::GET => authorize::index(&inner),
+        _ => super::http::respond(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "simulated WeChat: no such endpoint",
+        ),
+    }
+}
