@@ -239,7 +239,8 @@ impl WeChatAuthLayerBuilder {
     /// # Errors
     /// When the pattern is not an absolute path.
     pub fn skip(mut self, method: Option<http::Method>, pattern: &str) -> Result<Self, BuildError> {
-        let rule = SkipRule::new(method, pattern).map_err(|e| BuildError::Invalid(e.to_string()))?;
+        let rule =
+            SkipRule::new(method, pattern).map_err(|e| BuildError::Invalid(e.to_string()))?;
         self.settings.skip.push(rule);
         Ok(self)
     }
@@ -334,36 +335,50 @@ where
             let response = inner.call(req).await?;
             Ok(response.map(ResponseBody::inner))
         }
-        Decision::Protected { client } => match shared.current_session(req.headers()).await {
-            Ok(Some((id, identity))) => match shared.jwt.token_for(id.expose_bytes(), &identity).await {
-                Ok(token) => {
-                    identity.project_headers(&shared.settings.headers, token, req.headers_mut());
-                    shared.cookies.strip_own_cookies(req.headers_mut());
-                    req.extensions_mut().insert(identity);
-                    let response = inner.call(req).await?;
-                    Ok(response.map(ResponseBody::inner))
-                }
-                Err(err) => {
-                    let err = AuthError::Jwt(err.to_string());
-                    Ok(response::wrap_own(err.render(client == ClientKind::Browser, None)))
-                }
-            },
-            Ok(None) => {
-                let return_path = crate::session::ReturnPath::from_request_uri(req.uri());
-                let response = match client {
-                    ClientKind::Browser => {
-                        crate::routes::login::start(&shared, req.headers(), return_path).await
+        Decision::Protected { client } => {
+            let cookie = shared.cookies.read_session(req.headers());
+            match shared.load_session(cookie).await {
+                Ok(Some((id, identity))) => {
+                    match shared.jwt.token_for(id.expose_bytes(), &identity).await {
+                        Ok(token) => {
+                            identity.project_headers(
+                                &shared.settings.headers,
+                                token,
+                                req.headers_mut(),
+                            );
+                            shared.cookies.strip_own_cookies(req.headers_mut());
+                            req.extensions_mut().insert(identity);
+                            let response = inner.call(req).await?;
+                            Ok(response.map(ResponseBody::inner))
+                        }
+                        Err(err) => {
+                            let err = AuthError::Jwt(err.to_string());
+                            Ok(response::wrap_own(
+                                err.render(client == ClientKind::Browser, None),
+                            ))
+                        }
                     }
-                    ClientKind::Api => {
-                        let login = shared.login_url(&return_path);
-                        AuthError::Unauthenticated.render(false, Some(&login))
-                    }
-                };
-                Ok(response::wrap_own(response))
+                }
+                Ok(None) => {
+                    let (parts, _body) = req.into_parts();
+                    let return_path = crate::session::ReturnPath::from_request_uri(&parts.uri);
+                    let response = match client {
+                        ClientKind::Browser => {
+                            crate::routes::login::start(&shared, &parts.headers, return_path).await
+                        }
+                        ClientKind::Api => {
+                            let login = shared.login_url(&return_path);
+                            AuthError::Unauthenticated.render(false, Some(&login))
+                        }
+                    };
+                    Ok(response::wrap_own(response))
+                }
+                // Fail closed: a store failure is never "allow".
+                Err(err) => Ok(response::wrap_own(
+                    err.render(client == ClientKind::Browser, None),
+                )),
             }
-            // Fail closed: a store failure is never "allow".
-            Err(err) => Ok(response::wrap_own(err.render(client == ClientKind::Browser, None))),
-        },
+        }
     }
 }
 
@@ -373,7 +388,16 @@ impl Shared {
         &self,
         headers: &http::HeaderMap,
     ) -> Result<Option<(SessionId, Identity)>, AuthError> {
-        let Some(id) = self.cookies.read_session(headers) else {
+        self.load_session(self.cookies.read_session(headers)).await
+    }
+
+    /// Loads the session of an already decoded cookie (no borrow of the request across the
+    /// await, so request bodies need not be `Sync`).
+    pub(crate) async fn load_session(
+        &self,
+        cookie: Option<SessionId>,
+    ) -> Result<Option<(SessionId, Identity)>, AuthError> {
+        let Some(id) = cookie else {
             return Ok(None);
         };
         match self.sessions.load(&id).await {

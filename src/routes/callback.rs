@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use http::Request;
+use http::request::Parts;
 
 use crate::error::AuthError;
 use crate::identity::Identity;
@@ -23,9 +23,9 @@ const DUPLICATE_WAIT: Duration = Duration::from_millis(100);
 const DUPLICATE_TRIES: u32 = 30;
 
 /// Handles `GET callback?code&state&appid`.
-pub(crate) async fn handle<B>(shared: &Shared, req: &Request<B>) -> Result<OwnResponse, AuthError> {
-    let uri = req.uri();
-    let headers = req.headers();
+pub(crate) async fn handle(shared: &Shared, req: &Parts) -> Result<OwnResponse, AuthError> {
+    let uri = &req.uri;
+    let headers = &req.headers;
     let state = super::query_param(uri, "state")
         .filter(|s| !s.is_empty() && s.len() <= 128)
         .ok_or(AuthError::InvalidState)?;

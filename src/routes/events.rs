@@ -3,7 +3,8 @@
 //! answer exactly `success`. A forged push changes nothing.
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::StatusCode;
+use http::request::Parts;
 use http_body_util::{BodyExt, Limited};
 
 use crate::error::AuthError;
@@ -13,14 +14,18 @@ use crate::wechat::error::WeChatError;
 use crate::wechat::events::{MAX_PUSH_BODY, PushQuery};
 
 /// Handles `POST events?timestamp&nonce&msg_signature&…`.
-pub(crate) async fn handle<B>(shared: &Shared, req: Request<B>) -> Result<OwnResponse, AuthError>
+pub(crate) async fn handle<B>(
+    shared: &Shared,
+    req: &Parts,
+    body: B,
+) -> Result<OwnResponse, AuthError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let query = PushQuery::from_query(req.uri().query().unwrap_or_default())
+    let query = PushQuery::from_query(req.uri.query().unwrap_or_default())
         .map_err(|_| AuthError::BadRequest("missing push signature parameters"))?;
-    let body = Limited::new(req.into_body(), MAX_PUSH_BODY)
+    let body = Limited::new(body, MAX_PUSH_BODY)
         .collect()
         .await
         .map_err(|_| AuthError::PayloadTooLarge)?

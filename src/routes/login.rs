@@ -1,7 +1,8 @@
 //! `login`: starts a WeChat login — a fresh single-use state bound to this browser by the flow
 //! cookie, recorded server-side with the return path, then a 302 to WeChat's authorize page.
 
-use http::{HeaderMap, Request};
+use http::HeaderMap;
+use http::request::Parts;
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 
@@ -15,8 +16,8 @@ use crate::wechat::OAuthState;
 const STATE_LEN: usize = 32;
 
 /// Handles `GET login?return=/path`. An unsafe return path is replaced by `/`.
-pub(crate) async fn handle<B>(shared: &Shared, req: &Request<B>) -> OwnResponse {
-    let return_path = super::query_param(req.uri(), "return")
+pub(crate) async fn handle(shared: &Shared, req: &Parts) -> OwnResponse {
+    let return_path = super::query_param(&req.uri, "return")
         .and_then(|r| match ReturnPath::parse(&r) {
             Ok(path) => Some(path),
             Err(err) => {
@@ -25,11 +26,15 @@ pub(crate) async fn handle<B>(shared: &Shared, req: &Request<B>) -> OwnResponse 
             }
         })
         .unwrap_or_default();
-    start(shared, req.headers(), return_path).await
+    start(shared, &req.headers, return_path).await
 }
 
 /// Starts a flow and answers with the redirect to WeChat (or an error page).
-pub(crate) async fn start(shared: &Shared, headers: &HeaderMap, return_path: ReturnPath) -> OwnResponse {
+pub(crate) async fn start(
+    shared: &Shared,
+    headers: &HeaderMap,
+    return_path: ReturnPath,
+) -> OwnResponse {
     match try_start(shared, headers, return_path).await {
         Ok(response) => response,
         Err(err) => err.render(super::wants_html(headers), None),

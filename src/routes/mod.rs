@@ -25,23 +25,24 @@ where
 {
     let html = wants_html(req.headers());
     let method = req.method().clone();
+    let (parts, body) = req.into_parts();
+    let req = &parts;
     let get = method == Method::GET || method == Method::HEAD;
     let result = match route {
-        Route::Login if get => Ok(login::handle(shared, &req).await),
-        Route::Callback if get => callback::handle(shared, &req).await,
-        Route::Events if method == Method::POST => events::handle(shared, req).await,
-        Route::Logout if get || method == Method::POST => logout::handle(shared, &req).await,
+        Route::Login if get => Ok(login::handle(shared, req).await),
+        Route::Callback if get => callback::handle(shared, req).await,
+        Route::Events if method == Method::POST => events::handle(shared, req, body).await,
+        Route::Logout if get || method == Method::POST => logout::handle(shared, req).await,
         Route::Jwks if get => Ok(info::jwks(shared)),
-        Route::WhoAmI if get => info::whoami(shared, req.headers()).await,
+        Route::WhoAmI if get => info::whoami(shared, &req.headers).await,
         Route::Health if get => Ok(info::health()),
         Route::Ready if get => Ok(info::ready(shared).await),
         Route::NotFound => Err(AuthError::NotFound),
         _ => Err(AuthError::MethodNotAllowed),
     };
     result.unwrap_or_else(|err| {
-        let login = (route != Route::Events).then(|| {
-            shared.login_url(&crate::session::ReturnPath::default())
-        });
+        let login = (route != Route::Events)
+            .then(|| shared.login_url(&crate::session::ReturnPath::default()));
         err.render(html, login.as_deref())
     })
 }
