@@ -150,24 +150,6 @@ async fn session_store(config: &Config) -> Result<Arc<dyn SessionStore>, AppErro
     }
 }
 
-#[cfg(feature = "redis")]
-async fn redis_session_store(
-    config: &Config,
-    settings: SessionSettings,
-) -> Result<Arc<dyn SessionStore>, AppError> {
-    let url = config
-        .session
-        .redis_url
-        .as_ref()
-        .ok_or_else(|| setup("session")("session.redis_url is missing".into()))?;
-    let store =
-        crate::session::redis::RedisSessionStore::new(url.expose_secret(), "wxauth:", settings)
-            .await
-            .map_err(|e| setup("session")(e.to_string()))?;
-    Ok(Arc::new(store))
-}
-
-#[cfg(not(feature = "redis"))]
 async fn redis_session_store(
     _config: &Config,
     _settings: SessionSettings,
