@@ -6,7 +6,7 @@
 //! upstream proxy in [`WeChatAuthLayer`] and serves until `shutdown` resolves.
 
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -325,7 +325,7 @@ impl DevServices {
     #[cfg(feature = "sim")]
     async fn start(config: &Config, secrets: &ResolvedSecrets) -> Result<Self, AppError> {
         use crate::sim::{SimConfig, SimWeChat, upstream::DemoUpstream};
-        let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let loopback = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
         let mut services = DevServices::default();
         if config.dev.simulate_wechat {
             let mut sim = SimConfig {
