@@ -2,7 +2,12 @@
 //! authenticated — with a session the upgrade reaches the upstream and echoes; without one it is
 //! refused before the upstream sees anything. The upstream also never sees the proxy's cookie
 //! or a forged identity header, and does see the JWT.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::result_large_err
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
