@@ -130,6 +130,9 @@ pub enum JwtError {
     /// The configured key cannot be used with the configured algorithm.
     #[error("invalid signing key: {0}")]
     InvalidKey(&'static str),
+    /// A setting other than the key is unusable (lifetime, header value prefix).
+    #[error("invalid JWT setting: {0}")]
+    InvalidSetting(&'static str),
     /// The previous public key is not a usable Ed25519, P-256 or RSA public key.
     #[error("invalid previous public key: {0}")]
     InvalidPreviousKey(&'static str),
@@ -228,6 +231,16 @@ impl JwtIssuer {
     /// Loads (or derives) the signing key, checks it signs and verifies with the configured
     /// algorithm, and renders the JWKS document once.
     pub fn new(settings: JwtSettings, master_secret: &SecretString) -> Result<Self, JwtError> {
+        if settings.ttl < Duration::from_secs(1) {
+            return Err(JwtError::InvalidSetting(
+                "token lifetime must be at least one second",
+            ));
+        }
+        if HeaderValue::from_str(&settings.value_prefix).is_err() {
+            return Err(JwtError::InvalidSetting(
+                "value prefix is not a valid header value",
+            ));
+        }
         let algorithm = settings.algorithm.to_jsonwebtoken();
         let (encoding, public_jwk, verify_key) = match settings.algorithm {
             JwtAlgorithm::HS256 => {
@@ -993,6 +1006,22 @@ mod tests {
                 "{alg:?} accepted a bad key: {result:?}"
             );
         }
+        let zero_ttl = JwtSettings {
+            ttl: Duration::ZERO,
+            ..settings(JwtAlgorithm::EdDSA, None)
+        };
+        assert!(matches!(
+            JwtIssuer::new(zero_ttl, &master()),
+            Err(JwtError::InvalidSetting(_))
+        ));
+        let bad_prefix = JwtSettings {
+            value_prefix: "Bearer\n".to_owned(),
+            ..settings(JwtAlgorithm::EdDSA, None)
+        };
+        assert!(matches!(
+            JwtIssuer::new(bad_prefix, &master()),
+            Err(JwtError::InvalidSetting(_))
+        ));
         let short_master = SecretString::new("too-short");
         assert!(matches!(
             JwtIssuer::new(settings(JwtAlgorithm::EdDSA, None), &short_master),

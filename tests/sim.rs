@@ -10,10 +10,14 @@ use sha2::{Digest as _, Sha256};
 use url::Url;
 use wechat_oauth_proxy::{
     sim::{
-        AuthMode, Endpoint, Failure, SimConfig, SimError, SimUser, SimWeChat,
+        AuthMode, Endpoint, Failure, PusherConfig, SimConfig, SimError, SimUser, SimWeChat,
         upstream::DemoUpstream,
     },
-    wechat::Scope,
+    wechat::{
+        Scope, VerifyTicket,
+        crypto::MsgCrypt,
+        events::{PushError, PushEvent, PushQuery, open_push},
+    },
 };
 
 /// Upper bound for every network await.
@@ -1190,4 +1194,205 @@ async fn demo_upstream_page_shows_the_identity_escaped() {
     assert!(page.contains("/_wxauth/jwks.json"));
     assert!(page.contains("examples/verify_jwt.rs"));
     assert!(page.contains("href=\"/_wxauth/logout\""));
+}
+
+/// What the test receiver saw in one push.
+#[derive(Debug)]
+struct Received {
+    query_names: Vec<String>,
+    content_type: String,
+    event: Result<PushEvent, PushError>,
+}
+
+/// A tiny events endpoint that checks pushes with the crate's own `open_push` and answers
+/// `answer` (WeChat expects `success`).
+async fn receiver(
+    crypt: MsgCrypt,
+    answer: &'static str,
+) -> (
+    Url,
+    tokio::sync::mpsc::UnboundedReceiver<Received>,
+    tokio::task::JoinHandle<()>,
+) {
+    use http_body_util::{BodyExt as _, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let url = Url::parse(&format!(
+        "http://{}/_wxauth/events",
+        listener.local_addr().unwrap()
+    ))
+    .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let crypt = std::sync::Arc::new(crypt);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (tx, crypt) = (tx.clone(), crypt.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (tx, crypt) = (tx.clone(), crypt.clone());
+                        async move {
+                            let raw_query = req.uri().query().unwrap_or("").to_owned();
+                            let content_type = req
+                                .headers()
+                                .get("content-type")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let event = PushQuery::from_query(&raw_query)
+                                .map_err(PushError::from)
+                                .and_then(|q| open_push(&crypt, &q, &body));
+                            let ok = event.is_ok();
+                            let query_names = url::form_urlencoded::parse(raw_query.as_bytes())
+                                .map(|(name, _)| name.into_owned())
+                                .collect();
+                            let _ = tx.send(Received {
+                                query_names,
+                                content_type,
+                                event,
+                            });
+                            let (status, text) = if ok { (200, answer) } else { (400, "bad push") };
+                            let mut response =
+                                hyper::Response::new(Full::new(bytes::Bytes::from(text)));
+                            *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (url, rx, task)
+}
+
+fn crypt_for(config: &SimConfig) -> MsgCrypt {
+    MsgCrypt::new(
+        &config.message_token,
+        &config.encoding_aes_key,
+        config.component_appid.clone(),
+    )
+    .unwrap()
+}
+
+fn ticket_of(received: Received) -> VerifyTicket {
+    match received.event {
+        Ok(PushEvent::ComponentVerifyTicket { ticket, .. }) => ticket,
+        other => panic!("not a ticket push: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_push_is_encrypted_signed_and_accepted_by_open_push() {
+    let sim = start(SimConfig::default()).await;
+    let (url, mut pushes, receiver_task) = receiver(crypt_for(sim.config()), "success").await;
+    bounded(sim.push_ticket(&url)).await.expect("accepted");
+    let received = bounded(pushes.recv()).await.unwrap();
+    assert_eq!(
+        received.query_names,
+        [
+            "signature",
+            "timestamp",
+            "nonce",
+            "encrypt_type",
+            "msg_signature"
+        ]
+    );
+    assert_eq!(received.content_type, "text/xml");
+    match &received.event {
+        Ok(PushEvent::ComponentVerifyTicket {
+            app_id,
+            create_time,
+            ..
+        }) => {
+            assert_eq!(app_id, &sim.config().component_appid);
+            assert!(*create_time > 1_700_000_000);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ticket_of(received), sim.current_ticket());
+
+    // The pushed ticket is the one api_component_token accepts.
+    let client = client();
+    assert!(!component_token(&sim, &client).await.is_empty());
+
+    // A receiver with another key refuses the push: the sim reports the rejection.
+    let other = SimConfig {
+        encoding_aes_key: wechat_oauth_proxy::secret::SecretString::new("A".repeat(43)),
+        ..SimConfig::default()
+    };
+    let (wrong_url, mut wrong_pushes, wrong_task) = receiver(crypt_for(&other), "success").await;
+    let refused = bounded(sim.push_ticket(&wrong_url)).await;
+    assert!(
+        matches!(refused, Err(SimError::PushRejected { status: 400, .. })),
+        "{refused:?}"
+    );
+    assert!(bounded(wrong_pushes.recv()).await.unwrap().event.is_err());
+
+    // A receiver that answers anything but `success` is a rejection too.
+    let (fail_url, _fail_pushes, fail_task) = receiver(crypt_for(sim.config()), "fail").await;
+    let rejected = bounded(sim.push_ticket(&fail_url)).await;
+    match rejected {
+        Err(SimError::PushRejected { status, body }) => {
+            assert_eq!((status, body.as_str()), (200, "fail"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nobody listening: a transport error, and no secret in its message.
+    let closed = {
+        let listener = std::net::TcpListener::bind(loopback()).unwrap();
+        listener.local_addr().unwrap()
+    };
+    let nobody = Url::parse(&format!("http://{closed}/_wxauth/events")).unwrap();
+    let error = bounded(sim.push_ticket(&nobody))
+        .await
+        .expect_err("nobody listens");
+    assert!(matches!(error, SimError::PushTransport(_)), "{error:?}");
+    assert!(!error.to_string().contains("msg_signature"));
+    for task in [receiver_task, wrong_task, fail_task] {
+        task.abort();
+    }
+}
+
+#[tokio::test]
+async fn the_pusher_pushes_at_start_and_then_periodically() {
+    let config = SimConfig::default();
+    let (url, mut pushes, receiver_task) = receiver(crypt_for(&config), "success").await;
+    let sim = start(config).await;
+    let pusher = sim.spawn_pusher(url.clone(), Duration::from_millis(20));
+    let first = ticket_of(bounded(pushes.recv()).await.unwrap());
+    assert_eq!(first, sim.current_ticket());
+    let rotated = sim.rotate_ticket();
+    // Within a bounded number of pushes the new ticket arrives.
+    let mut seen_new = false;
+    for _ in 0..50 {
+        if ticket_of(bounded(pushes.recv()).await.unwrap()) == rotated {
+            seen_new = true;
+            break;
+        }
+    }
+    assert!(seen_new);
+    pusher.abort();
+    bounded(sim.shutdown()).await;
+
+    // Configured pusher: started with the simulator, stopped with it.
+    let config = SimConfig {
+        pusher: Some(PusherConfig {
+            events_url: url,
+            every: Duration::from_secs(600),
+        }),
+        ..SimConfig::default()
+    };
+    while pushes.try_recv().is_ok() {}
+    let sim = start(config).await;
+    let pushed = ticket_of(bounded(pushes.recv()).await.unwrap());
+    assert_eq!(pushed, sim.current_ticket());
+    bounded(sim.shutdown()).await;
+    receiver_task.abort();
 }

@@ -28,7 +28,8 @@ pub enum BuildError {
     /// The prefix is not `/something` without a trailing `/` and without dot segments.
     #[error("prefix must look like \"/_wxauth\": start with '/', no trailing '/', normalized")]
     InvalidPrefix,
-    /// The public URL is not an `https://` (or, with `insecure_allow_http`, `http://`) origin.
+    /// The public URL is not an `http(s)://` origin, or is `http://` while the cookies are
+    /// `Secure` (browsers would drop them and every login would loop).
     #[error("public_url must be an https:// origin without path, query or fragment: {0}")]
     InvalidPublicUrl(&'static str),
     /// A skip rule pattern was refused.
@@ -53,7 +54,7 @@ pub enum BuildError {
 #[derive(Debug, Default)]
 pub struct WeChatAuthLayerBuilder {
     settings: LayerSettings,
-    skip_patterns: Vec<(Option<Method>, String)>,
+    public_url_set: bool,
     wechat: Option<WeChatOAuth>,
     sessions: Option<Arc<dyn SessionStore>>,
     cookies: Option<CookieCodec>,
@@ -61,10 +62,11 @@ pub struct WeChatAuthLayerBuilder {
 }
 
 impl WeChatAuthLayerBuilder {
-    /// Replaces all settings at once (what the configuration loader uses). Skip rules added with
-    /// [`skip`](Self::skip) are kept in addition to `settings.skip`.
+    /// Replaces all settings at once (what the configuration loader uses); call it before the
+    /// finer-grained setters.
     pub fn settings(mut self, settings: LayerSettings) -> Self {
         self.settings = settings;
+        self.public_url_set = true;
         self
     }
 
@@ -81,9 +83,17 @@ impl WeChatAuthLayerBuilder {
     }
 
     /// The cookie codec (names, attributes, encryption key). Required.
+    ///
+    /// Its `Secure` setting is the development switch: an `http://` public URL is accepted only
+    /// with non-Secure cookies (`CookieSettings::secure = false`).
     pub fn cookie_codec(mut self, cookies: CookieCodec) -> Self {
         self.cookies = Some(cookies);
         self
+    }
+
+    /// Same as [`cookie_codec`](Self::cookie_codec).
+    pub fn cookies(self, cookies: CookieCodec) -> Self {
+        self.cookie_codec(cookies)
     }
 
     /// The JWT issuer. Required.
@@ -94,7 +104,8 @@ impl WeChatAuthLayerBuilder {
 
     /// The URL browsers use to reach us (origin only). Required.
     pub fn public_url(mut self, url: Url) -> Self {
-        self.settings.public_url = Some(url);
+        self.settings.public_url = url;
+        self.public_url_set = true;
         self
     }
 
@@ -104,17 +115,25 @@ impl WeChatAuthLayerBuilder {
         self
     }
 
-    /// Lets `method` requests to `pattern` (`/exact` or `/subtree/*`) through without a
-    /// session. A `GET` rule also matches `HEAD`. Patterns are validated by [`build`](Self::build).
-    pub fn skip(mut self, method: Method, pattern: impl Into<String>) -> Self {
-        self.skip_patterns.push((Some(method), pattern.into()));
-        self
-    }
-
-    /// Like [`skip`](Self::skip), for every method.
-    pub fn skip_any_method(mut self, pattern: impl Into<String>) -> Self {
-        self.skip_patterns.push((None, pattern.into()));
-        self
+    /// Lets `method` requests (`None`: any method) to `pattern` (`/exact` or `/subtree/*`)
+    /// through without a session. A `GET` rule also matches `HEAD`.
+    ///
+    /// # Errors
+    /// [`BuildError::InvalidSkipRule`] when the pattern is not an absolute, normalized path with
+    /// at most a trailing `/*`.
+    pub fn skip(
+        mut self,
+        method: impl Into<Option<Method>>,
+        pattern: &str,
+    ) -> Result<Self, BuildError> {
+        let rule = SkipRule::new(method.into(), pattern).map_err(|source| {
+            BuildError::InvalidSkipRule {
+                pattern: pattern.to_owned(),
+                source,
+            }
+        })?;
+        self.settings.skip.push(rule);
+        Ok(self)
     }
 
     /// A path prefix whose requests always get 401 JSON instead of a login redirect.
@@ -147,12 +166,6 @@ impl WeChatAuthLayerBuilder {
         self
     }
 
-    /// Development only: accept an `http://` public URL.
-    pub fn insecure_allow_http(mut self, on: bool) -> Self {
-        self.settings.insecure_allow_http = on;
-        self
-    }
-
     /// Lifetime of a pending login (default 10 minutes).
     pub fn flow_ttl(mut self, ttl: Duration) -> Self {
         self.settings.flow_ttl = ttl;
@@ -169,20 +182,14 @@ impl WeChatAuthLayerBuilder {
         let sessions = self.sessions.ok_or(BuildError::Missing("sessions"))?;
         let cookies = self.cookies.ok_or(BuildError::Missing("cookie_codec"))?;
         let jwt = self.jwt.ok_or(BuildError::Missing("jwt"))?;
-        let public_url = settings
-            .public_url
-            .clone()
-            .ok_or(BuildError::Missing("public_url"))?;
+        if !self.public_url_set {
+            return Err(BuildError::Missing("public_url"));
+        }
 
         if !is_normalized_absolute(&settings.prefix) || settings.prefix.len() < 2 {
             return Err(BuildError::InvalidPrefix);
         }
-        let origin = origin_of(&public_url, settings.insecure_allow_http)?;
-        for (method, pattern) in self.skip_patterns {
-            let rule = SkipRule::new(method, &pattern)
-                .map_err(|source| BuildError::InvalidSkipRule { pattern, source })?;
-            settings.skip.push(rule);
-        }
+        let origin = origin_of(&settings.public_url, !secure_cookies(&cookies))?;
         for prefix in &mut settings.api_prefixes {
             let trimmed = prefix.trim_end_matches('/');
             if !prefix.starts_with('/') || !(trimmed.is_empty() || is_normalized_absolute(trimmed))
@@ -216,6 +223,16 @@ impl WeChatAuthLayerBuilder {
             }),
         })
     }
+}
+
+/// Whether the codec sets `Secure` cookies (read from the attributes it actually emits).
+fn secure_cookies(cookies: &CookieCodec) -> bool {
+    cookies
+        .removal_cookie()
+        .to_str()
+        .ok()
+        .and_then(|v| cookie::Cookie::parse(v.to_owned()).ok())
+        .is_none_or(|c| c.secure().unwrap_or(false))
 }
 
 /// `/a/b`: starts with `/`, no trailing `/`, no empty or dot segments, nothing to decode.

@@ -44,7 +44,7 @@
 //!     .cookie_codec(cookies)
 //!     .jwt(jwt)
 //!     .public_url("https://app.example.com".parse()?)
-//!     .skip(Method::GET, "/public/*")
+//!     .skip(Method::GET, "/public/*")?
 //!     .api_prefix("/api")
 //!     .build()?;
 //! let service = ServiceBuilder::new().layer(auth).service(service_fn(|req: Request<Full<Bytes>>| async move {
@@ -75,13 +75,16 @@ use tower::{BoxError, Layer, Service};
 use url::Url;
 
 pub use self::builder::{BuildError, WeChatAuthLayerBuilder};
-pub use self::dispatch::{ClientKind, Decision, Route, SkipRule, SkipRuleError};
-pub use self::response::ResponseBody;
+pub use self::dispatch::{ClientKind, Decision, DispatchSettings, Route, SkipRule, SkipRuleError};
+pub use self::response::{OwnResponse, ResponseBody};
 use self::shared::Shared;
 use crate::identity::HeaderSettings;
 #[cfg(doc)]
 use crate::identity::Identity;
+use crate::jwt::JwtIssuer;
+use crate::session::{CookieCodec, SessionStore};
 use crate::wechat::Scope;
+use crate::wechat::oauth::WeChatOAuth;
 
 /// Configuration of the layer itself (the WeChat client, session store, cookie codec and JWT
 /// issuer are passed to the [builder](WeChatAuthLayer::builder) separately). Filled from
@@ -92,8 +95,10 @@ pub struct LayerSettings {
     pub prefix: String,
     /// The URL browsers use to reach us, origin only (`https://app.example.com`). WeChat's
     /// callback is `public_url + prefix + "/callback"`; login URLs in 401 answers are absolute
-    /// under it. Never derived from `Host` or `X-Forwarded-*` headers. Required.
-    pub public_url: Option<Url>,
+    /// under it. Never derived from `Host` or `X-Forwarded-*` headers. The builder requires it
+    /// to be set explicitly (the default is only a placeholder); `http://` is accepted only with
+    /// non-Secure cookies (development).
+    pub public_url: Url,
     /// Public routes that skip authentication (identity headers are still stripped).
     pub skip: Vec<SkipRule>,
     /// Path prefixes that always get 401 JSON instead of a login redirect (e.g. `/api`).
@@ -102,8 +107,6 @@ pub struct LayerSettings {
     pub scope: Scope,
     /// Where the JWT goes and whether plain `X-WeChat-*` headers are sent.
     pub headers: HeaderSettings,
-    /// Development only: accept an `http://` public URL (cookies must then be non-Secure too).
-    pub insecure_allow_http: bool,
     /// Lifetime of a pending login (OAuth `state`), default 10 minutes.
     pub flow_ttl: Duration,
 }
@@ -112,15 +115,19 @@ impl Default for LayerSettings {
     fn default() -> Self {
         Self {
             prefix: "/_wxauth".to_owned(),
-            public_url: None,
+            public_url: placeholder_public_url(),
             skip: Vec::new(),
             api_prefixes: Vec::new(),
             scope: Scope::UserInfo,
             headers: HeaderSettings::default(),
-            insecure_allow_http: false,
             flow_ttl: Duration::from_secs(10 * 60),
         }
     }
+}
+
+#[allow(clippy::expect_used, reason = "a constant literal URL")]
+fn placeholder_public_url() -> Url {
+    Url::parse("http://127.0.0.1/").expect("literal URL")
 }
 
 /// The tower [`Layer`] that puts WeChat login in front of a service. Holds its whole
@@ -131,6 +138,27 @@ pub struct WeChatAuthLayer {
 }
 
 impl WeChatAuthLayer {
+    /// Builds the layer from complete settings and its collaborators (what the sidecar's
+    /// composition root uses; library users usually prefer [`builder`](Self::builder)).
+    ///
+    /// # Errors
+    /// [`BuildError`] for invalid settings (see [`WeChatAuthLayerBuilder::build`]).
+    pub fn new(
+        settings: LayerSettings,
+        wechat: WeChatOAuth,
+        sessions: Arc<dyn SessionStore>,
+        cookies: CookieCodec,
+        jwt: JwtIssuer,
+    ) -> Result<Self, BuildError> {
+        Self::builder()
+            .settings(settings)
+            .wechat(wechat)
+            .sessions(sessions)
+            .cookie_codec(cookies)
+            .jwt(jwt)
+            .build()
+    }
+
     /// Starts building a layer; see [`WeChatAuthLayerBuilder`].
     pub fn builder() -> WeChatAuthLayerBuilder {
         WeChatAuthLayerBuilder::default()

@@ -114,11 +114,7 @@ impl Shared {
     /// The answer to a protected request without a session: into the login flow for a browser
     /// navigation, 401 JSON otherwise.
     async fn no_session(&self, client: ClientKind, parts: &Parts) -> OwnResponse {
-        let return_path = parts
-            .uri
-            .path_and_query()
-            .and_then(|pq| ReturnPath::parse(pq.as_str()).ok())
-            .unwrap_or_default();
+        let return_path = ReturnPath::from_request_uri(&parts.uri);
         match client {
             ClientKind::Browser => routes::login::start(self, &parts.headers, return_path)
                 .await

@@ -111,7 +111,10 @@ async fn run(
         return Err(AuthError::SnapshotUser);
     }
     let appid = shared.wechat.authorizer_appid().as_str().to_owned();
-    let identity = if token.has_scope(Scope::UserInfo) {
+    // Profile only when we asked for it and WeChat granted it (else snsapi_base: openid only).
+    let wants_profile =
+        shared.settings.scope == Scope::UserInfo && token.has_scope(Scope::UserInfo);
+    let identity = if wants_profile {
         let info = shared.wechat.user_info(&token).await?;
         Identity {
             openid: info.openid.as_str().to_owned(),

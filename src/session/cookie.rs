@@ -78,6 +78,9 @@ pub enum CookieKeyError {
     /// A cookie name is empty or contains characters not allowed in a cookie name.
     #[error("invalid cookie name")]
     InvalidName,
+    /// The cookie domain is empty or not a plain host name.
+    #[error("invalid cookie domain")]
+    InvalidDomain,
 }
 
 /// Encodes and decodes the proxy's cookies (`Set-Cookie` values out, `Cookie` headers in).
@@ -122,6 +125,11 @@ impl CookieCodec {
         for base in [&settings.name, &settings.flow_name] {
             if !valid_cookie_name(base) {
                 return Err(CookieKeyError::InvalidName);
+            }
+        }
+        if let Some(domain) = &settings.domain {
+            if !valid_domain(domain) {
+                return Err(CookieKeyError::InvalidDomain);
             }
         }
         let prefix = if !settings.secure || !settings.host_only_prefix {
@@ -303,6 +311,15 @@ fn to_cookie_duration(d: Duration) -> cookie::time::Duration {
     cookie::time::Duration::seconds(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// A host name (letters, digits, `-`, `.`), as the `Domain` attribute expects.
+fn valid_domain(domain: &str) -> bool {
+    !domain.is_empty()
+        && domain.len() <= 253
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
 /// RFC 6265 token characters (no separators, no controls).
 fn valid_cookie_name(name: &str) -> bool {
     !name.is_empty()
@@ -383,6 +400,20 @@ mod tests {
             assert!(matches!(
                 CookieCodec::new(&master(), settings),
                 Err(CookieKeyError::InvalidName)
+            ));
+        }
+    }
+
+    #[test]
+    fn invalid_domains_are_refused() {
+        for bad in ["", "a b", "example.com;x=y", "exa\r\nmple.com", "例子.com"] {
+            let settings = CookieSettings {
+                domain: Some(bad.to_owned()),
+                ..CookieSettings::default()
+            };
+            assert!(matches!(
+                CookieCodec::new(&master(), settings),
+                Err(CookieKeyError::InvalidDomain)
             ));
         }
     }

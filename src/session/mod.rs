@@ -11,6 +11,48 @@
 //! Security notes: a session id is 128 bits from the OS CSPRNG, never logged (use
 //! [`SessionId::fingerprint`] in logs), compared in constant time; a fresh id is created at every
 //! login; store failures are errors the layer must treat as "no session" (fail closed).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use http::{HeaderMap, HeaderValue, header};
+//! use wechat_oauth_proxy::Identity;
+//! use wechat_oauth_proxy::secret::SecretString;
+//! use wechat_oauth_proxy::session::{
+//!     CookieCodec, CookieSettings, MemoryStore, SessionRecord, SessionSettings, SessionStore,
+//! };
+//!
+//! # tokio_test_block_on(async {
+//! let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(SessionSettings::default()));
+//! let codec = CookieCodec::new(
+//!     &SecretString::new("a master secret of at least 32 bytes!!"),
+//!     CookieSettings::default(),
+//! )?;
+//!
+//! // Callback: a fresh session and its cookie.
+//! let identity = Identity {
+//!     openid: "o6_bmjrPTlm6_2sgVt7hMZOPfL2M".into(),
+//!     unionid: None,
+//!     nickname: "小明".into(),
+//!     avatar: String::new(),
+//!     appid: "wx520c15f417810387".into(),
+//!     scope: "snsapi_userinfo".into(),
+//! };
+//! let id = store.create(SessionRecord::new(identity.clone())).await?;
+//! let set_cookie = codec.session_cookie(&id);
+//!
+//! // Next request: the browser sends the cookie back.
+//! let pair = set_cookie.to_str()?.split(';').next().unwrap_or_default().to_owned();
+//! let mut headers = HeaderMap::new();
+//! headers.insert(header::COOKIE, HeaderValue::from_str(&pair)?);
+//! let id = codec.read_session(&headers).expect("our cookie");
+//! let record = store.load(&id).await?.expect("live session");
+//! assert_eq!(record.identity, identity);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+//! # }
+//! ```
 
 pub mod cookie;
 pub mod flow;

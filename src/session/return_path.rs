@@ -84,6 +84,14 @@ impl ReturnPath {
         Ok(Self(input.to_owned()))
     }
 
+    /// The return path for a request that arrived at `uri` (its path and query), or `/` when
+    /// that is not an acceptable return path.
+    pub fn from_request_uri(uri: &http::Uri) -> Self {
+        uri.path_and_query()
+            .and_then(|pq| Self::parse(pq.as_str()).ok())
+            .unwrap_or_default()
+    }
+
     /// The validated path, ready for a `Location` header.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -314,6 +322,16 @@ mod tests {
             ReturnPath::parse("/%25252525252f"),
             Err(ReturnPathError::TooManyEncodingLayers)
         );
+    }
+
+    #[test]
+    fn from_request_uri_falls_back_to_root() {
+        let uri: http::Uri = "https://example.com/a/b?c=d".parse().unwrap();
+        assert_eq!(ReturnPath::from_request_uri(&uri).as_str(), "/a/b?c=d");
+        let uri: http::Uri = "/%2f%2fevil.com/x".parse().unwrap();
+        assert_eq!(ReturnPath::from_request_uri(&uri).as_str(), "/");
+        let uri: http::Uri = "*".parse().unwrap();
+        assert_eq!(ReturnPath::from_request_uri(&uri).as_str(), "/");
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub enum SimError {
     Client(#[source] reqwest::Error),
     /// Encrypting the push failed (bad EncodingAESKey in the sim's configuration).
     #[error("cannot encrypt the ticket push: {0}")]
-    Crypto(String),
+    Crypto(#[source] crate::wechat::crypto::CryptoError),
     /// The push could not be delivered (connection refused, timeout).
     #[error("ticket push not delivered: {0}")]
     PushTransport(#[source] reqwest::Error),

@@ -12,6 +12,11 @@ use std::{sync::Arc, time::Duration};
 use url::Url;
 
 use super::{SimError, wechat::Inner};
+use crate::wechat::{
+    VerifyTicket,
+    crypto::MsgCrypt,
+    events::{seal_push, ticket_event_xml},
+};
 
 /// Connect timeout of a push (WeChat gives the receiver 5 s in total).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -105,12 +110,19 @@ fn unix_now() -> u64 {
 
 /// Encrypts and signs the ticket event: `(query, body)`.
 fn seal(
-    _inner: &Inner,
-    _ticket: &crate::wechat::VerifyTicket,
-    _timestamp: &str,
-    _nonce: &str,
+    inner: &Inner,
+    ticket: &VerifyTicket,
+    timestamp: &str,
+    nonce: &str,
 ) -> Result<(String, String), SimError> {
-    Err(SimError::Crypto(
-        "message crypto is not available in this build yet".to_owned(),
-    ))
+    let config = &inner.config;
+    let crypt = MsgCrypt::new(
+        &config.message_token,
+        &config.encoding_aes_key,
+        config.component_appid.clone(),
+    )
+    .map_err(SimError::Crypto)?;
+    let create_time = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+    let event = ticket_event_xml(&config.component_appid, create_time, ticket);
+    Ok(seal_push(&crypt, &event, timestamp, nonce))
 }

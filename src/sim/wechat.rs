@@ -8,6 +8,18 @@
 //! `rid`, and `text/plain` content types on some replies. Tests program it (next user, refusal,
 //! injected failures, short lifetimes) and observe it (per-endpoint call counters).
 //!
+//! Paths served under [`SimWeChat::base_url`]:
+//!
+//! | path | what |
+//! |---|---|
+//! | `GET /connect/oauth2/authorize` | the authorize page; errors are an HTML page with WeChat's code, also in the `x-sim-error` header (`10003`, `10005`, `10010`–`10013`, `10015`, `10016`, or the sim tags `order`, `response_type`, `appid`, `state`) |
+//! | `GET /_sim/authorize/choose` | the interactive page's user / refuse buttons (sim only) |
+//! | `POST /cgi-bin/component/api_component_token` | component token |
+//! | `GET /sns/oauth2/component/access_token`, `…/refresh_token` | component code exchange and refresh |
+//! | `GET /sns/oauth2/access_token`, `/sns/oauth2/refresh_token` | official-account direct mode (answers `text/plain`) |
+//! | `GET /sns/userinfo` | user info |
+//! | `GET /` | a page describing the simulator |
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), wechat_oauth_proxy::sim::SimError> {
 //! use wechat_oauth_proxy::sim::{Endpoint, Failure, SimConfig, SimWeChat};

@@ -243,7 +243,10 @@ impl WeChatOAuth {
                             code = e.code(),
                             "component_access_token rejected during code exchange; fetching a new one and retrying once"
                         );
-                        tokens.invalidate(&token).await?;
+                        if let Err(e) = tokens.invalidate(&token).await {
+                            // Memory is already updated; the store catches up on the next save.
+                            tracing::warn!(error = %e, "cannot invalidate the stored component_access_token");
+                        }
                         let fresh = tokens.token().await?;
                         client
                             .component_code_exchange(

@@ -384,7 +384,10 @@ impl ComponentTokenManager {
             return wait;
         }
         match self.fetch(Need::Fresh).await {
-            Ok(_) => Duration::ZERO,
+            // Look again at once when the token is fresh now (to sleep until its margin);
+            // otherwise (another instance holds the lock) pause instead of spinning.
+            Ok(_) if self.satisfying(Need::Fresh).is_some() => Duration::ZERO,
+            Ok(_) => settings.min_refetch_interval.max(Duration::from_secs(1)),
             Err(e) => {
                 tracing::warn!(
                     appid = %self.inner.appid,
@@ -448,10 +451,19 @@ impl ComponentTokenManager {
             return Ok(t);
         }
 
-        let locked = inner
+        // A lock backend that fails must not stop logins: the in-process single flight still
+        // holds, so go ahead (at worst two instances fetch once each).
+        let locked = match inner
             .store
             .try_lock_refresh(&inner.appid, inner.settings.refresh_lock_ttl)
-            .await?;
+            .await
+        {
+            Ok(locked) => locked,
+            Err(e) => {
+                tracing::warn!(appid = %inner.appid, error = %e, "cannot take the refresh lock; fetching without it");
+                true
+            }
+        };
         if !locked {
             if let Some(t) = self.wait_for_other_instance(need).await {
                 return Ok(t);
@@ -992,5 +1004,86 @@ mod tests {
         }
         assert!(saw_new);
         assert_eq!(fake.calls(), 2);
+    }
+
+    /// A store whose refresh lock is always held by "another instance".
+    #[derive(Debug, Default)]
+    struct LockedElsewhere(MemoryPlatformStore);
+
+    #[async_trait::async_trait]
+    impl PlatformStore for LockedElsewhere {
+        async fn load_ticket(
+            &self,
+            a: &ComponentAppId,
+        ) -> Result<Option<StoredTicket>, crate::wechat::persist::StoreError> {
+            self.0.load_ticket(a).await
+        }
+        async fn save_ticket(
+            &self,
+            a: &ComponentAppId,
+            t: &StoredTicket,
+        ) -> Result<(), crate::wechat::persist::StoreError> {
+            self.0.save_ticket(a, t).await
+        }
+        async fn load_token(
+            &self,
+            a: &ComponentAppId,
+        ) -> Result<Option<StoredToken>, crate::wechat::persist::StoreError> {
+            self.0.load_token(a).await
+        }
+        async fn save_token(
+            &self,
+            a: &ComponentAppId,
+            t: &StoredToken,
+        ) -> Result<(), crate::wechat::persist::StoreError> {
+            self.0.save_token(a, t).await
+        }
+        async fn invalidate_token_if(
+            &self,
+            a: &ComponentAppId,
+            f: &ComponentAccessToken,
+        ) -> Result<bool, crate::wechat::persist::StoreError> {
+            self.0.invalidate_token_if(a, f).await
+        }
+        async fn ping(&self) -> Result<(), crate::wechat::persist::StoreError> {
+            Ok(())
+        }
+        async fn try_lock_refresh(
+            &self,
+            _: &ComponentAppId,
+            _: Duration,
+        ) -> Result<bool, crate::wechat::persist::StoreError> {
+            Ok(false)
+        }
+    }
+
+    #[tokio::test]
+    async fn while_another_instance_refreshes_its_stored_token_is_adopted() {
+        let fake = FakeWeChat::start().await;
+        let store = Arc::new(LockedElsewhere::default());
+        let m = manager(&fake, store.clone(), settings());
+        bounded(m.set_ticket(ticket(1))).await.unwrap();
+        let writer = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                store
+                    .save_token(
+                        &ComponentAppId::new("wx0123456789abcdef"),
+                        &StoredToken {
+                            token: ComponentAccessToken::new("from-the-other-instance"),
+                            expires_at: now_unix() + 7200,
+                        },
+                    )
+                    .await
+                    .unwrap();
+            })
+        };
+        assert_eq!(
+            bounded(m.token()).await.unwrap(),
+            ComponentAccessToken::new("from-the-other-instance")
+        );
+        assert_eq!(fake.calls(), 0);
+        bounded(writer).await.unwrap();
     }
 }

@@ -12,6 +12,7 @@
 //!
 //! Every network await goes through [`within`].
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different subset
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
     collections::BTreeMap,
@@ -34,7 +35,9 @@ use wechat_oauth_proxy::{
     layer::WeChatAuthLayer,
     secret::SecretString,
     server::{self, ServerSettings},
-    session::{CookieCodec, CookieSettings, MemoryStore, SessionRecord, SessionSettings, SessionStore},
+    session::{
+        CookieCodec, CookieSettings, MemoryStore, SessionRecord, SessionSettings, SessionStore,
+    },
     sim::{SimConfig, SimWeChat},
     wechat::{
         Scope,
@@ -66,7 +69,11 @@ where
     B::Error: std::fmt::Debug,
 {
     let (parts, body) = request.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in &parts.headers {
         headers
@@ -85,9 +92,10 @@ where
         "body_len": body.len(),
     });
     let mut response = Response::new(Full::new(Bytes::from(json.to_string())));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     Ok(response)
 }
 
@@ -167,7 +175,8 @@ pub fn parts(sim: &SimConfig, wechat_base: &Url, options: &Options) -> Parts {
             ..TokenSettings::default()
         },
     };
-    let wechat = WeChatOAuth::new(settings, Arc::new(MemoryPlatformStore::new())).expect("wechat client");
+    let wechat =
+        WeChatOAuth::new(settings, Arc::new(MemoryPlatformStore::new())).expect("wechat client");
     let master = SecretString::new(MASTER_SECRET);
     let cookies = CookieCodec::new(
         &master,
@@ -202,15 +211,13 @@ pub fn layer(parts: &Parts, public_url: &Url, options: &Options) -> WeChatAuthLa
         .cookie_codec(parts.cookies.clone())
         .jwt(parts.jwt.clone())
         .public_url(public_url.clone())
-        .insecure_allow_http(true)
         .scope(options.scope)
         .plain_headers(options.plain_headers)
         .jwt_carrier(options.jwt_carrier.clone());
     for (method, pattern) in &options.skip {
-        builder = match method {
-            Some(m) => builder.skip(m.clone(), pattern.clone()),
-            None => builder.skip_any_method(pattern.clone()),
-        };
+        builder = builder
+            .skip(method.clone(), pattern)
+            .expect("valid skip rule");
     }
     for prefix in &options.api_prefixes {
         builder = builder.api_prefix(prefix.clone());
@@ -229,7 +236,11 @@ pub fn offline_layer(options: &Options) -> (WeChatAuthLayer, Parts) {
 /// Creates a session for `identity` directly in the store and returns the `Cookie` header value
 /// a browser holding it would send.
 pub async fn session_cookie(parts: &Parts, identity: Identity) -> String {
-    let id = parts.sessions.create(SessionRecord::new(identity)).await.expect("create session");
+    let id = parts
+        .sessions
+        .create(SessionRecord::new(identity))
+        .await
+        .expect("create session");
     cookie_pair(parts.cookies.session_cookie(&id).to_str().expect("ascii"))
 }
 
@@ -270,7 +281,9 @@ pub struct Harness {
 
 impl std::fmt::Debug for Harness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Harness").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Harness")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -292,7 +305,10 @@ impl Harness {
         let parts = parts(sim.config(), &sim.base_url(), &options);
         let layer = layer(&parts, &base, &options);
         let server = serve_layer(listener, layer.clone());
-        let background = options.background.then(|| parts.wechat.start_background()).flatten();
+        let background = options
+            .background
+            .then(|| parts.wechat.start_background())
+            .flatten();
         let harness = Harness {
             sim,
             layer,
@@ -312,7 +328,9 @@ impl Harness {
     /// Pushes the simulator's current ticket to our events endpoint (expects `success`).
     pub async fn push_ticket(&self) {
         let events: Url = self.layer.events_url().parse().expect("events url");
-        within(self.sim.push_ticket(&events)).await.expect("ticket push accepted");
+        within(self.sim.push_ticket(&events))
+            .await
+            .expect("ticket push accepted");
     }
 
     /// An absolute URL on the layer.
@@ -342,7 +360,10 @@ impl Harness {
 
 /// Serves `layer` around [`echo`] on `listener` with the crate's server; send on the returned
 /// channel to stop it.
-pub fn serve_layer(listener: TcpListener, layer: WeChatAuthLayer) -> (oneshot::Sender<()>, JoinHandle<()>) {
+pub fn serve_layer(
+    listener: TcpListener,
+    layer: WeChatAuthLayer,
+) -> (oneshot::Sender<()>, JoinHandle<()>) {
     let service = tower::ServiceBuilder::new()
         .layer(layer)
         .service(tower::service_fn(echo::<hyper::body::Incoming>));
@@ -411,7 +432,8 @@ impl Page {
 }
 
 /// Browser-like `Accept` header (Chrome's).
-pub const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
+pub const BROWSER_ACCEPT: &str =
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
 
 impl Browser {
     /// A browser for the proxy at `proxy`.
@@ -436,7 +458,10 @@ impl Browser {
 
     /// Sets (or replaces) a cookie in the jar, e.g. to tamper with it.
     pub fn set_cookie(&self, name: &str, value: &str) {
-        self.jar.lock().expect("jar").insert(name.to_owned(), value.to_owned());
+        self.jar
+            .lock()
+            .expect("jar")
+            .insert(name.to_owned(), value.to_owned());
     }
 
     /// Removes a cookie from the jar.
@@ -452,7 +477,13 @@ impl Browser {
     }
 
     /// Sends a request; cookies go only to the proxy; `Set-Cookie` from the proxy updates the jar.
-    pub async fn request(&self, method: Method, url: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Page {
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Page {
         let parsed: Url = url.parse().expect("absolute url");
         let to_proxy = parsed.port_or_known_default() == Some(self.proxy.port());
         let mut request = self.client.request(method, parsed);
@@ -485,8 +516,11 @@ impl Browser {
         if to_proxy {
             let mut jar = self.jar.lock().expect("jar");
             for value in headers.get_all(header::SET_COOKIE) {
-                let c = cookie::Cookie::parse(value.to_str().expect("ascii").to_owned()).expect("set-cookie parses");
-                let removal = c.value().is_empty() || c.max_age().is_some_and(|age| age.is_zero() || age.is_negative());
+                let c = cookie::Cookie::parse(value.to_str().expect("ascii").to_owned())
+                    .expect("set-cookie parses");
+                let removal = c.value().is_empty()
+                    || c.max_age()
+                        .is_some_and(|age| age.is_zero() || age.is_negative());
                 if removal {
                     jar.remove(c.name());
                 } else {
@@ -494,7 +528,11 @@ impl Browser {
                 }
             }
         }
-        Page { status, headers, body }
+        Page {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// `GET url` with extra headers.
@@ -514,7 +552,10 @@ impl Browser {
         let mut next: Url = url.parse().expect("url");
         for _ in 0..=max {
             let page = self.get(next.as_str()).await;
-            let location = page.status.is_redirection().then(|| page.location().to_owned());
+            let location = page
+                .status
+                .is_redirection()
+                .then(|| page.location().to_owned());
             pages.push(page);
             match location {
                 Some(loc) => next = next.join(&loc).expect("location resolves"),
@@ -529,7 +570,15 @@ impl Browser {
     /// Returns all four pages.
     pub async fn login(&self, url: &str) -> Vec<Page> {
         let pages = self.follow(url, 3).await;
-        assert_eq!(pages.len(), 4, "expected 3 redirects: {:?}", pages.iter().map(|p| (p.status, p.body.clone())).collect::<Vec<_>>());
+        assert_eq!(
+            pages.len(),
+            4,
+            "expected 3 redirects: {:?}",
+            pages
+                .iter()
+                .map(|p| (p.status, p.body.clone()))
+                .collect::<Vec<_>>()
+        );
         pages
     }
 }
