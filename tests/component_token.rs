@@ -1,0 +1,528 @@
+//! The component token manager against the simulated WeChat over real loopback sockets:
+//! single flight, early refresh, invalidation on 40001, restart survival, no retry storms.
+#![cfg(feature = "sim")]
+// Test helpers outside #[test] functions fail loudly on purpose.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    convert::Infallible, future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use url::Url;
+use wechat_oauth_proxy::{
+    secret::SecretString,
+    sim::{AuthMode, Endpoint, Failure, SimConfig, SimWeChat},
+    wechat::{
+        Scope,
+        client::ClientSettings,
+        crypto::MsgCrypt,
+        error::{ErrorClass, WeChatError},
+        events,
+        oauth::{OAuthMode, WeChatOAuth, WeChatSettings},
+        persist::{FileStore, MemoryPlatformStore, PlatformStore, StoredTicket},
+        token::{TokenSettings, now_unix},
+    },
+};
+
+/// Upper bound for every network await.
+const LIMIT: Duration = Duration::from_secs(30);
+
+async fn bounded<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(LIMIT, future)
+        .await
+        .expect("await timed out")
+}
+
+async fn start_sim() -> SimWeChat {
+    bounded(SimWeChat::start(
+        SimConfig::default(),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    ))
+    .await
+    .expect("sim starts")
+}
+
+/// Test settings: fast retries, short cool-downs for transient failures.
+fn token_settings() -> TokenSettings {
+    TokenSettings {
+        retry_backoff: Duration::from_millis(20),
+        min_refetch_interval: Duration::from_millis(100),
+        ..TokenSettings::default()
+    }
+}
+
+fn settings(sim: &SimWeChat, token: TokenSettings) -> WeChatSettings {
+    let c = sim.config();
+    WeChatSettings {
+        mode: OAuthMode::Component {
+            component_appid: c.component_appid.clone(),
+            component_secret: c.component_secret.clone(),
+            authorizer_appid: c.authorizer_appid.clone(),
+            message_token: c.message_token.clone(),
+            encoding_aes_key: c.encoding_aes_key.clone(),
+            previous_encoding_aes_key: None,
+        },
+        client: ClientSettings {
+            api_base: sim.base_url(),
+            open_base: sim.base_url(),
+            request_timeout: Duration::from_secs(5),
+            ..ClientSettings::default()
+        },
+        token,
+    }
+}
+
+fn oauth(sim: &SimWeChat, store: Arc<dyn PlatformStore>, token: TokenSettings) -> WeChatOAuth {
+    WeChatOAuth::new(settings(sim, token), store).expect("valid settings")
+}
+
+/// Gives the manager the sim's current ticket, as a push would.
+async fn give_ticket(sim: &SimWeChat, oauth: &WeChatOAuth) {
+    bounded(oauth.token_manager().unwrap().set_ticket(StoredTicket {
+        ticket: sim.current_ticket(),
+        create_time: now_unix(),
+        received_at: now_unix(),
+    }))
+    .await
+    .unwrap();
+}
+
+/// A unique state directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new() -> Self {
+        Self(std::env::temp_dir().join(format!(
+            "wop-component-token-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        )))
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A minimal 授权事件接收URL: hands every POST to `accept_push`, answers `success` on Ok.
+struct EventsReceiver {
+    url: Url,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EventsReceiver {
+    async fn start(oauth: WeChatOAuth) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!(
+            "http://{}/_wxauth/events",
+            listener.local_addr().unwrap()
+        ))
+        .unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let oauth = oauth.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let oauth = oauth.clone();
+                        async move { Ok::<_, Infallible>(receive(&oauth, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { url, task }
+    }
+}
+
+impl Drop for EventsReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// POSTs an encrypted, signed ticket push of the sim's current ticket, sealed with `token` (the
+/// sim's message token unless forging); returns the receiver's status and body.
+async fn push_ticket(sim: &SimWeChat, url: &Url, token: &SecretString) -> (StatusCode, String) {
+    let c = sim.config();
+    let crypt = MsgCrypt::new(token, &c.encoding_aes_key, c.component_appid.clone()).unwrap();
+    let xml = events::ticket_event_xml(&c.component_appid, now_unix(), &sim.current_ticket());
+    let (query, body) = events::seal_push(&crypt, &xml, &now_unix().to_string(), "1054256936");
+    let mut url = url.clone();
+    url.set_query(Some(&query));
+    let response = bounded(reqwest::Client::new().post(url).body(body).send())
+        .await
+        .unwrap();
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+    (status, bounded(response.text()).await.unwrap())
+}
+
+async fn receive(oauth: &WeChatOAuth, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, body: &'static str| {
+        let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *r.status_mut() = status;
+        r
+    };
+    let Ok(query) = events::PushQuery::from_query(req.uri().query().unwrap_or("")) else {
+        return reply(StatusCode::BAD_REQUEST, "bad query");
+    };
+    let Ok(body) = Limited::new(req.into_body(), 64 * 1024).collect().await else {
+        return reply(StatusCode::PAYLOAD_TOO_LARGE, "too large");
+    };
+    match oauth.accept_push(&query, &body.to_bytes()).await {
+        Ok(_) => reply(StatusCode::OK, "success"),
+        Err(WeChatError::Push(_)) => reply(StatusCode::BAD_REQUEST, "refused"),
+        Err(_) => reply(StatusCode::SERVICE_UNAVAILABLE, "try again"),
+    }
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_callers_cause_exactly_one_token_fetch() {
+    let sim = start_sim().await;
+    let oauth = oauth(&sim, Arc::new(MemoryPlatformStore::new()), token_settings());
+    give_ticket(&sim, &oauth).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(200));
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let manager = oauth.token_manager().unwrap().clone();
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                manager.token().await
+            })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for task in tasks {
+        tokens.push(bounded(task).await.unwrap().unwrap());
+    }
+    assert!(
+        tokens.windows(2).all(|w| w[0] == w[1]),
+        "everyone got the same token"
+    );
+    assert_eq!(sim.calls(Endpoint::ComponentToken), 1);
+    assert_eq!(sim.issued_component_tokens(), 1);
+}
+
+#[tokio::test]
+async fn the_background_refresher_fetches_before_expiry_without_any_caller() {
+    let sim = start_sim().await;
+    // 6 s tokens, 3 s margin: the refresher should fetch about 3 s after the first fetch.
+    sim.set_token_ttl(Duration::from_secs(6));
+    let oauth = oauth(
+        &sim,
+        Arc::new(MemoryPlatformStore::new()),
+        TokenSettings {
+            refresh_margin: Duration::from_secs(3),
+            ..token_settings()
+        },
+    );
+    give_ticket(&sim, &oauth).await;
+    let manager = oauth.token_manager().unwrap().clone();
+    let first = bounded(manager.token()).await.unwrap();
+    assert_eq!(sim.calls(Endpoint::ComponentToken), 1);
+    // Still fresh: answered from memory.
+    assert_eq!(bounded(manager.token()).await.unwrap(), first);
+    assert_eq!(sim.calls(Endpoint::ComponentToken), 1);
+
+    let refresher = oauth
+        .start_background()
+        .expect("component mode has a refresher");
+    // Nobody calls token() now; the refresher alone must fetch before the 6 s expiry.
+    let mut rounds = 0;
+    while sim.calls(Endpoint::ComponentToken) < 2 {
+        rounds += 1;
+        assert!(rounds < 400, "no background refresh within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = bounded(manager.token()).await.unwrap();
+    assert_ne!(second, first, "the refreshed token is served");
+    assert!(manager.status().token_present);
+    // The refreshed token is the one WeChat accepts now.
+    let code = sim.issue_code(
+        sim.config().users[0].clone(),
+        Scope::UserInfo,
+        AuthMode::Component,
+    );
+    bounded(oauth.exchange_code(&code)).await.unwrap();
+    refresher.abort();
+}
+
+#[tokio::test]
+async fn callers_inside_the_margin_get_the_old_token_while_it_is_replaced() {
+    let sim = start_sim().await;
+    sim.set_token_ttl(Duration::from_secs(4));
+    let oauth = oauth(
+        &sim,
+        Arc::new(MemoryPlatformStore::new()),
+        TokenSettings {
+            refresh_margin: Duration::from_secs(2),
+            min_refetch_interval: Duration::ZERO,
+            ..token_settings()
+        },
+    );
+    give_ticket(&sim, &oauth).await;
+    let manager = oauth.token_manager().unwrap().clone();
+    let first = bounded(manager.token()).await.unwrap();
+    let mut rounds = 0;
+    let second = loop {
+        rounds += 1;
+        assert!(rounds < 400, "no early refresh within 20 s");
+        // Every call answers (from memory) while the old token is still valid.
+        let t = bounded(manager.token()).await.unwrap();
+        if t != first {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(second, first);
+    assert!(sim.calls(Endpoint::ComponentToken) >= 2);
+}
+
+#[tokio::test]
+async fn invalid_component_token_on_code_exchange_is_refetched_once_and_retried() {
+    let sim = start_sim().await;
+    let oauth = oauth(&sim, Arc::new(MemoryPlatformStore::new()), token_settings());
+    give_ticket(&sim, &oauth).await;
+    let manager = oauth.token_manager().unwrap().clone();
+    let stale = bounded(manager.token()).await.unwrap();
+    sim.invalidate_component_token();
+
+    let user = sim.config().users[1].clone();
+    let code = sim.issue_code(user.clone(), Scope::UserInfo, AuthMode::Component);
+    let token = bounded(oauth.exchange_code(&code)).await.unwrap();
+    assert_eq!(token.openid.as_str(), user.openid);
+    assert_eq!(
+        sim.calls(Endpoint::ComponentToken),
+        2,
+        "exactly one re-fetch"
+    );
+    assert_eq!(
+        sim.calls(Endpoint::ComponentCodeExchange),
+        2,
+        "exactly one retry"
+    );
+    assert_ne!(bounded(manager.token()).await.unwrap(), stale);
+
+    let info = bounded(oauth.user_info(&token)).await.unwrap();
+    assert_eq!(info.nickname, user.nickname);
+}
+
+#[tokio::test]
+async fn a_second_rejection_after_the_refetch_is_returned_not_looped() {
+    let sim = start_sim().await;
+    let oauth = oauth(&sim, Arc::new(MemoryPlatformStore::new()), token_settings());
+    give_ticket(&sim, &oauth).await;
+    bounded(oauth.token_manager().unwrap().token())
+        .await
+        .unwrap();
+    sim.inject(Endpoint::ComponentCodeExchange, Failure::ErrCode(40001), 5);
+    let code = sim.issue_code(
+        sim.config().users[0].clone(),
+        Scope::UserInfo,
+        AuthMode::Component,
+    );
+    let e = bounded(oauth.exchange_code(&code)).await.unwrap_err();
+    assert_eq!(e.code(), Some(40001));
+    assert_eq!(e.class(), ErrorClass::RefreshToken);
+    assert_eq!(sim.calls(Endpoint::ComponentCodeExchange), 2);
+    assert_eq!(sim.calls(Endpoint::ComponentToken), 2);
+}
+
+#[tokio::test]
+async fn without_a_ticket_the_error_is_no_ticket_and_wechat_is_not_called() {
+    let sim = start_sim().await;
+    let oauth = oauth(&sim, Arc::new(MemoryPlatformStore::new()), token_settings());
+    let code = sim.issue_code(
+        sim.config().users[0].clone(),
+        Scope::UserInfo,
+        AuthMode::Component,
+    );
+    let e = bounded(oauth.exchange_code(&code)).await.unwrap_err();
+    assert!(matches!(e, WeChatError::NoTicket), "{e:?}");
+    assert_eq!(e.class(), ErrorClass::Ticket);
+    assert_eq!(sim.calls(Endpoint::ComponentToken), 0);
+    assert_eq!(sim.calls(Endpoint::ComponentCodeExchange), 0);
+    let readiness = bounded(oauth.readiness()).await;
+    assert!(!readiness.ready);
+    assert_eq!(readiness.reasons.len(), 2, "{:?}", readiness.reasons);
+}
+
+#[tokio::test]
+async fn a_pushed_ticket_and_the_token_survive_a_restart() {
+    let sim = start_sim().await;
+    let dir = TempDir::new();
+    let token_before = {
+        let store = Arc::new(FileStore::new(dir.0.clone()).unwrap());
+        let oauth = oauth(&sim, store, token_settings());
+        let receiver = EventsReceiver::start(oauth.clone()).await;
+        let pushed = push_ticket(&sim, &receiver.url, &sim.config().message_token).await;
+        assert_eq!(pushed, (StatusCode::OK, "success".to_owned()));
+        assert!(oauth.token_manager().unwrap().status().ticket_present);
+        let refresher = oauth.start_background().unwrap();
+        // The push wakes the refresher, which fetches the first token.
+        let mut rounds = 0;
+        while !bounded(oauth.readiness()).await.ready {
+            rounds += 1;
+            assert!(rounds < 400, "not ready within 20 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        refresher.abort();
+        bounded(oauth.token_manager().unwrap().token())
+            .await
+            .unwrap()
+    };
+    assert_eq!(sim.calls(Endpoint::ComponentToken), 1);
+
+    // "Restart": a new WeChatOAuth over the same state directory.
+    let store = Arc::new(FileStore::new(dir.0.clone()).unwrap());
+    let oauth = oauth(&sim, store, token_settings());
+    let readiness = bounded(oauth.readiness()).await;
+    assert!(readiness.ready, "{:?}", readiness.reasons);
+    assert_eq!(
+        bounded(oauth.token_manager().unwrap().token())
+            .await
+            .unwrap(),
+        token_before
+    );
+    let code = sim.issue_code(
+        sim.config().users[0].clone(),
+        Scope::UserInfo,
+        AuthMode::Component,
+    );
+    bounded(oauth.exchange_code(&code)).await.unwrap();
+    assert_eq!(
+        sim.calls(Endpoint::ComponentToken),
+        1,
+        "no new fetch after the restart"
+    );
+}
+
+#[tokio::test]
+async fn a_forged_push_is_refused_and_stores_nothing() {
+    let sim = start_sim().await;
+    let store = Arc::new(MemoryPlatformStore::new());
+    let oauth = oauth(&sim, store.clone(), token_settings());
+    let receiver = EventsReceiver::start(oauth.clone()).await;
+    let forged = push_ticket(
+        &sim,
+        &receiver.url,
+        &SecretString::new("not-the-real-token"),
+    )
+    .await;
+    assert_eq!(forged.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        store
+            .load_ticket(&sim.config().component_appid)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!oauth.token_manager().unwrap().status().ticket_present);
+}
+
+#[tokio::test]
+async fn quota_exhaustion_does_not_cause_a_retry_storm() {
+    let sim = start_sim().await;
+    sim.inject(Endpoint::ComponentToken, Failure::ErrCode(45009), 1000);
+    let oauth = oauth(&sim, Arc::new(MemoryPlatformStore::new()), token_settings());
+    give_ticket(&sim, &oauth).await;
+    let manager = oauth.token_manager().unwrap().clone();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let manager = manager.clone();
+            tokio::spawn(async move { manager.token().await })
+        })
+        .collect();
+    for task in tasks {
+        let e = bounded(task).await.unwrap().unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Quota, "{e:?}");
+    }
+    for _ in 0..50 {
+        let e = bounded(manager.token()).await.unwrap_err();
+        assert_eq!(e.code(), Some(45009));
+    }
+    assert_eq!(sim.calls(Endpoint::ComponentToken), 1);
+}
+
+#[tokio::test]
+async fn transient_token_failures_are_retried_within_one_fetch() {
+    let sim = start_sim().await;
+    sim.inject(Endpoint::ComponentToken, Failure::SystemBusy, 1);
+    sim.inject(Endpoint::ComponentToken, Failure::Http500, 1);
+    let oauth = oauth(&sim, Arc::new(MemoryPlatformStore::new()), token_settings());
+    give_ticket(&sim, &oauth).await;
+    bounded(oauth.token_manager().unwrap().token())
+        .await
+        .unwrap();
+    assert_eq!(sim.calls(Endpoint::ComponentToken), 3);
+}
+
+/// One fresh manager per case (cool-downs are per manager). Transient failures are injected
+/// three times (one attempt plus two retries), others once (no retry expected).
+async fn token_error(sim: &SimWeChat, failure: Failure, request_timeout: Duration) -> WeChatError {
+    let times = match failure {
+        Failure::ErrCode(code) if code != -1 && code != 45011 => 1,
+        _ => 3,
+    };
+    sim.inject(Endpoint::ComponentToken, failure, times);
+    let mut settings = settings(sim, token_settings());
+    settings.client.request_timeout = request_timeout;
+    let oauth = WeChatOAuth::new(settings, Arc::new(MemoryPlatformStore::new())).unwrap();
+    give_ticket(sim, &oauth).await;
+    let before = sim.calls(Endpoint::ComponentToken);
+    let e = bounded(oauth.token_manager().unwrap().token())
+        .await
+        .unwrap_err();
+    let attempts = sim.calls(Endpoint::ComponentToken) - before;
+    let expected = if e.class() == ErrorClass::Retry { 3 } else { 1 };
+    assert_eq!(attempts, expected, "{e:?}");
+    e
+}
+
+#[tokio::test]
+async fn each_token_failure_maps_to_its_typed_error_and_class() {
+    let sim = start_sim().await;
+    let normal = Duration::from_secs(5);
+
+    let e = token_error(&sim, Failure::SystemBusy, normal).await;
+    assert!(matches!(e, WeChatError::Api { code: -1, .. }), "{e:?}");
+    assert_eq!(e.class(), ErrorClass::Retry);
+
+    let e = token_error(&sim, Failure::Http500, normal).await;
+    assert!(matches!(e, WeChatError::BadReply { .. }), "{e:?}");
+    assert_eq!(e.class(), ErrorClass::Retry);
+
+    let e = token_error(&sim, Failure::NotJson, normal).await;
+    assert!(matches!(e, WeChatError::BadReply { .. }), "{e:?}");
+    assert_eq!(e.class(), ErrorClass::Retry);
+
+    for (code, class) in [
+        (61004, ErrorClass::Configuration),
+        (40125, ErrorClass::Configuration),
+        (61011, ErrorClass::Configuration),
+        (61005, ErrorClass::Ticket),
+        (61006, ErrorClass::Ticket),
+        (45009, ErrorClass::Quota),
+    ] {
+        let e = token_error(&sim, Failure::ErrCode(code), normal).await;
+        assert_eq!(e.code(), Some(code), "{e:?}");
+        assert_eq!(e.class(), class, "errcode {code}");
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_wechat_ends_in_a_timeout() {
+    let sim = start_sim().await;
+    let e = token_error(&sim, Failure::Hang, Duration::from_millis(300)).await;
+    assert!(matches!(e, WeChatError::Timeout { .. }), "{e:?}");
+    assert_eq!(e.class(), ErrorClass::Retry);
+}
