@@ -144,6 +144,12 @@ impl RedisSessionStore {
         &self.settings
     }
 
+    /// The underlying connection (multiplexed, reconnecting), e.g. to build the Redis platform
+    /// store on the same connection.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
     fn session_key(&self, id: &SessionId) -> String {
         format!("{}session:{}", self.prefix, hex_sha256(id.expose_bytes()))
     }

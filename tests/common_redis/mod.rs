@@ -168,8 +168,10 @@ fn answers_ping(port: u16) -> bool {
     if stream.write_all(b"PING\r\n").is_err() {
         return false;
     }
+    // `+PONG`, or `-NOAUTH …` from a server started with `--requirepass`: either way it serves.
     let mut reply = [0u8; 7];
-    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    stream.read_exact(&mut reply).is_ok()
+        && (&reply == b"+PONG\r\n" || reply.starts_with(b"-NOAUTH"))
 }
 
 /// Sends one raw command (RESP inline form) and returns the first reply line; for test setup
