@@ -9,7 +9,7 @@
 
 mod common_redis;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, time::Duration};
 
 use common_redis::{RedisServer, raw_command};
 use sha2::{Digest as _, Sha256};
@@ -448,6 +448,8 @@ async fn the_lock_is_refused_when_a_token_was_stored_since_we_looked() {
 
 #[cfg(feature = "sim")]
 mod two_instances {
+    use std::{net::SocketAddr, sync::Arc};
+
     use super::*;
     use wechat_oauth_proxy::{
         sim::{AuthMode, Endpoint, SimConfig, SimWeChat},
@@ -470,6 +472,14 @@ mod two_instances {
     }
 
     fn oauth(sim: &SimWeChat, store: Arc<dyn PlatformStore>) -> WeChatOAuth {
+        oauth_with(sim, store, Duration::from_secs(15 * 60))
+    }
+
+    fn oauth_with(
+        sim: &SimWeChat,
+        store: Arc<dyn PlatformStore>,
+        refresh_margin: Duration,
+    ) -> WeChatOAuth {
         let c = sim.config();
         let settings = WeChatSettings {
             mode: OAuthMode::Component {
@@ -487,6 +497,7 @@ mod two_instances {
                 ..ClientSettings::default()
             },
             token: TokenSettings {
+                refresh_margin,
                 retry_backoff: Duration::from_millis(20),
                 min_refetch_interval: Duration::from_millis(100),
                 ..TokenSettings::default()
@@ -553,6 +564,87 @@ mod two_instances {
             );
             bounded(b.exchange_code(&code)).await.unwrap();
             assert_eq!(sim.calls(Endpoint::ComponentToken), round);
+        }
+    }
+
+    /// Both instances run the background refresher: when the token enters its refresh margin
+    /// exactly one of them fetches the next token and the other adopts it — a second fetch would
+    /// invalidate the token the first one just shared.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn early_refresh_is_done_once_for_both_instances() {
+        let server = RedisServer::start();
+        let sim = start_sim().await;
+        // 8 s tokens, 3 s margin: the refresh is due 5 s after a fetch.
+        sim.set_token_ttl(Duration::from_secs(8));
+        let prefix = prefix();
+        let margin = Duration::from_secs(3);
+        let a = oauth_with(
+            &sim,
+            Arc::new(platform_store(&server, &prefix).await),
+            margin,
+        );
+        let b = oauth_with(
+            &sim,
+            Arc::new(platform_store(&server, &prefix).await),
+            margin,
+        );
+        bounded(a.token_manager().unwrap().set_ticket(StoredTicket {
+            ticket: sim.current_ticket(),
+            create_time: now_unix(),
+            received_at: now_unix(),
+        }))
+        .await
+        .unwrap();
+        let (ma, mb) = (
+            a.token_manager().unwrap().clone(),
+            b.token_manager().unwrap().clone(),
+        );
+        let first = bounded(ma.token()).await.unwrap();
+        assert_eq!(bounded(mb.token()).await.unwrap(), first);
+        assert_eq!(sim.calls(Endpoint::ComponentToken), 1);
+
+        let refreshers = [a.start_background().unwrap(), b.start_background().unwrap()];
+        // Nobody calls token(); one refresher must fetch before the 8 s expiry (bounded: 15 s).
+        let mut rounds = 0;
+        while sim.calls(Endpoint::ComponentToken) < 2 {
+            rounds += 1;
+            assert!(rounds < 300, "no background refresh");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Both instances settle on the new token (bounded: 5 s).
+        let mut settled = None;
+        for _ in 0..100 {
+            let (ta, tb) = (
+                bounded(ma.token()).await.unwrap(),
+                bounded(mb.token()).await.unwrap(),
+            );
+            if ta == tb && ta != first {
+                settled = Some(ta);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            settled.is_some(),
+            "the instances did not agree on the new token"
+        );
+        assert_eq!(
+            sim.calls(Endpoint::ComponentToken),
+            2,
+            "one refresh, not one per instance"
+        );
+        // The shared token is the one WeChat accepts now: no 40001, no further fetch.
+        for oauth in [&a, &b] {
+            let code = sim.issue_code(
+                sim.config().users[0].clone(),
+                Scope::UserInfo,
+                AuthMode::Component,
+            );
+            bounded(oauth.exchange_code(&code)).await.unwrap();
+        }
+        assert_eq!(sim.calls(Endpoint::ComponentToken), 2);
+        for r in refreshers {
+            r.abort();
         }
     }
 
