@@ -16,6 +16,11 @@
 //! Redis' own clock (`TIME`), so instances with skewed clocks agree. Flows are taken with
 //! `GETDEL` (single use even across instances), so Redis ≥ 6.2 is required.
 //!
+//! Bounds: [`SessionSettings::capacity`] and [`SessionSettings::flow_capacity`] are not enforced
+//! here — every key carries a TTL, and memory is bounded by the server's `maxmemory`. Run the
+//! server with a `maxmemory` and a `volatile-*` eviction policy, so that anonymous clients
+//! starting logins can at worst evict old sessions, never exhaust the host.
+//!
 //! Every call is bounded by an operation timeout (default 2 s): a hung Redis fails closed with
 //! [`StoreError::Backend`] instead of stalling requests. Error messages name the operation and
 //! the error category only — never a key, a value or the connection URL (which may hold a
