@@ -222,6 +222,46 @@ async fn tampered_foreign_and_replayed_states_create_no_session() {
 }
 
 #[tokio::test]
+async fn a_callback_for_another_official_account_is_refused() {
+    let h = Harness::start().await;
+    let browser = h.browser();
+    let first = browser.get(h.url("/a").as_str()).await;
+    let to_callback = browser.get(first.location()).await;
+    let mut callback: url::Url = to_callback.location().parse().expect("url");
+    let appid = h.sim.config().authorizer_appid.as_str().to_owned();
+    let pairs: Vec<(String, String)> = callback
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "appid" {
+                "wx00000000000000ff".to_owned()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    assert!(
+        pairs.iter().any(|(k, v)| k == "appid" && *v != appid),
+        "{pairs:?}"
+    );
+    callback.query_pairs_mut().clear().extend_pairs(pairs);
+    let page = browser.get(callback.as_str()).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(
+        page.body.contains("Invalid login response"),
+        "{}",
+        page.body
+    );
+    assert!(browser.cookie(SESSION).is_none());
+    assert_eq!(
+        h.sim.calls(Endpoint::ComponentCodeExchange),
+        0,
+        "the code is not exchanged"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn duplicate_callback_creates_no_second_session() {
     let h = Harness::start().await;
     let browser = h.browser();

@@ -21,6 +21,8 @@
 //!    disagree about these; refusing to skip is the only answer that is safe for all of them.
 
 use http::{HeaderMap, Method, Uri, header};
+use std::borrow::Cow;
+
 use percent_encoding::percent_decode_str;
 
 /// What the layer does with a request (the outcome of [`dispatch`]).
@@ -367,9 +369,13 @@ pub fn accept_prefers_html(headers: &HeaderMap) -> bool {
 
 /// Normalizes a request path for matching (see the module docs). `None` means *ambiguous*: such
 /// a path matches no skip rule and no reserved route.
-pub fn normalize_path(raw: &str) -> Option<String> {
+pub fn normalize_path(raw: &str) -> Option<Cow<'_, str>> {
     if !raw.starts_with('/') {
         return None;
+    }
+    if is_already_normalized(raw) {
+        // The common case (every ordinary request): nothing to decode or remove, no allocation.
+        return Some(Cow::Borrowed(raw));
     }
     let mut out: Vec<String> = Vec::new();
     let mut trailing_slash = false;
@@ -403,7 +409,20 @@ pub fn normalize_path(raw: &str) -> Option<String> {
     if trailing_slash || path.is_empty() {
         path.push('/');
     }
-    Some(path)
+    Some(Cow::Owned(path))
+}
+
+/// A path that [`normalize_path`] would return unchanged: no `%`, `\`, `;`, empty segment
+/// (except a trailing `/`) or dot segment. `http::Uri` already refuses control characters.
+fn is_already_normalized(raw: &str) -> bool {
+    if raw.contains(['%', '\\', ';']) || raw.bytes().any(|b| b.is_ascii_control()) {
+        return false;
+    }
+    let inner = raw[1..].strip_suffix('/').unwrap_or(&raw[1..]);
+    raw == "/"
+        || inner
+            .split('/')
+            .all(|segment| !segment.is_empty() && segment != "." && segment != "..")
 }
 
 #[cfg(test)]
@@ -464,6 +483,12 @@ mod tests {
         ];
         for (raw, want) in cases {
             assert_eq!(normalize_path(raw).as_deref(), want, "{raw}");
+        }
+        for plain in ["/", "/a", "/a/b/", "/a.b/c..d/.e"] {
+            assert!(
+                matches!(normalize_path(plain), Some(Cow::Borrowed(p)) if p == plain),
+                "{plain}"
+            );
         }
     }
 

@@ -11,7 +11,7 @@
 //! | `health` | GET, HEAD | liveness: `ok` |
 //! | `ready` | GET, HEAD | readiness: 200, or 503 with the reasons as JSON |
 //!
-//! Every failure is an [`AuthError`] rendered here, in [`serve`], by
+//! Every failure is an [`AuthError`] rendered here, in one function, by
 //! [`AuthError::render`] (HTML when the client prefers it, JSON otherwise).
 
 pub(crate) mod callback;
