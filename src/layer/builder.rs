@@ -246,14 +246,15 @@ fn is_normalized_absolute(path: &str) -> bool {
             .all(|s| !s.is_empty() && s != "." && s != "..")
 }
 
-/// `scheme://host[:port]` of the public URL, refusing anything that is not a bare origin.
-fn origin_of(url: &Url, insecure_allow_http: bool) -> Result<String, BuildError> {
+/// `scheme://host[:port]` of the public URL, refusing anything that is not a bare origin;
+/// `http://` only when `http_allowed` (the cookies are not `Secure`, i.e. development).
+fn origin_of(url: &Url, http_allowed: bool) -> Result<String, BuildError> {
     match url.scheme() {
         "https" => {}
-        "http" if insecure_allow_http => {}
+        "http" if http_allowed => {}
         "http" => {
             return Err(BuildError::InvalidPublicUrl(
-                "http:// needs insecure_allow_http (development only)",
+                "http:// with Secure cookies, which browsers drop (use https://, or non-Secure cookies in development)",
             ));
         }
         _ => return Err(BuildError::InvalidPublicUrl("scheme must be https")),
@@ -290,7 +291,7 @@ mod tests {
 
     #[test]
     fn public_url_must_be_an_origin() {
-        let ok = |s: &str, insecure| origin_of(&s.parse().expect("url"), insecure);
+        let ok = |s: &str, http_allowed| origin_of(&s.parse().expect("url"), http_allowed);
         assert_eq!(
             ok("https://app.example.com", false).expect("ok"),
             "https://app.example.com"
