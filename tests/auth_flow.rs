@@ -9,7 +9,7 @@ use http::{Method, StatusCode};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
 use wechat_oauth_proxy::sim::SimUser;
 
-use auth_support::{Browser, Echoed, World, is_identity_header, jwt_of, sets_session};
+use auth_support::{Browser, Echoed, World, bounded, is_identity_header, jwt_of, sets_session};
 
 fn alice() -> SimUser {
     SimUser::defaults()
@@ -351,4 +351,426 @@ fn forged_push(world: &World) -> (String, String) {
         ),
     );
     events::seal_push(&crypt, &xml, &now_unix().to_string(), "forgednonce")
+}
+
+/// `url` with query parameter `name` replaced by `value` (`None` removes it).
+fn with_param(url: &url::Url, name: &str, value: Option<&str>) -> url::Url {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .into_owned()
+        .filter(|(k, _)| k != name)
+        .collect();
+    let mut out = url.clone();
+    {
+        let mut q = out.query_pairs_mut();
+        q.clear();
+        for (k, v) in &pairs {
+            q.append_pair(k, v);
+        }
+        if let Some(value) = value {
+            q.append_pair(name, value);
+        }
+    }
+    out
+}
+
+fn param(url: &url::Url, name: &str) -> String {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("{name} in {url}"))
+}
+
+async fn session_count(world: &World) -> u64 {
+    bounded(world.sessions.run_pending_tasks()).await;
+    world.sessions.session_count()
+}
+
+#[tokio::test]
+async fn tampered_state_is_refused_and_the_genuine_callback_still_works() {
+    let world = World::start().await;
+    let mut browser = world.browser();
+    let authorize = browser.start_login(world.url("/p")).await;
+    let callback = browser.authorize(authorize).await;
+    let state = param(&callback, "state");
+    let mut tampered = state.clone().into_bytes();
+    let last = tampered.len() - 1;
+    tampered[last] = if tampered[last] == b'a' { b'b' } else { b'a' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    for bad in [
+        with_param(&callback, "state", Some(&tampered)),
+        with_param(&callback, "state", None),
+        with_param(&callback, "state", Some("")),
+        with_param(&callback, "state", Some(&"A".repeat(5000))),
+    ] {
+        let reply = browser.get(bad).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+        assert!(reply.content_type().starts_with("text/html"));
+        assert!(reply.body.contains("登录链接已失效"), "{}", reply.body);
+        assert!(!sets_session(&reply));
+        assert!(
+            !reply.body.contains(&param(&callback, "code")),
+            "no code on the page"
+        );
+    }
+    assert_eq!(session_count(&world).await, 0);
+    let reply = browser.get(callback).await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert!(sets_session(&reply));
+}
+
+#[tokio::test]
+async fn a_state_from_another_browser_is_refused() {
+    let world = World::start().await;
+    let mut victim = world.browser();
+    let authorize = victim.start_login(world.url("/p")).await;
+    let victims_callback = victim.authorize(authorize).await;
+
+    // The attacker has a flow cookie of its own, but not the one bound to the victim's state.
+    let mut attacker = victim.fresh();
+    let own = attacker.start_login(world.url("/p")).await;
+    let _ = own;
+    let reply = attacker.get(victims_callback.clone()).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert!(!sets_session(&reply));
+    assert!(attacker.session_cookie().is_none());
+
+    // Without any flow cookie.
+    let mut bare = victim.fresh();
+    let reply = bare.get(victims_callback).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(!sets_session(&reply));
+    assert_eq!(session_count(&world).await, 0);
+}
+
+#[tokio::test]
+async fn a_callback_with_another_appid_is_refused() {
+    let world = World::start().await;
+    let mut browser = world.browser();
+    let authorize = browser.start_login(world.url("/p")).await;
+    let callback = browser.authorize(authorize).await;
+    let reply = browser
+        .get(with_param(&callback, "appid", Some("wxffffffffffffffff")))
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert!(!sets_session(&reply));
+    assert_eq!(session_count(&world).await, 0);
+}
+
+#[tokio::test]
+async fn a_replayed_callback_creates_no_second_session() {
+    let world = World::start().await;
+    let mut browser = world.browser();
+    let authorize = browser.start_login(world.url("/p")).await;
+    let callback = browser.authorize(authorize).await;
+    let first = browser.get(callback.clone()).await;
+    assert!(sets_session(&first));
+    let cookie = browser.session_cookie().unwrap();
+    assert_eq!(session_count(&world).await, 1);
+
+    // The same browser reloads the callback; another browser replays the URL.
+    let again = browser.get(callback.clone()).await;
+    assert_eq!(again.status, StatusCode::FOUND, "{}", again.body);
+    assert!(!sets_session(&again));
+    assert_eq!(browser.session_cookie().unwrap(), cookie);
+    let mut other = browser.fresh();
+    let replay = other.get(callback).await;
+    assert!(!sets_session(&replay));
+    assert!(other.session_cookie().is_none());
+    assert_eq!(session_count(&world).await, 1);
+    assert_eq!(
+        world
+            .sim
+            .calls(wechat_oauth_proxy::sim::Endpoint::ComponentCodeExchange),
+        1,
+        "the code was exchanged once"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_duplicate_callbacks_create_one_session() {
+    let world = World::start().await;
+    let mut browser = world.browser();
+    let authorize = browser.start_login(world.url("/p")).await;
+    let callback = browser.authorize(authorize).await;
+    let mut a = browser.clone();
+    let mut b = browser.clone();
+    let (ra, rb) = tokio::join!(a.get(callback.clone()), b.get(callback));
+    let made = [&ra, &rb].iter().filter(|r| sets_session(r)).count();
+    assert_eq!(made, 1, "{} / {}", ra.body, rb.body);
+    assert!(ra.status == StatusCode::FOUND && rb.status == StatusCode::FOUND);
+    assert_eq!(session_count(&world).await, 1);
+}
+
+#[tokio::test]
+async fn a_replayed_code_with_a_fresh_state_is_rejected() {
+    let world = World::start().await;
+    let mut browser = world.browser();
+    let authorize = browser.start_login(world.url("/p")).await;
+    let callback = browser.authorize(authorize).await;
+    let code = param(&callback, "code");
+    assert!(sets_session(&browser.get(callback).await));
+
+    // Logged in already: a second login is started explicitly.
+    let authorize = browser
+        .start_login(world.url("/_wxauth/login?return=/q"))
+        .await;
+    let fresh = browser.authorize(authorize).await;
+    let replay = with_param(&fresh, "code", Some(&code));
+    let reply = browser.get(replay).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert!(reply.body.contains("授权已失效"), "{}", reply.body);
+    assert!(!sets_session(&reply));
+    assert_eq!(session_count(&world).await, 1);
+}
+
+#[tokio::test]
+async fn refusal_shows_a_clear_page_with_a_retry_link_that_works() {
+    let world = World::start().await;
+    world.sim.refuse_next();
+    let mut browser = world.browser();
+    let authorize = browser.start_login(world.url("/p")).await;
+    let callback = browser.authorize(authorize).await;
+    assert!(callback.query_pairs().all(|(k, _)| k != "code"));
+    let reply = browser.get(callback).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+    assert!(reply.content_type().starts_with("text/html"));
+    assert!(reply.body.contains("未完成授权"));
+    assert!(reply.body.contains("Authorization not granted"));
+    assert!(!sets_session(&reply));
+    assert!(
+        reply.headers.get(http::header::LOCATION).is_none(),
+        "no loop"
+    );
+    let href = reply
+        .body
+        .split("href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("retry link")
+        .replace("&amp;", "&");
+    assert!(href.starts_with("/_wxauth/login"), "{href}");
+
+    // Clicking the link starts a new login that succeeds.
+    let authorize = browser.start_login(world.url(&href)).await;
+    let callback = browser.authorize(authorize).await;
+    let reply = browser.get(callback).await;
+    assert!(sets_session(&reply));
+    assert_eq!(session_count(&world).await, 1);
+}
+
+#[tokio::test]
+async fn a_snapshot_user_gets_no_session() {
+    let world = World::start().await;
+    world.sim.set_next_user(SimUser::snapshot_user());
+    let mut browser = world.browser();
+    let authorize = browser.start_login(world.url("/p")).await;
+    let callback = browser.authorize(authorize).await;
+    let reply = browser.get(callback).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+    assert!(reply.body.contains("使用完整服务"), "{}", reply.body);
+    assert!(!sets_session(&reply));
+    assert!(browser.session_cookie().is_none());
+    assert_eq!(session_count(&world).await, 0);
+    assert_eq!(
+        world.sim.calls(wechat_oauth_proxy::sim::Endpoint::UserInfo),
+        0,
+        "no profile fetch for a virtual user"
+    );
+}
+
+#[tokio::test]
+async fn open_redirect_attempts_on_login_return_all_end_on_root() {
+    let world = World::start().await;
+    let attempts = [
+        "//evil.example",
+        "//evil.example/path",
+        "/\\evil.example",
+        "%2F%2Fevil.example",
+        "/%2F/evil.example",
+        "/%2f%2fevil.example",
+        "/%5Cevil.example",
+        "https://evil.example",
+        "https:%2F%2Fevil.example",
+        "http%3A%2F%2Fevil.example",
+        "javascript:alert(1)",
+        "/%0d%0aSet-Cookie:%20x=y",
+        "/x%0d%0aLocation:%20https://evil.example",
+        "/%250d%250a",
+        "/%09/evil.example",
+        "/%20/evil.example",
+        "%09//evil.example",
+        "/%252F%252Fevil.example",
+        "///evil.example",
+        "/.//evil.example",
+        "/..//evil.example",
+        "evil.example",
+    ];
+    let mut browser = world.browser();
+    for attempt in attempts {
+        let url = world.url(&format!("/_wxauth/login?return={attempt}"));
+        let authorize = browser.start_login(url).await;
+        let callback = browser.authorize(authorize).await;
+        let reply = browser.get(callback).await;
+        assert_eq!(reply.status, StatusCode::FOUND, "{attempt}: {}", reply.body);
+        assert_eq!(reply.raw_location().as_deref(), Some("/"), "{attempt}");
+    }
+    // A legitimate deep link survives exactly.
+    let url = world.url("/_wxauth/login?return=%2Fdeep%2Fpath%3Fq%3D%25E4%25B8%25AD%26a%3D1");
+    let authorize = browser.start_login(url).await;
+    let callback = browser.authorize(authorize).await;
+    let reply = browser.get(callback).await;
+    assert_eq!(
+        reply.raw_location().as_deref(),
+        Some("/deep/path?q=%E4%B8%AD&a=1")
+    );
+}
+
+#[tokio::test]
+async fn tampered_and_truncated_session_cookies_are_no_session() {
+    let world = World::start().await;
+    let mut browser = world.browser();
+    login(&world, &mut browser, "/p").await;
+    let cookie = browser.session_cookie().unwrap();
+    let (name, value) = cookie.split_once('=').unwrap();
+    let mut flipped = value.as_bytes().to_vec();
+    flipped[5] = if flipped[5] == b'x' { b'y' } else { b'x' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    for forged in [
+        format!("{name}={flipped}"),
+        format!("{name}={}", &value[..value.len() / 2]),
+        format!("{name}={}", &value[..value.len() - 1]),
+        format!("{name}={value}{value}"),
+    ] {
+        let mut other = browser.fresh();
+        other.jar.insert(
+            forged.split_once('=').unwrap().0.to_owned(),
+            forged.split_once('=').unwrap().1.to_owned(),
+        );
+        let reply = other.get(world.url("/private")).await;
+        assert_eq!(reply.status, StatusCode::FOUND, "{forged}");
+        assert!(reply.location().unwrap().path().ends_with("/authorize"));
+        let who = other.get(world.url("/_wxauth/whoami")).await;
+        assert_eq!(who.status, StatusCode::UNAUTHORIZED);
+    }
+    // The genuine one still works.
+    let reply = browser.get(world.url("/private")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn logout_then_the_old_cookie_no_longer_works() {
+    let world = World::start().await;
+    let mut browser = world.browser();
+    login(&world, &mut browser, "/p").await;
+    let old = browser.session_cookie().unwrap();
+    let reply = browser.get(world.url("/_wxauth/logout")).await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert_eq!(reply.raw_location().as_deref(), Some("/"));
+    assert!(browser.session_cookie().is_none(), "the cookie was cleared");
+
+    // Somebody who kept a copy of the cookie.
+    let mut thief = browser.fresh();
+    let (name, value) = old.split_once('=').unwrap();
+    thief.jar.insert(name.to_owned(), value.to_owned());
+    let reply = thief.get(world.url("/private")).await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    let who = thief.get(world.url("/_wxauth/whoami")).await;
+    assert_eq!(who.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(session_count(&world).await, 0);
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_logins_make_a_hundred_sessions_and_one_token_fetch() {
+    use wechat_oauth_proxy::sim::Endpoint;
+    let world = World::start().await;
+    assert_eq!(world.sim.calls(Endpoint::ComponentToken), 1);
+    let template = world.browser();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let mut browser = template.fresh();
+        let start = world.url(&format!("/page/{i}"));
+        tasks.spawn(async move {
+            let authorize = browser.start_login(start).await;
+            let callback = browser.authorize(authorize).await;
+            let reply = browser.get(callback).await;
+            assert_eq!(reply.status, StatusCode::FOUND, "{}", reply.body);
+            assert_eq!(reply.raw_location(), Some(format!("/page/{i}")));
+            browser.session_cookie().expect("session cookie")
+        });
+    }
+    let mut ids = std::collections::HashSet::new();
+    let codec = auth_support::cookie_codec();
+    while let Some(cookie) = bounded(tasks.join_next()).await {
+        let cookie = cookie.expect("login task");
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::COOKIE, cookie.parse().unwrap());
+        let id = codec.read_session(&headers).expect("decrypts");
+        ids.insert(id.expose_secret());
+    }
+    assert_eq!(ids.len(), 100, "100 distinct session ids");
+    assert_eq!(session_count(&world).await, 100);
+    assert_eq!(world.sim.calls(Endpoint::ComponentToken), 1);
+    assert_eq!(world.sim.calls(Endpoint::ComponentCodeExchange), 100);
+}
+
+#[tokio::test]
+async fn an_invalidated_component_token_does_not_break_logins() {
+    use wechat_oauth_proxy::sim::Endpoint;
+    let world = World::start().await;
+    let mut first = world.browser();
+    login(&world, &mut first, "/p").await;
+    world.sim.invalidate_component_token();
+    let mut second = first.fresh();
+    let page = login(&world, &mut second, "/q").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.echoed().unwrap().identity().is_some());
+    assert_eq!(world.sim.calls(Endpoint::ComponentToken), 2, "one re-fetch");
+    // The first session is unaffected.
+    assert_eq!(first.get(world.url("/p")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn wechat_hanging_fails_the_login_clearly_while_sessions_keep_working() {
+    use wechat_oauth_proxy::sim::{Endpoint, Failure};
+    let world = World::start_with(auth_support::WorldOptions {
+        request_timeout: std::time::Duration::from_millis(500),
+        ..Default::default()
+    })
+    .await;
+    let mut existing = world.browser();
+    login(&world, &mut existing, "/p").await;
+
+    world
+        .sim
+        .inject(Endpoint::ComponentCodeExchange, Failure::Hang, 1);
+    let mut newcomer = existing.fresh();
+    let authorize = newcomer.start_login(world.url("/q")).await;
+    let callback = newcomer.authorize(authorize).await;
+    let hanging = tokio::spawn(async move { newcomer.get(callback).await });
+    // Wait (bounded) until the exchange is hanging at WeChat …
+    for _ in 0..400 {
+        if world.sim.calls(Endpoint::ComponentCodeExchange) >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(world.sim.calls(Endpoint::ComponentCodeExchange), 2);
+    // … and meanwhile the existing session is served.
+    let page = existing.get(world.url("/p")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.echoed().unwrap().identity().is_some());
+
+    let reply = bounded(hanging).await.unwrap();
+    assert!(
+        reply.status == StatusCode::SERVICE_UNAVAILABLE || reply.status == StatusCode::BAD_GATEWAY,
+        "{} {}",
+        reply.status,
+        reply.body
+    );
+    assert!(reply.content_type().starts_with("text/html"));
+    assert!(reply.body.contains("微信响应超时"), "{}", reply.body);
+    assert!(reply.body.contains("/_wxauth/login"), "a retry link");
+    assert!(!sets_session(&reply));
+    assert_eq!(session_count(&world).await, 1);
 }

@@ -533,6 +533,24 @@ impl Browser {
         }
     }
 
+    /// Another browser (empty jar) sharing this one's connection pool.
+    pub fn fresh(&self) -> Browser {
+        Browser {
+            client: self.client.clone(),
+            origin: self.origin.clone(),
+            jar: BTreeMap::new(),
+            accept: self.accept.clone(),
+        }
+    }
+
+    /// The session cookie's `name=value`, if the jar holds one.
+    pub fn session_cookie(&self) -> Option<String> {
+        self.jar
+            .iter()
+            .find(|(k, _)| k.ends_with("wxauth_session"))
+            .map(|(k, v)| format!("{k}={v}"))
+    }
+
     fn same_origin(&self, url: &Url) -> bool {
         url.origin() == self.origin.origin()
     }
