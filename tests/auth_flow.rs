@@ -774,3 +774,23 @@ async fn wechat_hanging_fails_the_login_clearly_while_sessions_keep_working() {
     assert!(!sets_session(&reply));
     assert_eq!(session_count(&world).await, 1);
 }
+
+#[tokio::test]
+async fn a_bare_replay_of_the_callback_does_not_burn_the_victims_login() {
+    // Someone who only learned the victim's callback URL (Referer, logs, shoulder) and has no
+    // flow cookie at all must not be able to consume the victim's pending login.
+    let world = World::start().await;
+    let mut victim = world.browser();
+    let authorize = victim.start_login(world.url("/p")).await;
+    let callback = victim.authorize(authorize).await;
+    let mut bare = victim.fresh();
+    let reply = bare.get(callback.clone()).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert!(!sets_session(&reply));
+
+    let reply = victim.get(callback).await;
+    assert_eq!(reply.status, StatusCode::FOUND, "{}", reply.body);
+    assert!(sets_session(&reply));
+    assert_eq!(reply.raw_location().as_deref(), Some("/p"));
+    assert_eq!(session_count(&world).await, 1);
+}

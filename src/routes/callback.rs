@@ -5,6 +5,9 @@
 //! user refused; the code is exchanged once; snapshot-mode users get no session; a duplicate
 //! callback for an already completed state creates no second session; the new session always
 //! gets a fresh id (an id the browser sent is never reused — its session is deleted).
+//!
+//! A callback from a browser without a flow cookie never consumes the state (it can only be a
+//! replay of someone else's URL or a reload after completion), so it cannot burn a pending login.
 
 use std::time::Duration;
 
@@ -30,19 +33,22 @@ pub(crate) async fn handle(shared: &Shared, req: &Parts) -> Result<OwnResponse, 
         .filter(|s| !s.is_empty() && s.len() <= 128)
         .ok_or(AuthError::InvalidState)?;
     let key = FlowKey::new(state);
-    let pending = shared.cookies.read_flow(headers);
+    let Some(mut pending) = shared.cookies.read_flow(headers) else {
+        // No login was started in this browser (or its flow cookie is gone because the login
+        // completed). Never consume the flow here: a replay of someone else's callback URL must
+        // not burn their pending login. A reload after completion is sent on, without waiting.
+        return if completed(shared, &key).await? {
+            Ok(redirect("/"))
+        } else {
+            Err(AuthError::InvalidState)
+        };
+    };
 
     let Some(flow) = take_flow(shared, &key).await? else {
         // Already consumed: a duplicate callback (WeChat's double redirect, a reload). If the
         // first one completed, send the browser on without creating a second session.
         for _ in 0..DUPLICATE_TRIES {
-            if shared
-                .sessions
-                .completed(&key)
-                .await
-                .map_err(|e| AuthError::Store(e.to_string()))?
-                .is_some()
-            {
+            if completed(shared, &key).await? {
                 return Ok(redirect("/"));
             }
             tokio::time::sleep(DUPLICATE_WAIT).await;
@@ -50,7 +56,6 @@ pub(crate) async fn handle(shared: &Shared, req: &Parts) -> Result<OwnResponse, 
         return Err(AuthError::InvalidState);
     };
     // Bound to this browser? (A state from another browser is refused.)
-    let mut pending = pending.ok_or(AuthError::InvalidState)?;
     if !pending.remove(&flow.binding) {
         return Err(AuthError::InvalidState);
     }
@@ -128,6 +133,16 @@ pub(crate) async fn handle(shared: &Shared, req: &Parts) -> Result<OwnResponse, 
     };
     add_cookie(&mut response, flow_cookie);
     Ok(response)
+}
+
+/// Whether the flow `key` already completed (a duplicate callback).
+async fn completed(shared: &Shared, key: &FlowKey) -> Result<bool, AuthError> {
+    shared
+        .sessions
+        .completed(key)
+        .await
+        .map(|session| session.is_some())
+        .map_err(|e| AuthError::Store(e.to_string()))
 }
 
 async fn take_flow(
