@@ -794,3 +794,124 @@ async fn a_bare_replay_of_the_callback_does_not_burn_the_victims_login() {
     assert_eq!(reply.raw_location().as_deref(), Some("/p"));
     assert_eq!(session_count(&world).await, 1);
 }
+
+#[tokio::test]
+async fn cookies_have_safe_attributes_and_pending_flows_are_capped() {
+    let world = World::start().await;
+    let mut browser = world.browser();
+    // Five logins started in a row (tabs, back button): the flow cookie does not grow.
+    let mut callbacks = Vec::new();
+    let mut flow_cookie_len = Vec::new();
+    for i in 0..5 {
+        let reply = browser.get(world.url(&format!("/tab/{i}"))).await;
+        assert_eq!(reply.status, StatusCode::FOUND);
+        let set = reply.set_cookies();
+        assert_eq!(set.len(), 1);
+        let flow = cookie::Cookie::parse(set[0].clone()).unwrap();
+        assert!(flow.name().ends_with("wxauth_flow"));
+        assert_eq!(flow.http_only(), Some(true));
+        assert_eq!(flow.same_site(), Some(cookie::SameSite::Lax));
+        assert_eq!(flow.path(), Some("/"));
+        flow_cookie_len.push(flow.value().len());
+        let authorize = reply.location().unwrap();
+        callbacks.push(browser.authorize(authorize).await);
+    }
+    assert_eq!(
+        flow_cookie_len[3], flow_cookie_len[4],
+        "capped: {flow_cookie_len:?}"
+    );
+    assert_eq!(browser.jar.len(), 1);
+
+    // The oldest pending flow was dropped from the cookie: its callback is refused …
+    let reply = browser.get(callbacks[0].clone()).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    // … the newest one completes, with a session cookie that has safe attributes.
+    let reply = browser.get(callbacks[4].clone()).await;
+    assert_eq!(reply.status, StatusCode::FOUND, "{}", reply.body);
+    assert_eq!(reply.raw_location().as_deref(), Some("/tab/4"));
+    assert_eq!(reply.headers[http::header::CACHE_CONTROL], "no-store");
+    let session = reply
+        .set_cookies()
+        .into_iter()
+        .map(|c| cookie::Cookie::parse(c).unwrap())
+        .find(|c| c.name().ends_with("wxauth_session"))
+        .expect("session cookie");
+    assert_eq!(session.http_only(), Some(true));
+    assert_eq!(session.same_site(), Some(cookie::SameSite::Lax));
+    assert_eq!(session.path(), Some("/"));
+    assert!(session.value().len() >= 40, "encrypted, not a bare id");
+}
+
+#[tokio::test]
+async fn every_login_gets_a_fresh_session_id_and_ends_the_old_session() {
+    let world = World::start().await;
+    let mut browser = world.browser();
+    login(&world, &mut browser, "/p").await;
+    let first = browser.session_cookie().unwrap();
+    let authorize = browser
+        .start_login(world.url("/_wxauth/login?return=/again"))
+        .await;
+    let callback = browser.authorize(authorize).await;
+    let reply = browser.get(callback).await;
+    assert!(sets_session(&reply));
+    let second = browser.session_cookie().unwrap();
+    let codec = auth_support::cookie_codec();
+    let id = |cookie: &str| {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::COOKIE, cookie.parse().unwrap());
+        codec.read_session(&headers).unwrap().expose_secret()
+    };
+    assert_ne!(id(&first), id(&second));
+    assert_eq!(session_count(&world).await, 1, "the old session was ended");
+    let mut old = browser.fresh();
+    let (name, value) = first.split_once('=').unwrap();
+    old.jar.insert(name.to_owned(), value.to_owned());
+    assert_eq!(
+        old.get(world.url("/_wxauth/whoami")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_genuinely_signed_push_for_another_platform_is_refused() {
+    use wechat_oauth_proxy::wechat::{ComponentAppId, crypto::MsgCrypt, events, token::now_unix};
+    let world = World::start_with(auth_support::WorldOptions {
+        ready: false,
+        ..Default::default()
+    })
+    .await;
+    let config = world.sim.config();
+    // Right token and key, but sealed for another component appid.
+    let other = ComponentAppId::new("wxffffffffffffffff");
+    let crypt = MsgCrypt::new(
+        &config.message_token,
+        &config.encoding_aes_key,
+        other.clone(),
+    )
+    .expect("crypt");
+    let xml = events::ticket_event_xml(&other, now_unix(), &world.sim.current_ticket());
+    let (query, body) = events::seal_push(&crypt, &xml, &now_unix().to_string(), "n0nce");
+    let reply = world
+        .browser()
+        .send(
+            Method::POST,
+            world.url(&format!("/_wxauth/events?{query}")),
+            &[],
+            Some(body.into_bytes()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+    assert_eq!(world.ready().await.0, StatusCode::SERVICE_UNAVAILABLE);
+    // A push without its signature parameters.
+    let reply = world
+        .browser()
+        .send(
+            Method::POST,
+            world.url("/_wxauth/events"),
+            &[],
+            Some(b"<xml/>".to_vec()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(world.ready().await.0, StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -730,3 +730,151 @@ async fn header_values_that_are_not_utf8_do_not_break_anything() {
     // The non-ASCII Cookie header cannot be proven free of our cookies: dropped.
     assert!(a.echoed().header("cookie").is_none());
 }
+
+/// A session store that fails every call while `down` is set.
+#[derive(Debug)]
+struct FlakyStore {
+    inner: Arc<MemoryStore>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl FlakyStore {
+    fn check(&self) -> Result<(), wechat_oauth_proxy::session::StoreError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(wechat_oauth_proxy::session::StoreError::Backend(
+                "redis at 10.9.8.7:6379 refused".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for FlakyStore {
+    async fn create(
+        &self,
+        record: SessionRecord,
+    ) -> Result<SessionId, wechat_oauth_proxy::session::StoreError> {
+        self.check()?;
+        self.inner.create(record).await
+    }
+    async fn load(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<SessionRecord>, wechat_oauth_proxy::session::StoreError> {
+        self.check()?;
+        self.inner.load(id).await
+    }
+    async fn delete(&self, id: &SessionId) -> Result<(), wechat_oauth_proxy::session::StoreError> {
+        self.check()?;
+        self.inner.delete(id).await
+    }
+    async fn touch(&self, id: &SessionId) -> Result<bool, wechat_oauth_proxy::session::StoreError> {
+        self.check()?;
+        self.inner.touch(id).await
+    }
+    async fn put_flow(
+        &self,
+        key: &wechat_oauth_proxy::session::FlowKey,
+        flow: wechat_oauth_proxy::session::LoginFlow,
+        ttl: std::time::Duration,
+    ) -> Result<(), wechat_oauth_proxy::session::StoreError> {
+        self.check()?;
+        self.inner.put_flow(key, flow, ttl).await
+    }
+    async fn take_flow(
+        &self,
+        key: &wechat_oauth_proxy::session::FlowKey,
+    ) -> Result<
+        Option<wechat_oauth_proxy::session::LoginFlow>,
+        wechat_oauth_proxy::session::StoreError,
+    > {
+        self.check()?;
+        self.inner.take_flow(key).await
+    }
+    async fn remember_completed(
+        &self,
+        key: &wechat_oauth_proxy::session::FlowKey,
+        session: &SessionId,
+        ttl: std::time::Duration,
+    ) -> Result<(), wechat_oauth_proxy::session::StoreError> {
+        self.check()?;
+        self.inner.remember_completed(key, session, ttl).await
+    }
+    async fn completed(
+        &self,
+        key: &wechat_oauth_proxy::session::FlowKey,
+    ) -> Result<Option<SessionId>, wechat_oauth_proxy::session::StoreError> {
+        self.check()?;
+        self.inner.completed(key).await
+    }
+    async fn ping(&self) -> Result<(), wechat_oauth_proxy::session::StoreError> {
+        self.check()?;
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test]
+async fn a_failing_session_store_fails_closed_without_leaking_details() {
+    let memory = memory_store();
+    let store = Arc::new(FlakyStore {
+        inner: memory.clone(),
+        down: std::sync::atomic::AtomicBool::new(false),
+    });
+    let layer = builder(
+        Url::parse(PUBLIC_URL).unwrap(),
+        offline_wechat(),
+        store.clone(),
+    )
+    .skip(Some(Method::GET), "/public/*")
+    .unwrap()
+    .build()
+    .unwrap();
+    let echo = Echo::new();
+    let service = layer.layer(echo.clone());
+    let id = bounded(memory.create(SessionRecord::new(identity())))
+        .await
+        .unwrap();
+    let cookie = cookie_pair(&cookie_codec().session_cookie(&id));
+    let call = |req: Request<Full<Bytes>>| {
+        let service = service.clone();
+        async move { Answer::read(bounded(service.oneshot(req)).await.unwrap()).await }
+    };
+    assert_eq!(
+        call(empty(browser("/p").header(header::COOKIE, &cookie)))
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    store.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let page = call(empty(browser("/p").header(header::COOKIE, &cookie))).await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(page.body.contains("<html"), "browsers get a page");
+    let api = call(empty(
+        request(Method::GET, "/p").header(header::COOKIE, &cookie),
+    ))
+    .await;
+    assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(api.json()["error"], "session_store_unavailable");
+    // Starting a login cannot store its state either: a clear error, not a redirect.
+    let login = call(empty(browser("/p"))).await;
+    assert_eq!(login.status, StatusCode::SERVICE_UNAVAILABLE);
+    let ready = call(empty(request(Method::GET, "/_wxauth/ready"))).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    // Skipped paths do not need the store.
+    assert_eq!(
+        call(empty(browser("/public/x"))).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(ready.json()["ready"], false);
+    for answer in [&page, &api, &login, &ready] {
+        assert!(!answer.body.contains("10.9.8.7"), "{}", answer.body);
+    }
+    assert_eq!(
+        echo.calls(),
+        2,
+        "only the healthy request and the skipped one"
+    );
+}

@@ -37,7 +37,10 @@ pub(crate) fn health() -> OwnResponse {
 pub(crate) async fn ready(shared: &Shared) -> OwnResponse {
     let mut reasons = Vec::new();
     if let Err(err) = shared.sessions.ping().await {
-        reasons.push(format!("session store: {err}"));
+        // The detail (backend address, driver message) goes to the log, not to the public
+        // endpoint — as for the platform store.
+        tracing::warn!(error = %err, "session store unreachable");
+        reasons.push("session store unreachable".to_owned());
     }
     let wechat = shared.wechat.readiness().await;
     reasons.extend(wechat.reasons);
