@@ -698,6 +698,11 @@ async fn the_layer_builder_refuses_bad_settings() {
     assert!(b().skip(None, "relative/*").is_err());
     assert!(b().skip(None, "/a/../b").is_err());
     assert!(WeChatAuthLayer::builder().build().is_err());
+    assert!(
+        b().api_prefix("api").build().is_err(),
+        "would never match a path"
+    );
+    assert!(b().api_prefix("/api/").build().is_ok());
     let custom = b().prefix("/auth/").build().unwrap();
     let svc = custom.layer(Echo::new());
     let a = bounded(

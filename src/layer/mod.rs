@@ -131,8 +131,8 @@ impl WeChatAuthLayer {
     /// Builds the layer from its settings and collaborators.
     ///
     /// # Errors
-    /// [`BuildError::Invalid`] for a prefix that does not start with `/` (or ends with one) or a
-    /// flow lifetime over 10 minutes.
+    /// [`BuildError::Invalid`] for a prefix that does not start with `/` (or ends with one), an
+    /// API prefix that does not start with `/`, or a flow lifetime over 10 minutes.
     pub fn new(
         settings: LayerSettings,
         wechat: WeChatOAuth,
@@ -145,6 +145,13 @@ impl WeChatAuthLayer {
             return Err(BuildError::Invalid(format!(
                 "prefix {:?} must start with '/'",
                 settings.prefix
+            )));
+        }
+        // An API prefix that does not start with '/' would never match a (normalized) path,
+        // silently turning API clients' 401s into redirects.
+        if let Some(bad) = settings.api_prefixes.iter().find(|p| !p.starts_with('/')) {
+            return Err(BuildError::Invalid(format!(
+                "API prefix {bad:?} must start with '/'"
             )));
         }
         if settings.flow_ttl > Duration::from_secs(600) || settings.flow_ttl.is_zero() {
