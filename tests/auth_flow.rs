@@ -529,7 +529,7 @@ async fn refusal_shows_a_clear_page_with_a_retry_link_that_works() {
     let world = World::start().await;
     world.sim.refuse_next();
     let mut browser = world.browser();
-    let authorize = browser.start_login(world.url("/p")).await;
+    let authorize = browser.start_login(world.url("/deep/page?x=1")).await;
     let callback = browser.authorize(authorize).await;
     assert!(callback.query_pairs().all(|(k, _)| k != "code"));
     let reply = browser.get(callback).await;
@@ -549,13 +549,17 @@ async fn refusal_shows_a_clear_page_with_a_retry_link_that_works() {
         .and_then(|rest| rest.split('"').next())
         .expect("retry link")
         .replace("&amp;", "&");
-    assert!(href.starts_with("/_wxauth/login"), "{href}");
+    assert_eq!(
+        href, "/_wxauth/login?return=%2Fdeep%2Fpage%3Fx%3D1",
+        "the retry link returns to the page the user wanted"
+    );
 
-    // Clicking the link starts a new login that succeeds.
+    // Clicking the link starts a new login that succeeds and lands on that page.
     let authorize = browser.start_login(world.url(&href)).await;
     let callback = browser.authorize(authorize).await;
     let reply = browser.get(callback).await;
     assert!(sets_session(&reply));
+    assert_eq!(reply.raw_location().as_deref(), Some("/deep/page?x=1"));
     assert_eq!(session_count(&world).await, 1);
 }
 
@@ -569,6 +573,11 @@ async fn a_snapshot_user_gets_no_session() {
     let reply = browser.get(callback).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
     assert!(reply.body.contains("使用完整服务"), "{}", reply.body);
+    assert!(
+        reply.body.contains("href=\"/_wxauth/login?return=%2Fp\""),
+        "{}",
+        reply.body
+    );
     assert!(!sets_session(&reply));
     assert!(browser.session_cookie().is_none());
     assert_eq!(session_count(&world).await, 0);

@@ -60,7 +60,7 @@ pub(crate) async fn handle(shared: &Shared, req: &Parts) -> Result<OwnResponse, 
         return Err(AuthError::InvalidState);
     }
     let Some(code) = super::query_param(uri, "code").filter(|c| !c.is_empty()) else {
-        return Err(AuthError::LoginRefused);
+        return Ok(retry_page(shared, headers, AuthError::LoginRefused, &flow));
     };
     if shared.wechat.component_appid().is_some() {
         let appid = super::query_param(uri, "appid").unwrap_or_default();
@@ -75,7 +75,7 @@ pub(crate) async fn handle(shared: &Shared, req: &Parts) -> Result<OwnResponse, 
         .await
         .map_err(from_wechat)?;
     if token.is_snapshot_user {
-        return Err(AuthError::SnapshotUser);
+        return Ok(retry_page(shared, headers, AuthError::SnapshotUser, &flow));
     }
     let wants_profile =
         shared.settings.scope == Scope::UserInfo && token.has_scope(Scope::UserInfo);
@@ -133,6 +133,18 @@ pub(crate) async fn handle(shared: &Shared, req: &Parts) -> Result<OwnResponse, 
     };
     add_cookie(&mut response, flow_cookie);
     Ok(response)
+}
+
+/// The page for a login that ended without a session but may be retried: its retry link starts
+/// a new login that returns to the page the user originally wanted (not to `/`).
+fn retry_page(
+    shared: &Shared,
+    headers: &http::HeaderMap,
+    err: AuthError,
+    flow: &crate::session::LoginFlow,
+) -> OwnResponse {
+    let login = shared.login_url(&flow.return_path);
+    err.render(super::wants_html(headers), Some(&login))
 }
 
 /// Whether the flow `key` already completed (a duplicate callback).
