@@ -924,3 +924,43 @@ async fn a_genuinely_signed_push_for_another_platform_is_refused() {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(world.ready().await.0, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn official_account_mode_logs_in_without_a_ticket() {
+    use wechat_oauth_proxy::sim::Endpoint;
+    let world = World::start_with(auth_support::WorldOptions {
+        official_account: true,
+        ..Default::default()
+    })
+    .await;
+    let (status, body) = world.ready().await;
+    assert_eq!(status, StatusCode::OK, "no ticket needed: {body}");
+    world.sim.set_next_user(alice());
+    let mut browser = world.browser();
+    let authorize = browser.start_login(world.url("/oa")).await;
+    assert!(
+        authorize.query_pairs().all(|(k, _)| k != "component_appid"),
+        "{authorize}"
+    );
+    let callback = browser.authorize(authorize).await;
+    let reply = browser.get(callback).await;
+    assert_eq!(reply.status, StatusCode::FOUND, "{}", reply.body);
+    let page = browser.get(reply.location().unwrap()).await;
+    let echoed = page.echoed().expect("echo");
+    let claims = verify_with_jwks(&world, &jwt_of(&echoed)).await;
+    assert_eq!(claims["nickname"], "Alice 🌸");
+    assert_eq!(world.sim.calls(Endpoint::OaCodeExchange), 1);
+    assert_eq!(world.sim.calls(Endpoint::ComponentToken), 0);
+
+    // No pushes in this mode.
+    let reply = world
+        .browser()
+        .send(
+            Method::POST,
+            world.url("/_wxauth/events?timestamp=1&nonce=2&msg_signature=3"),
+            &[],
+            Some(b"<xml/>".to_vec()),
+        )
+        .await;
+    assert!(reply.status.is_client_error(), "{}", reply.status);
+}

@@ -312,6 +312,8 @@ pub struct WorldOptions {
     pub ready: bool,
     /// Whether the background token refresher runs.
     pub background: bool,
+    /// Official-account mode (the account's own secret) instead of component mode.
+    pub official_account: bool,
 }
 
 impl Default for WorldOptions {
@@ -321,6 +323,7 @@ impl Default for WorldOptions {
             plain_headers: false,
             ready: true,
             background: true,
+            official_account: false,
         }
     }
 }
@@ -350,11 +353,15 @@ impl World {
         ))
         .await
         .expect("sim starts");
-        let wechat = WeChatOAuth::new(
-            wechat_settings(sim.config(), sim.base_url(), options.request_timeout),
-            Arc::new(MemoryPlatformStore::new()),
-        )
-        .expect("wechat");
+        let mut settings = wechat_settings(sim.config(), sim.base_url(), options.request_timeout);
+        if options.official_account {
+            settings.mode = OAuthMode::OfficialAccount {
+                appid: sim.config().authorizer_appid.clone(),
+                secret: sim.config().official_account_secret.clone(),
+            };
+        }
+        let wechat =
+            WeChatOAuth::new(settings, Arc::new(MemoryPlatformStore::new())).expect("wechat");
         let background = options
             .background
             .then(|| wechat.start_background())
@@ -393,7 +400,7 @@ impl World {
             server: Some(server),
             background,
         };
-        if options.ready {
+        if options.ready && !options.official_account {
             world.push_ticket().await;
             world.wait_ready().await;
         }
