@@ -437,10 +437,16 @@ async fn a_state_from_another_browser_is_refused() {
 
     // Without any flow cookie.
     let mut bare = victim.fresh();
-    let reply = bare.get(victims_callback).await;
+    let reply = bare.get(victims_callback.clone()).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(!sets_session(&reply));
     assert_eq!(session_count(&world).await, 0);
+
+    // Neither attempt consumed the victim's login.
+    let reply = victim.get(victims_callback).await;
+    assert_eq!(reply.status, StatusCode::FOUND, "{}", reply.body);
+    assert!(sets_session(&reply));
+    assert_eq!(session_count(&world).await, 1);
 }
 
 #[tokio::test]

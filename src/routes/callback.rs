@@ -6,8 +6,10 @@
 //! callback for an already completed state creates no second session; the new session always
 //! gets a fresh id (an id the browser sent is never reused — its session is deleted).
 //!
-//! A callback from a browser without a flow cookie never consumes the state (it can only be a
-//! replay of someone else's URL or a reload after completion), so it cannot burn a pending login.
+//! The flow binding is derived from the state (`routes::flow_binding`), so a callback whose
+//! flow cookie does not list the state is refused before anything is consumed (it can only be a
+//! replay of someone else's URL, a tampered state or a reload after completion): it cannot burn
+//! a pending login, and only a state this browser holds is waited for as a duplicate.
 
 use std::time::Duration;
 
@@ -32,11 +34,14 @@ pub(crate) async fn handle(shared: &Shared, req: &Parts) -> Result<OwnResponse, 
     let state = super::query_param(uri, "state")
         .filter(|s| !s.is_empty() && s.len() <= 128)
         .ok_or(AuthError::InvalidState)?;
+    let binding = super::flow_binding(&state);
     let key = FlowKey::new(state);
-    let Some(mut pending) = shared.cookies.read_flow(headers) else {
-        // No login was started in this browser (or its flow cookie is gone because the login
-        // completed). Never consume the flow here: a replay of someone else's callback URL must
-        // not burn their pending login. A reload after completion is sent on, without waiting.
+    let pending = shared.cookies.read_flow(headers);
+    let Some(mut pending) = pending.filter(|p| p.contains(&binding)) else {
+        // This browser was not issued this state (no flow cookie, another browser's state, a
+        // tampered one), or its flow cookie no longer lists it because the login completed.
+        // Never consume the flow here: a replay of someone else's callback URL must not burn
+        // their pending login. A reload after completion is sent on, without waiting.
         return if completed(shared, &key).await? {
             Ok(redirect("/"))
         } else {

@@ -9,7 +9,7 @@ use rand::distributions::Alphanumeric;
 use crate::error::AuthError;
 use crate::layer::Shared;
 use crate::layer::response::{OwnResponse, add_cookie, redirect};
-use crate::session::{FlowBinding, FlowKey, LoginFlow, ReturnPath};
+use crate::session::{FlowKey, LoginFlow, ReturnPath};
 use crate::wechat::OAuthState;
 
 /// 32 alphanumeric characters ≈ 190 bits, within WeChat's `[A-Za-z0-9]{,128}` for `state`.
@@ -51,7 +51,7 @@ async fn try_start(
         .take(STATE_LEN)
         .map(char::from)
         .collect();
-    let binding = FlowBinding::generate();
+    let binding = super::flow_binding(&state);
     let flow = LoginFlow {
         return_path,
         created_at: crate::wechat::token::now_unix().max(0) as u64,

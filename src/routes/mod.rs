@@ -52,9 +52,41 @@ pub(crate) fn wants_html(headers: &HeaderMap) -> bool {
     accept_prefers_html(headers)
 }
 
+/// The browser binding of the login flow `state`: the first 128 bits of SHA-256(state),
+/// base64url.
+///
+/// Derived from the state (rather than random) so that the callback can check that *this*
+/// browser was issued the state — its flow cookie, which it cannot forge (authenticated
+/// encryption), holds the binding — before consuming anything: a state from another browser, a
+/// tampered one or a replay then never burns someone's pending login, and only a state this
+/// browser really holds is waited for as a possible duplicate. The binding is also kept in the
+/// server-side flow and compared again after the flow is taken.
+pub(crate) fn flow_binding(state: &str) -> crate::session::FlowBinding {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(state.as_bytes());
+    crate::session::FlowBinding::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]),
+    )
+}
+
 /// Reads one query parameter (decoded). Repeated parameters: the first wins.
 pub(crate) fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
     url::form_urlencoded::parse(uri.query()?.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_binding_is_a_128_bit_digest_of_the_state() {
+        let a = flow_binding("AbCdEfGhIjKlMnOpQrStUvWxYz012345");
+        assert_eq!(a, flow_binding("AbCdEfGhIjKlMnOpQrStUvWxYz012345"));
+        assert_ne!(a, flow_binding("AbCdEfGhIjKlMnOpQrStUvWxYz012346"));
+        assert_eq!(a.expose_secret().len(), 22);
+        assert!(!a.expose_secret().contains("AbCd"));
+    }
 }
