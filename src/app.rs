@@ -6,7 +6,7 @@
 //! upstream proxy in [`WeChatAuthLayer`] and serves until `shutdown` resolves.
 
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,10 +77,7 @@ pub async fn run(
         .sim_url()
         .unwrap_or_else(|| config.wechat.open_base_url.clone());
 
-    let platform_store: Arc<dyn PlatformStore> = Arc::new(
-        FileStore::new(config.server.state_dir.clone())
-            .map_err(|e| setup("state_dir")(e.to_string()))?,
-    );
+    let platform_store = platform_store(&config).await?;
     let wechat = WeChatOAuth::new(
         wechat_settings(&config, &secrets, api_base, open_base)?,
         platform_store,
@@ -150,12 +147,56 @@ async fn session_store(config: &Config) -> Result<Arc<dyn SessionStore>, AppErro
     }
 }
 
+#[cfg(feature = "redis")]
+async fn redis_session_store(
+    config: &Config,
+    settings: SessionSettings,
+) -> Result<Arc<dyn SessionStore>, AppError> {
+    let url = config
+        .session
+        .redis_url
+        .as_ref()
+        .ok_or_else(|| setup("session")("session.redis_url is missing".into()))?;
+    let store =
+        crate::session::redis::RedisSessionStore::new(url.expose_secret(), REDIS_PREFIX, settings)
+            .await
+            .map_err(|e| setup("session")(e.to_string()))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "redis"))]
 async fn redis_session_store(
     _config: &Config,
     _settings: SessionSettings,
 ) -> Result<Arc<dyn SessionStore>, AppError> {
     Err(setup("session")(
         "store = \"redis\" needs a build with the `redis` feature".into(),
+    ))
+}
+
+/// Key prefix of everything this proxy keeps in Redis.
+#[cfg(feature = "redis")]
+const REDIS_PREFIX: &str = "wxauth:";
+
+/// The platform store: the state directory by default; Redis when sessions are in Redis, so
+/// that every instance shares one ticket, one token and one refresh lock.
+async fn platform_store(config: &Config) -> Result<Arc<dyn PlatformStore>, AppError> {
+    #[cfg(feature = "redis")]
+    if config.session.store == StoreKind::Redis {
+        let url = config
+            .session
+            .redis_url
+            .as_ref()
+            .ok_or_else(|| setup("session")("session.redis_url is missing".into()))?;
+        let store =
+            crate::wechat::redis::RedisPlatformStore::new(url.expose_secret(), REDIS_PREFIX)
+                .await
+                .map_err(|e| setup("wechat")(e.to_string()))?;
+        return Ok(Arc::new(store));
+    }
+    Ok(Arc::new(
+        FileStore::new(config.server.state_dir.clone())
+            .map_err(|e| setup("state_dir")(e.to_string()))?,
     ))
 }
 
@@ -325,7 +366,7 @@ impl DevServices {
     #[cfg(feature = "sim")]
     async fn start(config: &Config, secrets: &ResolvedSecrets) -> Result<Self, AppError> {
         use crate::sim::{SimConfig, SimWeChat, upstream::DemoUpstream};
-        let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let loopback = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
         let mut services = DevServices::default();
         if config.dev.simulate_wechat {
             let mut sim = SimConfig {

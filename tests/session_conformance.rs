@@ -336,3 +336,15 @@ async fn memory_store(settings: SessionSettings) -> Arc<dyn SessionStore> {
 }
 
 store_conformance!(memory, memory_store);
+
+#[cfg(feature = "redis")]
+mod common_redis;
+
+/// A Redis store on its own throw-away `redis-server` (fails, never skips, without one).
+#[cfg(feature = "redis")]
+async fn redis_store(settings: SessionSettings) -> Arc<dyn SessionStore> {
+    Arc::new(common_redis::ServerBoundSessionStore::start(settings).await)
+}
+
+#[cfg(feature = "redis")]
+store_conformance!(redis_backend, redis_store);

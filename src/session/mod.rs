@@ -57,6 +57,8 @@
 pub mod cookie;
 pub mod flow;
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod return_path;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -73,6 +75,8 @@ use crate::identity::Identity;
 pub use self::cookie::{CookieCodec, CookieKeyError, CookieSettings};
 pub use self::flow::{FlowBinding, FlowCookie, FlowKey, LoginFlow};
 pub use self::memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use self::redis::RedisSessionStore;
 pub use self::return_path::{ReturnPath, ReturnPathError};
 
 /// Number of random bytes in a [`SessionId`] (128 bits, the OWASP recommendation).

@@ -10,6 +10,8 @@ pub mod error;
 pub mod events;
 pub mod oauth;
 pub mod persist;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod token;
 
 use crate::{plain_type, secret_type};

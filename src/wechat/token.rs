@@ -470,7 +470,18 @@ impl ComponentTokenManager {
             }
             tracing::warn!(appid = %inner.appid, "another instance holds the refresh lock but stored no token; fetching anyway");
         }
-        let result = self.fetch_from_wechat().await;
+        // Double-checked across instances: another instance may have fetched, stored and
+        // released the lock between our store read and our lock; fetching again would
+        // invalidate the token it just shared.
+        let result = if locked {
+            self.adopt_from_store().await;
+            match self.satisfying(need) {
+                Some(t) => Ok(t),
+                None => self.fetch_from_wechat().await,
+            }
+        } else {
+            self.fetch_from_wechat().await
+        };
         if locked {
             if let Err(e) = inner.store.unlock_refresh(&inner.appid).await {
                 tracing::warn!(appid = %inner.appid, error = %e, "cannot release the refresh lock");

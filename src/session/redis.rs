@@ -1,0 +1,428 @@
+//! The shared session store on Redis (feature `redis`), for several proxy instances.
+//!
+//! Layout (every key starts with the configured prefix, e.g. `wxauth:`):
+//!
+//! | key                                 | type   | value                                        |
+//! |-------------------------------------|--------|----------------------------------------------|
+//! | `<prefix>session:<sha256(id) hex>`  | hash   | `r` = record (JSON), `d` = absolute deadline |
+//! | `<prefix>flow:<sha256(state) hex>`  | string | pending [`LoginFlow`] (JSON)                 |
+//! | `<prefix>done:<sha256(state) hex>`  | string | session id of a completed flow               |
+//!
+//! Session ids and OAuth states are bearer secrets, so keys carry their SHA-256 only: `KEYS`,
+//! `MONITOR` of key names or a slow log never show a usable id.
+//!
+//! Expiry: a session key expires at `min(deadline, now + idle_timeout)`, recomputed atomically
+//! (Lua) at every `load`/`touch`; the deadline is fixed at `create` (`now + ttl`). All times are
+//! Redis' own clock (`TIME`), so instances with skewed clocks agree. Flows are taken with
+//! `GETDEL` (single use even across instances), so Redis ≥ 6.2 is required.
+//!
+//! Bounds: [`SessionSettings::capacity`] and [`SessionSettings::flow_capacity`] are not enforced
+//! here — every key carries a TTL, and memory is bounded by the server's `maxmemory`. Run the
+//! server with a `maxmemory` and a `volatile-*` eviction policy, so that anonymous clients
+//! starting logins can at worst evict old sessions, never exhaust the host.
+//!
+//! Every call is bounded by an operation timeout (default 2 s): a hung Redis fails closed with
+//! [`StoreError::Backend`] instead of stalling requests. Error messages name the operation and
+//! the error category only — never a key, a value or the connection URL (which may hold a
+//! password).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands as _, RedisError, Script};
+use sha2::{Digest as _, Sha256};
+
+use super::{
+    FlowKey, LoginFlow, SessionId, SessionRecord, SessionSettings, SessionStore, StoreError,
+    unix_now,
+};
+
+/// Default bound on every Redis call (connect included).
+pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many fresh ids `create` draws before giving up (one collision of 128-bit ids is already
+/// astronomically unlikely).
+const CREATE_ATTEMPTS: usize = 4;
+
+/// `KEYS[1]` session key; `ARGV[1]` record, `ARGV[2]` ttl ms, `ARGV[3]` idle ms.
+/// Returns 1 when created, 0 when the key exists (never overwrites).
+const CREATE_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = now + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'r', ARGV[1], 'd', deadline)
+redis.call('PEXPIREAT', KEYS[1], math.min(deadline, now + tonumber(ARGV[3])))
+return 1
+";
+
+/// `KEYS[1]` session key; `ARGV[1]` idle ms; `ARGV[2]` `r` to return the record, `t` for 1.
+/// Returns nil when the session is not live; extends its expiry to `min(deadline, now + idle)`.
+const LOAD_LUA: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'r', 'd')
+if not v[1] or not v[2] then return false end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = tonumber(v[2])
+if not deadline or deadline <= now then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+redis.call('PEXPIREAT', KEYS[1], math.min(deadline, now + tonumber(ARGV[1])))
+if ARGV[2] == 'r' then return v[1] end
+return 1
+";
+
+/// Shared [`SessionStore`] on Redis; several proxy instances pointed at the same Redis and
+/// prefix share sessions and pending logins.
+///
+/// Cheap to clone (the connection is multiplexed and reconnects by itself); clones share it.
+#[derive(Clone)]
+pub struct RedisSessionStore {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    settings: SessionSettings,
+    op_timeout: Duration,
+    create: Arc<Script>,
+    load: Arc<Script>,
+}
+
+impl std::fmt::Debug for RedisSessionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No URL (it may carry a password) and no connection internals.
+        f.debug_struct("RedisSessionStore")
+            .field("prefix", &self.prefix)
+            .field("settings", &self.settings)
+            .field("op_timeout", &self.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSessionStore {
+    /// Connects to `url` (`redis://[:password@]host[:port][/db]`, `rediss://` needs a TLS
+    /// feature of the `redis` crate) and namespaces every key under `key_prefix`.
+    ///
+    /// Connecting eagerly makes a wrong URL or an unreachable server a startup error rather
+    /// than a stream of failed logins. Calls are bounded by [`DEFAULT_OP_TIMEOUT`].
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] if the URL is invalid or the server cannot be reached in time
+    /// (the message never contains the URL).
+    pub async fn new(
+        url: &str,
+        key_prefix: &str,
+        settings: SessionSettings,
+    ) -> Result<Self, StoreError> {
+        let conn = connect(url, DEFAULT_OP_TIMEOUT).await?;
+        Ok(Self::from_connection(conn, key_prefix, settings))
+    }
+
+    /// A store on an existing connection, e.g. one shared with the Redis platform store so a
+    /// process holds a single connection.
+    pub fn from_connection(
+        conn: ConnectionManager,
+        key_prefix: &str,
+        settings: SessionSettings,
+    ) -> Self {
+        Self {
+            conn,
+            prefix: Arc::from(key_prefix),
+            settings,
+            op_timeout: DEFAULT_OP_TIMEOUT,
+            create: Arc::new(Script::new(CREATE_LUA)),
+            load: Arc::new(Script::new(LOAD_LUA)),
+        }
+    }
+
+    /// Replaces the bound on every call (default [`DEFAULT_OP_TIMEOUT`]); past it a call fails
+    /// with [`StoreError::Backend`].
+    #[must_use]
+    pub fn with_op_timeout(mut self, op_timeout: Duration) -> Self {
+        self.op_timeout = op_timeout;
+        self
+    }
+
+    /// The settings the store was built with.
+    pub fn settings(&self) -> &SessionSettings {
+        &self.settings
+    }
+
+    /// The underlying connection (multiplexed, reconnecting), e.g. to build the Redis platform
+    /// store on the same connection.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    fn session_key(&self, id: &SessionId) -> String {
+        format!("{}session:{}", self.prefix, hex_sha256(id.expose_bytes()))
+    }
+
+    fn flow_key(&self, key: &FlowKey) -> String {
+        format!(
+            "{}flow:{}",
+            self.prefix,
+            hex_sha256(key.expose_secret().as_bytes())
+        )
+    }
+
+    fn done_key(&self, key: &FlowKey) -> String {
+        format!(
+            "{}done:{}",
+            self.prefix,
+            hex_sha256(key.expose_secret().as_bytes())
+        )
+    }
+
+    /// Runs one Redis call under the operation timeout, mapping failures to safe messages.
+    async fn run<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.op_timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(StoreError::Backend(describe(op, &e))),
+            Err(_) => Err(StoreError::Backend(format!(
+                "redis {op}: no reply within {:?}",
+                self.op_timeout
+            ))),
+        }
+    }
+
+    /// The session's record (`want_record`) or just whether it is live, extending its expiry.
+    async fn load_or_touch(
+        &self,
+        id: &SessionId,
+        want_record: bool,
+    ) -> Result<Option<String>, StoreError> {
+        let key = self.session_key(id);
+        let idle = millis(self.settings.idle_timeout);
+        let mut conn = self.conn.clone();
+        let mode = if want_record { "r" } else { "t" };
+        let mut invocation = self.load.key(key);
+        invocation.arg(idle).arg(mode);
+        // `touch` answers 1 (an integer); convert everything to an optional string.
+        let value: redis::Value = self
+            .run("load session", invocation.invoke_async(&mut conn))
+            .await?;
+        match value {
+            redis::Value::Nil => Ok(None),
+            redis::Value::Int(_) => Ok(Some(String::new())),
+            redis::Value::BulkString(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| StoreError::Decode("session record is not UTF-8".to_owned())),
+            _ => Err(StoreError::Backend(
+                "redis load session: unexpected reply type".to_owned(),
+            )),
+        }
+    }
+}
+
+/// Connects with a reconnecting, multiplexed connection whose connect and response timeouts
+/// are `op_timeout`.
+async fn connect(url: &str, op_timeout: Duration) -> Result<ConnectionManager, StoreError> {
+    let client = redis::Client::open(url).map_err(|e| StoreError::Backend(describe("open", &e)))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(op_timeout))
+        .set_response_timeout(Some(op_timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(1));
+    match tokio::time::timeout(
+        op_timeout.saturating_mul(2),
+        ConnectionManager::new_with_config(client, config),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(StoreError::Backend(describe("connect", &e))),
+        Err(_) => Err(StoreError::Backend(format!(
+            "redis connect: no connection within {:?}",
+            op_timeout.saturating_mul(2)
+        ))),
+    }
+}
+
+/// A description of a Redis failure that cannot contain a secret: the operation, the error
+/// category and the server's error code — never the server's detail text, a key, or the URL.
+fn describe(op: &str, e: &RedisError) -> String {
+    let mut text = format!("redis {op}: {}", e.category());
+    if let Some(code) = e.code() {
+        text.push_str(" (");
+        text.push_str(code);
+        text.push(')');
+    }
+    if e.is_timeout() {
+        text.push_str(", timed out");
+    } else if e.is_connection_refusal() {
+        text.push_str(", connection refused");
+    } else if e.is_connection_dropped() {
+        text.push_str(", connection dropped");
+    }
+    text
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whole milliseconds, at least 1 (Redis refuses a zero expiry).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[async_trait]
+impl SessionStore for RedisSessionStore {
+    async fn create(&self, record: SessionRecord) -> Result<SessionId, StoreError> {
+        let encoded =
+            serde_json::to_string(&record).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let ttl = millis(self.settings.ttl);
+        let idle = millis(self.settings.idle_timeout);
+        for _ in 0..CREATE_ATTEMPTS {
+            let id = SessionId::generate();
+            let mut conn = self.conn.clone();
+            let mut invocation = self.create.key(self.session_key(&id));
+            invocation.arg(&encoded).arg(ttl).arg(idle);
+            let created: i64 = self
+                .run("create session", invocation.invoke_async(&mut conn))
+                .await?;
+            if created == 1 {
+                tracing::debug!(session = %id.fingerprint(), "session created");
+                return Ok(id);
+            }
+            tracing::warn!("session id collision; drawing a new id");
+        }
+        Err(StoreError::Backend(
+            "could not allocate a unique session id".to_owned(),
+        ))
+    }
+
+    async fn load(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        let Some(encoded) = self.load_or_touch(id, true).await? else {
+            return Ok(None);
+        };
+        // serde_json's messages name a position and a category, never the content.
+        let mut record: SessionRecord =
+            serde_json::from_str(&encoded).map_err(|e| StoreError::Decode(e.to_string()))?;
+        record.last_seen = unix_now();
+        Ok(Some(record))
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        let key = self.session_key(id);
+        let mut conn = self.conn.clone();
+        let _: i64 = self.run("delete session", conn.del(key)).await?;
+        Ok(())
+    }
+
+    async fn touch(&self, id: &SessionId) -> Result<bool, StoreError> {
+        Ok(self.load_or_touch(id, false).await?.is_some())
+    }
+
+    async fn put_flow(
+        &self,
+        key: &FlowKey,
+        flow: LoginFlow,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let encoded =
+            serde_json::to_string(&flow).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let key = self.flow_key(key);
+        let mut conn = self.conn.clone();
+        let _: () = self
+            .run("put flow", conn.pset_ex(key, encoded, millis(ttl)))
+            .await?;
+        Ok(())
+    }
+
+    async fn take_flow(&self, key: &FlowKey) -> Result<Option<LoginFlow>, StoreError> {
+        let key = self.flow_key(key);
+        let mut conn = self.conn.clone();
+        // GETDEL is one atomic command: of concurrent takers (any instance) one gets the value.
+        let taken: Option<String> = self.run("take flow", conn.get_del(key)).await?;
+        taken
+            .map(|encoded| {
+                serde_json::from_str(&encoded).map_err(|e| StoreError::Decode(e.to_string()))
+            })
+            .transpose()
+    }
+
+    async fn remember_completed(
+        &self,
+        key: &FlowKey,
+        session: &SessionId,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = self.done_key(key);
+        let mut conn = self.conn.clone();
+        let _: () = self
+            .run(
+                "remember completed flow",
+                conn.pset_ex(key, session.expose_secret(), millis(ttl)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn completed(&self, key: &FlowKey) -> Result<Option<SessionId>, StoreError> {
+        let key = self.done_key(key);
+        let mut conn = self.conn.clone();
+        let value: Option<String> = self.run("read completed flow", conn.get(key)).await?;
+        value
+            .map(|text| {
+                SessionId::parse(&text)
+                    .ok_or_else(|| StoreError::Decode("stored session id is malformed".to_owned()))
+            })
+            .transpose()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: String = self
+            .run("ping", redis::cmd("PING").query_async(&mut conn))
+            .await?;
+        if reply == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Backend(
+                "redis ping: unexpected reply".to_owned(),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_hide_ids_and_states() {
+        let id = SessionId::generate();
+        let state = FlowKey::new("state-secret-value");
+        let session_key = format!("wx:session:{}", hex_sha256(id.expose_bytes()));
+        assert!(!session_key.contains(&id.expose_secret()));
+        assert_eq!(session_key.len(), "wx:session:".len() + 64);
+        let flow = format!("wx:flow:{}", hex_sha256(state.expose_secret().as_bytes()));
+        assert!(!flow.contains("state-secret-value"));
+    }
+
+    #[test]
+    fn millis_never_zero() {
+        assert_eq!(millis(Duration::ZERO), 1);
+        assert_eq!(millis(Duration::from_micros(10)), 1);
+        assert_eq!(millis(Duration::from_secs(2)), 2000);
+    }
+
+    #[test]
+    fn open_errors_do_not_echo_the_url() {
+        let url = "redis://:hunter2-password@[::1:6379/0";
+        let e = redis::Client::open(url).err().map(|e| describe("open", &e));
+        let text = e.unwrap_or_default();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.starts_with("redis open: "), "{text}");
+    }
+}

@@ -1,0 +1,822 @@
+//! The Redis backends (feature `redis`) against real, throw-away `redis-server`s: sessions and
+//! pending logins shared between instances, the platform store's atomic operations and refresh
+//! lock, one token fetch for two proxy instances, and failing closed when Redis breaks.
+//!
+//! Without `redis-server` on PATH these tests fail with an install hint; they never skip.
+#![cfg(feature = "redis")]
+// Test helpers outside #[test] functions fail loudly on purpose.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common_redis;
+
+use std::{future::Future, time::Duration};
+
+use common_redis::{RedisServer, raw_command};
+use sha2::{Digest as _, Sha256};
+use wechat_oauth_proxy::{
+    Identity,
+    session::{
+        FlowBinding, FlowKey, LoginFlow, RedisSessionStore, ReturnPath, SessionId, SessionRecord,
+        SessionSettings, SessionStore, StoreError as SessionStoreError,
+    },
+    wechat::{
+        ComponentAccessToken, ComponentAppId, VerifyTicket,
+        persist::{PlatformStore, StoreError as PlatformStoreError, StoredTicket, StoredToken},
+        redis::RedisPlatformStore,
+        token::now_unix,
+    },
+};
+
+/// Upper bound for every await that touches the network.
+const LIMIT: Duration = Duration::from_secs(30);
+
+async fn bounded<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(LIMIT, future)
+        .await
+        .expect("await timed out")
+}
+
+fn prefix() -> String {
+    format!("t{:08x}:", rand::random::<u32>())
+}
+
+async fn session_store(server: &RedisServer, prefix: &str) -> RedisSessionStore {
+    bounded(RedisSessionStore::new(
+        &server.url(),
+        prefix,
+        SessionSettings::default(),
+    ))
+    .await
+    .unwrap()
+}
+
+async fn platform_store(server: &RedisServer, prefix: &str) -> RedisPlatformStore {
+    bounded(RedisPlatformStore::new(&server.url(), prefix))
+        .await
+        .unwrap()
+}
+
+fn identity(openid: &str) -> Identity {
+    Identity {
+        openid: openid.to_owned(),
+        unionid: None,
+        nickname: "小红 🌸".to_owned(),
+        avatar: String::new(),
+        appid: "wxa1b2c3d4e5f60708".to_owned(),
+        scope: "snsapi_userinfo".to_owned(),
+    }
+}
+
+fn flow() -> LoginFlow {
+    LoginFlow {
+        return_path: ReturnPath::parse("/orders?id=7").unwrap(),
+        created_at: 1_700_000_000,
+        binding: FlowBinding::generate(),
+    }
+}
+
+fn appid() -> ComponentAppId {
+    ComponentAppId::new("wx0123456789abcdef")
+}
+
+fn ticket(create_time: i64) -> StoredTicket {
+    StoredTicket {
+        ticket: VerifyTicket::new(format!("ticket@@@{create_time}")),
+        create_time,
+        received_at: create_time,
+    }
+}
+
+fn token(value: &str, lifetime_secs: i64) -> StoredToken {
+    StoredToken {
+        token: ComponentAccessToken::new(value),
+        expires_at: now_unix() + lifetime_secs,
+    }
+}
+
+/// A direct client for inspecting and corrupting what the stores wrote.
+async fn inspector(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(server.url()).unwrap();
+    bounded(client.get_multiplexed_async_connection())
+        .await
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_and_flows_are_shared_between_instances() {
+    let server = RedisServer::start();
+    let prefix = prefix();
+    let a = session_store(&server, &prefix).await;
+    let b = session_store(&server, &prefix).await;
+
+    let id = bounded(a.create(SessionRecord::new(identity("o-shared"))))
+        .await
+        .unwrap();
+    let seen_by_b = bounded(b.load(&id)).await.unwrap().expect("visible to B");
+    assert_eq!(seen_by_b.identity.openid, "o-shared");
+    bounded(b.delete(&id)).await.unwrap();
+    assert_eq!(
+        bounded(a.load(&id)).await.unwrap(),
+        None,
+        "logout on B ends it on A"
+    );
+
+    // A login started on A may come back to B; the state is single use across instances.
+    for _ in 0..10 {
+        let key = FlowKey::new(FlowBinding::generate().expose_secret());
+        let stored = flow();
+        bounded(a.put_flow(&key, stored.clone(), Duration::from_secs(60)))
+            .await
+            .unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let key = key.clone();
+            tasks.spawn(async move { store.take_flow(&key).await });
+        }
+        let mut winners = Vec::new();
+        while let Some(joined) = bounded(tasks.join_next()).await {
+            if let Some(f) = joined.unwrap().unwrap() {
+                winners.push(f);
+            }
+        }
+        assert_eq!(winners, vec![stored]);
+    }
+
+    // A completed marker written by A is read by B.
+    let key = FlowKey::new("state-done");
+    let session = bounded(a.create(SessionRecord::new(identity("o-done"))))
+        .await
+        .unwrap();
+    bounded(a.remember_completed(&key, &session, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(bounded(b.completed(&key)).await.unwrap(), Some(session));
+}
+
+#[tokio::test]
+async fn prefixes_separate_deployments() {
+    let server = RedisServer::start();
+    let a = session_store(&server, "one:").await;
+    let b = session_store(&server, "two:").await;
+    let id = bounded(a.create(SessionRecord::new(identity("o-a"))))
+        .await
+        .unwrap();
+    assert_eq!(bounded(b.load(&id)).await.unwrap(), None);
+    assert!(!bounded(b.touch(&id)).await.unwrap());
+    assert!(bounded(a.touch(&id)).await.unwrap());
+}
+
+#[tokio::test]
+async fn keys_never_contain_session_ids_or_states() {
+    let server = RedisServer::start();
+    let store = session_store(&server, "wx:").await;
+    let id = bounded(store.create(SessionRecord::new(identity("o-keys"))))
+        .await
+        .unwrap();
+    let state = FlowKey::new("the-oauth-state-0123456789");
+    bounded(store.put_flow(&state, flow(), Duration::from_secs(60)))
+        .await
+        .unwrap();
+    bounded(store.remember_completed(&state, &id, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let mut conn = inspector(&server).await;
+    let keys: Vec<String> = bounded(redis::cmd("KEYS").arg("*").query_async(&mut conn))
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    for key in &keys {
+        assert!(key.starts_with("wx:"), "{key}");
+        assert!(!key.contains(&id.expose_secret()), "{key}");
+        assert!(!key.contains("the-oauth-state"), "{key}");
+    }
+    // Session keys expire (idle timeout), they are never left without a TTL.
+    let session_key = format!("wx:session:{}", sha256_hex(id.expose_bytes().as_slice()));
+    let ttl: i64 = bounded(redis::cmd("PTTL").arg(&session_key).query_async(&mut conn))
+        .await
+        .unwrap();
+    assert!(ttl > 0, "session key has no expiry: {ttl}");
+    assert!(
+        ttl <= i64::try_from(SessionSettings::default().idle_timeout.as_millis()).unwrap(),
+        "{ttl}"
+    );
+}
+
+#[tokio::test]
+async fn garbled_stored_values_are_errors_not_panics() {
+    let server = RedisServer::start();
+    let store = session_store(&server, "g:").await;
+    let mut conn = inspector(&server).await;
+
+    // A session hash whose record is not JSON.
+    let id = SessionId::generate();
+    let key = format!("g:session:{}", sha256_hex(id.expose_bytes()));
+    let _: () = bounded(
+        redis::cmd("HSET")
+            .arg(&key)
+            .arg("r")
+            .arg("{not json")
+            .arg("d")
+            .arg(i64::MAX / 4)
+            .query_async(&mut conn),
+    )
+    .await
+    .unwrap();
+    let e = bounded(store.load(&id)).await.unwrap_err();
+    assert!(matches!(e, SessionStoreError::Decode(_)), "{e:?}");
+
+    // A key of the wrong type.
+    let id = SessionId::generate();
+    let key = format!("g:session:{}", sha256_hex(id.expose_bytes()));
+    let _: () = bounded(redis::cmd("SET").arg(&key).arg("x").query_async(&mut conn))
+        .await
+        .unwrap();
+    let e = bounded(store.load(&id)).await.unwrap_err();
+    assert!(matches!(e, SessionStoreError::Backend(_)), "{e:?}");
+
+    // A garbled flow and a garbled completed marker.
+    let state = FlowKey::new("garbled-state");
+    let hash = sha256_hex(state.expose_secret().as_bytes());
+    let _: () = bounded(
+        redis::cmd("SET")
+            .arg(format!("g:flow:{hash}"))
+            .arg("[1,2")
+            .query_async(&mut conn),
+    )
+    .await
+    .unwrap();
+    let _: () = bounded(
+        redis::cmd("SET")
+            .arg(format!("g:done:{hash}"))
+            .arg("not-a-session-id")
+            .query_async(&mut conn),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        bounded(store.take_flow(&state)).await,
+        Err(SessionStoreError::Decode(_))
+    ));
+    assert!(matches!(
+        bounded(store.completed(&state)).await,
+        Err(SessionStoreError::Decode(_))
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Platform store
+
+#[tokio::test]
+async fn platform_values_round_trip_and_are_shared() {
+    let server = RedisServer::start();
+    let prefix = prefix();
+    let a = platform_store(&server, &prefix).await;
+    let b = platform_store(&server, &prefix).await;
+    let other = ComponentAppId::new("wxfedcba9876543210");
+
+    assert_eq!(bounded(a.load_ticket(&appid())).await.unwrap(), None);
+    assert_eq!(bounded(a.load_token(&appid())).await.unwrap(), None);
+    bounded(a.ping()).await.unwrap();
+
+    bounded(a.save_ticket(&appid(), &ticket(100)))
+        .await
+        .unwrap();
+    let stored = token("tok-a", 3600);
+    bounded(a.save_token(&appid(), &stored)).await.unwrap();
+    assert_eq!(
+        bounded(b.load_ticket(&appid())).await.unwrap(),
+        Some(ticket(100))
+    );
+    assert_eq!(bounded(b.load_token(&appid())).await.unwrap(), Some(stored));
+    // Other appids and other prefixes see nothing.
+    assert_eq!(bounded(b.load_ticket(&other)).await.unwrap(), None);
+    assert_eq!(bounded(b.load_token(&other)).await.unwrap(), None);
+    let elsewhere = platform_store(&server, "elsewhere:").await;
+    assert_eq!(bounded(elsewhere.load_token(&appid())).await.unwrap(), None);
+
+    // A newer ticket replaces, an older one does not (pushes may arrive out of order).
+    bounded(b.save_ticket(&appid(), &ticket(200)))
+        .await
+        .unwrap();
+    bounded(a.save_ticket(&appid(), &ticket(150)))
+        .await
+        .unwrap();
+    assert_eq!(
+        bounded(a.load_ticket(&appid())).await.unwrap(),
+        Some(ticket(200))
+    );
+
+    // The token key expires with the token.
+    let mut conn = inspector(&server).await;
+    let pttl: i64 = bounded(
+        redis::cmd("PTTL")
+            .arg(format!("{prefix}wechat:token:wx0123456789abcdef"))
+            .query_async(&mut conn),
+    )
+    .await
+    .unwrap();
+    assert!(pttl > 3_000_000 && pttl <= 3_600_000, "{pttl}");
+    bounded(a.save_token(&appid(), &token("short", 1)))
+        .await
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..40 {
+        if bounded(b.load_token(&appid())).await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "an expired token stayed in redis");
+    // An already expired token is not stored at all.
+    bounded(a.save_token(&appid(), &token("stale", -5)))
+        .await
+        .unwrap();
+    assert_eq!(bounded(b.load_token(&appid())).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn invalidation_compares_before_deleting() {
+    let server = RedisServer::start();
+    let store = platform_store(&server, &prefix()).await;
+    let current = token("current", 3600);
+    bounded(store.save_token(&appid(), &current)).await.unwrap();
+    assert!(
+        !bounded(store.invalidate_token_if(&appid(), &ComponentAccessToken::new("older")))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        bounded(store.load_token(&appid())).await.unwrap(),
+        Some(current.clone())
+    );
+    assert!(
+        bounded(store.invalidate_token_if(&appid(), &current.token))
+            .await
+            .unwrap()
+    );
+    assert_eq!(bounded(store.load_token(&appid())).await.unwrap(), None);
+    assert!(
+        !bounded(store.invalidate_token_if(&appid(), &current.token))
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn the_refresh_lock_is_exclusive_owned_and_expires() {
+    let server = RedisServer::start();
+    let prefix = prefix();
+    let a = platform_store(&server, &prefix).await;
+    let b = platform_store(&server, &prefix).await;
+    let ttl = Duration::from_secs(30);
+
+    assert!(bounded(a.try_lock_refresh(&appid(), ttl)).await.unwrap());
+    assert!(!bounded(b.try_lock_refresh(&appid(), ttl)).await.unwrap());
+    assert!(!bounded(a.try_lock_refresh(&appid(), ttl)).await.unwrap());
+    // Another appid has its own lock.
+    let other = ComponentAppId::new("wxfedcba9876543210");
+    assert!(bounded(b.try_lock_refresh(&other, ttl)).await.unwrap());
+    // B does not hold A's lock: its release changes nothing.
+    bounded(b.unlock_refresh(&appid())).await.unwrap();
+    assert!(!bounded(b.try_lock_refresh(&appid(), ttl)).await.unwrap());
+    // A releases; B gets it.
+    bounded(a.unlock_refresh(&appid())).await.unwrap();
+    assert!(bounded(b.try_lock_refresh(&appid(), ttl)).await.unwrap());
+    bounded(b.unlock_refresh(&appid())).await.unwrap();
+
+    // A crashed holder's lock expires by itself.
+    assert!(
+        bounded(a.try_lock_refresh(&appid(), Duration::from_millis(300)))
+            .await
+            .unwrap()
+    );
+    let mut taken = false;
+    for _ in 0..50 {
+        if bounded(b.try_lock_refresh(&appid(), ttl)).await.unwrap() {
+            taken = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(taken, "an expired lock was never released");
+    // A's late release does not free B's lock.
+    bounded(a.unlock_refresh(&appid())).await.unwrap();
+    assert!(!bounded(a.try_lock_refresh(&appid(), ttl)).await.unwrap());
+}
+
+#[tokio::test]
+async fn the_lock_is_refused_when_a_token_was_stored_since_we_looked() {
+    let server = RedisServer::start();
+    let prefix = prefix();
+    let a = platform_store(&server, &prefix).await;
+    let b = platform_store(&server, &prefix).await;
+    let ttl = Duration::from_secs(30);
+
+    // A sees no token; B fetches, stores and releases before A asks for the lock.
+    assert_eq!(bounded(a.load_token(&appid())).await.unwrap(), None);
+    assert!(bounded(b.try_lock_refresh(&appid(), ttl)).await.unwrap());
+    bounded(b.save_token(&appid(), &token("from-b", 3600)))
+        .await
+        .unwrap();
+    bounded(b.unlock_refresh(&appid())).await.unwrap();
+    assert!(
+        !bounded(a.try_lock_refresh(&appid(), ttl)).await.unwrap(),
+        "A would fetch again and invalidate B's fresh token"
+    );
+    // Once A has read the new token, it may take the lock (e.g. for its own early refresh).
+    assert!(bounded(a.load_token(&appid())).await.unwrap().is_some());
+    assert!(bounded(a.try_lock_refresh(&appid(), ttl)).await.unwrap());
+    bounded(a.unlock_refresh(&appid())).await.unwrap();
+
+    // After an invalidation (the store is empty again) nobody waits for a token that will
+    // never come: the lock is granted.
+    assert!(
+        bounded(b.invalidate_token_if(&appid(), &ComponentAccessToken::new("from-b")))
+            .await
+            .unwrap()
+    );
+    assert!(bounded(a.try_lock_refresh(&appid(), ttl)).await.unwrap());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two proxy instances, one WeChat
+
+#[cfg(feature = "sim")]
+mod two_instances {
+    use std::{net::SocketAddr, sync::Arc};
+
+    use super::*;
+    use wechat_oauth_proxy::{
+        sim::{AuthMode, Endpoint, SimConfig, SimWeChat},
+        wechat::{
+            Scope,
+            client::ClientSettings,
+            error::WeChatError,
+            oauth::{OAuthMode, WeChatOAuth, WeChatSettings},
+            token::TokenSettings,
+        },
+    };
+
+    async fn start_sim() -> SimWeChat {
+        bounded(SimWeChat::start(
+            SimConfig::default(),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        ))
+        .await
+        .unwrap()
+    }
+
+    fn oauth(sim: &SimWeChat, store: Arc<dyn PlatformStore>) -> WeChatOAuth {
+        oauth_with(sim, store, Duration::from_secs(15 * 60))
+    }
+
+    fn oauth_with(
+        sim: &SimWeChat,
+        store: Arc<dyn PlatformStore>,
+        refresh_margin: Duration,
+    ) -> WeChatOAuth {
+        let c = sim.config();
+        let settings = WeChatSettings {
+            mode: OAuthMode::Component {
+                component_appid: c.component_appid.clone(),
+                component_secret: c.component_secret.clone(),
+                authorizer_appid: c.authorizer_appid.clone(),
+                message_token: c.message_token.clone(),
+                encoding_aes_key: c.encoding_aes_key.clone(),
+                previous_encoding_aes_key: None,
+            },
+            client: ClientSettings {
+                api_base: sim.base_url(),
+                open_base: sim.base_url(),
+                request_timeout: Duration::from_secs(5),
+                ..ClientSettings::default()
+            },
+            token: TokenSettings {
+                refresh_margin,
+                retry_backoff: Duration::from_millis(20),
+                min_refetch_interval: Duration::from_millis(100),
+                ..TokenSettings::default()
+            },
+        };
+        WeChatOAuth::new(settings, store).unwrap()
+    }
+
+    /// Two instances sharing one Redis: a hundred concurrent `token()` calls spread over both
+    /// make exactly one `api_component_token` call; the other instance reads the stored token
+    /// and it is the one WeChat accepts. Several rounds (fresh instances, fresh prefix) to give
+    /// the read-then-lock window a chance to show.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn one_token_fetch_for_two_instances() {
+        let server = RedisServer::start();
+        let sim = start_sim().await;
+        for round in 1..=4u64 {
+            let prefix = prefix();
+            let a = oauth(&sim, Arc::new(platform_store(&server, &prefix).await));
+            let b = oauth(&sim, Arc::new(platform_store(&server, &prefix).await));
+            // The push reached instance A only.
+            bounded(a.token_manager().unwrap().set_ticket(StoredTicket {
+                ticket: sim.current_ticket(),
+                create_time: now_unix(),
+                received_at: now_unix(),
+            }))
+            .await
+            .unwrap();
+
+            let barrier = Arc::new(tokio::sync::Barrier::new(100));
+            let tasks: Vec<_> = (0..100)
+                .map(|i| {
+                    let manager = if i % 2 == 0 { &a } else { &b }
+                        .token_manager()
+                        .unwrap()
+                        .clone();
+                    let barrier = Arc::clone(&barrier);
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        manager.token().await
+                    })
+                })
+                .collect();
+            let mut tokens = Vec::new();
+            for task in tasks {
+                tokens.push(bounded(task).await.unwrap().unwrap());
+            }
+            assert!(
+                tokens.windows(2).all(|w| w[0] == w[1]),
+                "round {round}: both instances serve the same token"
+            );
+            assert_eq!(
+                sim.calls(Endpoint::ComponentToken),
+                round,
+                "round {round}: exactly one fetch for both instances"
+            );
+            assert_eq!(sim.issued_component_tokens(), round);
+
+            // The token B read from Redis works for B's code exchange.
+            let code = sim.issue_code(
+                sim.config().users[0].clone(),
+                Scope::UserInfo,
+                AuthMode::Component,
+            );
+            bounded(b.exchange_code(&code)).await.unwrap();
+            assert_eq!(sim.calls(Endpoint::ComponentToken), round);
+        }
+    }
+
+    /// Both instances run the background refresher: when the token enters its refresh margin
+    /// exactly one of them fetches the next token and the other adopts it — a second fetch would
+    /// invalidate the token the first one just shared.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn early_refresh_is_done_once_for_both_instances() {
+        let server = RedisServer::start();
+        let sim = start_sim().await;
+        // 8 s tokens, 3 s margin: the refresh is due 5 s after a fetch.
+        sim.set_token_ttl(Duration::from_secs(8));
+        let prefix = prefix();
+        let margin = Duration::from_secs(3);
+        let a = oauth_with(
+            &sim,
+            Arc::new(platform_store(&server, &prefix).await),
+            margin,
+        );
+        let b = oauth_with(
+            &sim,
+            Arc::new(platform_store(&server, &prefix).await),
+            margin,
+        );
+        bounded(a.token_manager().unwrap().set_ticket(StoredTicket {
+            ticket: sim.current_ticket(),
+            create_time: now_unix(),
+            received_at: now_unix(),
+        }))
+        .await
+        .unwrap();
+        let (ma, mb) = (
+            a.token_manager().unwrap().clone(),
+            b.token_manager().unwrap().clone(),
+        );
+        let first = bounded(ma.token()).await.unwrap();
+        assert_eq!(bounded(mb.token()).await.unwrap(), first);
+        assert_eq!(sim.calls(Endpoint::ComponentToken), 1);
+
+        let refreshers = [a.start_background().unwrap(), b.start_background().unwrap()];
+        // Nobody calls token(); one refresher must fetch before the 8 s expiry (bounded: 15 s).
+        let mut rounds = 0;
+        while sim.calls(Endpoint::ComponentToken) < 2 {
+            rounds += 1;
+            assert!(rounds < 300, "no background refresh");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Both instances settle on the new token (bounded: 5 s).
+        let mut settled = None;
+        for _ in 0..100 {
+            let (ta, tb) = (
+                bounded(ma.token()).await.unwrap(),
+                bounded(mb.token()).await.unwrap(),
+            );
+            if ta == tb && ta != first {
+                settled = Some(ta);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            settled.is_some(),
+            "the instances did not agree on the new token"
+        );
+        assert_eq!(
+            sim.calls(Endpoint::ComponentToken),
+            2,
+            "one refresh, not one per instance"
+        );
+        // The shared token is the one WeChat accepts now: no 40001, no further fetch.
+        for oauth in [&a, &b] {
+            let code = sim.issue_code(
+                sim.config().users[0].clone(),
+                Scope::UserInfo,
+                AuthMode::Component,
+            );
+            bounded(oauth.exchange_code(&code)).await.unwrap();
+        }
+        assert_eq!(sim.calls(Endpoint::ComponentToken), 2);
+        for r in refreshers {
+            r.abort();
+        }
+    }
+
+    /// Redis gone: the token manager reports a store error (fail closed), it does not panic or
+    /// hang.
+    #[tokio::test]
+    async fn a_missing_redis_is_a_store_error_for_the_token_manager() {
+        let mut server = RedisServer::start();
+        let sim = start_sim().await;
+        let store = platform_store(&server, &prefix())
+            .await
+            .with_op_timeout(Duration::from_millis(500));
+        let a = oauth(&sim, Arc::new(store));
+        server.stop();
+        let e = bounded(a.token_manager().unwrap().token())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, WeChatError::Store(_)), "{e:?}");
+        assert_eq!(sim.calls(Endpoint::ComponentToken), 0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failure: Redis gone, Redis hung, bad credentials
+
+#[tokio::test]
+async fn a_redis_that_goes_away_fails_closed_and_recovers() {
+    let mut server = RedisServer::start();
+    let prefix = prefix();
+    let sessions = session_store(&server, &prefix)
+        .await
+        .with_op_timeout(Duration::from_millis(500));
+    let platform = platform_store(&server, &prefix)
+        .await
+        .with_op_timeout(Duration::from_millis(500));
+    let id = bounded(sessions.create(SessionRecord::new(identity("o-gone"))))
+        .await
+        .unwrap();
+
+    server.stop();
+    assert!(matches!(
+        bounded(sessions.load(&id)).await,
+        Err(SessionStoreError::Backend(_))
+    ));
+    assert!(bounded(sessions.ping()).await.is_err());
+    assert!(
+        bounded(sessions.create(SessionRecord::new(identity("o-new"))))
+            .await
+            .is_err()
+    );
+    assert!(
+        bounded(sessions.take_flow(&FlowKey::new("s")))
+            .await
+            .is_err()
+    );
+    assert!(matches!(
+        bounded(platform.load_token(&appid())).await,
+        Err(PlatformStoreError::Backend(_))
+    ));
+    assert!(
+        bounded(platform.try_lock_refresh(&appid(), Duration::from_secs(5)))
+            .await
+            .is_err()
+    );
+    assert!(bounded(platform.ping()).await.is_err());
+
+    // A new (empty) server on the same address: the stores reconnect by themselves.
+    server.restart();
+    let mut recovered = false;
+    for _ in 0..50 {
+        if bounded(sessions.ping()).await.is_ok() && bounded(platform.ping()).await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the stores did not reconnect");
+    // The old session died with the server; new ones work.
+    assert_eq!(bounded(sessions.load(&id)).await.unwrap(), None);
+    let id = bounded(sessions.create(SessionRecord::new(identity("o-back"))))
+        .await
+        .unwrap();
+    assert!(bounded(sessions.touch(&id)).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_hung_redis_fails_within_the_operation_timeout() {
+    let server = RedisServer::start();
+    let prefix = prefix();
+    let sessions = session_store(&server, &prefix)
+        .await
+        .with_op_timeout(Duration::from_millis(300));
+    let platform = platform_store(&server, &prefix)
+        .await
+        .with_op_timeout(Duration::from_millis(300));
+    bounded(sessions.ping()).await.unwrap();
+
+    // Every client is held for 3 s; each call must give up on its own well before that.
+    assert_eq!(raw_command(server.port(), "CLIENT PAUSE 3000 ALL"), "+OK");
+    let e = bounded(sessions.load(&SessionId::generate()))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no reply within"), "{e}");
+    let e = bounded(platform.load_ticket(&appid())).await.unwrap_err();
+    assert!(e.to_string().contains("no reply within"), "{e}");
+
+    // Afterwards the same stores work again.
+    let mut recovered = false;
+    for _ in 0..60 {
+        if bounded(sessions.ping()).await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered);
+    bounded(platform.ping()).await.unwrap();
+}
+
+#[tokio::test]
+async fn connection_errors_never_show_the_password() {
+    let server = RedisServer::start_with(&["--requirepass", "correct-horse-battery"]);
+    let wrong = format!("redis://:wrong-secret-pw@127.0.0.1:{}/", server.port());
+    let e = bounded(RedisSessionStore::new(
+        &wrong,
+        "p:",
+        SessionSettings::default(),
+    ))
+    .await
+    .unwrap_err();
+    let shown = format!("{e} {e:?}");
+    assert!(!shown.contains("wrong-secret-pw"), "{shown}");
+    let e = bounded(RedisPlatformStore::new(&wrong, "p:"))
+        .await
+        .unwrap_err();
+    let shown = format!("{e} {e:?}");
+    assert!(!shown.contains("wrong-secret-pw"), "{shown}");
+
+    // The right password works, and Debug of the stores does not show it either.
+    let right = format!(
+        "redis://:correct-horse-battery@127.0.0.1:{}/",
+        server.port()
+    );
+    let sessions = bounded(RedisSessionStore::new(
+        &right,
+        "p:",
+        SessionSettings::default(),
+    ))
+    .await
+    .unwrap();
+    bounded(sessions.ping()).await.unwrap();
+    let platform = bounded(RedisPlatformStore::new(&right, "p:"))
+        .await
+        .unwrap();
+    bounded(platform.ping()).await.unwrap();
+    let shown = format!("{sessions:?} {platform:?}");
+    assert!(!shown.contains("correct-horse"), "{shown}");
+
+    // Nothing listens: a prompt error, no password in it.
+    let port = server.port();
+    drop(server);
+    let closed = format!("redis://:wrong-secret-pw@127.0.0.1:{port}/");
+    let e = bounded(RedisPlatformStore::new(&closed, "p:"))
+        .await
+        .unwrap_err();
+    assert!(!e.to_string().contains("wrong-secret-pw"), "{e}");
+}
+
+/// Hex of SHA-256, as the stores name their keys.
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
