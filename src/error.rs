@@ -22,7 +22,7 @@ use crate::jwt::JwtError;
 use crate::layer::response::{OwnResponse, escape_html, html, json};
 use crate::session::StoreError;
 use crate::wechat::error::{ErrorClass, WeChatError};
-use crate::wechat::events::PushError;
+use crate::wechat::events::{EventError, PushError};
 
 /// Everything that can go wrong while authenticating a request or serving a reserved route.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +85,12 @@ fn wechat_kind(error: &WeChatError) -> WeChatKind {
     match error {
         WeChatError::Timeout { .. } => WeChatKind::Timeout,
         WeChatError::NoTicket => WeChatKind::NotReady,
-        WeChatError::Push(PushError::Crypto(_)) => WeChatKind::PushForged,
+        // Bad signature or key, or a genuinely signed push for another platform: refused as
+        // forged; anything else structurally wrong (missing parameters, garbled XML): malformed.
+        WeChatError::Push(
+            PushError::Crypto(_)
+            | PushError::Event(EventError::EnvelopeAppIdMismatch | EventError::EventAppIdMismatch),
+        ) => WeChatKind::PushForged,
         WeChatError::Push(_) => WeChatKind::PushMalformed,
         other => match other.class() {
             ErrorClass::Ticket => WeChatKind::NotReady,

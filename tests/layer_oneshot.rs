@@ -370,10 +370,7 @@ async fn browsers_are_redirected_and_api_clients_get_401_json() {
             let json = answer.json();
             assert_eq!(json["error"], "unauthenticated");
             let login = json["login_url"].as_str().expect("login_url");
-            assert!(
-                login.starts_with("https://app.example.com/_wxauth/login?return="),
-                "{login}"
-            );
+            assert!(login.starts_with("/_wxauth/login?return="), "{login}");
         } else {
             // Straight into the login flow: WeChat's authorize page plus a flow cookie.
             let location = answer.headers[header::LOCATION].to_str().expect("ascii");
@@ -528,7 +525,7 @@ async fn login_refuses_open_redirects_into_the_flow() {
 }
 
 #[tokio::test]
-async fn login_start_ends_any_session_the_browser_brings() {
+async fn login_start_keeps_the_session_until_the_callback_replaces_it() {
     let (layer, parts) = offline_layer(&Options::default());
     let cookie = session_cookie(&parts, sample_identity()).await;
     let answer = send(
@@ -544,12 +541,15 @@ async fn login_start_ends_any_session_the_browser_brings() {
         .map(|v| v.to_str().unwrap())
         .collect();
     assert!(
-        cookies.iter().any(|c| c.starts_with("wxauth_session=;")),
+        cookies.iter().all(|c| c.starts_with("wxauth_flow=")),
         "{cookies:?}"
     );
-    // The old session is gone server-side.
-    let after = send(&layer, get("/private", &[("cookie", &cookie)])).await;
-    assert_eq!(after.status, StatusCode::UNAUTHORIZED);
+    // An abandoned login does not log the user out.
+    assert!(
+        send(&layer, get("/private", &[("cookie", &cookie)]))
+            .await
+            .reached_inner()
+    );
 }
 
 #[tokio::test]
@@ -722,10 +722,18 @@ async fn the_builder_validates() {
             .cookie_codec(parts.cookies.clone())
             .jwt(parts.jwt.clone())
     };
+    let secure = CookieCodec::new(
+        &SecretString::new(common::MASTER_SECRET),
+        CookieSettings::default(),
+    )
+    .expect("codec");
+    // With Secure (production) cookies a forgotten public URL is an error; in development (the
+    // offline layer's cookies are not Secure) the placeholder is used.
     assert!(matches!(
-        base().build(),
+        base().cookie_codec(secure.clone()).build(),
         Err(BuildError::Missing("public_url"))
     ));
+    assert!(base().build().is_ok());
     let https = || base().public_url("https://app.example.com".parse().expect("url"));
     assert!(https().build().is_ok());
     assert!(matches!(
@@ -733,9 +741,17 @@ async fn the_builder_validates() {
         Err(BuildError::InvalidPrefix)
     ));
     assert!(matches!(
-        https().prefix("/_wxauth/").build(),
+        https().prefix("/").build(),
         Err(BuildError::InvalidPrefix)
     ));
+    let trailing = https()
+        .prefix("/auth/")
+        .build()
+        .expect("a trailing '/' is tolerated");
+    assert_eq!(
+        trailing.callback_url(),
+        "https://app.example.com/auth/callback"
+    );
     assert!(matches!(
         https().prefix("/a/../b").build(),
         Err(BuildError::InvalidPrefix)
@@ -771,11 +787,6 @@ async fn the_builder_validates() {
             .build()
             .is_ok()
     );
-    let secure = CookieCodec::new(
-        &SecretString::new(common::MASTER_SECRET),
-        CookieSettings::default(),
-    )
-    .expect("codec");
     let built = https()
         .cookie_codec(secure.clone())
         .public_url("http://127.0.0.1:8080".parse().expect("url"))

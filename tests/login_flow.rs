@@ -209,15 +209,25 @@ async fn tampered_foreign_and_replayed_states_create_no_session() {
     );
     assert!(victim.cookie(SESSION).is_none());
 
-    // Foreign state: the callback URL opened in another browser is refused (and burns the flow).
+    // Foreign state: the callback URL opened in another browser is refused, and does not burn
+    // the victim's pending login.
     let attacker = h.browser();
     let page = attacker.get(&callback).await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
     assert!(attacker.cookie(SESSION).is_none());
-    // The victim's own callback now fails too (single use), with a clear page, no session.
+    assert_eq!(
+        h.sim.calls(Endpoint::ComponentCodeExchange),
+        0,
+        "nothing was consumed or exchanged"
+    );
+    // The victim's own callback still completes, once.
     let page = victim.get(&callback).await;
-    assert_eq!(page.status, StatusCode::BAD_REQUEST);
-    assert!(victim.cookie(SESSION).is_none());
+    assert_eq!(page.status, StatusCode::FOUND);
+    assert_eq!(page.location(), "/a");
+    assert!(victim.cookie(SESSION).is_some());
+    // The attacker replaying it afterwards gets no session either.
+    let page = attacker.get(&callback).await;
+    assert!(attacker.cookie(SESSION).is_none(), "{}", page.status);
     h.stop().await;
 }
 
@@ -428,11 +438,12 @@ async fn api_clients_get_401_json_with_a_login_url() {
         );
         let json = page.json();
         assert_eq!(json["error"], "unauthenticated");
-        let login: url::Url = json["login_url"]
-            .as_str()
-            .expect("login_url")
-            .parse()
-            .expect("absolute");
+        let login_url = json["login_url"].as_str().expect("login_url");
+        assert!(
+            login_url.starts_with("/_wxauth/login?"),
+            "same-origin path: {login_url}"
+        );
+        let login = h.base.join(login_url).expect("resolves");
         assert_eq!(login.path(), "/_wxauth/login");
         assert_eq!(
             login

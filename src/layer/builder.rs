@@ -102,7 +102,9 @@ impl WeChatAuthLayerBuilder {
         self
     }
 
-    /// The URL browsers use to reach us (origin only). Required.
+    /// The URL browsers use to reach us (origin only). Required with `Secure` cookies (the
+    /// production setting); in development (non-Secure cookies) it defaults to
+    /// `http://127.0.0.1/`.
     pub fn public_url(mut self, url: Url) -> Self {
         self.settings.public_url = url;
         self.public_url_set = true;
@@ -182,14 +184,27 @@ impl WeChatAuthLayerBuilder {
         let sessions = self.sessions.ok_or(BuildError::Missing("sessions"))?;
         let cookies = self.cookies.ok_or(BuildError::Missing("cookie_codec"))?;
         let jwt = self.jwt.ok_or(BuildError::Missing("jwt"))?;
+        let secure = secure_cookies(&cookies);
         if !self.public_url_set {
-            return Err(BuildError::Missing("public_url"));
+            // The placeholder (`http://127.0.0.1/`) can only pass with non-Secure cookies, i.e.
+            // in development; with Secure cookies a forgotten public URL is an error.
+            if secure {
+                return Err(BuildError::Missing("public_url"));
+            }
+            tracing::warn!(
+                public_url = %settings.public_url,
+                "no public_url given; using the development placeholder"
+            );
         }
 
+        // A trailing '/' is tolerated (`/auth/` = `/auth`).
+        if settings.prefix.len() > 1 && settings.prefix.ends_with('/') {
+            settings.prefix.pop();
+        }
         if !is_normalized_absolute(&settings.prefix) || settings.prefix.len() < 2 {
             return Err(BuildError::InvalidPrefix);
         }
-        let origin = origin_of(&settings.public_url, !secure_cookies(&cookies))?;
+        let origin = origin_of(&settings.public_url, !secure)?;
         for prefix in &mut settings.api_prefixes {
             let trimmed = prefix.trim_end_matches('/');
             if !prefix.starts_with('/') || !(trimmed.is_empty() || is_normalized_absolute(trimmed))

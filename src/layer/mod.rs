@@ -91,13 +91,14 @@ use crate::wechat::oauth::WeChatOAuth;
 /// `config.toml` by the binary, or by hand.
 #[derive(Clone, Debug)]
 pub struct LayerSettings {
-    /// Prefix of the reserved endpoints (default `/_wxauth`): starts with `/`, no trailing `/`.
+    /// Prefix of the reserved endpoints (default `/_wxauth`): starts with `/` (a trailing `/` is
+    /// dropped).
     pub prefix: String,
     /// The URL browsers use to reach us, origin only (`https://app.example.com`). WeChat's
-    /// callback is `public_url + prefix + "/callback"`; login URLs in 401 answers are absolute
-    /// under it. Never derived from `Host` or `X-Forwarded-*` headers. The builder requires it
-    /// to be set explicitly (the default is only a placeholder); `http://` is accepted only with
-    /// non-Secure cookies (development).
+    /// callback is `public_url + prefix + "/callback"`.
+    /// Never derived from `Host` or `X-Forwarded-*` headers. The default
+    /// (`http://127.0.0.1/`) is a development placeholder: `http://` is accepted only with
+    /// non-Secure cookies, so production setups must set it.
     pub public_url: Url,
     /// Public routes that skip authentication (identity headers are still stripped).
     pub skip: Vec<SkipRule>,

@@ -125,12 +125,13 @@ impl Shared {
         }
     }
 
-    /// The absolute URL of the login endpoint that returns to `return_path` afterwards.
+    /// The login endpoint that returns to `return_path` afterwards, as a same-origin path
+    /// (`/_wxauth/login?return=%2Fpage`): valid wherever our pages and API answers are read.
     pub(crate) fn login_url(&self, return_path: &ReturnPath) -> String {
         let query: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("return", return_path.as_str())
             .finish();
-        format!("{}{}/login?{query}", self.origin, self.settings.prefix)
+        format!("{}/login?{query}", self.settings.prefix)
     }
 }
 

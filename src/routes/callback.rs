@@ -1,9 +1,11 @@
 //! `callback?code=…&state=…&appid=…`: WeChat's redirect back (wechat-protocol.md §8.2, §17.13–16).
 //!
-//! 1. `state` must look like one we issue, and [`SessionStore::take_flow`] must return its flow
-//!    (single use, ≤ `flow_ttl` old) whose binding is in this browser's flow cookie (constant
-//!    time). A state we cannot take but that [`SessionStore::completed`] remembers is a duplicate
-//!    callback (double redirect, reload): no second session, just a 302 to `/`.
+//! 1. `state` must look like one we issue and this browser must hold it: its encrypted flow
+//!    cookie lists the state's binding (checked in constant time *before* anything is consumed,
+//!    so another browser's state, a tampered one or a replayed URL never burns a pending login).
+//!    Then [`SessionStore::take_flow`] must return the flow (single use, ≤ `flow_ttl` old). A
+//!    state that [`SessionStore::completed`] remembers is a duplicate callback (double redirect,
+//!    reload): no second session, just a 302 to `/`.
 //! 2. No `code`: the user refused → a bilingual page with a retry link (no redirect loop).
 //! 3. Component mode: the `appid` parameter must equal the authorizer appid.
 //! 4. The code is exchanged once; `is_snapshotuser` → no session, a page asking the user to tap
@@ -31,6 +33,11 @@ use crate::{
     session::{FlowCookie, FlowKey, ReturnPath, SessionRecord},
     wechat::{AuthorizationCode, Scope},
 };
+
+/// How long a duplicate callback waits, in total, for the first one to complete
+/// (`DUPLICATE_TRIES` × `DUPLICATE_WAIT`); only for a state this browser holds.
+const DUPLICATE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+const DUPLICATE_TRIES: u32 = 30;
 
 /// Longest state we could have issued (WeChat's own limit is 128 bytes; we issue 32).
 const MAX_STATE_LEN: usize = 64;
@@ -68,22 +75,42 @@ async fn run(
                 && s.bytes().all(|b| b.is_ascii_alphanumeric())
         })
         .ok_or(AuthError::InvalidState)?;
+    let binding = super::flow_binding(&state);
     let key = FlowKey::new(state);
 
-    let Some(flow) = shared.sessions.take_flow(&key).await? else {
+    // Is this browser holding the state (its encrypted flow cookie lists the binding)? Checked
+    // before anything is consumed: another browser's state, a tampered one or a bare replay of
+    // someone's callback URL must never burn their pending login.
+    let holds_state = pending.as_ref().is_some_and(|p| p.contains(&binding));
+    if !holds_state {
         if shared.sessions.completed(&key).await?.is_some() {
-            tracing::info!("duplicate callback for a completed login; no second session");
+            tracing::info!(
+                "callback for a completed login (reload or duplicate); no second session"
+            );
             return Ok(redirect("/"));
         }
-        tracing::info!("callback with an unknown, expired or used state");
+        tracing::info!("callback state is not held by this browser (missing, foreign or tampered)");
+        return Err(AuthError::InvalidState);
+    }
+    let Some(flow) = shared.sessions.take_flow(&key).await? else {
+        // This browser holds the state but the flow is gone: a duplicate callback (WeChat's
+        // double redirect, a double click) racing the first one, or an expired flow. Give the
+        // first one a bounded moment to finish, then send the browser on without a second
+        // session.
+        for _ in 0..DUPLICATE_TRIES {
+            if shared.sessions.completed(&key).await?.is_some() {
+                tracing::info!("duplicate callback for a completed login; no second session");
+                return Ok(redirect("/"));
+            }
+            tokio::time::sleep(DUPLICATE_WAIT).await;
+        }
+        tracing::info!("callback with an expired or used state");
         return Err(AuthError::InvalidState);
     };
     *return_path = Some(flow.return_path.clone());
-    let bound = pending.as_ref().is_some_and(|p| p.contains(&flow.binding));
-    if !bound {
-        tracing::warn!(
-            "callback state is not bound to this browser (missing or foreign flow cookie)"
-        );
+    // The server-side record names the same binding (defence in depth).
+    if flow.binding != binding {
+        tracing::warn!("login flow binding mismatch");
         return Err(AuthError::InvalidState);
     }
     if let Some(p) = pending.as_mut() {

@@ -1,14 +1,16 @@
 //! `login?return=/path`: start a login flow.
 //!
 //! A flow is a fresh OAuth `state` (32 alphanumeric characters from the OS CSPRNG, ~190 bits;
-//! WeChat allows `[A-Za-z0-9]` up to 128 bytes) stored server-side for `flow_ttl` together with a
-//! random browser binding and the validated return path, plus the binding added to the
-//! browser's encrypted flow cookie (at most three pending flows per browser). The browser is then
+//! WeChat allows `[A-Za-z0-9]` up to 128 bytes) stored server-side for `flow_ttl` together with
+//! its browser binding (a digest of the state, see `routes::flow_binding`) and the validated
+//! return path, plus the binding added to the browser's encrypted flow cookie (at most three
+//! pending flows per browser). The browser is then
 //! sent to WeChat's authorize page with our callback URL.
 //!
-//! Any session cookie the browser brings is ended first (server record deleted, cookie cleared):
-//! a login always ends in a fresh session, never in one the browser was handed
-//! (oauth2-proxy GHSA-f24x-5g9q-753f).
+//! A session the browser already has stays valid until the callback completes; the callback
+//! then deletes it and issues a fresh id, so a login always ends in a new session, never in one
+//! the browser was handed (session fixation, oauth2-proxy GHSA-f24x-5g9q-753f), and an abandoned
+//! login does not log the user out.
 
 use http::{HeaderMap, request::Parts};
 use rand::{Rng as _, distributions::Alphanumeric, rngs::OsRng};
@@ -20,7 +22,7 @@ use crate::{
         response::{OwnResponse, add_cookie, redirect},
         shared::Shared,
     },
-    session::{FlowBinding, FlowKey, LoginFlow, ReturnPath},
+    session::{FlowKey, LoginFlow, ReturnPath},
     wechat::OAuthState,
 };
 
@@ -38,18 +40,10 @@ pub(crate) async fn start(
     headers: &HeaderMap,
     return_path: ReturnPath,
 ) -> Result<OwnResponse, AuthError> {
-    if let Some(old) = shared.cookies.read_session(headers) {
-        if let Err(e) = shared.sessions.delete(&old).await {
-            // The cookie is cleared anyway and the callback issues a fresh id.
-            tracing::warn!(error = %e, "could not delete the previous session at login start");
-        }
-        shared.jwt.invalidate(old.expose_bytes()).await;
-    }
-
     let state: String = (0..STATE_LEN)
         .map(|_| char::from(OsRng.sample(Alphanumeric)))
         .collect();
-    let binding = FlowBinding::generate();
+    let binding = super::flow_binding(&state);
     let flow = LoginFlow {
         return_path,
         created_at: crate::session::unix_now(),
@@ -70,9 +64,6 @@ pub(crate) async fn start(
     );
     let mut response = redirect(&url);
     add_cookie(&mut response, shared.cookies.flow_cookie(&pending));
-    if has_session_cookie(shared, headers) {
-        add_cookie(&mut response, shared.cookies.removal_cookie());
-    }
     Ok(response)
 }
 
