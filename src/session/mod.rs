@@ -1,3 +1,326 @@
 //! Sessions: the store trait, the cookie codec, return-path validation and the backends.
 //!
-//! Knows nothing about WeChat.
+//! Knows nothing about WeChat. The layer converts WeChat values (`OAuthState`, the user's
+//! profile) into the types here ([`FlowKey`], [`crate::Identity`]).
+//!
+//! - [`SessionStore`] is the one storage interface (held as `Arc<dyn SessionStore>`), with the
+//!   in-process [`MemoryStore`] as the default backend; a Redis backend joins behind a feature.
+//! - [`cookie::CookieCodec`] reads and writes this proxy's encrypted cookies.
+//! - [`return_path::ReturnPath`] is a validated same-origin relative path (open-redirect guard).
+//!
+//! Security notes: a session id is 128 bits from the OS CSPRNG, never logged (use
+//! [`SessionId::fingerprint`] in logs), compared in constant time; a fresh id is created at every
+//! login; store failures are errors the layer must treat as "no session" (fail closed).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use http::{HeaderMap, HeaderValue, header};
+//! use wechat_oauth_proxy::Identity;
+//! use wechat_oauth_proxy::secret::SecretString;
+//! use wechat_oauth_proxy::session::{
+//!     CookieCodec, CookieSettings, MemoryStore, SessionRecord, SessionSettings, SessionStore,
+//! };
+//!
+//! # tokio_test_block_on(async {
+//! let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(SessionSettings::default()));
+//! let codec = CookieCodec::new(
+//!     &SecretString::new("a master secret of at least 32 bytes!!"),
+//!     CookieSettings::default(),
+//! )?;
+//!
+//! // Callback: a fresh session and its cookie.
+//! let identity = Identity {
+//!     openid: "o6_bmjrPTlm6_2sgVt7hMZOPfL2M".into(),
+//!     unionid: None,
+//!     nickname: "小明".into(),
+//!     avatar: String::new(),
+//!     appid: "wx520c15f417810387".into(),
+//!     scope: "snsapi_userinfo".into(),
+//! };
+//! let id = store.create(SessionRecord::new(identity.clone())).await?;
+//! let set_cookie = codec.session_cookie(&id);
+//!
+//! // Next request: the browser sends the cookie back.
+//! let pair = set_cookie.to_str()?.split(';').next().unwrap_or_default().to_owned();
+//! let mut headers = HeaderMap::new();
+//! headers.insert(header::COOKIE, HeaderValue::from_str(&pair)?);
+//! let id = codec.read_session(&headers).expect("our cookie");
+//! let record = store.load(&id).await?.expect("live session");
+//! assert_eq!(record.identity, identity);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+pub mod cookie;
+pub mod flow;
+pub mod memory;
+pub mod return_path;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::identity::Identity;
+
+pub use self::cookie::{CookieCodec, CookieKeyError, CookieSettings};
+pub use self::flow::{FlowBinding, FlowCookie, FlowKey, LoginFlow};
+pub use self::memory::MemoryStore;
+pub use self::return_path::{ReturnPath, ReturnPathError};
+
+/// Number of random bytes in a [`SessionId`] (128 bits, the OWASP recommendation).
+pub const SESSION_ID_BYTES: usize = 16;
+
+/// Length of a [`SessionId`] in its base64url (unpadded) text form.
+pub const SESSION_ID_TEXT_LEN: usize = 22;
+
+/// An opaque session identifier: 128 bits from the operating system's CSPRNG.
+///
+/// It is a bearer secret: `Debug` is redacted, there is no `Display`, equality is constant-time,
+/// and the text form is only reachable through [`SessionId::expose_secret`]. Log
+/// [`SessionId::fingerprint`] instead.
+#[derive(Clone)]
+pub struct SessionId([u8; SESSION_ID_BYTES]);
+
+impl SessionId {
+    /// A fresh random id (from `OsRng`, so no user-space RNG state can be predicted).
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; SESSION_ID_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        Self(bytes)
+    }
+
+    /// Parses the text form (22 base64url characters, no padding, canonical).
+    ///
+    /// Anything else — other lengths, other alphabets, padding, non-canonical trailing bits —
+    /// is `None`: ids are untrusted input and we only accept what we could have issued.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != SESSION_ID_TEXT_LEN {
+            return None;
+        }
+        let mut bytes = [0u8; SESSION_ID_BYTES];
+        // URL_SAFE_NO_PAD rejects padding and non-canonical trailing bits.
+        match URL_SAFE_NO_PAD.decode_slice(text, &mut bytes) {
+            Ok(SESSION_ID_BYTES) => Some(Self(bytes)),
+            _ => None,
+        }
+    }
+
+    /// Builds an id from raw bytes (for storage backends that keep the binary form).
+    pub fn from_bytes(bytes: [u8; SESSION_ID_BYTES]) -> Self {
+        Self(bytes)
+    }
+
+    /// The text form (base64url, unpadded), as it goes into the encrypted cookie.
+    ///
+    /// # Security
+    /// Never log or display the returned string.
+    pub fn expose_secret(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// The raw bytes, e.g. as a per-session cache key (`JwtIssuer::token_for`).
+    ///
+    /// # Security
+    /// Never log or display them.
+    pub fn expose_bytes(&self) -> &[u8; SESSION_ID_BYTES] {
+        &self.0
+    }
+
+    /// A short, non-reversible tag for logs (first 8 bytes of SHA-256, hex), so that session
+    /// lifecycle events can be correlated without logging the id itself.
+    pub fn fingerprint(&self) -> String {
+        let digest = Sha256::digest(self.0);
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionId([redacted])")
+    }
+}
+
+impl PartialEq for SessionId {
+    fn eq(&self, other: &Self) -> bool {
+        crate::secret::constant_time_eq(&self.0, &other.0)
+    }
+}
+impl Eq for SessionId {}
+
+/// What a session stores: who the user is and when the session started.
+///
+/// Serde-encodable so that shared backends (Redis) can store it as is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The authenticated user.
+    pub identity: Identity,
+    /// When the session was created (unix seconds).
+    pub created_at: u64,
+    /// Last activity seen by the store (unix seconds); `load` reports the time of that load.
+    pub last_seen: u64,
+}
+
+impl SessionRecord {
+    /// A record for a session that starts now.
+    pub fn new(identity: Identity) -> Self {
+        let now = unix_now();
+        Self {
+            identity,
+            created_at: now,
+            last_seen: now,
+        }
+    }
+}
+
+/// Lifetimes and bounds of sessions and login flows, shared by every backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// Absolute lifetime of a session, counted from `create` (default 7 days).
+    pub ttl: Duration,
+    /// A session unused for this long expires (default 24 h); every `load`/`touch` is use.
+    pub idle_timeout: Duration,
+    /// Maximum number of sessions kept by an in-process store (default 1 000 000); the least
+    /// recently used session is evicted beyond it.
+    pub capacity: u64,
+    /// Lifetime of a pending login flow, i.e. of an OAuth `state` (default 10 min).
+    pub flow_ttl: Duration,
+    /// Maximum number of pending login flows kept by an in-process store (default 100 000), so
+    /// that anonymous clients starting logins cannot exhaust memory.
+    pub flow_capacity: u64,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(7 * 24 * 3600),
+            idle_timeout: Duration::from_secs(24 * 3600),
+            capacity: 1_000_000,
+            flow_ttl: Duration::from_secs(10 * 60),
+            flow_capacity: 100_000,
+        }
+    }
+}
+
+/// A storage failure. The layer must treat it as "no session" / "login failed" (fail closed).
+///
+/// Messages never contain session ids, flow keys or record contents.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or refused the operation.
+    #[error("session store backend error: {0}")]
+    Backend(String),
+    /// A record could not be encoded for storage.
+    #[error("session record could not be encoded: {0}")]
+    Encode(String),
+    /// A stored record could not be decoded.
+    #[error("session record could not be decoded: {0}")]
+    Decode(String),
+}
+
+/// Server-side storage of sessions and of pending login flows.
+///
+/// Held as `Arc<dyn SessionStore>`. Every backend passes the same conformance suite
+/// (`tests/session_conformance.rs`).
+#[async_trait]
+pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores a new session under a fresh random id and returns the id.
+    ///
+    /// Collision-safe: an id that already exists is never overwritten (a new one is drawn).
+    async fn create(&self, record: SessionRecord) -> Result<SessionId, StoreError>;
+
+    /// Loads a live session; `None` when unknown, expired (absolute TTL) or idle too long.
+    ///
+    /// A hit counts as activity (resets the idle timeout).
+    async fn load(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Deletes a session (logout). Deleting an unknown id is not an error.
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError>;
+
+    /// Records activity without reading the record; `false` when the session is not live.
+    async fn touch(&self, id: &SessionId) -> Result<bool, StoreError>;
+
+    /// Stores a pending login flow under its OAuth state for `ttl` (single use).
+    async fn put_flow(
+        &self,
+        key: &FlowKey,
+        flow: LoginFlow,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Removes and returns a pending login flow. Atomic: of two concurrent takes of the same key
+    /// at most one gets `Some`.
+    async fn take_flow(&self, key: &FlowKey) -> Result<Option<LoginFlow>, StoreError>;
+
+    /// Remembers, for `ttl`, that the flow `key` completed with `session`, so that a duplicate
+    /// callback (double click, browser retry) can be recognised without a second session.
+    async fn remember_completed(
+        &self,
+        key: &FlowKey,
+        session: &SessionId,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// The session a completed flow produced, if remembered.
+    async fn completed(&self, key: &FlowKey) -> Result<Option<SessionId>, StoreError>;
+
+    /// Readiness check: `Ok` when the backend can serve requests.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before 1970).
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_round_trip_and_differ() {
+        let a = SessionId::generate();
+        let b = SessionId::generate();
+        assert_ne!(a, b);
+        let text = a.expose_secret();
+        assert_eq!(text.len(), SESSION_ID_TEXT_LEN);
+        assert_eq!(SessionId::parse(&text), Some(a));
+    }
+
+    #[test]
+    fn parse_is_strict() {
+        let good = SessionId::generate().expose_secret();
+        assert!(SessionId::parse("").is_none());
+        assert!(SessionId::parse(&good[..21]).is_none());
+        assert!(SessionId::parse(&format!("{good}A")).is_none());
+        assert!(SessionId::parse(&format!("{}==", &good[..20])).is_none());
+        // Standard-alphabet characters are refused.
+        assert!(SessionId::parse("AAAAAAAAAAAAAAAAAAAA+A").is_none());
+        assert!(SessionId::parse("AAAAAAAAAAAAAAAAAAAA/A").is_none());
+        // Non-canonical trailing bits (last char must encode zero low bits).
+        assert!(SessionId::parse("AAAAAAAAAAAAAAAAAAAAAB").is_none());
+        assert!(SessionId::parse("AAAAAAAAAAAAAAAAAAAAAA").is_some());
+        // Multi-byte characters of the right byte length.
+        assert!(SessionId::parse("ééééééééééé").is_none());
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let id = SessionId::generate();
+        let shown = format!("{id:?}");
+        assert_eq!(shown, "SessionId([redacted])");
+        assert!(!shown.contains(&id.expose_secret()));
+        assert_eq!(id.fingerprint().len(), 16);
+        assert!(!id.expose_secret().contains(&id.fingerprint()));
+    }
+}

@@ -1,0 +1,651 @@
+//! The proxy's own cookies: the session cookie (an encrypted [`SessionId`]) and the flow cookie
+//! (an encrypted [`FlowCookie`]).
+//!
+//! Both use the `cookie` crate's private jar (AES-256-GCM, the cookie name as associated data, so a
+//! value cannot be moved to another cookie name). The 64-byte cookie key is derived with
+//! HKDF-SHA256 from the master secret, so rotating the master secret logs everybody out and
+//! nothing else needs a separate key. A tampered, truncated, garbled or foreign-key cookie reads
+//! as "absent" — never as an error page.
+
+use std::time::Duration;
+
+use cookie::{Cookie, CookieJar, Key, SameSite};
+use hkdf::Hkdf;
+use http::{HeaderMap, HeaderValue, header};
+use sha2::Sha256;
+
+use super::SessionId;
+use super::flow::FlowCookie;
+use crate::secret::SecretString;
+
+/// Minimum length of the master secret in bytes (256 bits).
+pub const MIN_MASTER_SECRET_LEN: usize = 32;
+
+/// HKDF `info` naming the purpose of the derived key, so the same master secret yields unrelated
+/// keys for cookies and for JWT signing.
+const COOKIE_KEY_INFO: &[u8] = b"wechat-oauth-proxy v1 cookie encryption key";
+
+/// Prefix that pins a cookie to the exact host, `Secure` and `Path=/` (RFC 6265bis).
+const HOST_PREFIX: &str = "__Host-";
+/// Prefix that requires `Secure` (used when a `Domain` is set, where `__Host-` is not allowed).
+const SECURE_PREFIX: &str = "__Secure-";
+
+/// Names and attributes of the proxy's cookies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CookieSettings {
+    /// Base name of the session cookie (default `wxauth_session`).
+    pub name: String,
+    /// Base name of the login-flow cookie (default `wxauth_flow`).
+    pub flow_name: String,
+    /// Send the `Secure` attribute (default `true`). Turn off only for plain-HTTP development.
+    pub secure: bool,
+    /// Prefix names with `__Host-` when `secure` and no `domain` (default `true`), so that a
+    /// sibling subdomain cannot overwrite the cookie.
+    pub host_only_prefix: bool,
+    /// Optional `Domain` attribute to share the session with subdomains (default none: host-only).
+    /// With a domain, the `__Secure-` prefix is used instead of `__Host-`.
+    pub domain: Option<String>,
+    /// `Max-Age` of the session cookie (default 7 days, the default session lifetime); `None`
+    /// makes it a browser-session cookie.
+    pub max_age: Option<Duration>,
+    /// `Max-Age` of the flow cookie (default 10 minutes, the default flow lifetime).
+    pub flow_max_age: Duration,
+}
+
+impl Default for CookieSettings {
+    fn default() -> Self {
+        Self {
+            name: "wxauth_session".to_owned(),
+            flow_name: "wxauth_flow".to_owned(),
+            secure: true,
+            host_only_prefix: true,
+            domain: None,
+            max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            flow_max_age: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// The cookie key could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum CookieKeyError {
+    /// The master secret is shorter than [`MIN_MASTER_SECRET_LEN`] bytes.
+    #[error("master secret must be at least {MIN_MASTER_SECRET_LEN} bytes, got {0}")]
+    MasterSecretTooShort(usize),
+    /// Key derivation failed (not expected with valid lengths).
+    #[error("cookie key derivation failed")]
+    Derivation,
+    /// A cookie name is empty or contains characters not allowed in a cookie name.
+    #[error("invalid cookie name")]
+    InvalidName,
+    /// The cookie domain is empty or not a plain host name.
+    #[error("invalid cookie domain")]
+    InvalidDomain,
+}
+
+/// Encodes and decodes the proxy's cookies (`Set-Cookie` values out, `Cookie` headers in).
+#[derive(Clone)]
+pub struct CookieCodec {
+    key: Key,
+    session_name: String,
+    flow_name: String,
+    /// Every name we might have set (with and without prefixes), stripped before upstream.
+    own_names: Vec<String>,
+    settings: CookieSettings,
+}
+
+impl std::fmt::Debug for CookieCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CookieCodec")
+            .field("key", &"[redacted]")
+            .field("session_name", &self.session_name)
+            .field("flow_name", &self.flow_name)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl CookieCodec {
+    /// Builds the codec, deriving the cookie key from `master_secret` (≥ 32 bytes) with
+    /// HKDF-SHA256.
+    pub fn new(
+        master_secret: &SecretString,
+        settings: CookieSettings,
+    ) -> Result<Self, CookieKeyError> {
+        let ikm = master_secret.expose_secret().as_bytes();
+        if ikm.len() < MIN_MASTER_SECRET_LEN {
+            return Err(CookieKeyError::MasterSecretTooShort(ikm.len()));
+        }
+        let mut okm = [0u8; 64];
+        Hkdf::<Sha256>::new(None, ikm)
+            .expand(COOKIE_KEY_INFO, &mut okm)
+            .map_err(|_| CookieKeyError::Derivation)?;
+        let key = Key::try_from(&okm[..]).map_err(|_| CookieKeyError::Derivation)?;
+
+        for base in [&settings.name, &settings.flow_name] {
+            if !valid_cookie_name(base) {
+                return Err(CookieKeyError::InvalidName);
+            }
+        }
+        if let Some(domain) = &settings.domain {
+            if !valid_domain(domain) {
+                return Err(CookieKeyError::InvalidDomain);
+            }
+        }
+        let prefix = if !settings.secure || !settings.host_only_prefix {
+            ""
+        } else if settings.domain.is_some() {
+            SECURE_PREFIX
+        } else {
+            HOST_PREFIX
+        };
+        let session_name = format!("{prefix}{}", settings.name);
+        let flow_name = format!("{prefix}{}", settings.flow_name);
+        let mut own_names = Vec::with_capacity(6);
+        for base in [&settings.name, &settings.flow_name] {
+            for p in ["", HOST_PREFIX, SECURE_PREFIX] {
+                own_names.push(format!("{p}{base}"));
+            }
+        }
+        Ok(Self {
+            key,
+            session_name,
+            flow_name,
+            own_names,
+            settings,
+        })
+    }
+
+    /// The full name of the session cookie (with its prefix, if any).
+    pub fn session_cookie_name(&self) -> &str {
+        &self.session_name
+    }
+
+    /// The full name of the flow cookie (with its prefix, if any).
+    pub fn flow_cookie_name(&self) -> &str {
+        &self.flow_name
+    }
+
+    /// A `Set-Cookie` value carrying `id`, encrypted.
+    pub fn session_cookie(&self, id: &SessionId) -> HeaderValue {
+        self.encrypted(
+            &self.session_name,
+            id.expose_secret(),
+            self.settings.max_age,
+        )
+    }
+
+    /// The session id from the request's `Cookie` header(s), if one decrypts and parses.
+    pub fn read_session(&self, headers: &HeaderMap) -> Option<SessionId> {
+        let value = self.decrypted(headers, &self.session_name)?;
+        let id = SessionId::parse(&value);
+        if id.is_none() {
+            tracing::debug!(cookie = %self.session_name, "session cookie decrypted to a malformed id");
+        }
+        id
+    }
+
+    /// A `Set-Cookie` value that removes the session cookie (logout, stale cookie).
+    pub fn removal_cookie(&self) -> HeaderValue {
+        self.removal(&self.session_name)
+    }
+
+    /// A `Set-Cookie` value carrying the pending-flow payload, encrypted.
+    pub fn flow_cookie(&self, payload: &FlowCookie) -> HeaderValue {
+        let mut payload = payload.clone();
+        payload.enforce_cap();
+        // Serializing a struct of strings cannot fail; fall back to an empty payload regardless.
+        let json = serde_json::to_string(&payload).unwrap_or_else(|_| "{\"b\":[]}".to_owned());
+        self.encrypted(&self.flow_name, json, Some(self.settings.flow_max_age))
+    }
+
+    /// The pending-flow payload from the request's `Cookie` header(s), if one decrypts.
+    pub fn read_flow(&self, headers: &HeaderMap) -> Option<FlowCookie> {
+        let value = self.decrypted(headers, &self.flow_name)?;
+        match serde_json::from_str::<FlowCookie>(&value) {
+            Ok(mut payload) => {
+                payload.enforce_cap();
+                Some(payload)
+            }
+            Err(_) => {
+                tracing::debug!(cookie = %self.flow_name, "flow cookie decrypted to a malformed payload");
+                None
+            }
+        }
+    }
+
+    /// A `Set-Cookie` value that removes the flow cookie (login completed).
+    pub fn flow_removal_cookie(&self) -> HeaderValue {
+        self.removal(&self.flow_name)
+    }
+
+    /// Removes this proxy's cookies from the `Cookie` header(s), keeping every other cookie as
+    /// sent; a header left empty is dropped. Malformed fragments are dropped too.
+    ///
+    /// Call before forwarding a request upstream, so the upstream never sees the session cookie.
+    pub fn strip_own_cookies(&self, headers: &mut HeaderMap) {
+        if !headers.contains_key(header::COOKIE) {
+            return;
+        }
+        let originals: Vec<HeaderValue> = match headers.entry(header::COOKIE) {
+            http::header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
+            http::header::Entry::Vacant(_) => return,
+        };
+        for original in originals {
+            let Ok(text) = original.to_str() else {
+                // Not visible ASCII: we cannot parse it, so we cannot prove it holds none of our
+                // cookies. Dropping it is the fail-closed choice.
+                tracing::debug!("dropping a non-ASCII Cookie header");
+                continue;
+            };
+            let kept: Vec<String> = Cookie::split_parse(text)
+                .filter_map(Result::ok)
+                .filter(|c| !self.own_names.iter().any(|n| n == c.name()))
+                .map(|c| c.stripped().to_string())
+                .collect();
+            if kept.is_empty() {
+                continue;
+            }
+            if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+                headers.append(header::COOKIE, value);
+            }
+        }
+    }
+
+    fn base_cookie(&self, name: &str, value: String) -> Cookie<'static> {
+        let mut builder = Cookie::build((name.to_owned(), value))
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .path("/")
+            .secure(self.settings.secure);
+        if let Some(domain) = &self.settings.domain {
+            builder = builder.domain(domain.clone());
+        }
+        builder.build()
+    }
+
+    fn encrypted(&self, name: &str, value: String, max_age: Option<Duration>) -> HeaderValue {
+        let mut cookie = self.base_cookie(name, value);
+        if let Some(age) = max_age {
+            cookie.set_max_age(to_cookie_duration(age));
+        }
+        let mut jar = CookieJar::new();
+        jar.private_mut(&self.key).add(cookie);
+        let rendered = jar.get(name).map(|c| c.to_string()).unwrap_or_default();
+        // Base64 values and validated names are always visible ASCII.
+        HeaderValue::from_str(&rendered).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    fn removal(&self, name: &str) -> HeaderValue {
+        let mut cookie = self.base_cookie(name, String::new());
+        cookie.make_removal();
+        HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// Decrypts the first cookie named `name` that authenticates under our key.
+    fn decrypted(&self, headers: &HeaderMap, name: &str) -> Option<String> {
+        let jar = CookieJar::new();
+        let private = jar.private(&self.key);
+        for value in headers.get_all(header::COOKIE) {
+            let Ok(text) = value.to_str() else {
+                tracing::debug!("ignoring a non-ASCII Cookie header");
+                continue;
+            };
+            for cookie in Cookie::split_parse(text).filter_map(Result::ok) {
+                if cookie.name() != name {
+                    continue;
+                }
+                match private.decrypt(cookie.into_owned()) {
+                    Some(plain) => return Some(plain.value().to_owned()),
+                    None => {
+                        tracing::debug!(cookie = %name, "ignoring a cookie that does not decrypt")
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+fn to_cookie_duration(d: Duration) -> cookie::time::Duration {
+    cookie::time::Duration::seconds(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A host name (letters, digits, `-`, `.`), as the `Domain` attribute expects.
+fn valid_domain(domain: &str) -> bool {
+    !domain.is_empty()
+        && domain.len() <= 253
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// RFC 6265 token characters (no separators, no controls).
+fn valid_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_graphic()
+                && !matches!(
+                    b,
+                    b'(' | b')'
+                        | b'<'
+                        | b'>'
+                        | b'@'
+                        | b','
+                        | b';'
+                        | b':'
+                        | b'\\'
+                        | b'"'
+                        | b'/'
+                        | b'['
+                        | b']'
+                        | b'?'
+                        | b'='
+                        | b'{'
+                        | b'}'
+                )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::flow::FlowBinding;
+
+    fn master() -> SecretString {
+        SecretString::new("0123456789abcdef0123456789abcdef-test-only")
+    }
+
+    fn codec() -> CookieCodec {
+        CookieCodec::new(&master(), CookieSettings::default()).unwrap()
+    }
+
+    /// The `name=value` pair of a `Set-Cookie` value, as a browser would send it back.
+    fn pair(set_cookie: &HeaderValue) -> String {
+        let c = Cookie::parse(set_cookie.to_str().unwrap().to_owned()).unwrap();
+        format!("{}={}", c.name(), c.value())
+    }
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(header::COOKIE, HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn master_secret_must_be_long_enough() {
+        let short = SecretString::new("x".repeat(31));
+        assert!(matches!(
+            CookieCodec::new(&short, CookieSettings::default()),
+            Err(CookieKeyError::MasterSecretTooShort(31))
+        ));
+        assert!(
+            CookieCodec::new(
+                &SecretString::new("x".repeat(32)),
+                CookieSettings::default()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn invalid_cookie_names_are_refused() {
+        for bad in ["", "a b", "a;b", "a=b", "中文"] {
+            let settings = CookieSettings {
+                name: bad.to_owned(),
+                ..CookieSettings::default()
+            };
+            assert!(matches!(
+                CookieCodec::new(&master(), settings),
+                Err(CookieKeyError::InvalidName)
+            ));
+        }
+    }
+
+    #[test]
+    fn invalid_domains_are_refused() {
+        for bad in ["", "a b", "example.com;x=y", "exa\r\nmple.com", "例子.com"] {
+            let settings = CookieSettings {
+                domain: Some(bad.to_owned()),
+                ..CookieSettings::default()
+            };
+            assert!(matches!(
+                CookieCodec::new(&master(), settings),
+                Err(CookieKeyError::InvalidDomain)
+            ));
+        }
+    }
+
+    #[test]
+    fn session_cookie_round_trip_and_attributes() {
+        let codec = codec();
+        let id = SessionId::generate();
+        let set = codec.session_cookie(&id);
+        let text = set.to_str().unwrap();
+        assert!(text.starts_with("__Host-wxauth_session="), "{text}");
+        for attr in [
+            "HttpOnly",
+            "SameSite=Lax",
+            "Path=/",
+            "Secure",
+            "Max-Age=604800",
+        ] {
+            assert!(text.contains(attr), "missing {attr} in {text}");
+        }
+        assert!(!text.contains("Domain"), "{text}");
+        // The id itself is not visible in the cookie.
+        assert!(!text.contains(&id.expose_secret()));
+        let read = codec.read_session(&headers(&[&pair(&set)]));
+        assert_eq!(read, Some(id));
+    }
+
+    #[test]
+    fn insecure_dev_cookies_have_no_secure_flag_and_no_prefix() {
+        let settings = CookieSettings {
+            secure: false,
+            max_age: None,
+            ..CookieSettings::default()
+        };
+        let codec = CookieCodec::new(&master(), settings).unwrap();
+        let set = codec.session_cookie(&SessionId::generate());
+        let text = set.to_str().unwrap();
+        assert!(text.starts_with("wxauth_session="), "{text}");
+        assert!(!text.contains("Secure"), "{text}");
+        assert!(!text.contains("Max-Age"), "{text}");
+        assert!(
+            text.contains("HttpOnly") && text.contains("SameSite=Lax"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn domain_uses_secure_prefix() {
+        let settings = CookieSettings {
+            domain: Some("example.com".to_owned()),
+            ..CookieSettings::default()
+        };
+        let codec = CookieCodec::new(&master(), settings).unwrap();
+        let text = codec
+            .session_cookie(&SessionId::generate())
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(text.starts_with("__Secure-wxauth_session="), "{text}");
+        assert!(text.contains("Domain=example.com"), "{text}");
+    }
+
+    #[test]
+    fn tampered_truncated_and_foreign_cookies_read_as_absent() {
+        let codec = codec();
+        let id = SessionId::generate();
+        let good = pair(&codec.session_cookie(&id));
+        let (name, value) = good.split_once('=').unwrap();
+
+        // Flip one character in the middle of the ciphertext.
+        let mut bytes = value.as_bytes().to_vec();
+        let mid = bytes.len() / 2;
+        bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
+        let flipped = format!("{name}={}", String::from_utf8(bytes).unwrap());
+        assert_eq!(codec.read_session(&headers(&[&flipped])), None);
+
+        let truncated = format!("{name}={}", &value[..value.len() - 4]);
+        assert_eq!(codec.read_session(&headers(&[&truncated])), None);
+        assert_eq!(codec.read_session(&headers(&[&format!("{name}=")])), None);
+        assert_eq!(
+            codec.read_session(&headers(&[&format!("{name}=%%%garbage")])),
+            None
+        );
+        assert_eq!(
+            codec.read_session(&headers(&[&format!("{name}={}", id.expose_secret())])),
+            None
+        );
+        assert_eq!(codec.read_session(&headers(&[";;;", "==="])), None);
+        assert_eq!(codec.read_session(&HeaderMap::new()), None);
+
+        // Encrypted under another master secret.
+        let other = CookieCodec::new(
+            &SecretString::new("another-master-secret-of-enough-length"),
+            CookieSettings::default(),
+        )
+        .unwrap();
+        let foreign = pair(&other.session_cookie(&id));
+        assert_eq!(codec.read_session(&headers(&[&foreign])), None);
+
+        // A session value moved under the flow cookie's name does not decrypt (name is AAD).
+        let moved = format!("{}={value}", codec.flow_cookie_name());
+        assert_eq!(codec.read_flow(&headers(&[&moved])), None);
+
+        // The same value under the unprefixed name is not our cookie.
+        assert_eq!(
+            codec.read_session(&headers(&[&format!("wxauth_session={value}")])),
+            None
+        );
+    }
+
+    #[test]
+    fn non_ascii_cookie_header_is_ignored_not_fatal() {
+        let codec = codec();
+        let id = SessionId::generate();
+        let mut map = HeaderMap::new();
+        map.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"a=\xff\xfe").unwrap(),
+        );
+        map.append(
+            header::COOKIE,
+            HeaderValue::from_str(&pair(&codec.session_cookie(&id))).unwrap(),
+        );
+        assert_eq!(codec.read_session(&map), Some(id));
+    }
+
+    #[test]
+    fn finds_the_valid_cookie_among_many_headers_and_duplicates() {
+        let codec = codec();
+        let id = SessionId::generate();
+        let good = pair(&codec.session_cookie(&id));
+        let bogus = format!("{}=bogus", codec.session_cookie_name());
+        let map = headers(&[
+            "theme=dark; lang=zh",
+            &format!("{bogus}; x=1"),
+            &format!("y=2; {good}"),
+        ]);
+        assert_eq!(codec.read_session(&map), Some(id));
+    }
+
+    #[test]
+    fn removal_cookie_expires_the_cookie() {
+        let codec = codec();
+        let text = codec.removal_cookie().to_str().unwrap().to_owned();
+        assert!(text.starts_with("__Host-wxauth_session=;"), "{text}");
+        assert!(text.contains("Max-Age=0"), "{text}");
+        assert!(text.contains("Path=/") && text.contains("Secure"), "{text}");
+        let flow = codec.flow_removal_cookie().to_str().unwrap().to_owned();
+        assert!(
+            flow.starts_with("__Host-wxauth_flow=;") && flow.contains("Max-Age=0"),
+            "{flow}"
+        );
+    }
+
+    #[test]
+    fn flow_cookie_round_trip_and_cap() {
+        let codec = codec();
+        let mut payload = FlowCookie::new();
+        let bindings: Vec<FlowBinding> = (0..3).map(|_| FlowBinding::generate()).collect();
+        for b in &bindings {
+            payload.push(b.clone());
+        }
+        let set = codec.flow_cookie(&payload);
+        let text = set.to_str().unwrap();
+        assert!(text.starts_with("__Host-wxauth_flow="), "{text}");
+        assert!(
+            text.contains("Max-Age=600") && text.contains("HttpOnly"),
+            "{text}"
+        );
+        for b in &bindings {
+            assert!(!text.contains(b.expose_secret()));
+        }
+        let read = codec.read_flow(&headers(&[&pair(&set)])).unwrap();
+        assert_eq!(read, payload);
+
+        // A payload with more entries than allowed (written by an older version, say) is capped.
+        let oversized = format!(
+            "{{\"b\":[{}]}}",
+            (0..6)
+                .map(|i| format!("\"b{i}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let forged = codec.encrypted(&codec.flow_name, oversized, None);
+        let read = codec.read_flow(&headers(&[&pair(&forged)])).unwrap();
+        assert_eq!(read.len(), crate::session::flow::MAX_PENDING_FLOWS);
+        assert!(read.contains(&FlowBinding::new("b5")));
+        assert!(!read.contains(&FlowBinding::new("b0")));
+
+        // Garbled JSON inside a valid seal reads as absent.
+        let garbled = codec.encrypted(&codec.flow_name, "not json".to_owned(), None);
+        assert_eq!(codec.read_flow(&headers(&[&pair(&garbled)])), None);
+    }
+
+    #[test]
+    fn strip_own_cookies_keeps_everything_else() {
+        let codec = codec();
+        let session = pair(&codec.session_cookie(&SessionId::generate()));
+        let flow = pair(&codec.flow_cookie(&FlowCookie::new()));
+        let mut map = headers(&[
+            &format!("a=1; {session}; b=\"quoted value\"; wxauth_session=plain"),
+            &flow,
+            &format!("c=x%20y; {flow}; __Secure-wxauth_flow=z"),
+        ]);
+        map.insert(header::HOST, HeaderValue::from_static("example.com"));
+        codec.strip_own_cookies(&mut map);
+        let remaining: Vec<&str> = map
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(remaining, vec!["a=1; b=\"quoted value\"", "c=x%20y"]);
+        assert_eq!(map.get(header::HOST).unwrap(), "example.com");
+
+        let mut only_ours = headers(&[&session]);
+        codec.strip_own_cookies(&mut only_ours);
+        assert!(only_ours.get(header::COOKIE).is_none());
+
+        let mut none = HeaderMap::new();
+        codec.strip_own_cookies(&mut none);
+        assert!(none.is_empty());
+
+        let mut binary = HeaderMap::new();
+        binary.append(header::COOKIE, HeaderValue::from_bytes(b"\xff=1").unwrap());
+        codec.strip_own_cookies(&mut binary);
+        assert!(binary.get(header::COOKIE).is_none());
+    }
+
+    #[test]
+    fn debug_shows_no_key() {
+        let shown = format!("{:?}", codec());
+        assert!(shown.contains("[redacted]"), "{shown}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+    }
+}
