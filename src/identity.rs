@@ -3,7 +3,25 @@
 //! [`Identity`] is stored in the session, projected into the JWT and plain headers, and inserted
 //! into the request extensions (`Extension<Identity>` in axum). This module also owns the list of
 //! header names the proxy can set, which is stripped from every client request.
+//!
+//! # Header contract
+//!
+//! - The JWT travels in one header: [`JWT_HEADER`] (`X-WeChat-Jwt`) by default, or
+//!   `Authorization: Bearer <jwt>` when [`JwtCarrier::AuthorizationBearer`] is configured.
+//! - Optional plain headers ([`PLAIN_HEADERS`]): `X-WeChat-OpenID`, `X-WeChat-UnionID`,
+//!   `X-WeChat-Nickname`, `X-WeChat-Avatar`, `X-WeChat-AppID`. Their values are **percent-encoded
+//!   UTF-8**: every byte outside printable ASCII, plus space, `%`, `"` and a few other delimiters,
+//!   is written as `%XX`. Decode them with `decodeURIComponent` (JavaScript), `rawurldecode`
+//!   (PHP), `URLDecoder` with `+` pre-escaped (Java) or `urllib.parse.unquote` (Python). Nicknames
+//!   are CJK and emoji, which HTTP/1.1 header values cannot carry reliably as raw bytes.
+//! - Every name the proxy can set — the configured JWT header, the default `X-WeChat-Jwt`,
+//!   `Authorization` when it is the JWT carrier, and all plain headers whether enabled or not —
+//!   is removed from the client's request before anything else happens, matching names
+//!   case-insensitively and treating `_` like `-` (oauth2-proxy GHSA-vjrc-mh2v-45x6), all
+//!   duplicates included.
 
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 
 /// The authenticated WeChat user, as known after `sns/userinfo` (or `snsapi_base`).
@@ -24,4 +42,303 @@ pub struct Identity {
     pub appid: String,
     /// Granted scope (`snsapi_userinfo` or `snsapi_base`).
     pub scope: String,
+}
+
+/// Default name of the header carrying the identity JWT.
+pub const JWT_HEADER: HeaderName = HeaderName::from_static("x-wechat-jwt");
+/// Plain header carrying the openid (percent-encoded UTF-8).
+pub const OPENID_HEADER: HeaderName = HeaderName::from_static("x-wechat-openid");
+/// Plain header carrying the unionid, when WeChat gave one (percent-encoded UTF-8).
+pub const UNIONID_HEADER: HeaderName = HeaderName::from_static("x-wechat-unionid");
+/// Plain header carrying the nickname (percent-encoded UTF-8).
+pub const NICKNAME_HEADER: HeaderName = HeaderName::from_static("x-wechat-nickname");
+/// Plain header carrying the avatar URL (percent-encoded UTF-8).
+pub const AVATAR_HEADER: HeaderName = HeaderName::from_static("x-wechat-avatar");
+/// Plain header carrying the authorizer appid (percent-encoded UTF-8).
+pub const APPID_HEADER: HeaderName = HeaderName::from_static("x-wechat-appid");
+
+/// Every plain identity header, in a fixed order. Stripped from client requests even when plain
+/// headers are disabled, so that an upstream that reads them can never be fooled.
+pub const PLAIN_HEADERS: [HeaderName; 5] = [
+    OPENID_HEADER,
+    UNIONID_HEADER,
+    NICKNAME_HEADER,
+    AVATAR_HEADER,
+    APPID_HEADER,
+];
+
+/// Where the identity JWT goes on the request to the inner service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JwtCarrier {
+    /// A dedicated header (default [`JWT_HEADER`]); the value is the bare JWT.
+    Header(HeaderName),
+    /// `Authorization: Bearer <jwt>`. The client's own `Authorization` header is then removed.
+    AuthorizationBearer,
+}
+
+impl Default for JwtCarrier {
+    fn default() -> Self {
+        JwtCarrier::Header(JWT_HEADER)
+    }
+}
+
+/// How the identity is projected into request headers for the inner service.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderSettings {
+    /// Where the JWT goes (default: `X-WeChat-Jwt`).
+    pub jwt: JwtCarrier,
+    /// Also send the plain `X-WeChat-*` headers (default: off — the JWT is the contract).
+    pub plain_headers: bool,
+}
+
+impl HeaderSettings {
+    /// The names removed from every client request under these settings: the configured JWT
+    /// header, the default `X-WeChat-Jwt`, `Authorization` when it carries the JWT, and every
+    /// plain header.
+    pub fn strip_list(&self) -> StripList {
+        let mut names = Vec::with_capacity(PLAIN_HEADERS.len() + 2);
+        names.push(JWT_HEADER);
+        match &self.jwt {
+            JwtCarrier::Header(name) => {
+                if !names
+                    .iter()
+                    .any(|n| same_header_name(n.as_str(), name.as_str()))
+                {
+                    names.push(name.clone());
+                }
+            }
+            JwtCarrier::AuthorizationBearer => names.push(header::AUTHORIZATION),
+        }
+        names.extend(PLAIN_HEADERS);
+        StripList { names }
+    }
+}
+
+/// A precomputed list of header names to remove from client requests; see
+/// [`HeaderSettings::strip_list`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StripList {
+    names: Vec<HeaderName>,
+}
+
+impl StripList {
+    /// The canonical (lower-case, `-`) names in this list.
+    pub fn names(&self) -> &[HeaderName] {
+        &self.names
+    }
+
+    /// Whether `name` is one of ours, ignoring case and treating `_` like `-`.
+    pub fn matches(&self, name: &str) -> bool {
+        self.names
+            .iter()
+            .any(|ours| same_header_name(ours.as_str(), name))
+    }
+
+    /// Removes every header in `headers` whose name matches this list (all spellings, all
+    /// duplicates). Returns how many distinct names were removed (for tracing).
+    pub fn strip(&self, headers: &mut HeaderMap) -> usize {
+        // Fast path: nothing to do in the common case, no allocation.
+        if !headers.keys().any(|k| self.matches(k.as_str())) {
+            return 0;
+        }
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| self.matches(k.as_str()))
+            .cloned()
+            .collect();
+        for name in &doomed {
+            headers.remove(name);
+        }
+        doomed.len()
+    }
+}
+
+/// Header-name equality for spoofing purposes: ASCII case-insensitive, `_` equal to `-`.
+pub fn same_header_name(a: &str, b: &str) -> bool {
+    fn norm(c: u8) -> u8 {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    }
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| norm(x) == norm(y))
+}
+
+/// Bytes escaped in plain identity header values, in addition to every non-ASCII byte.
+const HEADER_VALUE_ESCAPES: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// Percent-encodes a UTF-8 string into a header value (see the module docs for the rule).
+pub fn encode_header_value(value: &str) -> HeaderValue {
+    let encoded = utf8_percent_encode(value, HEADER_VALUE_ESCAPES).to_string();
+    // Only visible ASCII remains after encoding, which is always a valid header value.
+    HeaderValue::from_str(&encoded).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+impl Identity {
+    /// Writes the identity into `headers` for the inner service: the JWT (already minted) in its
+    /// carrier and, when enabled, the plain headers. Callers strip client copies first.
+    pub fn project_headers(
+        &self,
+        settings: &HeaderSettings,
+        jwt: HeaderValue,
+        headers: &mut HeaderMap,
+    ) {
+        match &settings.jwt {
+            JwtCarrier::Header(name) => {
+                headers.insert(name.clone(), jwt);
+            }
+            JwtCarrier::AuthorizationBearer => {
+                let mut bearer = Vec::with_capacity(7 + jwt.len());
+                bearer.extend_from_slice(b"Bearer ");
+                bearer.extend_from_slice(jwt.as_bytes());
+                if let Ok(mut value) = HeaderValue::from_bytes(&bearer) {
+                    value.set_sensitive(true);
+                    headers.insert(header::AUTHORIZATION, value);
+                }
+            }
+        }
+        if settings.plain_headers {
+            headers.insert(OPENID_HEADER, encode_header_value(&self.openid));
+            if let Some(unionid) = &self.unionid {
+                headers.insert(UNIONID_HEADER, encode_header_value(unionid));
+            }
+            headers.insert(NICKNAME_HEADER, encode_header_value(&self.nickname));
+            headers.insert(AVATAR_HEADER, encode_header_value(&self.avatar));
+            headers.insert(APPID_HEADER, encode_header_value(&self.appid));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Identity {
+        Identity {
+            openid: "o6_bmjrPTlm6_2sgVt7hMZOPfL2M".into(),
+            unionid: Some("o6_bmasdasdsad6_2sgVt7hMZOPfL".into()),
+            nickname: "张三🐼 100%".into(),
+            avatar: "https://thirdwx.qlogo.cn/mmopen/a/132".into(),
+            appid: "wxa1b2c3d4e5f60708".into(),
+            scope: "snsapi_userinfo".into(),
+        }
+    }
+
+    #[test]
+    fn names_compare_ignoring_case_and_underscore() {
+        assert!(same_header_name("x-wechat-openid", "X_WeChat_OpenID"));
+        assert!(same_header_name("x-wechat-jwt", "x-wechat_jwt"));
+        assert!(!same_header_name("x-wechat-jwt", "x-wechat-jwtx"));
+        assert!(!same_header_name("x-wechat-jwt", "x.wechat-jwt"));
+    }
+
+    #[test]
+    fn strip_removes_every_spelling_and_duplicate() {
+        let list = HeaderSettings::default().strip_list();
+        let mut h = HeaderMap::new();
+        for name in [
+            "X-WeChat-Jwt",
+            "x-wechat_jwt",
+            "X_WeChat_OpenID",
+            "x-wechat-unionid",
+            "X-WECHAT-NICKNAME",
+            "x_wechat_avatar",
+            "X-WeChat-AppID",
+        ] {
+            let name = HeaderName::from_bytes(name.as_bytes()).expect("valid name");
+            h.append(name.clone(), HeaderValue::from_static("forged"));
+            h.append(name, HeaderValue::from_static("forged-again"));
+        }
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        h.insert("x-wechat-other", HeaderValue::from_static("kept"));
+        list.strip(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert!(
+            h.contains_key(header::AUTHORIZATION),
+            "not the carrier: kept"
+        );
+        assert!(h.contains_key("x-wechat-other"));
+    }
+
+    #[test]
+    fn authorization_is_stripped_only_when_it_carries_the_jwt() {
+        let settings = HeaderSettings {
+            jwt: JwtCarrier::AuthorizationBearer,
+            plain_headers: false,
+        };
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer forged"),
+        );
+        settings.strip_list().strip(&mut h);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn custom_jwt_header_is_stripped_too() {
+        let settings = HeaderSettings {
+            jwt: JwtCarrier::Header(HeaderName::from_static("x-user-token")),
+            plain_headers: false,
+        };
+        let list = settings.strip_list();
+        assert!(list.matches("X_User_Token"));
+        assert!(list.matches("x-wechat-jwt"));
+    }
+
+    #[test]
+    fn plain_headers_are_percent_encoded_utf8() {
+        let settings = HeaderSettings {
+            jwt: JwtCarrier::default(),
+            plain_headers: true,
+        };
+        let mut h = HeaderMap::new();
+        sample().project_headers(&settings, HeaderValue::from_static("a.b.c"), &mut h);
+        let nick = h
+            .get(NICKNAME_HEADER)
+            .expect("nickname")
+            .to_str()
+            .expect("ascii");
+        assert_eq!(nick, "%E5%BC%A0%E4%B8%89%F0%9F%90%BC%20100%25");
+        let decoded = percent_encoding::percent_decode_str(nick)
+            .decode_utf8()
+            .expect("utf8");
+        assert_eq!(decoded, "张三🐼 100%");
+        assert_eq!(
+            h.get(AVATAR_HEADER).expect("avatar"),
+            "https://thirdwx.qlogo.cn/mmopen/a/132"
+        );
+        assert_eq!(h.get(JWT_HEADER).expect("jwt"), "a.b.c");
+    }
+
+    #[test]
+    fn plain_headers_off_sends_only_the_jwt() {
+        let mut h = HeaderMap::new();
+        let settings = HeaderSettings {
+            jwt: JwtCarrier::AuthorizationBearer,
+            plain_headers: false,
+        };
+        sample().project_headers(&settings, HeaderValue::from_static("a.b.c"), &mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h.get(header::AUTHORIZATION).expect("auth"), "Bearer a.b.c");
+    }
+
+    #[test]
+    fn control_characters_cannot_inject_headers() {
+        let v = encode_header_value("evil\r\nX-Admin: 1");
+        assert_eq!(v, "evil%0D%0AX-Admin:%201");
+    }
 }

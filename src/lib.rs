@@ -6,6 +6,7 @@
 //! signed JWT carrying `openid`, `unionid`, `nickname` and `avatar`.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod config;
 pub mod error;
 pub mod identity;

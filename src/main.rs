@@ -1,2 +1,106 @@
-//! The `wechat-oauth-proxy` sidecar binary.
-fn main() {}
+//! The `wechat-oauth-proxy` sidecar binary: load and check the configuration, then serve.
+//!
+//! ```text
+//! wechat-oauth-proxy [--config config.toml] [--check] [--listen ADDR] [--public-url URL] [--state-dir DIR]
+//! ```
+//! Exit codes: 0 after a clean shutdown (or a good `--check`), 64 for a bad configuration,
+//! 1 when serving fails.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use wechat_oauth_proxy::app;
+use wechat_oauth_proxy::config::{Config, ConfigError};
+
+/// WeChat login in front of any upstream: a reverse proxy that runs WeChat web OAuth and forwards
+/// requests with a signed identity JWT.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, short, default_value = "config.toml")]
+    config: PathBuf,
+    /// Validate the configuration, print every problem, and exit (64 when it is bad).
+    #[arg(long)]
+    check: bool,
+    /// Override `server.listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Override `server.public_url`.
+    #[arg(long)]
+    public_url: Option<url::Url>,
+    /// Override `server.state_dir`.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+/// `EX_CONFIG`-style exit code for a bad configuration (sysexits' EX_USAGE).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let loaded = Config::load(&cli.config, &env).and_then(|(mut config, secrets)| {
+        // Overrides are applied before validating again, so --check sees the effective config.
+        if let Some(listen) = cli.listen {
+            config.server.listen = listen;
+        }
+        if let Some(url) = cli.public_url.clone() {
+            config.server.public_url = url;
+        }
+        if let Some(dir) = cli.state_dir.clone() {
+            config.server.state_dir = dir;
+        }
+        let problems = config.validate(&secrets);
+        if problems.is_empty() {
+            Ok((config, secrets))
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    });
+    let (config, secrets) = match loaded {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprintln!("{}: {err}", cli.config.display());
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    if cli.check {
+        println!("{}: configuration OK", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(
+        config,
+        secrets,
+        wechat_oauth_proxy::server::shutdown_signal(),
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "wechat-oauth-proxy stopped");
+            eprintln!("wechat-oauth-proxy: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}

@@ -1,0 +1,424 @@
+//! The composition root of the sidecar: turns a loaded [`Config`] into running parts.
+//!
+//! It builds each module's own settings struct from the configuration (modules never read the
+//! configuration themselves), starts the development services when `[dev]` asks for them (the
+//! simulated WeChat, its ticket pusher and the demo upstream — loopback only), wraps the
+//! upstream proxy in [`WeChatAuthLayer`] and serves until `shutdown` resolves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower::Layer;
+
+use crate::config::{Config, ResolvedSecrets, StoreKind, WeChatMode};
+use crate::identity::{HeaderSettings, JwtCarrier};
+use crate::jwt::{JwtAlgorithm, JwtIssuer, JwtSettings};
+use crate::layer::{LayerSettings, WeChatAuthLayer};
+use crate::proxy::{ProxySettings, Upstream};
+use crate::secret::SecretString;
+use crate::server::{self, ServerSettings};
+use crate::session::{CookieCodec, CookieSettings, MemoryStore, SessionSettings, SessionStore};
+use crate::wechat::client::ClientSettings;
+use crate::wechat::oauth::{OAuthMode, WeChatOAuth, WeChatSettings};
+use crate::wechat::persist::{FileStore, PlatformStore};
+use crate::wechat::token::TokenSettings;
+use crate::wechat::{AppSecret, AuthorizerAppId, ComponentAppId, Scope};
+
+/// Why the sidecar could not start or stopped serving. Messages carry no secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A part could not be built from the configuration.
+    #[error("{part}: {message}")]
+    Setup {
+        /// Which part (`wechat`, `jwt`, `session`, `proxy`, `dev`…).
+        part: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// Binding or serving failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn setup(part: &'static str) -> impl FnOnce(String) -> AppError {
+    move |message| AppError::Setup { part, message }
+}
+
+/// Runs the sidecar with an already validated configuration until `shutdown` resolves, then
+/// drains in-flight requests (bounded by `server.shutdown_grace_secs`).
+pub async fn run(
+    config: Config,
+    secrets: ResolvedSecrets,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| AppError::Io {
+            context: format!("cannot listen on {}", config.server.listen),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| AppError::Io {
+        context: "listener address".into(),
+        source,
+    })?;
+
+    let dev = DevServices::start(&config, &secrets).await?;
+    let api_base = dev
+        .sim_url()
+        .unwrap_or_else(|| config.wechat.api_base_url.clone());
+    let open_base = dev
+        .sim_url()
+        .unwrap_or_else(|| config.wechat.open_base_url.clone());
+
+    let platform_store: Arc<dyn PlatformStore> = Arc::new(
+        FileStore::new(config.server.state_dir.clone())
+            .map_err(|e| setup("state_dir")(e.to_string()))?,
+    );
+    let wechat = WeChatOAuth::new(
+        wechat_settings(&config, &secrets, api_base, open_base)?,
+        platform_store,
+    )
+    .map_err(|e| setup("wechat")(e.to_string()))?;
+    let _refresher = wechat.start_background();
+
+    let master = secrets
+        .master_secret
+        .clone()
+        .ok_or_else(|| setup("session")("session.master_secret is missing".into()))?;
+    let sessions = session_store(&config).await?;
+    let cookies = CookieCodec::new(&master, cookie_settings(&config))
+        .map_err(|e| setup("session")(e.to_string()))?;
+    let jwt = JwtIssuer::new(jwt_settings(&config, &secrets)?, &master)
+        .map_err(|e| setup("jwt")(e.to_string()))?;
+
+    let layer = WeChatAuthLayer::new(layer_settings(&config)?, wechat, sessions, cookies, jwt)
+        .map_err(|e| setup("auth")(e.to_string()))?;
+
+    let upstream_url = match (&config.server.upstream, &dev.upstream_url) {
+        (Some(url), _) => url.clone(),
+        (None, Some(url)) => url.clone(),
+        (None, None) => return Err(setup("server")("server.upstream is not set".into())),
+    };
+    let upstream = Upstream::new(proxy_settings(&config, upstream_url)?)
+        .map_err(|e| setup("proxy")(e.to_string()))?;
+    let service = layer.layer(upstream);
+
+    dev.start_pusher(&config, local);
+    tracing::info!(
+        listen = %local,
+        public_url = %config.server.public_url,
+        upstream = %dev.upstream_url.as_ref().or(config.server.upstream.as_ref()).map(ToString::to_string).unwrap_or_default(),
+        "wechat-oauth-proxy listening"
+    );
+    if config.dev.enabled() {
+        tracing::warn!(
+            "DEVELOPMENT MODE: simulated WeChat and demo upstream in-process, loopback only — open {}",
+            config.server.public_url
+        );
+    }
+
+    let server_settings = ServerSettings {
+        max_header_bytes: config.server.max_header_bytes,
+        shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
+        ..ServerSettings::default()
+    };
+    let served = server::serve(listener, service, server_settings, shutdown).await;
+    dev.shutdown().await;
+    served.map_err(|source| AppError::Io {
+        context: "serving".into(),
+        source,
+    })
+}
+
+async fn session_store(config: &Config) -> Result<Arc<dyn SessionStore>, AppError> {
+    let settings = SessionSettings {
+        ttl: Duration::from_secs(config.session.ttl_secs),
+        idle_timeout: Duration::from_secs(config.session.idle_timeout_secs),
+        capacity: config.session.capacity,
+        ..SessionSettings::default()
+    };
+    match config.session.store {
+        StoreKind::Memory => Ok(Arc::new(MemoryStore::new(settings))),
+        StoreKind::Redis => redis_session_store(config, settings).await,
+    }
+}
+
+async fn redis_session_store(
+    _config: &Config,
+    _settings: SessionSettings,
+) -> Result<Arc<dyn SessionStore>, AppError> {
+    Err(setup("session")(
+        "store = \"redis\" needs a build with the `redis` feature".into(),
+    ))
+}
+
+fn wechat_settings(
+    config: &Config,
+    secrets: &ResolvedSecrets,
+    api_base: url::Url,
+    open_base: url::Url,
+) -> Result<WeChatSettings, AppError> {
+    let w = &config.wechat;
+    let missing = |key: &str| setup("wechat")(format!("wechat.{key} is missing"));
+    let mode = match w.mode {
+        WeChatMode::Component => OAuthMode::Component {
+            component_appid: ComponentAppId::new(
+                w.component_appid
+                    .clone()
+                    .ok_or_else(|| missing("component_appid"))?,
+            ),
+            component_secret: AppSecret::new(
+                secrets
+                    .component_secret
+                    .as_ref()
+                    .ok_or_else(|| missing("component_secret"))?
+                    .expose_secret(),
+            ),
+            authorizer_appid: AuthorizerAppId::new(w.appid.clone()),
+            message_token: secrets
+                .message_token
+                .clone()
+                .ok_or_else(|| missing("message_token"))?,
+            encoding_aes_key: secrets
+                .encoding_aes_key
+                .clone()
+                .ok_or_else(|| missing("encoding_aes_key"))?,
+            previous_encoding_aes_key: w.previous_encoding_aes_key.clone(),
+        },
+        WeChatMode::OfficialAccount => OAuthMode::OfficialAccount {
+            appid: AuthorizerAppId::new(w.appid.clone()),
+            secret: AppSecret::new(
+                secrets
+                    .official_account_secret
+                    .as_ref()
+                    .ok_or_else(|| missing("official_account_secret"))?
+                    .expose_secret(),
+            ),
+        },
+    };
+    Ok(WeChatSettings {
+        mode,
+        client: ClientSettings {
+            api_base,
+            open_base,
+            connect_timeout: Duration::from_millis(w.connect_timeout_ms),
+            request_timeout: Duration::from_millis(w.request_timeout_ms),
+            lang: w.lang.clone(),
+        },
+        token: TokenSettings {
+            refresh_margin: Duration::from_secs(w.token_refresh_margin_secs),
+            ..TokenSettings::default()
+        },
+    })
+}
+
+fn cookie_settings(config: &Config) -> CookieSettings {
+    let secure = !config.session.insecure_allow_http;
+    CookieSettings {
+        name: config.session.cookie_name.clone(),
+        secure,
+        ..CookieSettings::default()
+    }
+}
+
+fn jwt_settings(config: &Config, secrets: &ResolvedSecrets) -> Result<JwtSettings, AppError> {
+    let j = &config.jwt;
+    let algorithm = match j.algorithm.as_str() {
+        "EdDSA" => JwtAlgorithm::EdDSA,
+        "ES256" => JwtAlgorithm::ES256,
+        "RS256" => JwtAlgorithm::RS256,
+        "HS256" => JwtAlgorithm::HS256,
+        other => return Err(setup("jwt")(format!("unknown algorithm {other:?}"))),
+    };
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read_to_string(path)
+            .map_err(|e| setup("jwt")(format!("cannot read {}: {e}", path.display())))
+    };
+    let private_key_pem = j
+        .private_key_file
+        .as_ref()
+        .map(read)
+        .transpose()?
+        .map(SecretString::new);
+    let previous_public_key_pem = j.previous_public_key_file.as_ref().map(read).transpose()?;
+    Ok(JwtSettings {
+        algorithm,
+        private_key_pem,
+        previous_public_key_pem,
+        hs256_secret: secrets.hs256_secret.clone(),
+        issuer: j.issuer.clone(),
+        audience: j.audience.clone(),
+        ttl: Duration::from_secs(j.ttl_secs),
+        ..JwtSettings::default()
+    })
+}
+
+fn layer_settings(config: &Config) -> Result<LayerSettings, AppError> {
+    let scope = match config.auth.scope.as_str() {
+        "snsapi_base" => Scope::Base,
+        _ => Scope::UserInfo,
+    };
+    let jwt_carrier = if config.jwt.header.eq_ignore_ascii_case("authorization") {
+        JwtCarrier::AuthorizationBearer
+    } else {
+        JwtCarrier::Header(
+            http::HeaderName::from_bytes(config.jwt.header.as_bytes())
+                .map_err(|e| setup("jwt")(format!("jwt.header: {e}")))?,
+        )
+    };
+    let mut skip = Vec::new();
+    for rule in &config.auth.skip {
+        let (method, path) = crate::config::parse_skip_rule(rule).map_err(setup("auth"))?;
+        skip.push(
+            crate::layer::SkipRule::new(method, &path)
+                .map_err(|e| setup("auth")(format!("{rule:?}: {e}")))?,
+        );
+    }
+    Ok(LayerSettings {
+        public_url: config.server.public_url.clone(),
+        prefix: config.auth.prefix.clone(),
+        skip,
+        api_prefixes: config.auth.api_prefixes.clone(),
+        scope,
+        headers: HeaderSettings {
+            jwt: jwt_carrier,
+            plain_headers: config.jwt.plain_headers,
+        },
+        ..LayerSettings::default()
+    })
+}
+
+fn proxy_settings(config: &Config, upstream: url::Url) -> Result<ProxySettings, AppError> {
+    let mut settings = ProxySettings::new(upstream);
+    settings.response_timeout = Duration::from_secs(config.server.upstream_timeout_secs);
+    for cidr in &config.server.trusted_proxies {
+        let net = cidr
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| setup("server")(format!("trusted_proxies: {cidr:?} is not a CIDR")))?;
+        settings.trusted_proxies.push(net);
+    }
+    if config.server.public_url.scheme() == "https" {
+        settings.forwarded_proto = crate::proxy::ForwardedProto::Https;
+    }
+    Ok(settings)
+}
+
+/// The development services of `[dev]`: present only when the `sim` feature is compiled in.
+#[derive(Debug, Default)]
+struct DevServices {
+    #[cfg(feature = "sim")]
+    sim: Option<crate::sim::SimWeChat>,
+    #[cfg(feature = "sim")]
+    demo: Option<crate::sim::upstream::DemoUpstream>,
+    upstream_url: Option<url::Url>,
+}
+
+impl DevServices {
+    #[cfg(feature = "sim")]
+    async fn start(config: &Config, secrets: &ResolvedSecrets) -> Result<Self, AppError> {
+        use crate::sim::{SimConfig, SimWeChat, upstream::DemoUpstream};
+        let loopback = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+        let mut services = DevServices::default();
+        if config.dev.simulate_wechat {
+            let mut sim = SimConfig {
+                authorizer_appid: AuthorizerAppId::new(config.wechat.appid.clone()),
+                interactive: true,
+                ..SimConfig::default()
+            };
+            if let Some(host) = config.server.public_url.host_str() {
+                sim.redirect_hosts = vec![host.to_owned()];
+            }
+            if let Some(appid) = &config.wechat.component_appid {
+                sim.component_appid = ComponentAppId::new(appid.clone());
+            }
+            // The simulator must accept exactly the credentials the proxy will present.
+            if let Some(s) = &secrets.component_secret {
+                sim.component_secret = AppSecret::new(s.expose_secret());
+            }
+            if let Some(s) = &secrets.official_account_secret {
+                sim.official_account_secret = AppSecret::new(s.expose_secret());
+            }
+            if let Some(t) = &secrets.message_token {
+                sim.message_token = t.clone();
+            }
+            if let Some(k) = &secrets.encoding_aes_key {
+                sim.encoding_aes_key = k.clone();
+            }
+            let addr = config.dev.sim_listen.unwrap_or(loopback);
+            let started = SimWeChat::start(sim, addr)
+                .await
+                .map_err(|e| setup("dev")(format!("simulated WeChat: {e}")))?;
+            tracing::warn!(url = %started.base_url(), "simulated WeChat started (development only)");
+            services.sim = Some(started);
+        }
+        if config.dev.demo_upstream && config.server.upstream.is_none() {
+            let addr = config.dev.demo_upstream_listen.unwrap_or(loopback);
+            let demo = DemoUpstream::start(addr, config.jwt.header.clone())
+                .await
+                .map_err(|e| setup("dev")(format!("demo upstream: {e}")))?;
+            services.upstream_url = Some(demo.url());
+            services.demo = Some(demo);
+        }
+        Ok(services)
+    }
+
+    #[cfg(not(feature = "sim"))]
+    async fn start(config: &Config, _secrets: &ResolvedSecrets) -> Result<Self, AppError> {
+        if config.dev.enabled() {
+            return Err(setup("dev")(
+                "[dev] needs a build with the `sim` feature (on by default)".into(),
+            ));
+        }
+        Ok(DevServices::default())
+    }
+
+    fn sim_url(&self) -> Option<url::Url> {
+        #[cfg(feature = "sim")]
+        {
+            self.sim.as_ref().map(crate::sim::SimWeChat::base_url)
+        }
+        #[cfg(not(feature = "sim"))]
+        {
+            None
+        }
+    }
+
+    fn start_pusher(&self, config: &Config, proxy: SocketAddr) {
+        #[cfg(feature = "sim")]
+        if let Some(sim) = &self.sim {
+            if config.wechat.mode == WeChatMode::Component {
+                let events = format!("http://{proxy}{}/events", config.auth.prefix);
+                match url::Url::parse(&events) {
+                    Ok(url) => {
+                        let every =
+                            Duration::from_secs(config.dev.push_interval_secs.unwrap_or(600));
+                        drop(sim.spawn_pusher(url, every));
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot build the events URL"),
+                }
+            }
+        }
+        #[cfg(not(feature = "sim"))]
+        let _ = (config, proxy);
+    }
+
+    async fn shutdown(self) {
+        #[cfg(feature = "sim")]
+        {
+            if let Some(sim) = self.sim {
+                sim.shutdown().await;
+            }
+            if let Some(demo) = self.demo {
+                demo.shutdown().await;
+            }
+        }
+    }
+}

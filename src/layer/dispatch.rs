@@ -1,0 +1,634 @@
+//! Pure request classification: what the layer should do with a request, decided from its
+//! method, URI and headers alone (no I/O), so every rule is unit-tested on its own.
+//!
+//! Order (see [`dispatch`]): reserved path → skip rule → protected. Whether a protected request
+//! has a valid session is decided afterwards by the layer (it needs the store); this module also
+//! decides, up front, whether a request without a session is a *browser navigation* (302 to
+//! WeChat) or an *API client* (401 JSON).
+//!
+//! # Path normalization
+//!
+//! Skip rules and reserved routes are matched against a normalized path, never the raw one,
+//! never the query, never a header ([`normalize_path`]):
+//!
+//! 1. the query is ignored (`/private?/public/x` is `/private`);
+//! 2. each segment is percent-decoded (`%2e%2e` is `..`, `%41` is `A`);
+//! 3. `.` and `..` segments are removed (RFC 3986 §5.2.4), `//` collapses;
+//! 4. the path is **ambiguous** — it matches no skip rule and no reserved route, so it is
+//!    simply protected — when a segment decodes to something containing `/` or `\` (`%2F`,
+//!    `%5C`), a raw `\`, a NUL or other control character, invalid UTF-8, or a segment whose part
+//!    before `;` is a dot segment (`..;`, which Tomcat and others treat as `..`). Backends
+//!    disagree about these; refusing to skip is the only answer that is safe for all of them.
+
+use http::{HeaderMap, Method, Uri, header};
+use percent_encoding::percent_decode_str;
+
+/// What the layer does with a request (the outcome of [`dispatch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// One of our own endpoints under the reserved prefix.
+    Reserved(Route),
+    /// A skip rule matched: the request goes to the inner service without authentication
+    /// (identity headers are still stripped).
+    Skip,
+    /// Authentication required. `client` says what to answer if there is no valid session.
+    Protected {
+        /// How the client is answered when it has no session.
+        client: ClientKind,
+    },
+}
+
+/// Who is asking, for the "no session" answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientKind {
+    /// A top-level GET/HEAD navigation that prefers HTML: gets a 302 into the login flow.
+    Browser,
+    /// Anything else (XHR/fetch, API paths, non-GET methods): gets 401 JSON with `login_url`, so a
+    /// POST never silently loses its body to a redirect.
+    Api,
+}
+
+/// A reserved endpoint under the prefix (default `/_wxauth`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Route {
+    /// `login?return=/path`: start a login flow.
+    Login,
+    /// `callback`: WeChat's redirect back with `code` and `state`.
+    Callback,
+    /// `events`: the platform's authorization event receive URL (ticket pushes).
+    Events,
+    /// `logout`: delete the session and clear the cookie.
+    Logout,
+    /// `jwks.json`: public keys for verifying our JWT.
+    Jwks,
+    /// `whoami`: the current identity as JSON.
+    WhoAmI,
+    /// `health`: liveness.
+    Health,
+    /// `ready`: readiness (store, ticket, token).
+    Ready,
+    /// Anything else under the prefix: 404.
+    NotFound,
+}
+
+impl Route {
+    /// Path of the route under the prefix (`"/login"`), `None` for [`Route::NotFound`].
+    pub fn suffix(self) -> Option<&'static str> {
+        Some(match self {
+            Route::Login => "/login",
+            Route::Callback => "/callback",
+            Route::Events => "/events",
+            Route::Logout => "/logout",
+            Route::Jwks => "/jwks.json",
+            Route::WhoAmI => "/whoami",
+            Route::Health => "/health",
+            Route::Ready => "/ready",
+            Route::NotFound => return None,
+        })
+    }
+
+    fn from_suffix(suffix: &str) -> Route {
+        match suffix {
+            "/login" => Route::Login,
+            "/callback" => Route::Callback,
+            "/events" => Route::Events,
+            "/logout" => Route::Logout,
+            "/jwks.json" => Route::Jwks,
+            "/whoami" => Route::WhoAmI,
+            "/health" => Route::Health,
+            "/ready" => Route::Ready,
+            _ => Route::NotFound,
+        }
+    }
+}
+
+/// A public route: requests whose method and normalized path match skip authentication.
+///
+/// Patterns are either an exact path (`/favicon.ico`) or a subtree ending in `/*`
+/// (`/public/*` matches `/public` and everything below it, not `/publicity`). A rule for `GET`
+/// also matches `HEAD`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkipRule {
+    method: Option<Method>,
+    pattern: SkipPattern,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum SkipPattern {
+    Exact(String),
+    /// The subtree root without the trailing `/*` (`/public`), or empty for `/*`.
+    Subtree(String),
+}
+
+/// Why a skip pattern was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SkipRuleError {
+    /// The pattern does not start with `/`.
+    #[error("skip pattern must start with '/'")]
+    NotAbsolute,
+    /// `*` appears anywhere but as a trailing `/*`.
+    #[error("skip pattern may only use '*' as a trailing '/*'")]
+    Wildcard,
+    /// The pattern is not already normalized (dot segments, `%`, `\`, `//`, `;`, controls).
+    #[error(
+        "skip pattern must be a normalized path (no dot segments, '%', '\\\\', ';', '//', controls)"
+    )]
+    NotNormalized,
+}
+
+impl SkipRule {
+    /// A rule for one method (`None` = any method) and a pattern (`/exact` or `/subtree/*`).
+    ///
+    /// # Errors
+    /// [`SkipRuleError`] when the pattern is not an absolute, normalized path with at most a
+    /// trailing `/*` wildcard.
+    pub fn new(method: Option<Method>, pattern: &str) -> Result<SkipRule, SkipRuleError> {
+        if !pattern.starts_with('/') {
+            return Err(SkipRuleError::NotAbsolute);
+        }
+        let (base, subtree) = match pattern.strip_suffix("/*") {
+            Some(base) => (base, true),
+            None => (pattern, false),
+        };
+        if base.contains('*') {
+            return Err(SkipRuleError::Wildcard);
+        }
+        if base.contains(['%', '\\', ';', '?', '#'])
+            || base.contains("//")
+            || base.chars().any(char::is_control)
+            || base.split('/').any(|s| s == "." || s == "..")
+        {
+            return Err(SkipRuleError::NotNormalized);
+        }
+        let pattern = if subtree {
+            SkipPattern::Subtree(base.trim_end_matches('/').to_owned())
+        } else {
+            SkipPattern::Exact(base.to_owned())
+        };
+        Ok(SkipRule { method, pattern })
+    }
+
+    /// Whether this rule matches a method and an already [normalized](normalize_path) path.
+    pub fn matches(&self, method: &Method, normalized_path: &str) -> bool {
+        let method_ok = match &self.method {
+            None => true,
+            Some(m) => m == method || (*m == Method::GET && *method == Method::HEAD),
+        };
+        method_ok
+            && match &self.pattern {
+                SkipPattern::Exact(p) => p == normalized_path,
+                SkipPattern::Subtree(root) => {
+                    root.is_empty()
+                        || normalized_path == root
+                        || normalized_path
+                            .strip_prefix(root.as_str())
+                            .is_some_and(|rest| rest.starts_with('/'))
+                }
+            }
+    }
+}
+
+/// The inputs of [`dispatch`] that come from configuration (a view of the layer settings).
+#[derive(Clone, Debug)]
+pub struct DispatchSettings {
+    /// Reserved prefix, normalized, without trailing `/` (`/_wxauth`).
+    pub prefix: String,
+    /// Public routes.
+    pub skip: Vec<SkipRule>,
+    /// Path prefixes that are always API (401, never a redirect), e.g. `/api`. Same matching as
+    /// a subtree skip rule.
+    pub api_prefixes: Vec<String>,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        Self {
+            prefix: "/_wxauth".to_owned(),
+            skip: Vec::new(),
+            api_prefixes: Vec::new(),
+        }
+    }
+}
+
+/// Classifies a request. Pure: reads method, URI and headers, never the body, never I/O.
+///
+/// Callers strip client-sent identity headers *before* anything else, on every path; this
+/// function does not depend on them.
+pub fn dispatch(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    settings: &DispatchSettings,
+) -> Decision {
+    let normalized = normalize_path(uri.path());
+    if let Some(path) = normalized.as_deref() {
+        if let Some(rest) = path.strip_prefix(settings.prefix.as_str()) {
+            if rest.is_empty() || rest.starts_with('/') {
+                return Decision::Reserved(Route::from_suffix(rest));
+            }
+        }
+        if settings.skip.iter().any(|rule| rule.matches(method, path)) {
+            return Decision::Skip;
+        }
+    }
+    let under_api_prefix = normalized.as_deref().is_some_and(|path| {
+        settings
+            .api_prefixes
+            .iter()
+            .any(|prefix| under_prefix(path, prefix))
+    });
+    let client = if !under_api_prefix && is_browser_navigation(method, headers) {
+        ClientKind::Browser
+    } else {
+        ClientKind::Api
+    };
+    Decision::Protected { client }
+}
+
+fn under_prefix(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty()
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Whether a request is a top-level browser navigation that may be redirected to a login page:
+/// GET or HEAD; `Accept` prefers `text/html` by q-value (named explicitly or as `text/*`, with a
+/// q at least as high as any other listed type — a bare `*/*` is not enough); no
+/// `X-Requested-With: XMLHttpRequest`; and, when the browser sends `Sec-Fetch-Mode`, it says
+/// `navigate` (a `fetch()` is never a navigation).
+pub fn is_browser_navigation(method: &Method, headers: &HeaderMap) -> bool {
+    if method != Method::GET && method != Method::HEAD {
+        return false;
+    }
+    let xhr = headers
+        .get_all("x-requested-with")
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"));
+    if xhr {
+        return false;
+    }
+    if let Some(mode) = headers.get("sec-fetch-mode") {
+        let mode = mode.as_bytes();
+        if !mode.eq_ignore_ascii_case(b"navigate") && !mode.eq_ignore_ascii_case(b"nested-navigate")
+        {
+            return false;
+        }
+    }
+    accept_prefers_html(headers)
+}
+
+/// One media range of an `Accept` header.
+struct MediaRange<'a> {
+    kind: &'a str,
+    subtype: &'a str,
+    q: u16, // thousandths, 0..=1000
+}
+
+fn parse_q(value: &str) -> Option<u16> {
+    // RFC 9110 §12.4.2: qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
+    let (int, frac) = value.split_once('.').unwrap_or((value, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut thousandths = 0u16;
+    for (i, b) in frac.bytes().enumerate() {
+        thousandths += u16::from(b - b'0') * [100, 10, 1][i];
+    }
+    match int {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
+}
+
+fn media_ranges(headers: &HeaderMap) -> impl Iterator<Item = MediaRange<'_>> {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|item| {
+            let mut parts = item.split(';');
+            let mime = parts.next()?.trim();
+            let (kind, subtype) = mime.split_once('/')?;
+            let mut q = 1000;
+            for param in parts {
+                if let Some((k, v)) = param.split_once('=') {
+                    if k.trim().eq_ignore_ascii_case("q") {
+                        q = parse_q(v.trim())?;
+                    }
+                }
+            }
+            Some(MediaRange {
+                kind: kind.trim(),
+                subtype: subtype.trim(),
+                q,
+            })
+        })
+}
+
+/// Whether `Accept` prefers `text/html` (see [`is_browser_navigation`]).
+pub fn accept_prefers_html(headers: &HeaderMap) -> bool {
+    // q of text/html by its most specific matching range: 2 = text/html, 1 = text/*, 0 = */*.
+    let mut html: Option<(u8, u16)> = None;
+    let mut best_other = 0u16;
+    for range in media_ranges(headers) {
+        let specificity = if range.kind.eq_ignore_ascii_case("text")
+            && range.subtype.eq_ignore_ascii_case("html")
+        {
+            Some(2)
+        } else if range.kind.eq_ignore_ascii_case("text") && range.subtype == "*" {
+            Some(1)
+        } else if range.kind == "*" && range.subtype == "*" {
+            Some(0)
+        } else {
+            None
+        };
+        if let Some(s) = specificity {
+            if html.is_none_or(|(best, _)| s > best) {
+                html = Some((s, range.q));
+            }
+        }
+        // A concrete non-HTML type competes with HTML; XHTML counts as HTML.
+        if specificity.is_none() && !range.subtype.eq_ignore_ascii_case("xhtml+xml") {
+            best_other = best_other.max(range.q);
+        }
+    }
+    match html {
+        Some((specificity, q)) if specificity >= 1 => q > 0 && q >= best_other,
+        _ => false,
+    }
+}
+
+/// Normalizes a request path for matching (see the module docs). `None` means *ambiguous*: such
+/// a path matches no skip rule and no reserved route.
+pub fn normalize_path(raw: &str) -> Option<String> {
+    if !raw.starts_with('/') {
+        return None;
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut trailing_slash = false;
+    for raw_segment in raw.split('/').skip(1) {
+        if raw_segment.contains('\\') {
+            return None;
+        }
+        let decoded = percent_decode_str(raw_segment).decode_utf8().ok()?;
+        if decoded.contains(['/', '\\']) || decoded.chars().any(char::is_control) {
+            return None;
+        }
+        let before_params = decoded.split(';').next().unwrap_or("");
+        if decoded.contains(';') && (before_params == "." || before_params == "..") {
+            return None;
+        }
+        trailing_slash = false;
+        match decoded.as_ref() {
+            "" | "." => trailing_slash = true,
+            ".." => {
+                out.pop();
+                trailing_slash = true;
+            }
+            _ => out.push(decoded.into_owned()),
+        }
+    }
+    let mut path = String::with_capacity(raw.len());
+    for segment in &out {
+        path.push('/');
+        path.push_str(segment);
+    }
+    if trailing_slash || path.is_empty() {
+        path.push('/');
+    }
+    Some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn settings() -> DispatchSettings {
+        DispatchSettings {
+            prefix: "/_wxauth".into(),
+            skip: vec![
+                SkipRule::new(Some(Method::GET), "/public/*").expect("rule"),
+                SkipRule::new(None, "/healthz").expect("rule"),
+            ],
+            api_prefixes: vec!["/api".into()],
+        }
+    }
+
+    fn browser_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static(
+                "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+            ),
+        );
+        h
+    }
+
+    fn decide(method: Method, uri: &str, headers: &HeaderMap) -> Decision {
+        let uri: Uri = uri.parse().expect("uri");
+        dispatch(&method, &uri, headers, &settings())
+    }
+
+    #[test]
+    fn normalization() {
+        let cases = [
+            ("/", Some("/")),
+            ("/a/b", Some("/a/b")),
+            ("/a//b", Some("/a/b")),
+            ("/a/./b/", Some("/a/b/")),
+            ("/a/../b", Some("/b")),
+            ("/../../b", Some("/b")),
+            ("/public/../private", Some("/private")),
+            ("/public/%2e%2e/private", Some("/private")),
+            ("/public/%2E%2E/private", Some("/private")),
+            ("/public/.%2e/private", Some("/private")),
+            ("/%70ublic/x", Some("/public/x")),
+            ("/public/..", Some("/")),
+            ("/public%2F..%2Fprivate", None),
+            ("/public/..%2fprivate", None),
+            ("/public/..%5cprivate", None),
+            ("/public/..\\private", None),
+            ("/public/..;/private", None),
+            ("/public/%00", None),
+            ("/public/%ff", None),
+            ("*", None),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalize_path(raw).as_deref(), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn skip_rules_match_normalized_paths_only() {
+        let h = browser_headers();
+        assert_eq!(decide(Method::GET, "/public/x.css", &h), Decision::Skip);
+        assert_eq!(decide(Method::HEAD, "/public/x.css", &h), Decision::Skip);
+        assert_eq!(decide(Method::GET, "/public", &h), Decision::Skip);
+        assert_eq!(decide(Method::GET, "/public/a/../b", &h), Decision::Skip);
+        for uri in [
+            "/public/../private",
+            "/public/%2e%2e/private",
+            "/public/%2E%2e/private",
+            "/public%2F..%2Fprivate",
+            "/public/..%2Fprivate",
+            "/public/..;/private",
+            "/publicity",
+            "/private?/public/x",
+            "/private?x=/public/",
+            "/private#/public/x",
+        ] {
+            assert!(
+                matches!(decide(Method::GET, uri, &h), Decision::Protected { .. }),
+                "{uri}"
+            );
+        }
+        assert!(matches!(
+            decide(Method::POST, "/public/x", &h),
+            Decision::Protected {
+                client: ClientKind::Api
+            }
+        ));
+        assert_eq!(decide(Method::DELETE, "/healthz", &h), Decision::Skip);
+    }
+
+    #[test]
+    fn reserved_routes_are_exact_under_the_prefix() {
+        let h = HeaderMap::new();
+        assert_eq!(
+            decide(Method::GET, "/_wxauth/login?return=/x", &h),
+            Decision::Reserved(Route::Login)
+        );
+        assert_eq!(
+            decide(Method::GET, "/_wxauth/callback", &h),
+            Decision::Reserved(Route::Callback)
+        );
+        assert_eq!(
+            decide(Method::POST, "/_wxauth/events", &h),
+            Decision::Reserved(Route::Events)
+        );
+        assert_eq!(
+            decide(Method::GET, "/_wxauth/jwks.json", &h),
+            Decision::Reserved(Route::Jwks)
+        );
+        assert_eq!(
+            decide(Method::GET, "/_wxauth/health", &h),
+            Decision::Reserved(Route::Health)
+        );
+        assert_eq!(
+            decide(Method::GET, "/_wxauth/nope", &h),
+            Decision::Reserved(Route::NotFound)
+        );
+        assert_eq!(
+            decide(Method::GET, "/_wxauth", &h),
+            Decision::Reserved(Route::NotFound)
+        );
+        assert!(matches!(
+            decide(Method::GET, "/_wxauthx/login", &h),
+            Decision::Protected { .. }
+        ));
+        assert!(matches!(
+            decide(Method::GET, "/_wxauth/../private", &h),
+            Decision::Protected { .. }
+        ));
+    }
+
+    #[test]
+    fn browser_vs_api() {
+        let mut h = browser_headers();
+        assert_eq!(
+            decide(Method::GET, "/private", &h),
+            Decision::Protected {
+                client: ClientKind::Browser
+            }
+        );
+        assert_eq!(
+            decide(Method::POST, "/private", &h),
+            Decision::Protected {
+                client: ClientKind::Api
+            }
+        );
+        assert_eq!(
+            decide(Method::GET, "/api/things", &h),
+            Decision::Protected {
+                client: ClientKind::Api
+            }
+        );
+        assert_eq!(
+            decide(Method::GET, "/apidocs", &h),
+            Decision::Protected {
+                client: ClientKind::Browser
+            }
+        );
+        h.insert(
+            "x-requested-with",
+            HeaderValue::from_static("XMLHttpRequest"),
+        );
+        assert_eq!(
+            decide(Method::GET, "/private", &h),
+            Decision::Protected {
+                client: ClientKind::Api
+            }
+        );
+    }
+
+    fn accept(value: &'static str) -> bool {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static(value));
+        is_browser_navigation(&Method::GET, &h)
+    }
+
+    #[test]
+    fn accept_q_values() {
+        assert!(accept("text/html"));
+        assert!(accept("text/*"));
+        assert!(accept("text/html;q=0.9, application/xhtml+xml"));
+        assert!(accept("application/json;q=0.5, text/html"));
+        assert!(!accept("application/json, text/html;q=0.9"));
+        assert!(!accept("*/*"));
+        assert!(!accept("application/json"));
+        assert!(!accept("text/html;q=0"));
+        assert!(!accept("text/html;q=2"));
+        assert!(!accept(
+            "text/html;q=0.5, */*;q=0.1, application/json;q=0.6"
+        ));
+        assert!(accept("TEXT/HTML; Q=1.0"));
+        assert!(!is_browser_navigation(&Method::GET, &HeaderMap::new()));
+    }
+
+    #[test]
+    fn fetch_mode_overrides_accept() {
+        let mut h = browser_headers();
+        h.insert("sec-fetch-mode", HeaderValue::from_static("cors"));
+        assert!(!is_browser_navigation(&Method::GET, &h));
+        h.insert("sec-fetch-mode", HeaderValue::from_static("navigate"));
+        assert!(is_browser_navigation(&Method::GET, &h));
+    }
+
+    #[test]
+    fn skip_patterns_are_validated() {
+        assert_eq!(
+            SkipRule::new(None, "public/*"),
+            Err(SkipRuleError::NotAbsolute)
+        );
+        assert_eq!(SkipRule::new(None, "/pub*"), Err(SkipRuleError::Wildcard));
+        assert_eq!(
+            SkipRule::new(None, "/a/../b"),
+            Err(SkipRuleError::NotNormalized)
+        );
+        assert_eq!(
+            SkipRule::new(None, "/a%2fb"),
+            Err(SkipRuleError::NotNormalized)
+        );
+        let all = SkipRule::new(None, "/*").expect("rule");
+        assert!(all.matches(&Method::GET, "/anything"));
+    }
+}
