@@ -1,0 +1,496 @@
+#!/usr/bin/env bash
+# Load benchmark of the wechat-oauth-proxy sidecar against nginx and the bare upstream, on loopback.
+#
+# Run by hand from a clean clone (it is not part of `cargo test`):
+#
+#     bench/load.sh                       # 10 s per row, 32 connections, 1 wrk thread
+#     DURATION=30 CONNECTIONS=64 bench/load.sh
+#     ROWS="a b c" bench/load.sh          # a subset of the rows
+#
+# Installs nginx and wrk with apt-get when they are missing, builds the release binary, and starts
+# on 127.0.0.1 (ports 18080-18084, override with PORT_BASE):
+#   - the fast upstream: one nginx worker answering `return 200` (the same for every row);
+#   - (b) nginx as a plain reverse proxy to it (one worker, keepalive upstream pool);
+#   - (c) the sidecar with a warm session: bench/config.toml, one login through the in-process
+#         simulated WeChat gives the session cookie, every request then hits the JWT cache;
+#   - (d) a second sidecar that re-mints the JWT on every request ([jwt] cache = false);
+# and measures, closed loop with wrk (fixed connections, threads and duration, after a warm-up):
+#   (a) upstream direct, (b) nginx, (c) sidecar + session, (d) sidecar + re-mint every request,
+#   (e) sidecar, no session, browser navigation (302 into the login flow), and for attribution
+#   (p) the sidecar's accept loop + upstream client without the auth layer
+#   (examples/bench_bare_proxy.rs).
+# Every row sends the same request (same path, same headers, same session cookie) except (e),
+# which has no cookie. Then it reports the sidecar's RSS at 0 sessions (measured on the running
+# sidecar) and at 100 k and 1 M sessions (the measured RSS at 0 plus the per-session RSS of the
+# same in-process store filled with 100 k / 1 M sessions: examples/bench_session_rss.rs).
+#
+# With `taskset` and at least 2 CPUs, wrk runs on the last CPU and every server on the others.
+# Prints a table with ratios against (b) and (a) and the CPU time per request of each process;
+# exits non-zero if any row could not be measured.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+DURATION=${DURATION:-10}          # seconds per measured row
+WARMUP=${WARMUP:-3}               # seconds of unmeasured load before each row
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-1}
+ROWS=${ROWS:-"a b p c d e"}
+ROUNDS=${ROUNDS:-3}               # every row is measured this often (interleaved); medians reported
+PORT_BASE=${PORT_BASE:-18080}
+RSS_SIZES=${RSS_SIZES:-"100000 1000000"}
+KEEP=${KEEP:-0}                   # 1: keep the work directory (logs, configs)
+
+PORT_PROXY=$PORT_BASE
+PORT_UP=$((PORT_BASE + 1))
+PORT_NGINX=$((PORT_BASE + 2))
+PORT_REMINT=$((PORT_BASE + 3))
+PORT_BARE=$((PORT_BASE + 4))
+PATH_UNDER_TEST=/app/page?id=42
+
+log() { echo "[load.sh] $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- tools --------------------------------------------------------------------------------------
+install_missing() {
+  local missing=()
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+  command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]} with apt-get"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+install_missing
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust: https://rustup.rs)"
+
+for port in $PORT_PROXY $PORT_UP $PORT_NGINX $PORT_REMINT $PORT_BARE; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+    die "port $port is in use; set PORT_BASE to a free range"
+  fi
+done
+
+log "building the release binary and the RSS probe"
+cargo build --release --quiet --bin wechat-oauth-proxy --example bench_session_rss --example bench_bare_proxy
+BIN=$ROOT/target/release/wechat-oauth-proxy
+RSS_PROBE=$ROOT/target/release/examples/bench_session_rss
+BARE=$ROOT/target/release/examples/bench_bare_proxy
+
+# --- CPU pinning --------------------------------------------------------------------------------
+NCPU=$(nproc)
+PIN_SERVER=()
+PIN_LOAD=()
+if command -v taskset >/dev/null 2>&1 && [ "$NCPU" -ge 2 ]; then
+  PIN_LOAD=(taskset -c $((NCPU - 1)))
+  PIN_SERVER=(taskset -c "0-$((NCPU - 2))")
+  PINNING="wrk on CPU $((NCPU - 1)), servers on CPU 0-$((NCPU - 2))"
+else
+  PINNING="none (taskset missing or a single CPU)"
+fi
+
+# --- processes ----------------------------------------------------------------------------------
+WORK=$(mktemp -d /tmp/wxauth-load.XXXXXX)
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ "$KEEP" = 1 ]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+wait_http() { # url [expected status]
+  local i
+  for i in $(seq 1 100); do
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)" = "${2:-200}" ]; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+nginx_conf() { # dir port body-of-server-block [extra-http-block]
+  mkdir -p "$1/logs" "$1/tmp"
+  cat >"$1/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  client_body_temp_path $1/tmp;
+  proxy_temp_path $1/tmp;
+  fastcgi_temp_path $1/tmp;
+  uwsgi_temp_path $1/tmp;
+  scgi_temp_path $1/tmp;
+  ${4:-}
+  server {
+    listen 127.0.0.1:$2 backlog=4096;
+    $3
+  }
+}
+EOF
+}
+
+start_nginx() { # dir
+  "${PIN_SERVER[@]}" "$NGINX" -p "$1" -c "$1/nginx.conf" >"$1/logs/stdout.log" 2>&1 &
+  PIDS+=($!)
+}
+nginx_workers() { pgrep -P "$(cat "$1/nginx.pid")" | tr '\n' ' '; }
+
+# The fast upstream: a static 200. /_check echoes the JWT header it received (sanity checks only).
+nginx_conf "$WORK/upstream" "$PORT_UP" '
+    location = /_check { default_type text/plain; return 200 "$http_x_wechat_jwt"; }
+    location / { default_type text/plain; return 200 "hello from the bench upstream\n"; }'
+start_nginx "$WORK/upstream"
+
+# (b) nginx as a plain reverse proxy with a keepalive pool to the upstream.
+nginx_conf "$WORK/nginx-proxy" "$PORT_NGINX" '
+    location / {
+      proxy_pass http://bench_upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+    }' "upstream bench_upstream { server 127.0.0.1:$PORT_UP; keepalive 64; }"
+start_nginx "$WORK/nginx-proxy"
+
+SIDECAR_PID=""
+start_sidecar() { # name port extra-jwt-line
+  local dir=$WORK/$1
+  mkdir -p "$dir"
+  sed "s/@UPSTREAM_PORT@/$PORT_UP/" "$ROOT/bench/config.toml" >"$dir/config.toml"
+  if [ -n "$3" ]; then
+    sed -i "s/^\[jwt\]$/[jwt]\n$3/" "$dir/config.toml"
+  fi
+  if ! "$BIN" --config "$dir/config.toml" --check >"$dir/check.log" 2>&1; then
+    log "$1: configuration refused: $(tr '\n' ' ' <"$dir/check.log")"
+    return 1
+  fi
+  RUST_LOG=${RUST_LOG:-warn} "${PIN_SERVER[@]}" "$BIN" --config "$dir/config.toml" \
+    --listen "127.0.0.1:$2" --public-url "http://127.0.0.1:$2" --state-dir "$dir/state" \
+    >"$dir/sidecar.log" 2>&1 &
+  SIDECAR_PID=$!
+  PIDS+=("$SIDECAR_PID")
+  # Ready = the simulator pushed a ticket and the component token was fetched.
+  wait_http "http://127.0.0.1:$2/_wxauth/ready" || { log "$1 not ready: $(tail -5 "$dir/sidecar.log")"; return 1; }
+}
+
+# One login through the simulated WeChat; prints the session cookie (name=value).
+login() { # port
+  local base=http://127.0.0.1:$1 jar=$WORK/jar.$1 loc page choose sim cb status
+  rm -f "$jar"
+  loc=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" -H 'Accept: text/html' "$base/app/page")
+  loc=${loc%%#*}
+  [ -n "$loc" ] || return 1
+  page=$(curl -s "$loc")
+  choose=$(grep -o 'href="/_sim/authorize/choose[^"]*"' <<<"$page" | head -n 1 | sed 's/^href="//; s/"$//; s/&amp;/\&/g')
+  sim=$(grep -oE '^https?://[^/]+' <<<"$loc")
+  [ -n "$choose" ] && [ -n "$sim" ] || return 1
+  cb=$(curl -s -o /dev/null -w '%{redirect_url}' "$sim$choose")
+  status=$(curl -s -o /dev/null -w '%{http_code}' -c "$jar" -b "$jar" -H 'Accept: text/html' "$cb")
+  [ "$status" = 302 ] || return 1
+  awk '$6 == "wxauth_session" { print $6 "=" $7 }' "$jar"
+}
+
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# CPU time (user + system, in clock ticks) of processes and all their threads.
+cpu_ticks() {
+  local total=0 pid task
+  for pid in "$@"; do
+    for task in /proc/"$pid"/task/*/stat; do
+      [ -r "$task" ] || continue
+      total=$((total + $(awk '{ print $14 + $15 }' "$task")))
+    done
+  done
+  echo "$total"
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+wait_http "http://127.0.0.1:$PORT_UP/" || die "the upstream nginx did not start: $(cat "$WORK/upstream/logs/error.log")"
+wait_http "http://127.0.0.1:$PORT_NGINX/" || die "the proxy nginx did not start: $(cat "$WORK/nginx-proxy/logs/error.log")"
+
+declare -A RPS P50 P99 NOTE CPU_PROXY CPU_UP PROC L_RPS L_P50 L_P99 L_CPU L_UP
+MEASURED=()
+FAILED=()
+fail_row() { FAILED+=("$1"); NOTE[$1]="NOT MEASURED: $2"; log "row $1 not measured: $2"; }
+row_failed() { [[ " ${FAILED[*]} " == *" $1 "* ]]; }
+
+COOKIE=""
+SIDECAR_C=""
+RSS0=""
+if start_sidecar sidecar "$PORT_PROXY" ""; then
+  SIDECAR_C=$SIDECAR_PID
+  RSS0=$(rss_kib "$SIDECAR_C")
+  COOKIE=$(login "$PORT_PROXY" || true)
+  [ -n "$COOKIE" ] || log "login through the simulated WeChat failed: $(tail -5 "$WORK/sidecar/sidecar.log")"
+fi
+# A stand-in cookie of the same shape for the rows that do not need a real one.
+REQUEST_COOKIE=${COOKIE:-wxauth_session=$(head -c 50 /dev/urandom | base64 | tr -d '\n=' | head -c 68)}
+
+REMINT_OK=0
+if [[ " $ROWS " == *" d "* ]]; then
+  if start_sidecar sidecar-remint "$PORT_REMINT" "cache = false"; then
+    PROC[d]=$SIDECAR_PID
+    REMINT_COOKIE=$(login "$PORT_REMINT" || true)
+    [ -n "$REMINT_COOKIE" ] && REMINT_OK=1
+  fi
+fi
+
+# (p) the sidecar's own accept loop and upstream client without the auth layer (attribution).
+BARE_OK=0
+if [[ " $ROWS " == *" p "* ]]; then
+  RUST_LOG=${RUST_LOG:-warn} "${PIN_SERVER[@]}" "$BARE" "127.0.0.1:$PORT_BARE" "http://127.0.0.1:$PORT_UP" \
+    >"$WORK/bare-proxy.log" 2>&1 &
+  PROC[p]=$!
+  PIDS+=("${PROC[p]}")
+  wait_http "http://127.0.0.1:$PORT_BARE/" && BARE_OK=1
+fi
+
+UPSTREAM_WORKERS=$(nginx_workers "$WORK/upstream")
+PROC[a]=$UPSTREAM_WORKERS
+PROC[b]=$(nginx_workers "$WORK/nginx-proxy")
+PROC[c]=$SIDECAR_C
+PROC[e]=$SIDECAR_C
+declare -A RSS_AFTER
+
+# wrk run; fills RPS/P50/P99 for the row. Latencies are converted to microseconds.
+to_us() {
+  awk -v v="$1" 'BEGIN {
+    n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+    if (u == "us") f = 1; else if (u == "ms") f = 1000; else if (u == "s") f = 1000000; else f = -1
+    if (f < 0) print "NaN"; else printf "%.0f", n * f }'
+}
+run_row() { # row url [extra wrk args...]
+  local row=$1 url=$2 out
+  shift 2
+  "${PIN_LOAD[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$@" "$url" >/dev/null 2>&1 || true
+  local proxy_before up_before proxy_after up_after
+  # shellcheck disable=SC2086 # PROC holds pid lists
+  proxy_before=$(cpu_ticks ${PROC[$row]:-})
+  # shellcheck disable=SC2086
+  up_before=$(cpu_ticks $UPSTREAM_WORKERS)
+  out=$("${PIN_LOAD[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" 2>&1) || {
+    fail_row "$row" "wrk failed: $(tail -2 <<<"$out" | tr '\n' ' ')"
+    return
+  }
+  # shellcheck disable=SC2086
+  proxy_after=$(cpu_ticks ${PROC[$row]:-})
+  # shellcheck disable=SC2086
+  up_after=$(cpu_ticks $UPSTREAM_WORKERS)
+  echo "$out" >>"$WORK/wrk-$row.txt"
+  local rps p50 p99 bad errors total
+  rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+  p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
+  p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
+  bad=$(awk '/Non-2xx or 3xx responses:/ { print $5 }' <<<"$out")
+  errors=$(awk '/Socket errors:/ { print }' <<<"$out")
+  if [ -z "$rps" ] || [ -z "$p50" ] || [ -z "$p99" ]; then
+    fail_row "$row" "could not parse wrk output"
+    return
+  fi
+  if [ -n "$bad" ] && [ "$bad" != 0 ]; then
+    fail_row "$row" "$bad responses were not 2xx/3xx"
+    return
+  fi
+  total=$(awk '/requests in/ { print $1 }' <<<"$out")
+  if [ -n "$total" ] && [ "$total" -gt 0 ]; then
+    L_CPU[$row]+=" $(((proxy_after - proxy_before) * TICK_US / total))"
+    [ "$row" = a ] || L_UP[$row]+=" $(((up_after - up_before) * TICK_US / total))"
+  fi
+  L_RPS[$row]+=" $rps"
+  L_P50[$row]+=" $(to_us "$p50")"
+  L_P99[$row]+=" $(to_us "$p99")"
+  if [ -n "$errors" ]; then NOTE[$row]+="round $round: $errors; "; fi
+  log "round $round, row $row: ${rps} req/s, p50 ${p50}, p99 ${p99}"
+}
+
+median() { # values...
+  [ $# -gt 0 ] || return 0
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# Sanity check before a row: the exact request gets the expected status (and, for the session
+# rows, the upstream received a JWT).
+expect_status() { # url expected [curl args...]
+  local url=$1 want=$2 got
+  shift 2
+  got=$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url" || true)
+  [ "$got" = "$want" ] || { log "$url answered $got, expected $want"; return 1; }
+}
+expect_jwt() { # base cookie
+  local body
+  body=$(curl -s -H "Cookie: $2" "$1/_check" || true)
+  [[ "$body" =~ ^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$ ]] || { log "$1: no JWT reached the upstream"; return 1; }
+}
+
+HDR_ACCEPT="Accept: text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"
+HDR_UA="User-Agent: Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36 MicroMessenger/8.0.47"
+UP=http://127.0.0.1:$PORT_UP$PATH_UNDER_TEST
+NG=http://127.0.0.1:$PORT_NGINX$PATH_UNDER_TEST
+SC=http://127.0.0.1:$PORT_PROXY$PATH_UNDER_TEST
+RM=http://127.0.0.1:$PORT_REMINT$PATH_UNDER_TEST
+BP=http://127.0.0.1:$PORT_BARE$PATH_UNDER_TEST
+
+for round in $(seq 1 "$ROUNDS"); do
+for row in $ROWS; do
+  row_failed "$row" && continue
+  case $row in
+    a)
+      if expect_status "$UP" 200; then
+        run_row a "$UP" -H "$HDR_ACCEPT" -H "$HDR_UA" -H "Cookie: $REQUEST_COOKIE"
+      else fail_row a "upstream does not answer 200"; fi ;;
+    b)
+      if expect_status "$NG" 200; then
+        run_row b "$NG" -H "$HDR_ACCEPT" -H "$HDR_UA" -H "Cookie: $REQUEST_COOKIE"
+      else fail_row b "nginx does not answer 200"; fi ;;
+    c)
+      if [ -z "$COOKIE" ]; then fail_row c "no session (sidecar start or login failed)"
+      elif expect_status "$SC" 200 -H "Cookie: $COOKIE" -H "$HDR_ACCEPT" && expect_jwt "http://127.0.0.1:$PORT_PROXY" "$COOKIE"; then
+        run_row c "$SC" -H "$HDR_ACCEPT" -H "$HDR_UA" -H "Cookie: $COOKIE"
+        expect_status "$SC" 200 -H "Cookie: $COOKIE" -H "$HDR_ACCEPT" || fail_row c "session lost during the run"
+      else fail_row c "the session request is not answered 200 with a JWT"; fi ;;
+    d)
+      if [ "$REMINT_OK" != 1 ]; then
+        fail_row d "no sidecar with re-mint on every request (needs the config knob [jwt] cache = false; see $WORK/sidecar-remint/check.log)"
+      elif expect_status "$RM" 200 -H "Cookie: $REMINT_COOKIE" -H "$HDR_ACCEPT" && expect_jwt "http://127.0.0.1:$PORT_REMINT" "$REMINT_COOKIE"; then
+        run_row d "$RM" -H "$HDR_ACCEPT" -H "$HDR_UA" -H "Cookie: $REMINT_COOKIE"
+      else fail_row d "the session request is not answered 200 with a JWT"; fi ;;
+    p)
+      if [ "$BARE_OK" != 1 ]; then fail_row p "the bare proxy did not start: $(tail -3 "$WORK/bare-proxy.log")"
+      elif expect_status "$BP" 200; then
+        run_row p "$BP" -H "$HDR_ACCEPT" -H "$HDR_UA" -H "Cookie: $REQUEST_COOKIE"
+      else fail_row p "the bare proxy does not answer 200"; fi ;;
+    e)
+      if [ -z "$SIDECAR_C" ]; then fail_row e "sidecar did not start"
+      elif expect_status "$SC" 302 -H "$HDR_ACCEPT"; then
+        run_row e "$SC" -H "$HDR_ACCEPT" -H "$HDR_UA"
+      else fail_row e "a browser request without session is not answered 302"; fi ;;
+    *) die "unknown row $row (rows: a b p c d e)" ;;
+  esac
+  if [[ "$row" == [ce] ]] && [ -n "$SIDECAR_C" ] && kill -0 "$SIDECAR_C" 2>/dev/null; then
+    RSS_AFTER[$row]=$(rss_kib "$SIDECAR_C")
+  fi
+done
+done
+
+# Medians over the rounds.
+for row in $ROWS; do
+  row_failed "$row" && continue
+  [ -n "${L_RPS[$row]:-}" ] || continue
+  # shellcheck disable=SC2086 # the lists are space-separated numbers
+  {
+    RPS[$row]=$(median ${L_RPS[$row]})
+    P50[$row]=$(median ${L_P50[$row]})
+    P99[$row]=$(median ${L_P99[$row]})
+    CPU_PROXY[$row]=$(median ${L_CPU[$row]:-})
+    CPU_UP[$row]=$(median ${L_UP[$row]:-})
+  }
+  MEASURED+=("$row")
+done
+
+# --- RSS ----------------------------------------------------------------------------------------
+declare -A RSS_LINE
+for n in $RSS_SIZES; do
+  if line=$("$RSS_PROBE" "$n"); then RSS_LINE[$n]=$line; else FAILED+=("rss-$n"); fi
+done
+JWT_LINE=$("$RSS_PROBE" 100000 --jwt || true)
+
+# --- report -------------------------------------------------------------------------------------
+label() {
+  case $1 in
+    a) echo "(a) upstream direct" ;;
+    b) echo "(b) nginx reverse proxy" ;;
+    p) echo "(p) sidecar's proxy alone, no auth layer" ;;
+    c) echo "(c) sidecar, session + cached JWT" ;;
+    d) echo "(d) sidecar, JWT re-minted per request" ;;
+    e) echo "(e) sidecar, no session -> 302" ;;
+  esac
+}
+ratio() { # value base
+  if [ -n "$1" ] && [ -n "$2" ]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; else echo "-"; fi
+}
+fmt_us() { if [ -n "$1" ]; then awk -v v="$1" 'BEGIN { if (v >= 1000 || v <= -1000) printf "%.2f ms", v / 1000; else printf "%d us", v }'; else echo "-"; fi; }
+
+echo
+echo "## Load: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2 }')), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency (after ${WARMUP}s warm-up), GET $PATH_UNDER_TEST; pinning: $PINNING."
+echo "Each row measured $ROUNDS times, rows interleaved; the table shows medians (all runs: req/s per round below)."
+echo "CPU/req: CPU time of the process under test (proxy: nginx worker / sidecar; row (a): the upstream)"
+echo "and of the upstream nginx worker, divided by the requests wrk completed."
+echo
+printf '| %-40s | %10s | %9s | %9s | %7s | %7s | %10s | %9s | %9s |\n' "row" "req/s" "p50" "p99" "vs (b)" "vs (a)" "p99 - (a)" "CPU/req" "upstr/req"
+printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' "------------------------------------------" "-----------:" "----------:" "----------:" "--------:" "--------:" "-----------:" "----------:" "----------:"
+for row in $ROWS; do
+  if [ -n "${RPS[$row]:-}" ]; then
+    added="-"
+    if [ -n "${P99[a]:-}" ] && [ "$row" != a ]; then
+      this=${P99[$row]} base=${P99[a]}
+      added=$(fmt_us $((this - base)))
+    fi
+    printf '| %-40s | %10s | %9s | %9s | %7s | %7s | %10s | %9s | %9s |\n' "$(label "$row")" "${RPS[$row]}" \
+      "$(fmt_us "${P50[$row]}")" "$(fmt_us "${P99[$row]}")" "$(ratio "${RPS[$row]}" "${RPS[b]:-}")" \
+      "$(ratio "${RPS[$row]}" "${RPS[a]:-}")" "$added" "$(fmt_us "${CPU_PROXY[$row]:-}")" "$(fmt_us "${CPU_UP[$row]:-}")"
+  else
+    printf '| %-40s | %s |\n' "$(label "$row")" "${NOTE[$row]:-not measured}"
+  fi
+done
+echo
+for row in "${MEASURED[@]}"; do
+  echo "($row) req/s per round:${L_RPS[$row]}; p99 (us) per round:${L_P99[$row]}"
+  if [ -n "${NOTE[$row]:-}" ]; then echo "note ($row): ${NOTE[$row]}"; fi
+done
+
+echo
+echo "## Sidecar RSS"
+echo
+echo "| sessions | RSS | how |"
+echo "|---:|---:|---|"
+if [ -n "$RSS0" ]; then
+  echo "| 0 | $((RSS0 / 1024)) MiB ($RSS0 KiB) | measured: the running sidecar (simulated WeChat in-process) after start |"
+  for row in $ROWS; do
+    if [ -n "${RSS_AFTER[$row]:-}" ]; then
+      echo "| 1 | $((RSS_AFTER[$row] / 1024)) MiB (${RSS_AFTER[$row]} KiB) | measured: the same sidecar after row ($row) |"
+    fi
+  done
+else
+  FAILED+=("rss-0")
+  echo "| 0 | NOT MEASURED | sidecar did not start |"
+fi
+for n in $RSS_SIZES; do
+  line=${RSS_LINE[$n]:-}
+  if [ -n "$line" ] && [ -n "$RSS0" ]; then
+    per=$(sed -n 's/.*bytes_per_session=\([0-9]*\).*/\1/p' <<<"$line")
+    est=$((RSS0 + n * per / 1024))
+    echo "| $n | $((est / 1024)) MiB | RSS at 0 + $n x $per B/session (same store filled in-process: examples/bench_session_rss.rs) |"
+  else
+    echo "| $n | NOT MEASURED | |"
+  fi
+done
+if [ -n "$JWT_LINE" ]; then
+  echo
+  echo "Plus, per session active within the JWT lifetime (at most jwt cache_capacity = 100 000 of them):" \
+    "$(sed -n 's/.*bytes_per_cached_jwt=\([0-9]*\).*/\1/p' <<<"$JWT_LINE") B for its cached token."
+fi
+echo
+for n in $RSS_SIZES; do if [ -n "${RSS_LINE[$n]:-}" ]; then echo "probe: ${RSS_LINE[$n]}"; fi; done
+if [ -n "$JWT_LINE" ]; then echo "probe: $JWT_LINE"; fi
+
+if [ ${#FAILED[@]} -gt 0 ]; then
+  echo
+  echo "NOT MEASURED: ${FAILED[*]}"
+  exit 1
+fi

@@ -1,0 +1,395 @@
+//! The auth layer in process: identity-header stripping, and the whole request path through
+//! `WeChatAuth` around a no-op service — session hit (the hot path), no session (302 into the
+//! login flow, 401 for API clients) — against the same no-op service without the layer.
+//!
+//! No network: WeChat is never called on these paths (the base URLs point at a closed port).
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Empty;
+use tower::{Service, ServiceExt};
+use wechat_oauth_proxy::Identity;
+use wechat_oauth_proxy::identity::HeaderSettings;
+use wechat_oauth_proxy::jwt::{JwtIssuer, JwtSettings};
+use wechat_oauth_proxy::layer::{LayerSettings, WeChatAuthLayer};
+use wechat_oauth_proxy::secret::SecretString;
+use wechat_oauth_proxy::session::{
+    CookieCodec, CookieSettings, MemoryStore, SessionId, SessionRecord, SessionSettings,
+    SessionStore,
+};
+use wechat_oauth_proxy::wechat::client::ClientSettings;
+use wechat_oauth_proxy::wechat::oauth::{OAuthMode, WeChatOAuth, WeChatSettings};
+use wechat_oauth_proxy::wechat::persist::MemoryPlatformStore;
+use wechat_oauth_proxy::wechat::{AppSecret, AuthorizerAppId};
+
+const MASTER_SECRET: &str = "bench-only-master-secret-0123456789abcdef";
+
+fn identity(i: usize) -> Identity {
+    Identity {
+        openid: format!("o6_bmjrPTlm6_2sgVt7h{i:08}"),
+        unionid: Some(format!("oUnion_2sgVt7hMZOPfL{i:08}")),
+        nickname: "小明🙂".to_owned(),
+        avatar: format!(
+            "https://thirdwx.qlogo.cn/mmopen/vi_32/Q0j4TwGTfTLkGl5cW3icVmyiaVd3eZdkAFOh9z5qJTxTrw7iaUcXGj4YbIBuRSiaiaq{i:08}/132"
+        ),
+        appid: "wxa1b2c3d4e5f60708".to_owned(),
+        scope: "snsapi_userinfo".to_owned(),
+    }
+}
+
+/// Headers a desktop browser sends on a navigation, plus `extra`.
+fn browser_headers(extra: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (name, value) in [
+        ("host", "app.example.com"),
+        ("user-agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36 MicroMessenger/7.0.20"),
+        ("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+        ("accept-language", "zh-CN,zh;q=0.9,en;q=0.8"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("referer", "https://app.example.com/"),
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-dest", "document"),
+        ("upgrade-insecure-requests", "1"),
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    {
+        h.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    h
+}
+
+fn request(method: &Method, path: &str, headers: &HeaderMap) -> Request<Empty<Bytes>> {
+    let mut req = Request::builder()
+        .method(method.clone())
+        .uri(path)
+        .body(Empty::new())
+        .unwrap();
+    *req.headers_mut() = headers.clone();
+    req
+}
+
+async fn noop(req: Request<Empty<Bytes>>) -> Result<Response<Empty<Bytes>>, Infallible> {
+    black_box(&req);
+    Ok(Response::new(Empty::new()))
+}
+
+struct Fixture {
+    layer: WeChatAuthLayer,
+    store: Arc<MemoryStore>,
+    codec: CookieCodec,
+}
+
+fn fixture(plain_headers: bool, jwt_cache: bool) -> Fixture {
+    let closed: url::Url = "http://127.0.0.1:9/".parse().unwrap();
+    let wechat = WeChatOAuth::new(
+        WeChatSettings {
+            mode: OAuthMode::OfficialAccount {
+                appid: AuthorizerAppId::new("wxa1b2c3d4e5f60708"),
+                secret: AppSecret::new("bench-official-account-secret"),
+            },
+            client: ClientSettings {
+                api_base: closed.clone(),
+                open_base: closed,
+                ..ClientSettings::default()
+            },
+            token: Default::default(),
+        },
+        Arc::new(MemoryPlatformStore::new()),
+    )
+    .unwrap();
+    let master = SecretString::new(MASTER_SECRET);
+    let codec = CookieCodec::new(&master, CookieSettings::default()).unwrap();
+    let jwt = JwtIssuer::new(
+        JwtSettings {
+            cache: jwt_cache,
+            ..JwtSettings::default()
+        },
+        &master,
+    )
+    .unwrap();
+    let store = Arc::new(MemoryStore::new(SessionSettings::default()));
+    let layer = WeChatAuthLayer::new(
+        LayerSettings {
+            public_url: "https://app.example.com".parse().unwrap(),
+            api_prefixes: vec!["/api/".to_owned()],
+            headers: HeaderSettings {
+                plain_headers,
+                ..HeaderSettings::default()
+            },
+            ..LayerSettings::default()
+        },
+        wechat,
+        store.clone() as Arc<dyn SessionStore>,
+        codec.clone(),
+        jwt,
+    )
+    .unwrap();
+    Fixture {
+        layer,
+        store,
+        codec,
+    }
+}
+
+fn cookie_pair(codec: &CookieCodec, id: &SessionId) -> String {
+    let set_cookie = codec.session_cookie(id);
+    set_cookie
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// Runs `iters` requests built from `(method, path, headers)` through `svc`, timing the loop.
+async fn drive<S>(
+    svc: &mut S,
+    iters: u64,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    expect: StatusCode,
+) -> Duration
+where
+    S: Service<Request<Empty<Bytes>>, Error = Infallible>,
+    S::Response: HasStatus,
+{
+    let start = Instant::now();
+    for _ in 0..iters {
+        let svc = svc.ready().await.unwrap();
+        let response = svc.call(request(method, path, headers)).await.unwrap();
+        debug_assert_eq!(response.status(), expect);
+        black_box(response);
+    }
+    start.elapsed()
+}
+
+trait HasStatus {
+    fn status(&self) -> StatusCode;
+}
+impl<B> HasStatus for Response<B> {
+    fn status(&self) -> StatusCode {
+        Response::status(self)
+    }
+}
+
+fn strip(c: &mut Criterion) {
+    let list = HeaderSettings::default().strip_list();
+    let clean = browser_headers(&[("cookie", "_ga=GA1.2.1; lang=zh_CN")]);
+    let forged = browser_headers(&[
+        ("cookie", "_ga=GA1.2.1; lang=zh_CN"),
+        ("X-WeChat-Jwt", "forged"),
+        ("x_wechat_openid", "forged"),
+        ("X-WECHAT-NICKNAME", "forged"),
+    ]);
+    let mut check = forged.clone();
+    assert_eq!(list.strip(&mut check), 3);
+    assert_eq!(check.len(), clean.len());
+
+    let mut group = c.benchmark_group("identity");
+    group
+        .sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let mut work = HeaderMap::new();
+    group.bench_function("clone_headers_baseline/10_headers", |b| {
+        b.iter(|| {
+            work.clone_from(black_box(&clean));
+        })
+    });
+    group.bench_function("strip/10_headers_nothing_forged", |b| {
+        b.iter(|| {
+            work.clone_from(black_box(&clean));
+            list.strip(black_box(&mut work))
+        })
+    });
+    group.bench_function("strip/13_headers_3_forged", |b| {
+        b.iter(|| {
+            work.clone_from(black_box(&forged));
+            list.strip(black_box(&mut work))
+        })
+    });
+    let who = identity(1);
+    let jwt = HeaderValue::from_static("eyJ0eXAiOiJKV1QifQ.eyJzdWIiOiJ4In0.c2ln");
+    let plain = HeaderSettings {
+        plain_headers: true,
+        ..HeaderSettings::default()
+    };
+    group.bench_function("project_headers/jwt_only", |b| {
+        b.iter(|| {
+            work.clone_from(black_box(&clean));
+            who.project_headers(&HeaderSettings::default(), jwt.clone(), &mut work);
+        })
+    });
+    group.bench_function("project_headers/jwt+plain", |b| {
+        b.iter(|| {
+            work.clone_from(black_box(&clean));
+            who.project_headers(&plain, jwt.clone(), &mut work);
+        })
+    });
+    group.finish();
+}
+
+fn layer(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("layer");
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let get = Method::GET;
+
+    // Baseline: the same request through the bare no-op service.
+    let anonymous = browser_headers(&[("cookie", "_ga=GA1.2.1; lang=zh_CN")]);
+    let mut bare = tower::service_fn(noop);
+    group.bench_function("no_layer_baseline", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(drive(
+                &mut bare,
+                iters,
+                &get,
+                "/app/page?x=1",
+                &anonymous,
+                StatusCode::OK,
+            ))
+        })
+    });
+
+    for (label, plain, cache) in [
+        ("session_hit", false, true),
+        ("session_hit+plain_headers", true, true),
+        ("session_hit+jwt_remint", false, false),
+    ] {
+        let f = fixture(plain, cache);
+        let id = rt
+            .block_on(f.store.create(SessionRecord::new(identity(1))))
+            .unwrap();
+        let cookie = format!("_ga=GA1.2.1; {}; lang=zh_CN", cookie_pair(&f.codec, &id));
+        let headers = browser_headers(&[("cookie", &cookie)]);
+        let mut svc = tower::ServiceBuilder::new()
+            .layer(f.layer.clone())
+            .service_fn(noop);
+        // Sanity: a hit reaches the inner service (200), not the login redirect.
+        let first = rt
+            .block_on(async {
+                let ready = svc.ready().await?;
+                ready.call(request(&get, "/app/page?x=1", &headers)).await
+            })
+            .unwrap();
+        assert_eq!(first.status(), StatusCode::OK, "{label}");
+        group.bench_function(label, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(drive(
+                    &mut svc,
+                    iters,
+                    &get,
+                    "/app/page?x=1",
+                    &headers,
+                    StatusCode::OK,
+                ))
+            })
+        });
+    }
+
+    // The session hit with many sessions in the store (lookups miss the CPU caches).
+    for n in [100_000usize, 1_000_000] {
+        let f = fixture(false, true);
+        let ids: Vec<SessionId> = rt.block_on(async {
+            let mut ids = Vec::with_capacity(n);
+            for i in 0..n {
+                ids.push(
+                    f.store
+                        .create(SessionRecord::new(identity(i)))
+                        .await
+                        .unwrap(),
+                );
+            }
+            f.store.run_pending_tasks().await;
+            ids
+        });
+        // 1 024 distinct users cycling, each with its own cookie and cached token.
+        let users: Vec<HeaderMap> = (0..1024)
+            .map(|k| {
+                let id = &ids[(k * 48_271) % n];
+                let cookie = format!("_ga=GA1.2.1; {}", cookie_pair(&f.codec, id));
+                browser_headers(&[("cookie", &cookie)])
+            })
+            .collect();
+        drop(ids);
+        let mut svc = tower::ServiceBuilder::new()
+            .layer(f.layer.clone())
+            .service_fn(noop);
+        group.bench_with_input(BenchmarkId::new("session_hit_1024_users", n), &n, |b, _| {
+            let mut next = 0usize;
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        next = (next + 1) % users.len();
+                        let svc = svc.ready().await.unwrap();
+                        let response = svc
+                            .call(request(&get, "/app/page", &users[next]))
+                            .await
+                            .unwrap();
+                        debug_assert_eq!(response.status(), StatusCode::OK);
+                        black_box(response);
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        drop(svc);
+        drop(f);
+    }
+
+    // No session: a browser navigation starts a login (302, flow stored, flow cookie set) ...
+    let f = fixture(false, true);
+    let mut svc = tower::ServiceBuilder::new()
+        .layer(f.layer.clone())
+        .service_fn(noop);
+    group.bench_function("no_session_browser_302", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(drive(
+                &mut svc,
+                iters,
+                &get,
+                "/app/page?x=1",
+                &anonymous,
+                StatusCode::FOUND,
+            ))
+        })
+    });
+    // ... and an API client gets 401 JSON with the login URL.
+    let api = browser_headers(&[("accept", "application/json")]);
+    group.bench_function("no_session_api_401", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(drive(
+                &mut svc,
+                iters,
+                &get,
+                "/api/items",
+                &api,
+                StatusCode::UNAUTHORIZED,
+            ))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, strip, layer);
+criterion_main!(benches);
