@@ -297,6 +297,7 @@ fn jwt_settings(config: &Config, secrets: &ResolvedSecrets) -> Result<JwtSetting
         issuer: j.issuer.clone(),
         audience: j.audience.clone(),
         ttl: Duration::from_secs(j.ttl_secs),
+        cache: j.cache,
         ..JwtSettings::default()
     })
 }

@@ -358,6 +358,14 @@ pub struct JwtConfig {
     /// Also send `X-WeChat-OpenID`, `-UnionID`, `-Nickname`, `-Avatar`, `-AppID`.
     #[serde(default)]
     pub plain_headers: bool,
+    /// Cache the minted JWT per session (default `true`); `false` signs on every request
+    /// (only useful to measure the cost of signing).
+    #[serde(default = "default_true")]
+    pub cache: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for JwtConfig {
@@ -373,6 +381,7 @@ impl Default for JwtConfig {
             ttl_secs: default_jwt_ttl(),
             header: default_jwt_header(),
             plain_headers: false,
+            cache: true,
         }
     }
 }
