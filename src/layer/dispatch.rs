@@ -224,29 +224,56 @@ pub fn dispatch(
     headers: &HeaderMap,
     settings: &DispatchSettings,
 ) -> Decision {
+    match classify(method, uri, settings) {
+        Classified::Reserved(route) => Decision::Reserved(route),
+        Classified::Skip => Decision::Skip,
+        Classified::Protected { api_path } => Decision::Protected {
+            client: client_kind(api_path, method, headers),
+        },
+    }
+}
+
+/// [`dispatch`] without the client kind, which only matters when there is no session: the
+/// layer decides it lazily, so a request with a valid session never parses `Accept`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Classified {
+    Reserved(Route),
+    Skip,
+    /// `api_path`: the path lies under a configured API prefix (always 401, never a redirect).
+    Protected {
+        api_path: bool,
+    },
+}
+
+/// The path-only part of [`dispatch`] (one normalization, no header reads).
+pub(crate) fn classify(method: &Method, uri: &Uri, settings: &DispatchSettings) -> Classified {
     let normalized = normalize_path(uri.path());
-    if let Some(path) = normalized.as_deref() {
-        if let Some(rest) = path.strip_prefix(settings.prefix.as_str()) {
-            if rest.is_empty() || rest.starts_with('/') {
-                return Decision::Reserved(Route::from_suffix(rest));
-            }
-        }
-        if settings.skip.iter().any(|rule| rule.matches(method, path)) {
-            return Decision::Skip;
+    let Some(path) = normalized.as_deref() else {
+        // Ambiguous paths are protected, and never treated as API paths either.
+        return Classified::Protected { api_path: false };
+    };
+    if let Some(rest) = path.strip_prefix(settings.prefix.as_str()) {
+        if rest.is_empty() || rest.starts_with('/') {
+            return Classified::Reserved(Route::from_suffix(rest));
         }
     }
-    let under_api_prefix = normalized.as_deref().is_some_and(|path| {
-        settings
-            .api_prefixes
-            .iter()
-            .any(|prefix| under_prefix(path, prefix))
-    });
-    let client = if !under_api_prefix && is_browser_navigation(method, headers) {
+    if settings.skip.iter().any(|rule| rule.matches(method, path)) {
+        return Classified::Skip;
+    }
+    let api_path = settings
+        .api_prefixes
+        .iter()
+        .any(|prefix| under_prefix(path, prefix));
+    Classified::Protected { api_path }
+}
+
+/// How a protected request without a session is answered (see [`ClientKind`]).
+pub(crate) fn client_kind(api_path: bool, method: &Method, headers: &HeaderMap) -> ClientKind {
+    if !api_path && is_browser_navigation(method, headers) {
         ClientKind::Browser
     } else {
         ClientKind::Api
-    };
-    Decision::Protected { client }
+    }
 }
 
 fn under_prefix(path: &str, prefix: &str) -> bool {

@@ -7,7 +7,7 @@ use tower::{BoxError, Service};
 
 use super::{
     LayerSettings,
-    dispatch::{ClientKind, Decision, DispatchSettings, dispatch},
+    dispatch::{Classified, ClientKind, DispatchSettings, classify, client_kind},
     response::{OwnResponse, ResponseBody, wrap_own},
 };
 use crate::{
@@ -55,41 +55,45 @@ impl Shared {
         if stripped > 0 {
             tracing::debug!(names = stripped, "removed client-sent identity headers");
         }
-        match dispatch(&parts.method, &parts.uri, &parts.headers, &self.dispatch) {
-            Decision::Reserved(route) => {
+        match classify(&parts.method, &parts.uri, &self.dispatch) {
+            Classified::Reserved(route) => {
                 Ok(wrap_own(routes::serve(&self, route, parts, body).await))
             }
-            Decision::Skip => {
+            Classified::Skip => {
                 self.cookies.strip_own_cookies(&mut parts.headers);
                 call_inner(inner, Request::from_parts(parts, body)).await
             }
-            Decision::Protected { client } => match self.session(&parts.headers).await {
-                Ok(Some((id, record))) => {
-                    match self
-                        .jwt
-                        .token_for(id.expose_bytes(), &record.identity)
-                        .await
-                    {
-                        Ok(jwt) => {
-                            let identity = record.identity;
-                            identity.project_headers(
-                                &self.settings.headers,
-                                jwt,
-                                &mut parts.headers,
-                            );
-                            self.cookies.strip_own_cookies(&mut parts.headers);
-                            parts.extensions.insert(identity);
-                            call_inner(inner, Request::from_parts(parts, body)).await
+            Classified::Protected { api_path } => {
+                // Only needed for an answer of our own; a session hit never parses `Accept`.
+                let client = || client_kind(api_path, &parts.method, &parts.headers);
+                match self.session(&parts.headers).await {
+                    Ok(Some((id, record))) => {
+                        match self
+                            .jwt
+                            .token_for(id.expose_bytes(), &record.identity)
+                            .await
+                        {
+                            Ok(jwt) => {
+                                let identity = record.identity;
+                                identity.project_headers(
+                                    &self.settings.headers,
+                                    jwt,
+                                    &mut parts.headers,
+                                );
+                                self.cookies.strip_own_cookies(&mut parts.headers);
+                                parts.extensions.insert(identity);
+                                call_inner(inner, Request::from_parts(parts, body)).await
+                            }
+                            Err(e) => Ok(wrap_own(
+                                AuthError::from(e).render(client() == ClientKind::Browser, None),
+                            )),
                         }
-                        Err(e) => Ok(wrap_own(
-                            AuthError::from(e).render(client == ClientKind::Browser, None),
-                        )),
                     }
+                    Ok(None) => Ok(wrap_own(self.no_session(client(), &parts).await)),
+                    // Fail closed: a store we cannot read never means "allow".
+                    Err(e) => Ok(wrap_own(e.render(client() == ClientKind::Browser, None))),
                 }
-                Ok(None) => Ok(wrap_own(self.no_session(client, &parts).await)),
-                // Fail closed: a store we cannot read never means "allow".
-                Err(e) => Ok(wrap_own(e.render(client == ClientKind::Browser, None))),
-            },
+            }
         }
     }
 

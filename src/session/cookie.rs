@@ -7,6 +7,7 @@
 //! nothing else needs a separate key. A tampered, truncated, garbled or foreign-key cookie reads
 //! as "absent" — never as an error page.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use cookie::{Cookie, CookieJar, Key, SameSite};
@@ -238,16 +239,26 @@ impl CookieCodec {
                 tracing::debug!("dropping a non-ASCII Cookie header");
                 continue;
             };
-            let kept: Vec<String> = Cookie::split_parse(text)
-                .filter_map(Result::ok)
-                .filter(|c| !self.own_names.iter().any(|n| n == c.name()))
-                .map(|c| c.stripped().to_string())
-                .collect();
-            if kept.is_empty() {
-                continue;
+            // One pass, one buffer: this runs on every authenticated request.
+            let mut kept = String::with_capacity(text.len());
+            let mut removed = false;
+            for cookie in Cookie::split_parse(text).filter_map(Result::ok) {
+                if self.own_names.iter().any(|n| n == cookie.name()) {
+                    removed = true;
+                    continue;
+                }
+                if !kept.is_empty() {
+                    kept.push_str("; ");
+                }
+                // Writing to a String cannot fail.
+                let _ = write!(kept, "{}", cookie.stripped());
             }
-            if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
-                headers.append(header::COOKIE, value);
+            if !removed {
+                headers.append(header::COOKIE, original);
+            } else if !kept.is_empty() {
+                if let Ok(value) = HeaderValue::from_str(&kept) {
+                    headers.append(header::COOKIE, value);
+                }
             }
         }
     }
@@ -640,6 +651,20 @@ mod tests {
         binary.append(header::COOKIE, HeaderValue::from_bytes(b"\xff=1").unwrap());
         codec.strip_own_cookies(&mut binary);
         assert!(binary.get(header::COOKIE).is_none());
+    }
+
+    #[test]
+    fn strip_own_cookies_leaves_foreign_headers_byte_for_byte() {
+        let codec = codec();
+        // No cookie of ours: the field is forwarded as sent, odd spacing and all.
+        let mut map = headers(&["a=1;b=2;  c=\"x y\"", "d=4"]);
+        codec.strip_own_cookies(&mut map);
+        let remaining: Vec<&str> = map
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(remaining, vec!["a=1;b=2;  c=\"x y\"", "d=4"]);
     }
 
     #[test]
