@@ -121,7 +121,15 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish on SIGTERM/SIGINT, in seconds.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
+    /// Threads serving requests. Unset: one per CPU the process may run on. With one thread the
+    /// proxy uses tokio's single-threaded scheduler, which costs less per request than a
+    /// work-stealing pool of one (see BENCHMARKS.md).
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
 }
+
+/// Upper bound for `server.worker_threads` (a typo guard, far above any useful value).
+const MAX_WORKER_THREADS: usize = 1024;
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from("./state")
@@ -574,6 +582,16 @@ impl Config {
         if self.server.max_header_bytes < 1024 {
             bad("server.max_header_bytes", "must be at least 1024".into());
         }
+        if self
+            .server
+            .worker_threads
+            .is_some_and(|n| n == 0 || n > MAX_WORKER_THREADS)
+        {
+            bad(
+                "server.worker_threads",
+                format!("must be between 1 and {MAX_WORKER_THREADS}"),
+            );
+        }
         if self.server.upstream_timeout_secs == 0 {
             bad("server.upstream_timeout_secs", "must be > 0".into());
         }
@@ -955,6 +973,26 @@ master_secret = "0123456789abcdef0123456789abcdef-master"
             "server.public_url",
         ] {
             assert!(keys.contains(&expected), "{expected} missing from {keys:?}");
+        }
+    }
+
+    #[test]
+    fn worker_threads_is_optional_and_bounded() {
+        let (config, _) = Config::from_toml_str(&good(), Path::new("."), &env()).unwrap();
+        assert_eq!(config.server.worker_threads, None);
+        let with =
+            |n: &str| good().replace("[server]\n", &format!("[server]\nworker_threads = {n}\n"));
+        let (config, _) = Config::from_toml_str(&with("1"), Path::new("."), &env()).unwrap();
+        assert_eq!(config.server.worker_threads, Some(1));
+        for refused in ["0", "100000"] {
+            let err = Config::from_toml_str(&with(refused), Path::new("."), &env()).unwrap_err();
+            let ConfigError::Invalid(problems) = err else {
+                panic!("expected Invalid, got {err:?}")
+            };
+            assert!(
+                problems.iter().any(|p| p.key == "server.worker_threads"),
+                "{problems:?}"
+            );
         }
     }
 
