@@ -18,15 +18,18 @@ use std::net::SocketAddr;
 use wechat_oauth_proxy::proxy::{ProxySettings, Upstream};
 use wechat_oauth_proxy::server::{ServerSettings, serve, shutdown_signal};
 
+/// The same allocator as the sidecar binary (feature `mimalloc`, on by default).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let mut args = std::env::args().skip(1);
     let usage = "usage: bench_bare_proxy <listen addr> <upstream url>";
     let listen: SocketAddr = args.next().ok_or(usage)?.parse()?;
     let upstream: url::Url = args.next().ok_or(usage)?.parse()?;
-    // The same runtime as the sidecar binary (multi-thread, one worker per CPU it may use).
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // The same runtime as the sidecar binary (one thread per CPU it may use).
+    let runtime = wechat_oauth_proxy::server::runtime(None)?;
     runtime.block_on(async {
         let service = Upstream::new(ProxySettings::new(upstream))?;
         let listener = tokio::net::TcpListener::bind(listen).await?;

@@ -50,6 +50,11 @@ fn rss_kib() -> Result<u64, Box<dyn Error>> {
     Ok(kib)
 }
 
+/// The same allocator as the sidecar binary (feature `mimalloc`, on by default).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
     let n: usize = args

@@ -40,6 +40,11 @@ struct Cli {
 /// `EX_CONFIG`-style exit code for a bad configuration (sysexits' EX_USAGE).
 const EXIT_BAD_CONFIG: u8 = 64;
 
+/// The same allocator as the sidecar binary (feature `mimalloc`, on by default).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
@@ -75,7 +80,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let runtime = match build_runtime(config.server.worker_threads) {
+    let runtime = match wechat_oauth_proxy::server::runtime(config.server.worker_threads) {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("cannot start the runtime: {err}");
@@ -93,25 +98,6 @@ fn main() -> ExitCode {
             eprintln!("wechat-oauth-proxy: {err}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// The tokio runtime: `workers` threads (default: one per CPU this process may use). One thread
-/// gets the single-threaded scheduler: no work stealing to pay for when there is nobody to steal
-/// from (about 5% more requests per second on one CPU, see BENCHMARKS.md).
-fn build_runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let workers = workers.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
-    if workers <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build()
     }
 }
 
