@@ -328,6 +328,7 @@ fn layer_settings(config: &Config) -> Result<LayerSettings, AppError> {
         prefix: config.auth.prefix.clone(),
         skip,
         api_prefixes: config.auth.api_prefixes.clone(),
+        skip_preflight: config.auth.skip_preflight,
         scope,
         headers: HeaderSettings {
             jwt: jwt_carrier,

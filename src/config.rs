@@ -158,6 +158,10 @@ pub struct AuthConfig {
     /// Path prefixes of API routes: without a session they get 401 JSON, never a redirect.
     #[serde(default)]
     pub api_prefixes: Vec<String>,
+    /// Let CORS preflights (`OPTIONS` + `Access-Control-Request-Method`) through without a
+    /// session (browsers never send cookies on them).
+    #[serde(default)]
+    pub skip_preflight: bool,
     /// `snsapi_userinfo` (nickname and avatar, consent page) or `snsapi_base` (openid only).
     #[serde(default = "default_scope")]
     pub scope: String,
@@ -169,6 +173,7 @@ impl Default for AuthConfig {
             prefix: default_prefix(),
             skip: Vec::new(),
             api_prefixes: Vec::new(),
+            skip_preflight: false,
             scope: default_scope(),
         }
     }

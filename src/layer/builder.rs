@@ -144,6 +144,13 @@ impl WeChatAuthLayerBuilder {
         self
     }
 
+    /// Lets CORS preflights through without a session (default off); see
+    /// [`DispatchSettings::skip_preflight`](super::DispatchSettings::skip_preflight).
+    pub fn skip_preflight(mut self, skip: bool) -> Self {
+        self.settings.skip_preflight = skip;
+        self
+    }
+
     /// The scope requested on the authorize page (default `snsapi_userinfo`).
     pub fn scope(mut self, scope: Scope) -> Self {
         self.settings.scope = scope;
@@ -221,6 +228,7 @@ impl WeChatAuthLayerBuilder {
             prefix: settings.prefix.clone(),
             skip: settings.skip.clone(),
             api_prefixes: settings.api_prefixes.clone(),
+            skip_preflight: settings.skip_preflight,
         };
         let callback_url = format!("{origin}{}/callback", settings.prefix);
         let strip = settings.headers.strip_list();

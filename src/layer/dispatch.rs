@@ -202,6 +202,11 @@ pub struct DispatchSettings {
     /// Path prefixes that are always API (401, never a redirect), e.g. `/api`. Same matching as
     /// a subtree skip rule.
     pub api_prefixes: Vec<String>,
+    /// Let CORS preflights (`OPTIONS` with `Access-Control-Request-Method`) through without a
+    /// session: browsers never send cookies on a preflight, so a cross-origin API call with
+    /// credentials cannot succeed otherwise. Off by default (the upstream then sees anonymous
+    /// `OPTIONS` requests); identity headers are stripped either way.
+    pub skip_preflight: bool,
 }
 
 impl Default for DispatchSettings {
@@ -210,6 +215,7 @@ impl Default for DispatchSettings {
             prefix: "/_wxauth".to_owned(),
             skip: Vec::new(),
             api_prefixes: Vec::new(),
+            skip_preflight: false,
         }
     }
 }
@@ -224,7 +230,7 @@ pub fn dispatch(
     headers: &HeaderMap,
     settings: &DispatchSettings,
 ) -> Decision {
-    match classify(method, uri, settings) {
+    match classify(method, uri, headers, settings) {
         Classified::Reserved(route) => Decision::Reserved(route),
         Classified::Skip => Decision::Skip,
         Classified::Protected { api_path } => Decision::Protected {
@@ -245,8 +251,13 @@ pub(crate) enum Classified {
     },
 }
 
-/// The path-only part of [`dispatch`] (one normalization, no header reads).
-pub(crate) fn classify(method: &Method, uri: &Uri, settings: &DispatchSettings) -> Classified {
+/// [`dispatch`] up to the client kind (one normalization; reads no header but the preflight's).
+pub(crate) fn classify(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    settings: &DispatchSettings,
+) -> Classified {
     let normalized = normalize_path(uri.path());
     let Some(path) = normalized.as_deref() else {
         // Ambiguous paths are protected, and never treated as API paths either.
@@ -260,11 +271,19 @@ pub(crate) fn classify(method: &Method, uri: &Uri, settings: &DispatchSettings) 
     if settings.skip.iter().any(|rule| rule.matches(method, path)) {
         return Classified::Skip;
     }
+    if settings.skip_preflight && is_cors_preflight(method, headers) {
+        return Classified::Skip;
+    }
     let api_path = settings
         .api_prefixes
         .iter()
         .any(|prefix| under_prefix(path, prefix));
     Classified::Protected { api_path }
+}
+
+/// A CORS preflight: `OPTIONS` carrying `Access-Control-Request-Method` (Fetch standard §4.8).
+pub fn is_cors_preflight(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 /// How a protected request without a session is answered (see [`ClientKind`]).
@@ -465,7 +484,69 @@ mod tests {
                 SkipRule::new(None, "/healthz").expect("rule"),
             ],
             api_prefixes: vec!["/api".into()],
+            skip_preflight: false,
         }
+    }
+
+    #[test]
+    fn cors_preflight_passes_only_when_enabled() {
+        let mut preflight = HeaderMap::new();
+        preflight.insert(
+            header::ACCESS_CONTROL_REQUEST_METHOD,
+            HeaderValue::from_static("POST"),
+        );
+        preflight.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.example.com"),
+        );
+        let uri: Uri = "/api/orders".parse().unwrap();
+        let protected_api = Decision::Protected {
+            client: ClientKind::Api,
+        };
+
+        // Off (the default): a preflight is an anonymous request like any other.
+        let off = settings();
+        assert_eq!(
+            dispatch(&Method::OPTIONS, &uri, &preflight, &off),
+            protected_api
+        );
+
+        let on = DispatchSettings {
+            skip_preflight: true,
+            ..settings()
+        };
+        assert_eq!(
+            dispatch(&Method::OPTIONS, &uri, &preflight, &on),
+            Decision::Skip
+        );
+        // Not a preflight: OPTIONS without Access-Control-Request-Method, or another method.
+        assert_eq!(
+            dispatch(&Method::OPTIONS, &uri, &HeaderMap::new(), &on),
+            protected_api
+        );
+        assert_eq!(
+            dispatch(&Method::POST, &uri, &preflight, &on),
+            protected_api
+        );
+        // Reserved routes stay reserved; ambiguous paths stay protected.
+        assert_eq!(
+            dispatch(
+                &Method::OPTIONS,
+                &"/_wxauth/whoami".parse().unwrap(),
+                &preflight,
+                &on
+            ),
+            Decision::Reserved(Route::WhoAmI)
+        );
+        assert_eq!(
+            dispatch(
+                &Method::OPTIONS,
+                &"/api/a%2Fb".parse().unwrap(),
+                &preflight,
+                &on
+            ),
+            protected_api
+        );
     }
 
     fn browser_headers() -> HeaderMap {

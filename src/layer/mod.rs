@@ -104,6 +104,9 @@ pub struct LayerSettings {
     pub skip: Vec<SkipRule>,
     /// Path prefixes that always get 401 JSON instead of a login redirect (e.g. `/api`).
     pub api_prefixes: Vec<String>,
+    /// Pass CORS preflights (`OPTIONS` + `Access-Control-Request-Method`) without a session
+    /// (default off); see [`DispatchSettings::skip_preflight`].
+    pub skip_preflight: bool,
     /// Scope requested on the authorize page (default `snsapi_userinfo`: nickname and avatar).
     pub scope: Scope,
     /// Where the JWT goes and whether plain `X-WeChat-*` headers are sent.
@@ -119,6 +122,7 @@ impl Default for LayerSettings {
             public_url: placeholder_public_url(),
             skip: Vec::new(),
             api_prefixes: Vec::new(),
+            skip_preflight: false,
             scope: Scope::UserInfo,
             headers: HeaderSettings::default(),
             flow_ttl: Duration::from_secs(10 * 60),

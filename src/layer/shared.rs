@@ -55,7 +55,7 @@ impl Shared {
         if stripped > 0 {
             tracing::debug!(names = stripped, "removed client-sent identity headers");
         }
-        match classify(&parts.method, &parts.uri, &self.dispatch) {
+        match classify(&parts.method, &parts.uri, &parts.headers, &self.dispatch) {
             Classified::Reserved(route) => {
                 Ok(wrap_own(routes::serve(&self, route, parts, body).await))
             }
