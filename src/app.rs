@@ -298,6 +298,13 @@ fn jwt_settings(config: &Config, secrets: &ResolvedSecrets) -> Result<JwtSetting
         audience: j.audience.clone(),
         ttl: Duration::from_secs(j.ttl_secs),
         cache: j.cache,
+        // With `Authorization` as the carrier the cached header value already holds
+        // `Bearer <jwt>`, so a cache hit allocates nothing (identity.rs passes it through).
+        value_prefix: if j.header.eq_ignore_ascii_case("authorization") {
+            "Bearer ".to_owned()
+        } else {
+            String::new()
+        },
         ..JwtSettings::default()
     })
 }
@@ -463,5 +470,36 @@ impl DevServices {
                 demo.shutdown().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, path::Path};
+
+    use super::*;
+
+    fn shipped_config_with(edit: impl Fn(String) -> String) -> (Config, ResolvedSecrets) {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+            .expect("shipped config.toml");
+        Config::from_toml_str(&edit(text), Path::new("."), &HashMap::new()).expect("valid config")
+    }
+
+    #[test]
+    fn authorization_carrier_caches_the_bearer_value_whole() {
+        let (config, secrets) =
+            shipped_config_with(|t| t.replace("[jwt]\n", "[jwt]\nheader = \"Authorization\"\n"));
+        let settings = jwt_settings(&config, &secrets).expect("jwt settings");
+        assert_eq!(settings.value_prefix, "Bearer ");
+        assert_eq!(
+            layer_settings(&config).expect("layer settings").headers.jwt,
+            JwtCarrier::AuthorizationBearer
+        );
+
+        let (config, secrets) = shipped_config_with(|t| t);
+        assert_eq!(
+            jwt_settings(&config, &secrets).expect("jwt").value_prefix,
+            ""
+        );
     }
 }
