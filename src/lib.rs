@@ -13,6 +13,7 @@ pub mod identity;
 pub mod jwt;
 pub mod layer;
 pub mod proxy;
+mod redis_util;
 pub mod routes;
 pub mod secret;
 pub mod server;

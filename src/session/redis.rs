@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{AsyncCommands as _, RedisError, Script};
 use sha2::{Digest as _, Sha256};
 
@@ -38,9 +38,10 @@ use super::{
     FlowKey, LoginFlow, SessionId, SessionRecord, SessionSettings, SessionStore, StoreError,
     unix_now,
 };
+use crate::redis_util::{self, millis};
 
 /// Default bound on every Redis call (connect included).
-pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_OP_TIMEOUT: Duration = redis_util::DEFAULT_OP_TIMEOUT;
 
 /// How many fresh ids `create` draws before giving up (one collision of 128-bit ids is already
 /// astronomically unlikely).
@@ -115,7 +116,9 @@ impl RedisSessionStore {
         key_prefix: &str,
         settings: SessionSettings,
     ) -> Result<Self, StoreError> {
-        let conn = connect(url, DEFAULT_OP_TIMEOUT).await?;
+        let conn = redis_util::connect(url, DEFAULT_OP_TIMEOUT)
+            .await
+            .map_err(StoreError::Backend)?;
         Ok(Self::from_connection(conn, key_prefix, settings))
     }
 
@@ -181,14 +184,9 @@ impl RedisSessionStore {
         op: &'static str,
         call: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.op_timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(StoreError::Backend(describe(op, &e))),
-            Err(_) => Err(StoreError::Backend(format!(
-                "redis {op}: no reply within {:?}",
-                self.op_timeout
-            ))),
-        }
+        redis_util::bounded(self.op_timeout, op, call)
+            .await
+            .map_err(StoreError::Backend)
     }
 
     /// The session's record (`want_record`) or just whether it is live, extending its expiry.
@@ -220,59 +218,11 @@ impl RedisSessionStore {
     }
 }
 
-/// Connects with a reconnecting, multiplexed connection whose connect and response timeouts
-/// are `op_timeout`.
-async fn connect(url: &str, op_timeout: Duration) -> Result<ConnectionManager, StoreError> {
-    let client = redis::Client::open(url).map_err(|e| StoreError::Backend(describe("open", &e)))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(op_timeout))
-        .set_response_timeout(Some(op_timeout))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(1));
-    match tokio::time::timeout(
-        op_timeout.saturating_mul(2),
-        ConnectionManager::new_with_config(client, config),
-    )
-    .await
-    {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(StoreError::Backend(describe("connect", &e))),
-        Err(_) => Err(StoreError::Backend(format!(
-            "redis connect: no connection within {:?}",
-            op_timeout.saturating_mul(2)
-        ))),
-    }
-}
-
-/// A description of a Redis failure that cannot contain a secret: the operation, the error
-/// category and the server's error code — never the server's detail text, a key, or the URL.
-fn describe(op: &str, e: &RedisError) -> String {
-    let mut text = format!("redis {op}: {}", e.category());
-    if let Some(code) = e.code() {
-        text.push_str(" (");
-        text.push_str(code);
-        text.push(')');
-    }
-    if e.is_timeout() {
-        text.push_str(", timed out");
-    } else if e.is_connection_refusal() {
-        text.push_str(", connection refused");
-    } else if e.is_connection_dropped() {
-        text.push_str(", connection dropped");
-    }
-    text
-}
-
 fn hex_sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Whole milliseconds, at least 1 (Redis refuses a zero expiry).
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 #[async_trait]
@@ -381,17 +331,9 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let reply: String = self
-            .run("ping", redis::cmd("PING").query_async(&mut conn))
-            .await?;
-        if reply == "PONG" {
-            Ok(())
-        } else {
-            Err(StoreError::Backend(
-                "redis ping: unexpected reply".to_owned(),
-            ))
-        }
+        redis_util::ping(&self.conn, self.op_timeout)
+            .await
+            .map_err(StoreError::Backend)
     }
 }
 
@@ -408,21 +350,5 @@ mod tests {
         assert_eq!(session_key.len(), "wx:session:".len() + 64);
         let flow = format!("wx:flow:{}", hex_sha256(state.expose_secret().as_bytes()));
         assert!(!flow.contains("state-secret-value"));
-    }
-
-    #[test]
-    fn millis_never_zero() {
-        assert_eq!(millis(Duration::ZERO), 1);
-        assert_eq!(millis(Duration::from_micros(10)), 1);
-        assert_eq!(millis(Duration::from_secs(2)), 2000);
-    }
-
-    #[test]
-    fn open_errors_do_not_echo_the_url() {
-        let url = "redis://:hunter2-password@[::1:6379/0";
-        let e = redis::Client::open(url).err().map(|e| describe("open", &e));
-        let text = e.unwrap_or_default();
-        assert!(!text.contains("hunter2"), "{text}");
-        assert!(text.starts_with("redis open: "), "{text}");
     }
 }

@@ -32,14 +32,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rand::RngCore as _;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{AsyncCommands as _, RedisError, Script};
 
 use super::persist::{PlatformStore, StoreError, StoredTicket, StoredToken};
 use super::{ComponentAccessToken, ComponentAppId};
+use crate::redis_util::{self, millis};
 
 /// Default bound on every Redis call (connect included).
-pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_OP_TIMEOUT: Duration = redis_util::DEFAULT_OP_TIMEOUT;
 
 /// `KEYS[1]` ticket key; `ARGV[1]` ticket JSON, `ARGV[2]` its `create_time`.
 /// Stores unless the stored ticket is strictly newer; returns 1 when stored.
@@ -132,7 +133,9 @@ impl RedisPlatformStore {
     /// [`StoreError::Backend`] if the URL is invalid or the server cannot be reached in time
     /// (the message never contains the URL).
     pub async fn new(url: &str, key_prefix: &str) -> Result<Self, StoreError> {
-        let conn = connect(url, DEFAULT_OP_TIMEOUT).await?;
+        let conn = redis_util::connect(url, DEFAULT_OP_TIMEOUT)
+            .await
+            .map_err(StoreError::Backend)?;
         Ok(Self::from_connection(conn, key_prefix))
     }
 
@@ -189,58 +192,10 @@ impl RedisPlatformStore {
         op: &'static str,
         call: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.op_timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(StoreError::Backend(describe(op, &e))),
-            Err(_) => Err(StoreError::Backend(format!(
-                "redis {op}: no reply within {:?}",
-                self.op_timeout
-            ))),
-        }
+        redis_util::bounded(self.op_timeout, op, call)
+            .await
+            .map_err(StoreError::Backend)
     }
-}
-
-/// Connects with a reconnecting, multiplexed connection whose connect and response timeouts
-/// are `op_timeout`.
-async fn connect(url: &str, op_timeout: Duration) -> Result<ConnectionManager, StoreError> {
-    let client = redis::Client::open(url).map_err(|e| StoreError::Backend(describe("open", &e)))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(op_timeout))
-        .set_response_timeout(Some(op_timeout))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(1));
-    let limit = op_timeout.saturating_mul(2);
-    match tokio::time::timeout(limit, ConnectionManager::new_with_config(client, config)).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(StoreError::Backend(describe("connect", &e))),
-        Err(_) => Err(StoreError::Backend(format!(
-            "redis connect: no connection within {limit:?}"
-        ))),
-    }
-}
-
-/// A description of a Redis failure that cannot contain a secret: the operation, the error
-/// category and the server's error code — never the server's detail text, a key, or the URL.
-fn describe(op: &str, e: &RedisError) -> String {
-    let mut text = format!("redis {op}: {}", e.category());
-    if let Some(code) = e.code() {
-        text.push_str(" (");
-        text.push_str(code);
-        text.push(')');
-    }
-    if e.is_timeout() {
-        text.push_str(", timed out");
-    } else if e.is_connection_refusal() {
-        text.push_str(", connection refused");
-    } else if e.is_connection_dropped() {
-        text.push_str(", connection dropped");
-    }
-    text
-}
-
-/// Whole milliseconds, at least 1 (Redis refuses a zero expiry).
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 /// A random lock owner id (128 bits, hex).
@@ -363,17 +318,9 @@ impl PlatformStore for RedisPlatformStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let reply: String = self
-            .run("ping", redis::cmd("PING").query_async(&mut conn))
-            .await?;
-        if reply == "PONG" {
-            Ok(())
-        } else {
-            Err(StoreError::Backend(
-                "redis ping: unexpected reply".to_owned(),
-            ))
-        }
+        redis_util::ping(&self.conn, self.op_timeout)
+            .await
+            .map_err(StoreError::Backend)
     }
 
     async fn try_lock_refresh(
@@ -430,16 +377,6 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
-    }
-
-    #[test]
-    fn errors_do_not_echo_the_url() {
-        let e = redis::Client::open("redis://:hunter2@[::1:6379/")
-            .err()
-            .map(|e| describe("open", &e))
-            .unwrap_or_default();
-        assert!(e.starts_with("redis open: "), "{e}");
-        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -1,22 +1,25 @@
-//! Shared harness for `tests/auth_layer.rs` (oneshot) and `tests/auth_flow.rs` (sockets).
+//! Shared harness of the layer suites: `tests/layer_oneshot.rs` (`oneshot`, no sockets) and
+//! `tests/login_flow.rs` (real loopback sockets with the simulated WeChat).
 //!
-//! - [`Echo`]: an inner service that answers with what it received (method, path, query, every
+//! - [`Echo`]: the inner service; answers with what it received (method, path, query, every
 //!   header with all its values, the `Identity` extension, the body length) as JSON, and counts
-//!   its calls, so a test can tell "the inner service never saw this".
-//! - [`parts`]: the collaborators of a [`WeChatAuthLayer`] (cookie codec and JWT issuer from one
-//!   master secret, a memory session store) and a builder with the test defaults.
-//! - [`World`]: the simulated WeChat on `127.0.0.1:0` (non-interactive), a component-mode
-//!   [`WeChatOAuth`] against it, the layer around [`Echo`] served by
+//!   its calls so a test can tell "the inner service never saw this". [`Echoed`] parses it.
+//! - Layer parts: [`cookie_codec`] and [`jwt_issuer`] from one master secret, [`memory_store`],
+//!   [`offline_wechat`] (a closed port, for paths that never call WeChat) and [`builder`] with
+//!   the test defaults.
+//! - [`World`]: the simulated WeChat on `127.0.0.1:0` (non-interactive), a [`WeChatOAuth`]
+//!   against it (component mode, or official-account mode), the layer around [`Echo`] served by
 //!   `wechat_oauth_proxy::server::serve` on `127.0.0.1:0`.
-//! - [`Browser`]: reqwest with redirects disabled, stepping through 302s by hand, with a tiny
-//!   cookie jar for the proxy's origin (parsed with the `cookie` crate).
+//! - [`Browser`]: reqwest with redirects disabled, stepping through 302s by hand, with a small
+//!   cookie jar (parsed with the `cookie` crate) for the proxy's origin only.
 //!
-//! Every network await goes through [`bounded`].
+//! Every network await goes through [`bounded`]; every loop is bounded.
 #![allow(
     dead_code,
     unreachable_pub,
-    reason = "shared by several test crates; each uses a part"
+    reason = "shared by two test crates; each uses a part"
 )]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
     collections::BTreeMap,
@@ -25,7 +28,7 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll},
@@ -33,21 +36,24 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tower::{Layer as _, Service};
 use url::Url;
 use wechat_oauth_proxy::{
     Identity,
+    identity::HeaderSettings,
     jwt::{JwtIssuer, JwtSettings},
     layer::{WeChatAuthLayer, WeChatAuthLayerBuilder},
     secret::SecretString,
     server::{self, ServerSettings},
-    session::{CookieCodec, CookieSettings, MemoryStore, SessionSettings, SessionStore},
+    session::{
+        CookieCodec, CookieSettings, MemoryStore, SessionId, SessionRecord, SessionSettings,
+        SessionStore,
+    },
     sim::{SimConfig, SimWeChat},
     wechat::{
-        AuthorizerAppId, ComponentAppId,
         client::ClientSettings,
         oauth::{OAuthMode, WeChatOAuth, WeChatSettings},
         persist::MemoryPlatformStore,
@@ -55,8 +61,8 @@ use wechat_oauth_proxy::{
     },
 };
 
-/// Upper bound for any single network step.
-pub const STEP: Duration = Duration::from_secs(10);
+/// Upper bound of any single network step (generous: the machine may be busy).
+pub const STEP: Duration = Duration::from_secs(20);
 
 /// Awaits `future`, failing the test if it takes longer than [`STEP`].
 pub async fn bounded<F: Future>(future: F) -> F::Output {
@@ -68,9 +74,15 @@ pub async fn bounded<F: Future>(future: F) -> F::Output {
 /// The master secret every test layer uses (cookie key and derived JWT key).
 pub const MASTER_SECRET: &str = "layer-tests master secret, at least 32 bytes long";
 
-/// Accept header of a browser's top-level navigation (Firefox's).
+/// Accept header of a browser's top-level navigation.
 pub const BROWSER_ACCEPT: &str =
     "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
+
+/// Name of the session cookie with non-Secure (development) cookies.
+pub const SESSION: &str = "wxauth_session";
+
+/// Name of the login-flow cookie with non-Secure (development) cookies.
+pub const FLOW: &str = "wxauth_flow";
 
 pub fn master() -> SecretString {
     SecretString::new(MASTER_SECRET)
@@ -88,8 +100,57 @@ pub fn cookie_codec() -> CookieCodec {
     CookieCodec::new(&master(), cookie_settings()).expect("cookie codec")
 }
 
+/// The library's default JWT settings (EdDSA key derived from the master secret).
 pub fn jwt_issuer() -> JwtIssuer {
     JwtIssuer::new(JwtSettings::default(), &master()).expect("jwt issuer")
+}
+
+/// A fresh in-memory session store.
+pub fn memory_store() -> Arc<MemoryStore> {
+    Arc::new(MemoryStore::new(SessionSettings::default()))
+}
+
+/// The user of the tests that create sessions directly: a nickname with CJK, a space and an
+/// emoji (a 4-byte UTF-8 sequence), all of which must survive every hop exactly.
+pub fn sample_identity() -> Identity {
+    Identity {
+        openid: "o9AgO5Kd5ggOC-bXrbNODIiE3bGY".to_owned(),
+        unionid: Some("o6_bmasdasdsad6_2sgVt7hMZOPfL".to_owned()),
+        nickname: "张三 🐼".to_owned(),
+        avatar: "https://thirdwx.qlogo.cn/mmopen/x/132".to_owned(),
+        appid: "wxa1b2c3d4e5f60708".to_owned(),
+        scope: "snsapi_userinfo".to_owned(),
+    }
+}
+
+/// [`sample_identity`]'s nickname as the plain `X-WeChat-Nickname` header carries it.
+pub const SAMPLE_NICKNAME_HEADER: &str = "%E5%BC%A0%E4%B8%89%20%F0%9F%90%BC";
+
+/// Creates a session for `identity` directly in `store`; returns its id and the
+/// `Cookie` header value (`name=value`) a browser holding it sends.
+pub async fn session_cookie(store: &MemoryStore, identity: Identity) -> (SessionId, String) {
+    let id = bounded(store.create(SessionRecord::new(identity)))
+        .await
+        .expect("create session");
+    let cookie = cookie_pair(&cookie_codec().session_cookie(&id));
+    (id, cookie)
+}
+
+/// The `name=value` pair of a `Set-Cookie` header value.
+pub fn cookie_pair(set_cookie: &HeaderValue) -> String {
+    let text = set_cookie.to_str().expect("ascii set-cookie");
+    let cookie = cookie::Cookie::parse(text.to_owned()).expect("set-cookie parses");
+    format!("{}={}", cookie.name(), cookie.value())
+}
+
+/// The session id a `name=value` session cookie decrypts to.
+pub fn session_id_of(cookie: &str) -> String {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::COOKIE, cookie.parse().expect("header value"));
+    cookie_codec()
+        .read_session(&headers)
+        .expect("the cookie decrypts")
+        .expose_secret()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -152,8 +213,8 @@ where
             });
             let mut response = Response::new(Full::new(Bytes::from(json.to_string())));
             response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
             );
             Ok(response)
         })
@@ -195,6 +256,11 @@ impl Echoed {
             .unwrap_or_default()
     }
 
+    /// All headers the inner service saw, as one JSON text (for "appears nowhere" checks).
+    pub fn headers_text(&self) -> String {
+        self.0["headers"].to_string()
+    }
+
     pub fn identity(&self) -> Option<Identity> {
         serde_json::from_value(self.0["identity"].clone()).ok()
     }
@@ -205,6 +271,11 @@ impl Echoed {
 
     pub fn body_len(&self) -> i64 {
         self.0["body_len"].as_i64().unwrap_or(-2)
+    }
+
+    /// The JWT in the default header.
+    pub fn jwt(&self) -> String {
+        self.header("x-wechat-jwt").expect("x-wechat-jwt")
     }
 }
 
@@ -253,7 +324,8 @@ pub fn wechat_settings(config: &SimConfig, base: Url, request_timeout: Duration)
     }
 }
 
-/// A component-mode `WeChatOAuth` pointing at a closed port: for paths that never call WeChat.
+/// A component-mode `WeChatOAuth` pointing at a closed port (`127.0.0.1:9`): for paths that
+/// never call WeChat.
 pub fn offline_wechat() -> WeChatOAuth {
     let config = SimConfig::default();
     let base = Url::parse("http://127.0.0.1:9/").expect("url");
@@ -264,14 +336,8 @@ pub fn offline_wechat() -> WeChatOAuth {
     .expect("wechat")
 }
 
-/// The appids of the default simulator configuration.
-pub fn sim_appids() -> (ComponentAppId, AuthorizerAppId) {
-    let c = SimConfig::default();
-    (c.component_appid, c.authorizer_appid)
-}
-
-/// A builder with the test defaults: plain-HTTP cookies, default JWT (EdDSA derived from the
-/// master secret), the given WeChat side and store.
+/// A builder with the test defaults: plain-HTTP cookies, the default JWT settings (EdDSA
+/// derived from the master secret), the given WeChat side and store.
 pub fn builder(
     public_url: Url,
     wechat: WeChatOAuth,
@@ -285,28 +351,16 @@ pub fn builder(
         .jwt(jwt_issuer())
 }
 
-/// A fresh in-memory session store.
-pub fn memory_store() -> Arc<MemoryStore> {
-    Arc::new(MemoryStore::new(SessionSettings::default()))
-}
-
-/// The `name=value` pair of a `Set-Cookie` header value.
-pub fn cookie_pair(set_cookie: &http::HeaderValue) -> String {
-    let text = set_cookie.to_str().expect("ascii set-cookie");
-    let cookie = cookie::Cookie::parse(text.to_owned()).expect("set-cookie parses");
-    format!("{}={}", cookie.name(), cookie.value())
-}
-
 // ---------------------------------------------------------------------------------------------
 // The world: simulator + proxy over sockets
 // ---------------------------------------------------------------------------------------------
 
-/// How a [`World`] is set up.
+/// How a [`World`] is set up. Its layer always skips `GET /public/*` and treats `/api` as API.
 #[derive(Clone, Debug)]
-pub struct WorldOptions {
+pub struct Options {
     /// Timeout of every WeChat call.
     pub request_timeout: Duration,
-    /// Send the plain `X-WeChat-*` headers too.
+    /// Send the plain `X-WeChat-*` headers too (the library's default is off).
     pub plain_headers: bool,
     /// Push a ticket through `/_wxauth/events` and wait for `/ready` before returning.
     pub ready: bool,
@@ -316,7 +370,7 @@ pub struct WorldOptions {
     pub official_account: bool,
 }
 
-impl Default for WorldOptions {
+impl Default for Options {
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(5),
@@ -328,11 +382,12 @@ impl Default for WorldOptions {
     }
 }
 
-/// The simulator, the proxy (layer + echo) and their handles.
+/// The simulator, the proxy (layer + echo) and their handles; dropping it stops both.
 pub struct World {
     pub sim: SimWeChat,
     pub wechat: WeChatOAuth,
     pub sessions: Arc<MemoryStore>,
+    pub layer: WeChatAuthLayer,
     pub echo: Echo,
     /// `http://127.0.0.1:<port>/` of the proxy.
     pub base: Url,
@@ -341,12 +396,21 @@ pub struct World {
     background: Option<JoinHandle<()>>,
 }
 
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
 impl World {
+    /// Component mode, ticket pushed, ready.
     pub async fn start() -> World {
-        World::start_with(WorldOptions::default()).await
+        World::start_with(Options::default()).await
     }
 
-    pub async fn start_with(options: WorldOptions) -> World {
+    pub async fn start_with(options: Options) -> World {
         let sim = bounded(SimWeChat::start(
             SimConfig::default(),
             SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -366,13 +430,15 @@ impl World {
             .background
             .then(|| wechat.start_background())
             .flatten();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = bounded(TcpListener::bind("127.0.0.1:0"))
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let base = Url::parse(&format!("http://{addr}/")).expect("url");
         let sessions = memory_store();
-        let headers = wechat_oauth_proxy::identity::HeaderSettings {
+        let headers = HeaderSettings {
             plain_headers: options.plain_headers,
-            ..Default::default()
+            ..HeaderSettings::default()
         };
         let layer = builder(base.clone(), wechat.clone(), sessions.clone())
             .headers(headers)
@@ -394,6 +460,7 @@ impl World {
             sim,
             wechat,
             sessions,
+            layer,
             echo,
             base,
             shutdown: Some(tx),
@@ -415,6 +482,7 @@ impl World {
         self.url("/_wxauth/events")
     }
 
+    /// A fresh browser (empty jar) whose navigations accept HTML.
     pub fn browser(&self) -> Browser {
         Browser::new(self.base.clone())
     }
@@ -426,9 +494,14 @@ impl World {
             .expect("the proxy accepts the simulator's push");
     }
 
+    /// `GET /_wxauth/ready`.
+    pub async fn ready_reply(&self) -> Reply {
+        self.browser().get(self.url("/_wxauth/ready")).await
+    }
+
     /// `GET /_wxauth/ready` status and body.
     pub async fn ready(&self) -> (StatusCode, serde_json::Value) {
-        let reply = self.browser().get(self.url("/_wxauth/ready")).await;
+        let reply = self.ready_reply().await;
         let json = reply.json();
         (reply.status, json)
     }
@@ -436,13 +509,29 @@ impl World {
     /// Polls `/ready` (bounded) until it answers 200: the refresher fetches the component token
     /// right after the ticket arrives.
     pub async fn wait_ready(&self) {
-        for _ in 0..200 {
+        for _ in 0..400 {
             if self.ready().await.0 == StatusCode::OK {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("the proxy never became ready: {:?}", self.ready().await);
+    }
+
+    /// Live sessions in the store (after moka's pending maintenance).
+    pub async fn session_count(&self) -> u64 {
+        bounded(self.sessions.run_pending_tasks()).await;
+        self.sessions.session_count()
+    }
+
+    /// Logs `browser` in as the simulator's next user, starting at `path`; returns the page the
+    /// login lands on.
+    pub async fn login(&self, browser: &Browser, path: &str) -> Reply {
+        browser
+            .login(self.url(path))
+            .await
+            .pop()
+            .expect("four replies")
     }
 }
 
@@ -474,18 +563,19 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// The `Location`, resolved against the request URL.
-    pub fn location(&self) -> Option<Url> {
-        let value = self.headers.get(http::header::LOCATION)?.to_str().ok()?;
-        self.url.join(value).ok()
+    /// The raw `Location` header text, if any.
+    pub fn raw_location(&self) -> Option<&str> {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
     }
 
-    /// The raw `Location` header text.
-    pub fn raw_location(&self) -> Option<String> {
-        self.headers
-            .get(http::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+    /// The `Location`, resolved against the request URL (panics without one).
+    pub fn location(&self) -> Url {
+        let raw = self
+            .raw_location()
+            .unwrap_or_else(|| panic!("no Location on {} {}", self.status, self.body));
+        self.url.join(raw).expect("location resolves")
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -497,9 +587,14 @@ impl Reply {
         Echoed::parse(&self.body)
     }
 
+    /// Whether this is the echo service's answer (the inner service was reached).
+    pub fn reached_inner(&self) -> bool {
+        self.echoed().is_some()
+    }
+
     pub fn content_type(&self) -> String {
         self.headers
-            .get(http::header::CONTENT_TYPE)
+            .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned()
@@ -507,25 +602,34 @@ impl Reply {
 
     pub fn set_cookies(&self) -> Vec<String> {
         self.headers
-            .get_all(http::header::SET_COOKIE)
+            .get_all(header::SET_COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_owned))
             .collect()
     }
+
+    /// Whether the reply sets a live session cookie.
+    pub fn sets_session(&self) -> bool {
+        self.set_cookies().iter().any(|c| {
+            cookie::Cookie::parse(c.as_str())
+                .is_ok_and(|c| c.name().ends_with(SESSION) && !c.value().is_empty())
+        })
+    }
 }
 
 /// A browser: no automatic redirects, a cookie jar for the proxy's origin only.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Browser {
     client: reqwest::Client,
     origin: Url,
     /// name → value
-    pub jar: BTreeMap<String, String>,
-    /// `Accept` sent with every request (a navigation's by default).
-    pub accept: String,
+    jar: Arc<Mutex<BTreeMap<String, String>>>,
+    /// `Accept` sent with every request that does not name its own (`None`: no `Accept`).
+    pub accept: Option<String>,
 }
 
 impl Browser {
+    /// A browser whose navigations accept HTML, for the proxy at `origin`.
     pub fn new(origin: Url) -> Self {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -535,8 +639,8 @@ impl Browser {
         Self {
             client,
             origin,
-            jar: BTreeMap::new(),
-            accept: BROWSER_ACCEPT.to_owned(),
+            jar: Arc::default(),
+            accept: Some(BROWSER_ACCEPT.to_owned()),
         }
     }
 
@@ -545,53 +649,84 @@ impl Browser {
         Browser {
             client: self.client.clone(),
             origin: self.origin.clone(),
-            jar: BTreeMap::new(),
+            jar: Arc::default(),
             accept: self.accept.clone(),
         }
     }
 
-    /// The session cookie's `name=value`, if the jar holds one.
-    pub fn session_cookie(&self) -> Option<String> {
-        self.jar
-            .iter()
-            .find(|(k, _)| k.ends_with("wxauth_session"))
-            .map(|(k, v)| format!("{k}={v}"))
+    /// Another browser with a copy of this one's jar (a stolen or duplicated cookie); the two
+    /// jars evolve independently from then on.
+    pub fn clone_jar(&self) -> Browser {
+        let other = self.fresh();
+        *other.jar.lock().expect("jar") = self.jar.lock().expect("jar").clone();
+        other
     }
 
-    fn same_origin(&self, url: &Url) -> bool {
-        url.origin() == self.origin.origin()
+    /// The value of cookie `name` in the jar.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.jar.lock().expect("jar").get(name).cloned()
+    }
+
+    /// Every cookie name in the jar.
+    pub fn cookie_names(&self) -> Vec<String> {
+        self.jar.lock().expect("jar").keys().cloned().collect()
+    }
+
+    /// Sets (or replaces) a cookie in the jar, e.g. to tamper with it.
+    pub fn set_cookie(&self, name: &str, value: &str) {
+        self.jar
+            .lock()
+            .expect("jar")
+            .insert(name.to_owned(), value.to_owned());
+    }
+
+    /// The session cookie's `name=value`, if the jar holds one.
+    pub fn session_cookie(&self) -> Option<String> {
+        self.cookie(SESSION).map(|v| format!("{SESSION}={v}"))
     }
 
     /// The `Cookie` header this browser sends to the proxy.
     pub fn cookie_header(&self) -> Option<String> {
-        (!self.jar.is_empty()).then(|| {
-            self.jar
-                .iter()
+        let jar = self.jar.lock().expect("jar");
+        (!jar.is_empty()).then(|| {
+            jar.iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
                 .join("; ")
         })
     }
 
-    pub async fn get(&mut self, url: Url) -> Reply {
+    fn same_origin(&self, url: &Url) -> bool {
+        url.origin() == self.origin.origin()
+    }
+
+    pub async fn get(&self, url: impl AsRef<str>) -> Reply {
         self.send(Method::GET, url, &[], None).await
+    }
+
+    pub async fn get_with(&self, url: impl AsRef<str>, extra: &[(&str, &str)]) -> Reply {
+        self.send(Method::GET, url, extra, None).await
     }
 
     /// Sends one request (cookies from the jar for our origin), stores `Set-Cookie`s.
     pub async fn send(
-        &mut self,
+        &self,
         method: Method,
-        url: Url,
+        url: impl AsRef<str>,
         extra: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Reply {
-        let mut request = self
-            .client
-            .request(method, url.clone())
-            .header(http::header::ACCEPT, self.accept.as_str());
+        let url = Url::parse(url.as_ref()).expect("absolute url");
+        let mut request = self.client.request(method, url.clone());
+        let own_accept = extra
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("accept"));
+        if let (Some(accept), false) = (&self.accept, own_accept) {
+            request = request.header(header::ACCEPT, accept.as_str());
+        }
         if self.same_origin(&url) {
             if let Some(cookies) = self.cookie_header() {
-                request = request.header(http::header::COOKIE, cookies);
+                request = request.header(header::COOKIE, cookies);
             }
         }
         for (name, value) in extra {
@@ -616,37 +751,33 @@ impl Browser {
         reply
     }
 
-    fn store_cookies(&mut self, reply: &Reply) {
+    fn store_cookies(&self, reply: &Reply) {
+        let mut jar = self.jar.lock().expect("jar");
         for text in reply.set_cookies() {
-            let Ok(cookie) = cookie::Cookie::parse(text) else {
-                continue;
-            };
-            let removed = cookie.max_age().is_some_and(|age| age.is_zero())
-                || cookie.value().is_empty()
+            let cookie = cookie::Cookie::parse(text).expect("set-cookie parses");
+            let removed = cookie.value().is_empty()
+                || cookie
+                    .max_age()
+                    .is_some_and(|age| age.is_zero() || age.is_negative())
                 || cookie
                     .expires_datetime()
                     .is_some_and(|t| t < cookie::time::OffsetDateTime::now_utc());
             if removed {
-                self.jar.remove(cookie.name());
+                jar.remove(cookie.name());
             } else {
-                self.jar
-                    .insert(cookie.name().to_owned(), cookie.value().to_owned());
+                jar.insert(cookie.name().to_owned(), cookie.value().to_owned());
             }
         }
     }
 
     /// Follows redirects (at most 10) from `url`; returns every reply in order.
-    pub async fn navigate(&mut self, url: Url) -> Vec<Reply> {
+    pub async fn navigate(&self, url: impl AsRef<str>) -> Vec<Reply> {
         let mut replies = Vec::new();
-        let mut next = Some(url);
+        let mut next = Some(Url::parse(url.as_ref()).expect("absolute url"));
         for _ in 0..10 {
             let Some(url) = next.take() else { break };
             let reply = self.get(url).await;
-            next = reply
-                .status
-                .is_redirection()
-                .then(|| reply.location())
-                .flatten();
+            next = reply.status.is_redirection().then(|| reply.location());
             replies.push(reply);
             if next.is_none() {
                 return replies;
@@ -658,17 +789,12 @@ impl Browser {
         );
     }
 
-    /// Follows redirects and returns only the last reply.
-    pub async fn visit(&mut self, url: Url) -> Reply {
-        self.navigate(url).await.pop().expect("at least one reply")
-    }
-
-    /// Starts a login at `url` (a protected page): returns the WeChat authorize URL the proxy
-    /// redirected to (the flow cookie is now in the jar).
-    pub async fn start_login(&mut self, url: Url) -> Url {
+    /// Starts a login at `url` (a protected page or `/_wxauth/login`): returns the WeChat
+    /// authorize URL the proxy redirected to (the flow cookie is now in the jar).
+    pub async fn start_login(&self, url: impl AsRef<str>) -> Url {
         let reply = self.get(url).await;
         assert_eq!(reply.status, StatusCode::FOUND, "{}", reply.body);
-        let location = reply.location().expect("location");
+        let location = reply.location();
         assert!(
             location.path().ends_with("/connect/oauth2/authorize"),
             "{location}"
@@ -677,22 +803,38 @@ impl Browser {
     }
 
     /// Visits the (simulated) authorize page; returns the callback URL it redirects to.
-    pub async fn authorize(&mut self, authorize: Url) -> Url {
+    pub async fn authorize(&self, authorize: Url) -> Url {
         let reply = self.get(authorize).await;
         assert_eq!(reply.status, StatusCode::FOUND, "{}", reply.body);
-        reply.location().expect("callback location")
+        reply.location()
     }
-}
 
-/// The JWT of an echoed request (default header).
-pub fn jwt_of(echoed: &Echoed) -> String {
-    echoed.header("x-wechat-jwt").expect("x-wechat-jwt")
-}
-
-/// `true` when a Set-Cookie list contains a live session cookie.
-pub fn sets_session(reply: &Reply) -> bool {
-    reply.set_cookies().iter().any(|c| {
-        cookie::Cookie::parse(c.as_str())
-            .is_ok_and(|c| c.name().ends_with("wxauth_session") && !c.value().is_empty())
-    })
+    /// Goes to `url` without a session and walks the whole login: 302 to WeChat's authorize
+    /// page, 302 to our callback, 302 (with a session cookie) back, and the final page.
+    /// Returns all four replies.
+    pub async fn login(&self, url: impl AsRef<str>) -> Vec<Reply> {
+        let replies = self.navigate(url).await;
+        assert_eq!(
+            replies.len(),
+            4,
+            "expected 3 redirects: {:?}",
+            replies
+                .iter()
+                .map(|r| (r.url.as_str(), r.status, r.body.as_str()))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            replies[0]
+                .location()
+                .path()
+                .ends_with("/connect/oauth2/authorize")
+        );
+        assert!(
+            replies[2].sets_session(),
+            "the callback sets a session: {:?} {}",
+            replies[2].set_cookies(),
+            replies[2].body
+        );
+        replies
+    }
 }
