@@ -18,7 +18,8 @@
 #   (a) upstream direct, (b) nginx, (c) sidecar + session, (d) sidecar + re-mint every request,
 #   (e) sidecar, no session, browser navigation (302 into the login flow), and for attribution
 #   (p) the sidecar's accept loop + upstream client without the auth layer
-#   (examples/bench_bare_proxy.rs).
+#   (examples/bench_bare_proxy.rs); then rows a, b, c again with ONE connection (LATENCY_ROWS),
+#   where p50/p99 are what the proxy adds rather than time spent queueing behind other requests.
 # Every row sends the same request (same path, same headers, same session cookie) except (e),
 # which has no cookie. Then it reports the sidecar's RSS at 0 sessions (measured on the running
 # sidecar) and at 100 k and 1 M sessions (the measured RSS at 0 plus the per-session RSS of the
@@ -40,6 +41,8 @@ ROUNDS=${ROUNDS:-3}               # every row is measured this often (interleave
 PORT_BASE=${PORT_BASE:-18080}
 RSS_SIZES=${RSS_SIZES:-"100000 1000000"}
 KEEP=${KEEP:-0}                   # 1: keep the work directory (logs, configs)
+LATENCY_ROWS=${LATENCY_ROWS:-"a b c"}  # rows also measured with ONE connection (no queueing)
+LATENCY_DURATION=${LATENCY_DURATION:-10}
 
 PORT_PROXY=$PORT_BASE
 PORT_UP=$((PORT_BASE + 1))
@@ -401,6 +404,46 @@ for row in $ROWS; do
   MEASURED+=("$row")
 done
 
+# Added latency without queueing: one connection, one request at a time. Under the closed loop
+# above, p99 is mostly the time a request waits behind the 31 others; here it is the time the
+# proxy itself adds.
+declare -A LAT_P50 LAT_P99 L_LAT50 L_LAT99
+for round in $(seq 1 "$ROUNDS"); do
+for row in $LATENCY_ROWS; do
+  row_failed "$row" && continue
+  case $row in
+    a) url=$UP; extra=(-H "Cookie: $REQUEST_COOKIE") ;;
+    b) url=$NG; extra=(-H "Cookie: $REQUEST_COOKIE") ;;
+    p) url=$BP; extra=(-H "Cookie: $REQUEST_COOKIE") ;;
+    c) url=$SC; extra=(-H "Cookie: $COOKIE") ;;
+    d) url=$RM; extra=(-H "Cookie: $REMINT_COOKIE") ;;
+    e) url=$SC; extra=() ;;
+    *) continue ;;
+  esac
+  "${PIN_LOAD[@]}" wrk -t1 -c1 -d"${WARMUP}s" -H "$HDR_ACCEPT" -H "$HDR_UA" "${extra[@]}" "$url" >/dev/null 2>&1 || true
+  out=$("${PIN_LOAD[@]}" wrk -t1 -c1 -d"${LATENCY_DURATION}s" --latency -H "$HDR_ACCEPT" -H "$HDR_UA" "${extra[@]}" "$url" 2>&1) || out=""
+  l50=$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+  l99=$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+  if [[ "$l50" =~ ^[0-9]+$ && "$l99" =~ ^[0-9]+$ ]]; then
+    L_LAT50[$row]+=" $l50"
+    L_LAT99[$row]+=" $l99"
+    log "round $round, one connection, row $row: p50 $l50 us, p99 $l99 us"
+  else
+    log "round $round, one connection, row $row: not measured"
+  fi
+done
+done
+for row in $LATENCY_ROWS; do
+  if [ -n "${L_LAT99[$row]:-}" ]; then
+    # shellcheck disable=SC2086 # space-separated numbers
+    LAT_P50[$row]=$(printf '%.0f' "$(median ${L_LAT50[$row]})")
+    # shellcheck disable=SC2086
+    LAT_P99[$row]=$(printf '%.0f' "$(median ${L_LAT99[$row]})")
+  elif ! row_failed "$row"; then
+    FAILED+=("latency-$row")
+  fi
+done
+
 # --- RSS ----------------------------------------------------------------------------------------
 declare -A RSS_LINE
 for n in $RSS_SIZES; do
@@ -453,6 +496,27 @@ for row in "${MEASURED[@]}"; do
   echo "($row) req/s per round:${L_RPS[$row]}; p99 (us) per round:${L_P99[$row]}"
   if [ -n "${NOTE[$row]:-}" ]; then echo "note ($row): ${NOTE[$row]}"; fi
 done
+
+if [ ${#LAT_P99[@]} -gt 0 ]; then
+  echo
+  echo "### Added latency, one connection (wrk -c1 -d${LATENCY_DURATION}s, medians of $ROUNDS rounds: no queueing)"
+  echo
+  echo "| row | p50 | p99 | p50 - (a) | p99 - (a) |"
+  echo "|---|---:|---:|---:|---:|"
+  for row in $LATENCY_ROWS; do
+    [ -n "${LAT_P99[$row]:-}" ] || continue
+    d50="-" d99="-"
+    if [ "$row" != a ] && [ -n "${LAT_P99[a]:-}" ]; then
+      d50=$(fmt_us $((LAT_P50[$row] - LAT_P50[a])))
+      d99=$(fmt_us $((LAT_P99[$row] - LAT_P99[a])))
+    fi
+    echo "| $(label "$row") | $(fmt_us "${LAT_P50[$row]}") | $(fmt_us "${LAT_P99[$row]}") | $d50 | $d99 |"
+  done
+  echo
+  for row in $LATENCY_ROWS; do
+    [ -n "${L_LAT99[$row]:-}" ] && echo "($row) one connection, p99 (us) per round:${L_LAT99[$row]}"
+  done
+fi
 
 echo
 echo "## Sidecar RSS"
