@@ -148,6 +148,21 @@ async fn login(layer: WeChatAuthLayer, sim: Arc<SimWeChat>, n: usize) -> String 
         .expect("a session cookie")
 }
 
+/// Open file descriptors of this process (0 where `/proc` is unavailable).
+fn open_files() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
+}
+
+/// Waits (at most 10 s) until the open files are back near `baseline`.
+async fn settle_open_files(baseline: usize) {
+    for _ in 0..100 {
+        if open_files() <= baseline + 256 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn logins(c: &mut Criterion) {
     // Warnings explain a failed login (RUST_LOG=wechat_oauth_proxy=debug for more).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -170,6 +185,7 @@ fn logins(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(10))
         .throughput(Throughput::Elements(LOGINS as u64));
+    let baseline_fds = open_files();
     group.bench_function("1000_concurrent_fresh_logins", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
@@ -191,6 +207,10 @@ fn logins(c: &mut Criterion) {
                     assert_eq!(sessions.len(), LOGINS, "every login has its own session");
                     // Single flight: one platform token for all of them.
                     assert_eq!(sim.calls(Endpoint::ComponentToken) - tokens_before, 1);
+                    // Untimed: let the ~2 000 sockets of this batch close before the next one, or
+                    // back-to-back batches pile up open files faster than they are released.
+                    drop(layer);
+                    settle_open_files(baseline_fds).await;
                 }
                 elapsed
             })
