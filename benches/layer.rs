@@ -307,7 +307,7 @@ fn layer(c: &mut Criterion) {
     }
 
     // The session hit with many sessions in the store (lookups miss the CPU caches).
-    for n in [100_000usize, 1_000_000] {
+    for n in [1_000usize, 100_000, 1_000_000] {
         let f = fixture(false, true);
         let ids: Vec<SessionId> = rt.block_on(async {
             let mut ids = Vec::with_capacity(n);
