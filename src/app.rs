@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,9 @@ use crate::layer::{LayerSettings, WeChatAuthLayer};
 use crate::proxy::{ProxySettings, Upstream};
 use crate::secret::SecretString;
 use crate::server::{self, ServerSettings};
-use crate::session::{CookieCodec, CookieSettings, MemoryStore, SessionSettings, SessionStore};
+use crate::session::{
+    CookieCodec, CookieSettings, MemoryStore, SessionRecord, SessionSettings, SessionStore,
+};
 use crate::wechat::client::ClientSettings;
 use crate::wechat::oauth::{OAuthMode, WeChatOAuth, WeChatSettings};
 use crate::wechat::persist::{FileStore, PlatformStore};
@@ -95,6 +98,15 @@ pub async fn run(
     let jwt = JwtIssuer::new(jwt_settings(&config, &secrets)?, &master)
         .map_err(|e| setup("jwt")(e.to_string()))?;
 
+    if config.dev.prefill_sessions > 0 {
+        prefill_sessions(
+            sessions.as_ref(),
+            &cookies,
+            config.dev.prefill_sessions,
+            &config.server.state_dir,
+        )
+        .await?;
+    }
     let layer = WeChatAuthLayer::new(layer_settings(&config)?, wechat, sessions, cookies, jwt)
         .map_err(|e| setup("auth")(e.to_string()))?;
 
@@ -132,6 +144,62 @@ pub async fn run(
         context: "serving".into(),
         source,
     })
+}
+
+/// Number of prefilled sessions whose cookies are written for load tests.
+const PREFILL_COOKIES: usize = 1024;
+
+/// `dev.prefill_sessions`: `count` synthetic sessions (realistic sizes: 28-character ids, a CJK +
+/// emoji nickname, a 130-byte avatar URL), and the `name=value` cookie pairs of the first 1 024,
+/// one per line, in `<state_dir>/bench-cookies.txt`.
+async fn prefill_sessions(
+    sessions: &dyn SessionStore,
+    cookies: &CookieCodec,
+    count: usize,
+    state_dir: &Path,
+) -> Result<(), AppError> {
+    let started = std::time::Instant::now();
+    let mut pairs = String::new();
+    for i in 0..count {
+        let identity = crate::Identity {
+            openid: format!("o6_bmjrPTlm6_2sgVt7h{i:08}"),
+            unionid: Some(format!("oUnion_2sgVt7hMZOPfL{i:08}")),
+            nickname: "小明🙂".to_owned(),
+            avatar: format!(
+                "https://thirdwx.qlogo.cn/mmopen/vi_32/Q0j4TwGTfTLkGl5cW3icVmyiaVd3eZdkAFOh9z5qJTxTrw7iaUcXGj4YbIBuRSiaiaq{i:08}/132"
+            ),
+            appid: "wxa1b2c3d4e5f60708".to_owned(),
+            scope: "snsapi_userinfo".to_owned(),
+        };
+        let id = sessions
+            .create(SessionRecord::new(identity))
+            .await
+            .map_err(|e| setup("dev")(format!("dev.prefill_sessions: {e}")))?;
+        if i < PREFILL_COOKIES {
+            let cookie = cookies.session_cookie(&id);
+            let pair = cookie
+                .to_str()
+                .ok()
+                .and_then(|c| c.split(';').next())
+                .unwrap_or_default();
+            pairs.push_str(pair);
+            pairs.push('\n');
+        }
+    }
+    let file = state_dir.join("bench-cookies.txt");
+    std::fs::create_dir_all(state_dir)
+        .and_then(|()| std::fs::write(&file, pairs))
+        .map_err(|source| AppError::Io {
+            context: format!("cannot write {}", file.display()),
+            source,
+        })?;
+    tracing::warn!(
+        sessions = count,
+        elapsed = ?started.elapsed(),
+        cookies = %file.display(),
+        "dev.prefill_sessions: synthetic sessions created (benchmarks only)"
+    );
+    Ok(())
 }
 
 async fn session_store(config: &Config) -> Result<Arc<dyn SessionStore>, AppError> {
@@ -501,5 +569,54 @@ mod tests {
             jwt_settings(&config, &secrets).expect("jwt").value_prefix,
             ""
         );
+    }
+
+    #[tokio::test]
+    async fn prefilled_sessions_are_live_and_their_cookies_read_back() {
+        let store = MemoryStore::new(SessionSettings::default());
+        let master = SecretString::new("prefill-test-master-secret-0123456789abcdef");
+        let codec = CookieCodec::new(&master, CookieSettings::default()).expect("codec");
+        let dir = std::env::temp_dir().join(format!("wxauth-prefill-{}", std::process::id()));
+        prefill_sessions(&store, &codec, 1500, &dir)
+            .await
+            .expect("prefill");
+
+        let text = std::fs::read_to_string(dir.join("bench-cookies.txt")).expect("cookie file");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines.len(),
+            PREFILL_COOKIES,
+            "cookies of the first 1 024 only"
+        );
+        let mut openids = std::collections::HashSet::new();
+        for line in [lines[0], lines[PREFILL_COOKIES - 1]] {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::COOKIE, line.parse().expect("header value"));
+            let id = codec
+                .read_session(&headers)
+                .expect("a valid session cookie");
+            let record = store
+                .load(&id)
+                .await
+                .expect("store")
+                .expect("a live session");
+            openids.insert(record.identity.openid);
+        }
+        assert_eq!(openids.len(), 2, "distinct users");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn prefill_is_refused_outside_the_simulated_setup() {
+        let (config, _) =
+            shipped_config_with(|t| t.replace("[dev]\n", "[dev]\nprefill_sessions = 10\n"));
+        assert_eq!(config.dev.prefill_sessions, 10);
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+            .expect("shipped config.toml")
+            .replace("[dev]\n", "[dev]\nprefill_sessions = 10\n")
+            .replace("simulate_wechat = true", "simulate_wechat = false");
+        let err = Config::from_toml_str(&text, Path::new("."), &HashMap::new())
+            .expect_err("refused without the simulator");
+        assert!(err.to_string().contains("dev.prefill_sessions"), "{err}");
     }
 }

@@ -128,6 +128,9 @@ pub struct ServerConfig {
     pub worker_threads: Option<usize>,
 }
 
+/// Upper bound for `dev.prefill_sessions`.
+const MAX_PREFILL_SESSIONS: usize = 10_000_000;
+
 /// Upper bound for `server.worker_threads` (a typo guard, far above any useful value).
 const MAX_WORKER_THREADS: usize = 1024;
 
@@ -434,6 +437,12 @@ pub struct DevConfig {
     /// Where the demo upstream listens (loopback only).
     #[serde(default)]
     pub demo_upstream_listen: Option<SocketAddr>,
+    /// Benchmarks only: create this many synthetic sessions in the memory store at start and
+    /// write the cookies of the first 1 024 to `<state_dir>/bench-cookies.txt`, so that a load
+    /// test measures the proxy with a full store (`bench/load.sh` rows k and m). Needs
+    /// `simulate_wechat` and the memory store.
+    #[serde(default)]
+    pub prefill_sessions: usize,
 }
 
 impl DevConfig {
@@ -586,6 +595,20 @@ impl Config {
         }
         if self.server.max_header_bytes < 1024 {
             bad("server.max_header_bytes", "must be at least 1024".into());
+        }
+        if self.dev.prefill_sessions > 0
+            && (!self.dev.simulate_wechat || self.session.store != StoreKind::Memory)
+        {
+            bad(
+                "dev.prefill_sessions",
+                "only for benchmarks: needs dev.simulate_wechat and the memory store".into(),
+            );
+        }
+        if self.dev.prefill_sessions > MAX_PREFILL_SESSIONS {
+            bad(
+                "dev.prefill_sessions",
+                format!("at most {MAX_PREFILL_SESSIONS}"),
+            );
         }
         if self
             .server
