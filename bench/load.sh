@@ -18,7 +18,9 @@
 #   (a) upstream direct, (b) nginx, (c) sidecar + session, (d) sidecar + re-mint every request,
 #   (e) sidecar, no session, browser navigation (302 into the login flow), and for attribution
 #   (p) the sidecar's accept loop + upstream client without the auth layer
-#   (examples/bench_bare_proxy.rs); then rows a, b, c again with ONE connection (LATENCY_ROWS),
+#   (examples/bench_bare_proxy.rs); (k) and (m) the sidecar with 1 k and 1 M sessions prefilled
+#   (dev.prefill_sessions), wrk cycling through 1 024 users' cookies (a Lua script), whose ratio
+#   is the "throughput at 1 M sessions vs 1 k" target; then rows a, b, c again with ONE connection (LATENCY_ROWS),
 #   where p50/p99 are what the proxy adds rather than time spent queueing behind other requests.
 # Every row sends the same request (same path, same headers, same session cookie) except (e),
 # which has no cookie. Then it reports the sidecar's RSS at 0 sessions (measured on the running
@@ -36,12 +38,14 @@ DURATION=${DURATION:-10}          # seconds per measured row
 WARMUP=${WARMUP:-3}               # seconds of unmeasured load before each row
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
-ROWS=${ROWS:-"a b p c d e"}
+ROWS=${ROWS:-"a b p c d e k m"}
+PREFILL_K=${PREFILL_K:-1000}        # sessions in the store for row (k)
+PREFILL_M=${PREFILL_M:-1000000}     # sessions in the store for row (m)
 ROUNDS=${ROUNDS:-3}               # every row is measured this often (interleaved); medians reported
 PORT_BASE=${PORT_BASE:-18080}
-RSS_SIZES=${RSS_SIZES:-"100000 1000000"}
+RSS_SIZES=${RSS_SIZES-"100000 1000000"}
 KEEP=${KEEP:-0}                   # 1: keep the work directory (logs, configs)
-LATENCY_ROWS=${LATENCY_ROWS:-"a b c"}  # rows also measured with ONE connection (no queueing)
+LATENCY_ROWS=${LATENCY_ROWS-"a b c"}  # rows also measured with ONE connection (no queueing)
 LATENCY_DURATION=${LATENCY_DURATION:-10}
 
 PORT_PROXY=$PORT_BASE
@@ -49,6 +53,8 @@ PORT_UP=$((PORT_BASE + 1))
 PORT_NGINX=$((PORT_BASE + 2))
 PORT_REMINT=$((PORT_BASE + 3))
 PORT_BARE=$((PORT_BASE + 4))
+PORT_K=$((PORT_BASE + 5))
+PORT_M=$((PORT_BASE + 6))
 PATH_UNDER_TEST=/app/page?id=42
 
 log() { echo "[load.sh] $*" >&2; }
@@ -72,7 +78,7 @@ install_missing
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust: https://rustup.rs)"
 
-for port in $PORT_PROXY $PORT_UP $PORT_NGINX $PORT_REMINT $PORT_BARE; do
+for port in $PORT_PROXY $PORT_UP $PORT_NGINX $PORT_REMINT $PORT_BARE $PORT_K $PORT_M; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
     die "port $port is in use; set PORT_BASE to a free range"
   fi
@@ -170,12 +176,15 @@ nginx_conf "$WORK/nginx-proxy" "$PORT_NGINX" '
 start_nginx "$WORK/nginx-proxy"
 
 SIDECAR_PID=""
-start_sidecar() { # name port extra-jwt-line
+start_sidecar() { # name port extra-jwt-line [extra-dev-line]
   local dir=$WORK/$1
   mkdir -p "$dir"
   sed "s/@UPSTREAM_PORT@/$PORT_UP/" "$ROOT/bench/config.toml" >"$dir/config.toml"
   if [ -n "$3" ]; then
     sed -i "s/^\[jwt\]$/[jwt]\n$3/" "$dir/config.toml"
+  fi
+  if [ -n "${4:-}" ]; then
+    sed -i "s/^\[dev\]$/[dev]\n$4/" "$dir/config.toml"
   fi
   if ! "$BIN" --config "$dir/config.toml" --check >"$dir/check.log" 2>&1; then
     log "$1: configuration refused: $(tr '\n' ' ' <"$dir/check.log")"
@@ -251,6 +260,37 @@ if [[ " $ROWS " == *" d "* ]]; then
     [ -n "$REMINT_COOKIE" ] && REMINT_OK=1
   fi
 fi
+
+# (k) and (m): the same sidecar with its store prefilled (dev.prefill_sessions) with 1 k and 1 M
+# sessions; wrk cycles through 1 024 of their cookies (a Lua script), so lookups spread over the
+# store instead of hitting one hot entry. (m) vs (k) is the "1 M sessions vs 1 k" throughput.
+declare -A CYCLE_OK CYCLE_URL RSS_FULL
+for row in k m; do
+  [[ " $ROWS " == *" $row "* ]] || continue
+  if [ "$row" = k ]; then n=$PREFILL_K port=$PORT_K; else n=$PREFILL_M port=$PORT_M; fi
+  log "starting sidecar ($row) with $n prefilled sessions"
+  if start_sidecar "sidecar-$row" "$port" "" "prefill_sessions = $n"; then
+    PROC[$row]=$SIDECAR_PID
+    RSS_FULL[$row]=$(rss_kib "$SIDECAR_PID")
+    cookies=$WORK/sidecar-$row/state/bench-cookies.txt
+    if [ -s "$cookies" ]; then
+      cat >"$WORK/cycle-$row.lua" <<LUA
+local cookies = {}
+for line in io.lines("$cookies") do
+  if #line > 0 then cookies[#cookies + 1] = line end
+end
+local i = 0
+request = function()
+  i = i % #cookies + 1
+  wrk.headers["Cookie"] = cookies[i]
+  return wrk.format()
+end
+LUA
+      CYCLE_OK[$row]=1
+      CYCLE_URL[$row]=http://127.0.0.1:$port$PATH_UNDER_TEST
+    fi
+  fi
+done
 
 # (p) the sidecar's own accept loop and upstream client without the auth layer (attribution).
 BARE_OK=0
@@ -381,7 +421,12 @@ for row in $ROWS; do
       elif expect_status "$SC" 302 -H "$HDR_ACCEPT"; then
         run_row e "$SC" -H "$HDR_ACCEPT" -H "$HDR_UA"
       else fail_row e "a browser request without session is not answered 302"; fi ;;
-    *) die "unknown row $row (rows: a b p c d e)" ;;
+    k|m)
+      if [ "${CYCLE_OK[$row]:-}" != 1 ]; then fail_row "$row" "the prefilled sidecar did not start or wrote no cookies (see $WORK/sidecar-$row/sidecar.log)"
+      elif expect_status "${CYCLE_URL[$row]}" 200 -H "Cookie: $(head -n 1 "$WORK/sidecar-$row/state/bench-cookies.txt")" -H "$HDR_ACCEPT"; then
+        run_row "$row" "${CYCLE_URL[$row]}" -s "$WORK/cycle-$row.lua" -H "$HDR_ACCEPT" -H "$HDR_UA"
+      else fail_row "$row" "a prefilled session is not answered 200"; fi ;;
+    *) die "unknown row $row (rows: a b p c d e k m)" ;;
   esac
   if [[ "$row" == [ce] ]] && [ -n "$SIDECAR_C" ] && kill -0 "$SIDECAR_C" 2>/dev/null; then
     RSS_AFTER[$row]=$(rss_kib "$SIDECAR_C")
@@ -460,6 +505,8 @@ label() {
     c) echo "(c) sidecar, session + cached JWT" ;;
     d) echo "(d) sidecar, JWT re-minted per request" ;;
     e) echo "(e) sidecar, no session -> 302" ;;
+    k) echo "(k) sidecar, $PREFILL_K sessions, users cycle" ;;
+    m) echo "(m) sidecar, $PREFILL_M sessions, users cycle" ;;
   esac
 }
 ratio() { # value base
@@ -492,6 +539,10 @@ for row in $ROWS; do
   fi
 done
 echo
+if [ -n "${RPS[k]:-}" ] && [ -n "${RPS[m]:-}" ]; then
+  echo "Throughput with $PREFILL_M sessions vs $PREFILL_K (m vs k): $(ratio "${RPS[m]}" "${RPS[k]}")"
+  echo
+fi
 for row in "${MEASURED[@]}"; do
   echo "($row) req/s per round:${L_RPS[$row]}; p99 (us) per round:${L_P99[$row]}"
   if [ -n "${NOTE[$row]:-}" ]; then echo "note ($row): ${NOTE[$row]}"; fi
@@ -534,6 +585,14 @@ else
   FAILED+=("rss-0")
   echo "| 0 | NOT MEASURED | sidecar did not start |"
 fi
+for row in k m; do
+  if [ -n "${RSS_FULL[$row]:-}" ]; then
+    if [ "$row" = k ]; then n=$PREFILL_K; else n=$PREFILL_M; fi
+    per="-"
+    if [ -n "$RSS0" ] && [ "$n" -ge 100000 ]; then per="$(((RSS_FULL[$row] - RSS0) * 1024 / n)) B/session over the sidecar at 0"; fi
+    echo "| $n | $((RSS_FULL[$row] / 1024)) MiB (${RSS_FULL[$row]} KiB) | measured: sidecar ($row) after prefilling, before load ($per) |"
+  fi
+done
 for n in $RSS_SIZES; do
   line=${RSS_LINE[$n]:-}
   if [ -n "$line" ] && [ -n "$RSS0" ]; then
