@@ -32,16 +32,7 @@ use wechat_oauth_proxy::wechat::{AppSecret, AuthorizerAppId};
 const MASTER_SECRET: &str = "bench-only-master-secret-0123456789abcdef";
 
 fn identity(i: usize) -> Identity {
-    Identity {
-        openid: format!("o6_bmjrPTlm6_2sgVt7h{i:08}"),
-        unionid: Some(format!("oUnion_2sgVt7hMZOPfL{i:08}")),
-        nickname: "小明🙂".to_owned(),
-        avatar: format!(
-            "https://thirdwx.qlogo.cn/mmopen/vi_32/Q0j4TwGTfTLkGl5cW3icVmyiaVd3eZdkAFOh9z5qJTxTrw7iaUcXGj4YbIBuRSiaiaq{i:08}/132"
-        ),
-        appid: "wxa1b2c3d4e5f60708".to_owned(),
-        scope: "snsapi_userinfo".to_owned(),
-    }
+    wechat_oauth_proxy::sim::synthetic_identity(i)
 }
 
 /// Headers a desktop browser sends on a navigation, plus `extra`.

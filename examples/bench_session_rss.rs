@@ -21,18 +21,8 @@ use wechat_oauth_proxy::session::{
     MemoryStore, SessionId, SessionRecord, SessionSettings, SessionStore,
 };
 
-/// A realistic identity: 28-character ids, a CJK + emoji nickname, a 130-byte avatar URL.
 fn identity(i: usize) -> Identity {
-    Identity {
-        openid: format!("o6_bmjrPTlm6_2sgVt7h{i:08}"),
-        unionid: Some(format!("oUnion_2sgVt7hMZOPfL{i:08}")),
-        nickname: "小明🙂".to_owned(),
-        avatar: format!(
-            "https://thirdwx.qlogo.cn/mmopen/vi_32/Q0j4TwGTfTLkGl5cW3icVmyiaVd3eZdkAFOh9z5qJTxTrw7iaUcXGj4YbIBuRSiaiaq{i:08}/132"
-        ),
-        appid: "wxa1b2c3d4e5f60708".to_owned(),
-        scope: "snsapi_userinfo".to_owned(),
-    }
+    wechat_oauth_proxy::sim::synthetic_identity(i)
 }
 
 /// `VmRSS` of this process, in KiB.

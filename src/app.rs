@@ -7,7 +7,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +19,7 @@ use crate::layer::{LayerSettings, WeChatAuthLayer};
 use crate::proxy::{ProxySettings, Upstream};
 use crate::secret::SecretString;
 use crate::server::{self, ServerSettings};
-use crate::session::{
-    CookieCodec, CookieSettings, MemoryStore, SessionRecord, SessionSettings, SessionStore,
-};
+use crate::session::{CookieCodec, CookieSettings, MemoryStore, SessionSettings, SessionStore};
 use crate::wechat::client::ClientSettings;
 use crate::wechat::oauth::{OAuthMode, WeChatOAuth, WeChatSettings};
 use crate::wechat::persist::{FileStore, PlatformStore};
@@ -98,6 +95,7 @@ pub async fn run(
     let jwt = JwtIssuer::new(jwt_settings(&config, &secrets)?, &master)
         .map_err(|e| setup("jwt")(e.to_string()))?;
 
+    #[cfg(feature = "sim")]
     if config.dev.prefill_sessions > 0 {
         prefill_sessions(
             sessions.as_ref(),
@@ -147,32 +145,24 @@ pub async fn run(
 }
 
 /// Number of prefilled sessions whose cookies are written for load tests.
+#[cfg(feature = "sim")]
 const PREFILL_COOKIES: usize = 1024;
 
-/// `dev.prefill_sessions`: `count` synthetic sessions (realistic sizes: 28-character ids, a CJK +
-/// emoji nickname, a 130-byte avatar URL), and the `name=value` cookie pairs of the first 1 024,
+/// `dev.prefill_sessions`: `count` synthetic sessions ([`crate::sim::synthetic_identity`]), and the `name=value` cookie pairs of the first 1 024,
 /// one per line, in `<state_dir>/bench-cookies.txt`.
+#[cfg(feature = "sim")]
 async fn prefill_sessions(
     sessions: &dyn SessionStore,
     cookies: &CookieCodec,
     count: usize,
-    state_dir: &Path,
+    state_dir: &std::path::Path,
 ) -> Result<(), AppError> {
     let started = std::time::Instant::now();
     let mut pairs = String::new();
     for i in 0..count {
-        let identity = crate::Identity {
-            openid: format!("o6_bmjrPTlm6_2sgVt7h{i:08}"),
-            unionid: Some(format!("oUnion_2sgVt7hMZOPfL{i:08}")),
-            nickname: "小明🙂".to_owned(),
-            avatar: format!(
-                "https://thirdwx.qlogo.cn/mmopen/vi_32/Q0j4TwGTfTLkGl5cW3icVmyiaVd3eZdkAFOh9z5qJTxTrw7iaUcXGj4YbIBuRSiaiaq{i:08}/132"
-            ),
-            appid: "wxa1b2c3d4e5f60708".to_owned(),
-            scope: "snsapi_userinfo".to_owned(),
-        };
+        let identity = crate::sim::synthetic_identity(i);
         let id = sessions
-            .create(SessionRecord::new(identity))
+            .create(crate::session::SessionRecord::new(identity))
             .await
             .map_err(|e| setup("dev")(format!("dev.prefill_sessions: {e}")))?;
         if i < PREFILL_COOKIES {
@@ -571,6 +561,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "sim")]
     #[tokio::test]
     async fn prefilled_sessions_are_live_and_their_cookies_read_back() {
         let store = MemoryStore::new(SessionSettings::default());
