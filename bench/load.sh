@@ -8,7 +8,7 @@
 #     ROWS="a b c" bench/load.sh          # a subset of the rows
 #
 # Installs nginx and wrk with apt-get when they are missing, builds the release binary, and starts
-# on 127.0.0.1 (ports 18080-18084, override with PORT_BASE):
+# on 127.0.0.1 (ports 18080-18086, override with PORT_BASE):
 #   - the fast upstream: one nginx worker answering `return 200` (the same for every row);
 #   - (b) nginx as a plain reverse proxy to it (one worker, keepalive upstream pool);
 #   - (c) the sidecar with a warm session: bench/config.toml, one login through the in-process
@@ -23,7 +23,7 @@
 #   is the "throughput at 1 M sessions vs 1 k" target; then rows a, b, c again with ONE connection (LATENCY_ROWS),
 #   where p50/p99 are what the proxy adds rather than time spent queueing behind other requests.
 # Every row sends the same request (same path, same headers, same session cookie) except (e),
-# which has no cookie. Then it reports the sidecar's RSS at 0 sessions (measured on the running
+# which has no cookie, and (k)/(m), which cycle through their prefilled users' cookies. Then it reports the sidecar's RSS at 0 sessions (measured on the running
 # sidecar) and at 100 k and 1 M sessions (the measured RSS at 0 plus the per-session RSS of the
 # same in-process store filled with 100 k / 1 M sessions: examples/bench_session_rss.rs).
 #
@@ -39,7 +39,7 @@ WARMUP=${WARMUP:-3}               # seconds of unmeasured load before each row
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
 ROWS=${ROWS:-"a b p c d e k m"}
-PREFILL_K=${PREFILL_K:-1000}        # sessions in the store for row (k)
+PREFILL_K=${PREFILL_K:-1024}        # sessions in the store for row (k) (1 024 users: like (m))
 PREFILL_M=${PREFILL_M:-1000000}     # sessions in the store for row (m)
 ROUNDS=${ROUNDS:-3}               # every row is measured this often (interleaved); medians reported
 PORT_BASE=${PORT_BASE:-18080}
@@ -441,8 +441,8 @@ for row in $ROWS; do
   # shellcheck disable=SC2086 # the lists are space-separated numbers
   {
     RPS[$row]=$(median ${L_RPS[$row]})
-    P50[$row]=$(median ${L_P50[$row]})
-    P99[$row]=$(median ${L_P99[$row]})
+    P50[$row]=$(printf '%.0f' "$(median ${L_P50[$row]})")
+    P99[$row]=$(printf '%.0f' "$(median ${L_P99[$row]})")
     CPU_PROXY[$row]=$(median ${L_CPU[$row]:-})
     CPU_UP[$row]=$(median ${L_UP[$row]:-})
   }
@@ -455,13 +455,15 @@ done
 declare -A LAT_P50 LAT_P99 L_LAT50 L_LAT99
 for round in $(seq 1 "$ROUNDS"); do
 for row in $LATENCY_ROWS; do
+  # Only rows whose servers were started (ROWS) and that did not fail.
+  [[ " $ROWS " == *" $row "* ]] || continue
   row_failed "$row" && continue
   case $row in
     a) url=$UP; extra=(-H "Cookie: $REQUEST_COOKIE") ;;
     b) url=$NG; extra=(-H "Cookie: $REQUEST_COOKIE") ;;
     p) url=$BP; extra=(-H "Cookie: $REQUEST_COOKIE") ;;
-    c) url=$SC; extra=(-H "Cookie: $COOKIE") ;;
-    d) url=$RM; extra=(-H "Cookie: $REMINT_COOKIE") ;;
+    c) url=$SC; extra=(-H "Cookie: ${COOKIE:-}") ;;
+    d) url=$RM; extra=(-H "Cookie: ${REMINT_COOKIE:-}") ;;
     e) url=$SC; extra=() ;;
     *) continue ;;
   esac
@@ -479,6 +481,7 @@ for row in $LATENCY_ROWS; do
 done
 done
 for row in $LATENCY_ROWS; do
+  [[ " $ROWS " == *" $row "* ]] || continue
   if [ -n "${L_LAT99[$row]:-}" ]; then
     # shellcheck disable=SC2086 # space-separated numbers
     LAT_P50[$row]=$(printf '%.0f' "$(median ${L_LAT50[$row]})")
@@ -494,7 +497,8 @@ declare -A RSS_LINE
 for n in $RSS_SIZES; do
   if line=$("$RSS_PROBE" "$n"); then RSS_LINE[$n]=$line; else FAILED+=("rss-$n"); fi
 done
-JWT_LINE=$("$RSS_PROBE" 100000 --jwt || true)
+JWT_LINE=""
+if [ -n "$RSS_SIZES" ]; then JWT_LINE=$("$RSS_PROBE" 100000 --jwt || true); fi
 
 # --- report -------------------------------------------------------------------------------------
 label() {

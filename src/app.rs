@@ -178,7 +178,7 @@ async fn prefill_sessions(
     }
     let file = state_dir.join("bench-cookies.txt");
     std::fs::create_dir_all(state_dir)
-        .and_then(|()| std::fs::write(&file, pairs))
+        .and_then(|()| write_private(&file, pairs.as_bytes()))
         .map_err(|source| AppError::Io {
             context: format!("cannot write {}", file.display()),
             source,
@@ -190,6 +190,17 @@ async fn prefill_sessions(
         "dev.prefill_sessions: synthetic sessions created (benchmarks only)"
     );
     Ok(())
+}
+
+/// Writes a file only its owner can read (it holds live session cookies).
+#[cfg(feature = "sim")]
+fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents)
 }
 
 async fn session_store(config: &Config) -> Result<Arc<dyn SessionStore>, AppError> {
@@ -573,6 +584,15 @@ mod tests {
             .expect("prefill");
 
         let text = std::fs::read_to_string(dir.join("bench-cookies.txt")).expect("cookie file");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(dir.join("bench-cookies.txt"))
+                .expect("metadata")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "only the owner may read live cookies");
+        }
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines.len(),

@@ -604,6 +604,16 @@ impl Config {
                 "only for benchmarks: needs dev.simulate_wechat and the memory store".into(),
             );
         }
+        if u64::try_from(self.dev.prefill_sessions).unwrap_or(u64::MAX) > self.session.capacity {
+            // The store would evict the first sessions, whose cookies are the ones written out.
+            bad(
+                "dev.prefill_sessions",
+                format!(
+                    "must not exceed session.capacity ({})",
+                    self.session.capacity
+                ),
+            );
+        }
         if self.dev.prefill_sessions > MAX_PREFILL_SESSIONS {
             bad(
                 "dev.prefill_sessions",

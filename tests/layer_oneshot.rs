@@ -561,6 +561,52 @@ async fn skip_rules_never_depend_on_headers() {
     assert_eq!(f.echo.calls(), 0);
 }
 
+#[tokio::test]
+async fn cors_preflights_pass_only_when_enabled_and_never_carry_an_identity() {
+    let preflight = || {
+        forged_headers(request(Method::OPTIONS, "/api/orders"))
+            .header(header::ORIGIN, "https://app.example.com")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+    };
+    // Off (the default): a preflight is an anonymous API request.
+    let f = fixture();
+    assert!(f.call(empty(preflight())).await.is_api_401());
+    assert_eq!(f.echo.calls(), 0);
+
+    let echo = Echo::new();
+    let service = builder(
+        Url::parse(PUBLIC_URL).unwrap(),
+        offline_wechat(),
+        memory_store(),
+    )
+    .jwt(jwt_issuer())
+    .skip_preflight(true)
+    .build()
+    .unwrap()
+    .layer(echo.clone());
+    let call = |req: Request<Full<Bytes>>| {
+        let service = service.clone();
+        async move { Answer::read(bounded(service.oneshot(req)).await.unwrap()).await }
+    };
+    // On: the upstream answers the preflight, without any identity (forged ones stripped).
+    let echoed = call(empty(preflight())).await.echoed();
+    assert_no_forged(&echoed);
+    assert!(echoed.identity().is_none());
+    assert_eq!(echo.calls(), 1);
+    // Not preflights: another method, or an OPTIONS that carries a body.
+    assert!(
+        call(empty(preflight().method(Method::POST)))
+            .await
+            .is_api_401()
+    );
+    let with_body = preflight()
+        .header(header::CONTENT_LENGTH, "5")
+        .body(Full::new(Bytes::from_static(b"hello")))
+        .unwrap();
+    assert!(call(with_body).await.is_api_401());
+    assert_eq!(echo.calls(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Header hygiene
 // ---------------------------------------------------------------------------------------------

@@ -281,9 +281,19 @@ pub(crate) fn classify(
     Classified::Protected { api_path }
 }
 
-/// A CORS preflight: `OPTIONS` carrying `Access-Control-Request-Method` (Fetch standard §4.8).
+/// A CORS preflight as browsers send it (Fetch standard, "CORS-preflight fetch"): `OPTIONS`
+/// with `Origin` and `Access-Control-Request-Method`, and no body. Anything carrying a body is
+/// not a preflight, so it cannot reach the upstream anonymously through this rule.
 pub fn is_cors_preflight(method: &Method, headers: &HeaderMap) -> bool {
-    method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes() != b"0");
+    method == Method::OPTIONS
+        && headers.contains_key(header::ORIGIN)
+        && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        && !has_body
 }
 
 /// How a protected request without a session is answered (see [`ClientKind`]).
@@ -519,10 +529,34 @@ mod tests {
             dispatch(&Method::OPTIONS, &uri, &preflight, &on),
             Decision::Skip
         );
-        // Not a preflight: OPTIONS without Access-Control-Request-Method, or another method.
+        // Not a preflight: OPTIONS without Access-Control-Request-Method or Origin, with a
+        // body, or another method.
         assert_eq!(
             dispatch(&Method::OPTIONS, &uri, &HeaderMap::new(), &on),
             protected_api
+        );
+        let mut no_origin = preflight.clone();
+        no_origin.remove(header::ORIGIN);
+        assert_eq!(
+            dispatch(&Method::OPTIONS, &uri, &no_origin, &on),
+            protected_api
+        );
+        for (name, value) in [
+            (header::CONTENT_LENGTH, "12"),
+            (header::TRANSFER_ENCODING, "chunked"),
+        ] {
+            let mut with_body = preflight.clone();
+            with_body.insert(name, HeaderValue::from_static(value));
+            assert_eq!(
+                dispatch(&Method::OPTIONS, &uri, &with_body, &on),
+                protected_api
+            );
+        }
+        let mut empty_body = preflight.clone();
+        empty_body.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        assert_eq!(
+            dispatch(&Method::OPTIONS, &uri, &empty_body, &on),
+            Decision::Skip
         );
         assert_eq!(
             dispatch(&Method::POST, &uri, &preflight, &on),

@@ -215,14 +215,14 @@ impl Upstream {
     /// The upstream URI for a request's path and query: the base path, then the request path.
     fn upstream_uri(&self, original: &Uri) -> Option<Uri> {
         let path_and_query = match original.path_and_query() {
-            None => PathAndQuery::from_static("/"),
-            Some(pq) if pq.as_str().is_empty() => PathAndQuery::from_static("/"),
             // Without a base path the request's own (already validated) path is reused as is:
             // a cheap clone instead of formatting and re-parsing it on every request.
             Some(pq) if pq.as_str().starts_with('/') && self.base_path.is_empty() => pq.clone(),
             Some(pq) if pq.as_str().starts_with('/') => {
                 PathAndQuery::try_from(format!("{}{}", self.base_path, pq.as_str())).ok()?
             }
+            // No path at all (absolute-form `http://host`): the root, under the base path.
+            None => PathAndQuery::try_from(format!("{}/", self.base_path)).ok()?,
             // Asterisk-form (`OPTIONS *`) and anything else has no path to map.
             Some(_) => return None,
         };
@@ -557,6 +557,15 @@ mod tests {
             "http://127.0.0.1:8080/"
         );
         assert!(root.upstream_uri(&uri("*")).is_none());
+        // A target without a path stays under the base path.
+        assert_eq!(
+            based.upstream_uri(&uri("http://evil.example")).unwrap(),
+            "http://[::1]:9000/app/"
+        );
+        assert_eq!(
+            based.upstream_uri(&uri("evil.example:80")).unwrap(),
+            "http://[::1]:9000/app/"
+        );
     }
 
     #[test]

@@ -220,8 +220,9 @@ impl CookieCodec {
         self.removal(&self.flow_name)
     }
 
-    /// Removes this proxy's cookies from the `Cookie` header(s), keeping every other cookie as
-    /// sent; a header left empty is dropped. Malformed fragments are dropped too.
+    /// Removes this proxy's cookies from the `Cookie` header(s). A field that holds none of them
+    /// is forwarded byte for byte; a field that does is rebuilt from its other cookies (fragments
+    /// that do not parse as `name=value` are dropped from it), and dropped when nothing is left.
     ///
     /// Call before forwarding a request upstream, so the upstream never sees the session cookie.
     pub fn strip_own_cookies(&self, headers: &mut HeaderMap) {
