@@ -221,11 +221,7 @@ async fn redis_session_store(
     config: &Config,
     settings: SessionSettings,
 ) -> Result<Arc<dyn SessionStore>, AppError> {
-    let url = config
-        .session
-        .redis_url
-        .as_ref()
-        .ok_or_else(|| setup("session")("session.redis_url is missing".into()))?;
+    let url = redis_url(config)?;
     let store =
         crate::session::redis::RedisSessionStore::new(url.expose_secret(), REDIS_PREFIX, settings)
             .await
@@ -247,16 +243,22 @@ async fn redis_session_store(
 #[cfg(feature = "redis")]
 const REDIS_PREFIX: &str = "wxauth:";
 
+/// `session.redis_url`, which both Redis stores (sessions and platform state) connect to.
+#[cfg(feature = "redis")]
+fn redis_url(config: &Config) -> Result<&SecretString, AppError> {
+    config
+        .session
+        .redis_url
+        .as_ref()
+        .ok_or_else(|| setup("session")("session.redis_url is missing".into()))
+}
+
 /// The platform store: the state directory by default; Redis when sessions are in Redis, so
 /// that every instance shares one ticket, one token and one refresh lock.
 async fn platform_store(config: &Config) -> Result<Arc<dyn PlatformStore>, AppError> {
     #[cfg(feature = "redis")]
     if config.session.store == StoreKind::Redis {
-        let url = config
-            .session
-            .redis_url
-            .as_ref()
-            .ok_or_else(|| setup("session")("session.redis_url is missing".into()))?;
+        let url = redis_url(config)?;
         let store =
             crate::wechat::redis::RedisPlatformStore::new(url.expose_secret(), REDIS_PREFIX)
                 .await
