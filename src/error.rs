@@ -61,9 +61,21 @@ pub enum AuthError {
     /// Unknown path under the reserved prefix.
     #[error("not found")]
     NotFound,
-    /// Wrong method on a reserved route.
+    /// Wrong method: on a reserved route, or a method the proxy never forwards (`CONNECT`).
+    /// `allow` is the `Allow` header value (RFC 9110 §15.5.6 requires one).
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed {
+        /// The methods the address accepts, as an `Allow` value (`"GET, HEAD"`).
+        allow: &'static str,
+    },
+    /// The request path has no unambiguous normal form (`%2F`, `\`, `..;`, NUL, bad escapes):
+    /// refused on every path, never forwarded.
+    #[error("ambiguous request path: {0}")]
+    BadPath(#[from] crate::layer::dispatch::PathError),
+    /// A logout that another site started (`Sec-Fetch-Site: cross-site`, a foreign `Origin` or
+    /// `Referer`): refused, with a same-origin link to confirm.
+    #[error("cross-site logout refused")]
+    CrossSiteLogout,
     /// A bug of ours.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -112,7 +124,12 @@ struct Text {
     en: &'static str,
     /// Whether logging in again may help (shows the retry link / `login_url`).
     retry: bool,
+    /// The label of the link (Chinese, English): "log in again" unless the error says otherwise.
+    link: (&'static str, &'static str),
 }
+
+/// The usual link label: log in again.
+const RETRY_LINK: (&str, &str) = ("重新登录", "Log in again");
 
 impl AuthError {
     /// The HTTP status this error is answered with.
@@ -120,9 +137,11 @@ impl AuthError {
         match self {
             AuthError::Unauthenticated => StatusCode::UNAUTHORIZED,
             AuthError::LoginRefused | AuthError::SnapshotUser => StatusCode::FORBIDDEN,
-            AuthError::InvalidState | AuthError::AppIdMismatch | AuthError::BadRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            AuthError::InvalidState
+            | AuthError::AppIdMismatch
+            | AuthError::BadRequest(_)
+            | AuthError::BadPath(_) => StatusCode::BAD_REQUEST,
+            AuthError::CrossSiteLogout => StatusCode::FORBIDDEN,
             AuthError::WeChat(e) => match wechat_kind(e) {
                 WeChatKind::Timeout | WeChatKind::NotReady => StatusCode::SERVICE_UNAVAILABLE,
                 WeChatKind::Unavailable => StatusCode::BAD_GATEWAY,
@@ -134,7 +153,7 @@ impl AuthError {
             AuthError::Jwt(_) | AuthError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AuthError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AuthError::NotFound => StatusCode::NOT_FOUND,
-            AuthError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            AuthError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -151,6 +170,7 @@ impl AuthError {
             en_title,
             en,
             retry,
+            link: RETRY_LINK,
         };
         match self {
             AuthError::Unauthenticated => t(
@@ -283,7 +303,7 @@ impl AuthError {
                 "There is nothing at this address.",
                 false,
             ),
-            AuthError::MethodNotAllowed => t(
+            AuthError::MethodNotAllowed { .. } => t(
                 "method_not_allowed",
                 "不支持的请求方法",
                 "此地址不接受该请求方法。",
@@ -291,6 +311,25 @@ impl AuthError {
                 "This address does not accept this request method.",
                 false,
             ),
+            AuthError::BadPath(_) => t(
+                "bad_path",
+                "请求地址无效",
+                "请求地址含有无法确定含义的字符（如编码的斜杠、反斜杠或控制字符），已被拒绝。",
+                "Bad request path",
+                "The address contains characters whose meaning is ambiguous (an encoded slash, a backslash or a control character), so it was refused.",
+                false,
+            ),
+            AuthError::CrossSiteLogout => Text {
+                link: ("确认退出登录", "Log out"),
+                ..t(
+                    "cross_site_logout",
+                    "确认退出登录",
+                    "退出登录的请求来自其他网站，因此没有执行。如果确实要退出，请点击下面的按钮。",
+                    "Confirm logout",
+                    "The logout request came from another site, so it was not carried out. If you do want to log out, use the button below.",
+                    true,
+                )
+            },
         }
     }
 
@@ -307,32 +346,36 @@ impl AuthError {
         let text = self.text();
         let retry = login_url.filter(|_| text.retry);
         let mut response = if wants_html {
-            html(status, page(&text, retry))
+            html(status, page(&text, retry.map(|url| (url, text.link))))
         } else {
             let mut body = serde_json::json!({ "error": text.code, "message": text.en });
             if let Some(url) = retry {
-                body["login_url"] = serde_json::Value::from(url);
+                let key = match self {
+                    AuthError::CrossSiteLogout => "confirm_url",
+                    _ => "login_url",
+                };
+                body[key] = serde_json::Value::from(url);
             }
             json(status, &body)
         };
-        if status == StatusCode::METHOD_NOT_ALLOWED {
-            // The only reserved routes with a method restriction accept these.
-            response.headers_mut().insert(
-                http::header::ALLOW,
-                http::HeaderValue::from_static("GET, HEAD, POST"),
-            );
+        if let AuthError::MethodNotAllowed { allow } = self {
+            response
+                .headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
         }
         response
     }
 }
 
 /// The bilingual page. Every dynamic value is escaped; the static texts contain no markup.
-fn page(text: &Text, retry: Option<&str>) -> String {
-    let retry = retry
-        .map(|url| {
+fn page(text: &Text, link: Option<(&str, (&str, &str))>) -> String {
+    let retry = link
+        .map(|(url, (zh, en))| {
             format!(
-                "<p class=\"retry\"><a href=\"{}\">重新登录 / Log in again</a></p>",
-                escape_html(url)
+                "<p class=\"retry\"><a href=\"{}\">{} / {}</a></p>",
+                escape_html(url),
+                escape_html(zh),
+                escape_html(en),
             )
         })
         .unwrap_or_default();

@@ -17,7 +17,7 @@
 //! - Every name the proxy can set — the configured JWT header, the default `X-WeChat-Jwt`,
 //!   `Authorization` when it is the JWT carrier, and all plain headers whether enabled or not —
 //!   is removed from the client's request before anything else happens, matching names
-//!   case-insensitively and treating `_` like `-` (oauth2-proxy GHSA-vjrc-mh2v-45x6), all
+//!   case-insensitively and treating `_` and `.` like `-` (oauth2-proxy GHSA-vjrc-mh2v-45x6), all
 //!   duplicates included.
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -128,7 +128,7 @@ impl StripList {
         &self.names
     }
 
-    /// Whether `name` is one of ours, ignoring case and treating `_` like `-`.
+    /// Whether `name` is one of ours, ignoring case and treating `_` and `.` like `-`.
     pub fn matches(&self, name: &str) -> bool {
         self.names
             .iter()
@@ -137,10 +137,15 @@ impl StripList {
 
     /// Removes every header in `headers` whose name matches this list (all spellings, all
     /// duplicates). Returns how many distinct names were removed (for tracing).
+    ///
+    /// A `Connection` field cannot nominate one of these names either: such tokens are removed
+    /// from it, so that the hop-by-hop removal a proxy does later never deletes a header the
+    /// proxy itself sets (`Connection: X-WeChat-Jwt` would otherwise drop the JWT).
     pub fn strip(&self, headers: &mut HeaderMap) -> usize {
+        let mut removed = self.strip_connection_options(headers);
         // Fast path: nothing to do in the common case, no allocation.
         if !headers.keys().any(|k| self.matches(k.as_str())) {
-            return 0;
+            return removed;
         }
         let doomed: Vec<HeaderName> = headers
             .keys()
@@ -150,14 +155,58 @@ impl StripList {
         for name in &doomed {
             headers.remove(name);
         }
-        doomed.len()
+        removed += doomed.len();
+        removed
+    }
+
+    /// Removes the tokens of every `Connection` field that name one of ours; returns how many.
+    fn strip_connection_options(&self, headers: &mut HeaderMap) -> usize {
+        retain_connection_tokens(headers, |token| {
+            std::str::from_utf8(token).map_or(true, |t| !self.matches(t))
+        })
     }
 }
 
-/// Header-name equality for spoofing purposes: ASCII case-insensitive, `_` equal to `-`.
+/// The non-empty, trimmed tokens of every `Connection` field.
+pub(crate) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty())
+}
+
+/// Keeps only the `Connection` tokens for which `keep` is true (trimmed, non-empty, joined into
+/// one field; the field is removed when none is left). Returns how many tokens were dropped;
+/// with nothing to drop the fields are left exactly as they were.
+pub(crate) fn retain_connection_tokens(
+    headers: &mut HeaderMap,
+    keep: impl Fn(&[u8]) -> bool,
+) -> usize {
+    let dropped = connection_tokens(headers).filter(|t| !keep(t)).count();
+    if dropped == 0 {
+        return 0;
+    }
+    let kept: Vec<Vec<u8>> = connection_tokens(headers)
+        .filter(|t| keep(t))
+        .map(<[u8]>::to_vec)
+        .collect();
+    headers.remove(header::CONNECTION);
+    // Joined from valid header-value bytes with ", ": always a valid value.
+    if let Ok(value) = HeaderValue::from_bytes(&kept.join(&b", "[..])) {
+        if !kept.is_empty() {
+            headers.insert(header::CONNECTION, value);
+        }
+    }
+    dropped
+}
+
+/// Header-name equality for spoofing purposes: ASCII case-insensitive, `_` and `.` equal to `-`
+/// (CGI/PHP, Puma and others fold all three into one variable name).
 pub fn same_header_name(a: &str, b: &str) -> bool {
     fn norm(c: u8) -> u8 {
-        if c == b'_' {
+        if c == b'_' || c == b'.' {
             b'-'
         } else {
             c.to_ascii_lowercase()
@@ -248,7 +297,36 @@ mod tests {
         assert!(same_header_name("x-wechat-openid", "X_WeChat_OpenID"));
         assert!(same_header_name("x-wechat-jwt", "x-wechat_jwt"));
         assert!(!same_header_name("x-wechat-jwt", "x-wechat-jwtx"));
-        assert!(!same_header_name("x-wechat-jwt", "x.wechat-jwt"));
+        assert!(same_header_name("x-wechat-jwt", "x.wechat-jwt"));
+        assert!(same_header_name("x-wechat-openid", "X.WeChat_OpenID"));
+        assert!(!same_header_name("x-wechat-jwt", "xxwechat-jwt"));
+    }
+
+    #[test]
+    fn connection_cannot_nominate_our_headers() {
+        let list = HeaderSettings::default().strip_list();
+        let mut h = HeaderMap::new();
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-WeChat-Jwt"),
+        );
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("x.wechat_openid,Upgrade"),
+        );
+        h.insert("x-other", HeaderValue::from_static("1"));
+        assert_eq!(list.strip(&mut h), 2);
+        let left: Vec<_> = h.get_all(header::CONNECTION).iter().collect();
+        assert_eq!(left, ["keep-alive, Upgrade"]);
+        let mut only_ours = HeaderMap::new();
+        only_ours.insert(header::CONNECTION, HeaderValue::from_static("x-wechat-jwt"));
+        list.strip(&mut only_ours);
+        assert!(only_ours.get(header::CONNECTION).is_none());
+        // Nothing to do: untouched.
+        let mut plain = HeaderMap::new();
+        plain.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        assert_eq!(list.strip(&mut plain), 0);
+        assert_eq!(plain[header::CONNECTION], "close");
     }
 
     #[test]
@@ -263,6 +341,8 @@ mod tests {
             "X-WECHAT-NICKNAME",
             "x_wechat_avatar",
             "X-WeChat-AppID",
+            "x.wechat.jwt",
+            "X.WeChat_OpenID",
         ] {
             let name = HeaderName::from_bytes(name.as_bytes()).expect("valid name");
             h.append(name.clone(), HeaderValue::from_static("forged"));

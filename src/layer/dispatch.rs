@@ -6,24 +6,31 @@
 //! decides, up front, whether a request without a session is a *browser navigation* (302 to
 //! WeChat) or an *API client* (401 JSON).
 //!
-//! # Path normalization
+//! # Path normalization: one path decides and is forwarded
 //!
 //! Skip rules and reserved routes are matched against a normalized path, never the raw one,
-//! never the query, never a header ([`normalize_path`]):
+//! never the query, never a header, and the request that goes on (to the inner service, the
+//! upstream or a reserved route) carries the **canonical** form of that same path
+//! ([`normalize_path`]), so that no backend can read a different path from the one that was
+//! classified:
 //!
-//! 1. the query is ignored (`/private?/public/x` is `/private`);
-//! 2. each segment is percent-decoded (`%2e%2e` is `..`, `%41` is `A`);
-//! 3. `.` and `..` segments are removed (RFC 3986 §5.2.4), `//` collapses;
-//! 4. the path is **ambiguous** — it matches no skip rule and no reserved route, so it is
-//!    simply protected — when a segment decodes to something containing `/` or `\` (`%2F`,
-//!    `%5C`), a raw `\`, a NUL or other control character, invalid UTF-8, or a segment whose part
-//!    before `;` is a dot segment (`..;`, which Tomcat and others treat as `..`). Backends
-//!    disagree about these; refusing to skip is the only answer that is safe for all of them.
+//! 1. the query is ignored for matching (`/private?/public/x` is `/private`) and forwarded as is;
+//! 2. percent-escapes of unreserved characters (`%41`, `%2e`, `%7E`) are decoded, every other
+//!    escape is kept with upper-case hex (RFC 3986 §6.2.2.1–2);
+//! 3. `.` and `..` segments are removed (RFC 3986 §5.2.4) and `//` collapses;
+//! 4. matching uses the fully percent-decoded form of the canonical path, which decodes to the
+//!    same text as the raw path (property-tested).
+//!
+//! A path that is already canonical (every ordinary request) is forwarded byte for byte. A path
+//! that has no unambiguous normal form is **refused with 400** on every path class — protected,
+//! skipped and reserved alike — because backends disagree about what it means
+//! ([`PathError`]): an escape that decodes to `/` or `\` (`%2F`, `%5C`), a raw `\`, a NUL or
+//! other control character, invalid UTF-8, a malformed escape (`%zz`), a segment whose part
+//! before `;` is a dot segment (`..;`, which Tomcat and others treat as `..`), or a target that
+//! is not an absolute path (`OPTIONS *`).
 
 use http::{HeaderMap, Method, Uri, header};
 use std::borrow::Cow;
-
-use percent_encoding::percent_decode_str;
 
 /// What the layer does with a request (the outcome of [`dispatch`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +45,8 @@ pub enum Decision {
         /// How the client is answered when it has no session.
         client: ClientKind,
     },
+    /// The path has no unambiguous normal form: answered 400, never forwarded.
+    Refused(PathError),
 }
 
 /// Who is asking, for the "no session" answer.
@@ -222,15 +231,23 @@ impl Default for DispatchSettings {
 
 /// Classifies a request. Pure: reads method, URI and headers, never the body, never I/O.
 ///
+/// `body_is_empty` is whether the request body is known to be empty on any protocol
+/// (`http_body::Body::is_end_stream`), which a CORS preflight must be.
+///
 /// Callers strip client-sent identity headers *before* anything else, on every path; this
 /// function does not depend on them.
 pub fn dispatch(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    body_is_empty: bool,
     settings: &DispatchSettings,
 ) -> Decision {
-    match classify(method, uri, headers, settings) {
+    let path = match normalize_path(uri.path()) {
+        Ok(path) => path,
+        Err(error) => return Decision::Refused(error),
+    };
+    match classify(method, path.decoded(), headers, body_is_empty, settings) {
         Classified::Reserved(route) => Decision::Reserved(route),
         Classified::Skip => Decision::Skip,
         Classified::Protected { api_path } => Decision::Protected {
@@ -251,18 +268,15 @@ pub(crate) enum Classified {
     },
 }
 
-/// [`dispatch`] up to the client kind (one normalization; reads no header but the preflight's).
+/// [`dispatch`] up to the client kind, on an already [normalized](normalize_path) (decoded)
+/// path; reads no header but the preflight's.
 pub(crate) fn classify(
     method: &Method,
-    uri: &Uri,
+    path: &str,
     headers: &HeaderMap,
+    body_is_empty: bool,
     settings: &DispatchSettings,
 ) -> Classified {
-    let normalized = normalize_path(uri.path());
-    let Some(path) = normalized.as_deref() else {
-        // Ambiguous paths are protected, and never treated as API paths either.
-        return Classified::Protected { api_path: false };
-    };
     if let Some(rest) = path.strip_prefix(settings.prefix.as_str()) {
         if rest.is_empty() || rest.starts_with('/') {
             return Classified::Reserved(Route::from_suffix(rest));
@@ -271,7 +285,7 @@ pub(crate) fn classify(
     if settings.skip.iter().any(|rule| rule.matches(method, path)) {
         return Classified::Skip;
     }
-    if settings.skip_preflight && is_cors_preflight(method, headers) {
+    if settings.skip_preflight && body_is_empty && is_cors_preflight(method, headers) {
         return Classified::Skip;
     }
     let api_path = settings
@@ -282,8 +296,9 @@ pub(crate) fn classify(
 }
 
 /// A CORS preflight as browsers send it (Fetch standard, "CORS-preflight fetch"): `OPTIONS`
-/// with `Origin` and `Access-Control-Request-Method`, and no body. Anything carrying a body is
-/// not a preflight, so it cannot reach the upstream anonymously through this rule.
+/// with `Origin` and `Access-Control-Request-Method`, and no body. Anything announcing a body
+/// is not a preflight; callers must also check that the body really is empty on the wire
+/// (an HTTP/2 request can send DATA frames without `content-length`), as [`dispatch`] does.
 pub fn is_cors_preflight(method: &Method, headers: &HeaderMap) -> bool {
     let has_body = headers.contains_key(header::TRANSFER_ENCODING)
         || headers
@@ -423,49 +438,176 @@ pub fn accept_prefers_html(headers: &HeaderMap) -> bool {
     }
 }
 
-/// Normalizes a request path for matching (see the module docs). `None` means *ambiguous*: such
-/// a path matches no skip rule and no reserved route.
-pub fn normalize_path(raw: &str) -> Option<Cow<'_, str>> {
+/// Why a request path was refused (see the module docs): it has no unambiguous normal form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    /// The target is not an absolute path (`*`, or empty).
+    #[error("the request target is not an absolute path")]
+    NotAbsolute,
+    /// An escape decodes to a path separator (`%2F`, `%5C`), or a raw `\` appears.
+    #[error("the path contains an encoded '/' or a backslash")]
+    Separator,
+    /// A NUL or other control character, raw or escaped.
+    #[error("the path contains a control character")]
+    Control,
+    /// The percent-decoded path is not UTF-8.
+    #[error("the path does not decode to UTF-8")]
+    NotUtf8,
+    /// A `%` not followed by two hex digits.
+    #[error("the path contains a malformed percent-escape")]
+    BadEscape,
+    /// A dot segment with parameters (`..;x`), read as `..` by some servers.
+    #[error("the path contains a dot segment with parameters")]
+    DotParameters,
+}
+
+/// A request path in normal form: the decoded text that rules are matched against and the
+/// canonical, still percent-encoded form that is forwarded. See [`normalize_path`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NormalizedPath<'a> {
+    decoded: Cow<'a, str>,
+    canonical: Cow<'a, str>,
+}
+
+impl<'a> NormalizedPath<'a> {
+    /// The percent-decoded path (what skip rules and reserved routes match).
+    pub fn decoded(&self) -> &str {
+        &self.decoded
+    }
+
+    /// The canonical encoded path (what is forwarded); equal to the raw path when that was
+    /// already canonical.
+    pub fn canonical(&self) -> &str {
+        &self.canonical
+    }
+
+    /// The canonical path, owned when it differs from the raw one (`None` when the raw path is
+    /// forwarded unchanged).
+    pub fn into_rewrite(self) -> Option<String> {
+        match self.canonical {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(path) => Some(path),
+        }
+    }
+}
+
+/// Normalizes a request path (see the module docs): `Err` means the path is ambiguous and the
+/// request must be refused.
+///
+/// # Errors
+/// [`PathError`] naming the first ambiguity found.
+pub fn normalize_path(raw: &str) -> Result<NormalizedPath<'_>, PathError> {
     if !raw.starts_with('/') {
-        return None;
+        return Err(PathError::NotAbsolute);
     }
     if is_already_normalized(raw) {
-        // The common case (every ordinary request): nothing to decode or remove, no allocation.
-        return Some(Cow::Borrowed(raw));
+        // The common case (every ordinary request): nothing to decode or remove, no allocation;
+        // without `%` the decoded and canonical forms are the raw path.
+        return Ok(NormalizedPath {
+            decoded: Cow::Borrowed(raw),
+            canonical: Cow::Borrowed(raw),
+        });
     }
-    let mut out: Vec<String> = Vec::new();
+    let mut segments: Vec<(String, String)> = Vec::new();
     let mut trailing_slash = false;
     for raw_segment in raw.split('/').skip(1) {
-        if raw_segment.contains('\\') {
-            return None;
-        }
-        let decoded = percent_decode_str(raw_segment).decode_utf8().ok()?;
-        if decoded.contains(['/', '\\']) || decoded.chars().any(char::is_control) {
-            return None;
-        }
+        let (decoded, canonical) = normalize_segment(raw_segment)?;
         let before_params = decoded.split(';').next().unwrap_or("");
         if decoded.contains(';') && (before_params == "." || before_params == "..") {
-            return None;
+            return Err(PathError::DotParameters);
         }
         trailing_slash = false;
-        match decoded.as_ref() {
+        match decoded.as_str() {
             "" | "." => trailing_slash = true,
             ".." => {
-                out.pop();
+                segments.pop();
                 trailing_slash = true;
             }
-            _ => out.push(decoded.into_owned()),
+            _ => segments.push((decoded, canonical)),
         }
     }
-    let mut path = String::with_capacity(raw.len());
-    for segment in &out {
-        path.push('/');
-        path.push_str(segment);
+    let mut decoded = String::with_capacity(raw.len());
+    let mut canonical = String::with_capacity(raw.len());
+    for (d, c) in &segments {
+        decoded.push('/');
+        decoded.push_str(d);
+        canonical.push('/');
+        canonical.push_str(c);
     }
-    if trailing_slash || path.is_empty() {
-        path.push('/');
+    if trailing_slash || decoded.is_empty() {
+        decoded.push('/');
+        canonical.push('/');
     }
-    Some(Cow::Owned(path))
+    let canonical = if canonical == raw {
+        Cow::Borrowed(raw)
+    } else {
+        Cow::Owned(canonical)
+    };
+    Ok(NormalizedPath {
+        decoded: Cow::Owned(decoded),
+        canonical,
+    })
+}
+
+/// One segment: (fully decoded text, canonical encoding). Unreserved escapes are decoded,
+/// every other escape is kept in upper case, raw characters stay as they are.
+///
+/// Written out rather than with `percent_encoding::percent_decode`, which is lenient (a
+/// malformed `%zz` passes through as text) and does not say which octets were escaped — the
+/// canonical form needs both (`%3B` and `;` mean different things to some servers).
+fn normalize_segment(raw: &str) -> Result<(String, String), PathError> {
+    if raw.contains('\\') {
+        return Err(PathError::Separator);
+    }
+    let bytes = raw.as_bytes();
+    let mut decoded: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut canonical: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b != b'%' {
+            decoded.push(b);
+            canonical.push(b);
+            i += 1;
+            continue;
+        }
+        let value = match bytes.get(i + 1..i + 3) {
+            Some(&[hi, lo]) => hex_value(hi)
+                .zip(hex_value(lo))
+                .map(|(hi, lo)| hi << 4 | lo)
+                .ok_or(PathError::BadEscape)?,
+            _ => return Err(PathError::BadEscape),
+        };
+        decoded.push(value);
+        if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
+            canonical.push(value);
+        } else {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            canonical.extend_from_slice(&[
+                b'%',
+                HEX[usize::from(value >> 4)],
+                HEX[usize::from(value & 0xf)],
+            ]);
+        }
+        i += 3;
+    }
+    let decoded = String::from_utf8(decoded).map_err(|_| PathError::NotUtf8)?;
+    if decoded.contains(['/', '\\']) {
+        return Err(PathError::Separator);
+    }
+    if decoded.chars().any(char::is_control) {
+        return Err(PathError::Control);
+    }
+    // Raw bytes of a `&str` plus ASCII escapes: always UTF-8.
+    let canonical = String::from_utf8(canonical).map_err(|_| PathError::NotUtf8)?;
+    Ok((decoded, canonical))
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    char::from(digit)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 /// A path that [`normalize_path`] would return unchanged: no `%`, `\`, `;`, empty segment
@@ -517,7 +659,7 @@ mod tests {
         // Off (the default): a preflight is an anonymous request like any other.
         let off = settings();
         assert_eq!(
-            dispatch(&Method::OPTIONS, &uri, &preflight, &off),
+            dispatch(&Method::OPTIONS, &uri, &preflight, true, &off),
             protected_api
         );
 
@@ -526,19 +668,19 @@ mod tests {
             ..settings()
         };
         assert_eq!(
-            dispatch(&Method::OPTIONS, &uri, &preflight, &on),
+            dispatch(&Method::OPTIONS, &uri, &preflight, true, &on),
             Decision::Skip
         );
         // Not a preflight: OPTIONS without Access-Control-Request-Method or Origin, with a
         // body, or another method.
         assert_eq!(
-            dispatch(&Method::OPTIONS, &uri, &HeaderMap::new(), &on),
+            dispatch(&Method::OPTIONS, &uri, &HeaderMap::new(), true, &on),
             protected_api
         );
         let mut no_origin = preflight.clone();
         no_origin.remove(header::ORIGIN);
         assert_eq!(
-            dispatch(&Method::OPTIONS, &uri, &no_origin, &on),
+            dispatch(&Method::OPTIONS, &uri, &no_origin, true, &on),
             protected_api
         );
         for (name, value) in [
@@ -548,18 +690,24 @@ mod tests {
             let mut with_body = preflight.clone();
             with_body.insert(name, HeaderValue::from_static(value));
             assert_eq!(
-                dispatch(&Method::OPTIONS, &uri, &with_body, &on),
+                dispatch(&Method::OPTIONS, &uri, &with_body, true, &on),
                 protected_api
             );
         }
         let mut empty_body = preflight.clone();
         empty_body.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         assert_eq!(
-            dispatch(&Method::OPTIONS, &uri, &empty_body, &on),
+            dispatch(&Method::OPTIONS, &uri, &empty_body, true, &on),
             Decision::Skip
         );
         assert_eq!(
-            dispatch(&Method::POST, &uri, &preflight, &on),
+            dispatch(&Method::POST, &uri, &preflight, true, &on),
+            protected_api
+        );
+        // An HTTP/2 preflight can carry DATA frames without content-length: a body on the
+        // wire is never a preflight.
+        assert_eq!(
+            dispatch(&Method::OPTIONS, &uri, &preflight, false, &on),
             protected_api
         );
         // Reserved routes stay reserved; ambiguous paths stay protected.
@@ -568,6 +716,7 @@ mod tests {
                 &Method::OPTIONS,
                 &"/_wxauth/whoami".parse().unwrap(),
                 &preflight,
+                true,
                 &on
             ),
             Decision::Reserved(Route::WhoAmI)
@@ -577,9 +726,10 @@ mod tests {
                 &Method::OPTIONS,
                 &"/api/a%2Fb".parse().unwrap(),
                 &preflight,
+                true,
                 &on
             ),
-            protected_api
+            Decision::Refused(PathError::Separator)
         );
     }
 
@@ -596,41 +746,69 @@ mod tests {
 
     fn decide(method: Method, uri: &str, headers: &HeaderMap) -> Decision {
         let uri: Uri = uri.parse().expect("uri");
-        dispatch(&method, &uri, headers, &settings())
+        dispatch(&method, &uri, headers, true, &settings())
     }
 
     #[test]
     fn normalization() {
+        // (raw, decoded, canonical)
         let cases = [
-            ("/", Some("/")),
-            ("/a/b", Some("/a/b")),
-            ("/a//b", Some("/a/b")),
-            ("/a/./b/", Some("/a/b/")),
-            ("/a/../b", Some("/b")),
-            ("/../../b", Some("/b")),
-            ("/public/../private", Some("/private")),
-            ("/public/%2e%2e/private", Some("/private")),
-            ("/public/%2E%2E/private", Some("/private")),
-            ("/public/.%2e/private", Some("/private")),
-            ("/%70ublic/x", Some("/public/x")),
-            ("/public/..", Some("/")),
-            ("/public%2F..%2Fprivate", None),
-            ("/public/..%2fprivate", None),
-            ("/public/..%5cprivate", None),
-            ("/public/..\\private", None),
-            ("/public/..;/private", None),
-            ("/public/%00", None),
-            ("/public/%ff", None),
-            ("*", None),
+            ("/", "/", "/"),
+            ("/a/b", "/a/b", "/a/b"),
+            ("/a//b", "/a/b", "/a/b"),
+            ("/a/./b/", "/a/b/", "/a/b/"),
+            ("/a/../b", "/b", "/b"),
+            ("/../../b", "/b", "/b"),
+            ("/public/../private", "/private", "/private"),
+            ("/public/%2e%2e/private", "/private", "/private"),
+            ("/public/%2E%2E/private", "/private", "/private"),
+            ("/public/.%2e/private", "/private", "/private"),
+            ("/%70ublic/x", "/public/x", "/public/x"),
+            ("/public/..", "/", "/"),
+            ("/a%7eb/%7E", "/a~b/~", "/a~b/~"),
+            ("/a%20b", "/a b", "/a%20b"),
+            ("/a%2bb/c+d", "/a+b/c+d", "/a%2Bb/c+d"),
+            ("/%e4%b8%ad/x", "/中/x", "/%E4%B8%AD/x"),
+            ("/a;v=1/b", "/a;v=1/b", "/a;v=1/b"),
+            ("/a/%3b", "/a/;", "/a/%3B"),
         ];
-        for (raw, want) in cases {
-            assert_eq!(normalize_path(raw).as_deref(), want, "{raw}");
+        for (raw, decoded, canonical) in cases {
+            let path = normalize_path(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!(path.decoded(), decoded, "{raw}");
+            assert_eq!(path.canonical(), canonical, "{raw}");
+            assert_eq!(
+                path.clone().into_rewrite().is_none(),
+                raw == canonical,
+                "{raw}"
+            );
+        }
+        let refused = [
+            ("/public%2F..%2Fprivate", PathError::Separator),
+            ("/public/..%2fprivate", PathError::Separator),
+            ("/public/..%5cprivate", PathError::Separator),
+            ("/public/..\\private", PathError::Separator),
+            ("/public/..;/private", PathError::DotParameters),
+            ("/public/.;x/private", PathError::DotParameters),
+            ("/public/%2e%2e%3b/private", PathError::DotParameters),
+            ("/public/%00", PathError::Control),
+            ("/public/%0a", PathError::Control),
+            ("/public/%ff", PathError::NotUtf8),
+            ("/public/%zz", PathError::BadEscape),
+            ("/public/%4", PathError::BadEscape),
+            ("/public/%", PathError::BadEscape),
+            ("*", PathError::NotAbsolute),
+            ("", PathError::NotAbsolute),
+        ];
+        for (raw, error) in refused {
+            assert_eq!(normalize_path(raw), Err(error), "{raw}");
         }
         for plain in ["/", "/a", "/a/b/", "/a.b/c..d/.e"] {
+            let path = normalize_path(plain).expect("plain path");
             assert!(
-                matches!(normalize_path(plain), Some(Cow::Borrowed(p)) if p == plain),
+                matches!(path.canonical, Cow::Borrowed(p) if p == plain),
                 "{plain}"
             );
+            assert!(path.into_rewrite().is_none());
         }
     }
 
@@ -642,12 +820,19 @@ mod tests {
         assert_eq!(decide(Method::GET, "/public", &h), Decision::Skip);
         assert_eq!(decide(Method::GET, "/public/a/../b", &h), Decision::Skip);
         for uri in [
-            "/public/../private",
-            "/public/%2e%2e/private",
-            "/public/%2E%2e/private",
             "/public%2F..%2Fprivate",
             "/public/..%2Fprivate",
             "/public/..;/private",
+        ] {
+            assert!(
+                matches!(decide(Method::GET, uri, &h), Decision::Refused(_)),
+                "{uri}"
+            );
+        }
+        for uri in [
+            "/public/../private",
+            "/public/%2e%2e/private",
+            "/public/%2E%2e/private",
             "/publicity",
             "/private?/public/x",
             "/private?x=/public/",
@@ -705,6 +890,14 @@ mod tests {
         assert!(matches!(
             decide(Method::GET, "/_wxauth/../private", &h),
             Decision::Protected { .. }
+        ));
+        assert_eq!(
+            decide(Method::GET, "/private/../_wxauth/whoami", &h),
+            Decision::Reserved(Route::WhoAmI)
+        );
+        assert!(matches!(
+            decide(Method::GET, "/_wxauth/..%2Fwhoami", &h),
+            Decision::Refused(_)
         ));
     }
 

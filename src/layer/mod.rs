@@ -60,6 +60,7 @@ pub mod dispatch;
 pub mod response;
 
 mod builder;
+mod sanitize;
 pub(crate) mod shared;
 
 use std::{
@@ -75,7 +76,10 @@ use tower::{BoxError, Layer, Service};
 use url::Url;
 
 pub use self::builder::{BuildError, WeChatAuthLayerBuilder};
-pub use self::dispatch::{ClientKind, Decision, DispatchSettings, Route, SkipRule, SkipRuleError};
+pub use self::dispatch::{
+    ClientKind, Decision, DispatchSettings, NormalizedPath, PathError, Route, SkipRule,
+    SkipRuleError,
+};
 pub use self::response::{OwnResponse, ResponseBody};
 use self::shared::Shared;
 use crate::identity::HeaderSettings;

@@ -2,13 +2,19 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, Request, Response, request::Parts};
+use http::{
+    HeaderMap, HeaderValue, Method, Request, Response, Uri, header::CACHE_CONTROL, request::Parts,
+};
 use tower::{BoxError, Service};
 
 use super::{
     LayerSettings,
-    dispatch::{Classified, ClientKind, DispatchSettings, classify, client_kind},
+    dispatch::{
+        Classified, ClientKind, DispatchSettings, accept_prefers_html, classify, client_kind,
+        normalize_path,
+    },
     response::{OwnResponse, ResponseBody, wrap_own},
+    sanitize::strip_unauthorized_upgrade,
 };
 use crate::{
     error::AuthError,
@@ -51,11 +57,51 @@ impl Shared {
         // Work on the parts only: the body is moved, never borrowed across an await (it need not
         // be `Sync`), and the extensions (hyper's `OnUpgrade` among them) stay with the request.
         let (mut parts, body) = request.into_parts();
+        if parts.method == Method::CONNECT {
+            // A tunnel to anywhere is never forwarded, whatever the path.
+            return Ok(wrap_own(
+                AuthError::MethodNotAllowed {
+                    allow: FORWARDED_METHODS,
+                }
+                .render(accept_prefers_html(&parts.headers), None),
+            ));
+        }
         let stripped = self.strip.strip(&mut parts.headers);
         if stripped > 0 {
             tracing::debug!(names = stripped, "removed client-sent identity headers");
         }
-        match classify(&parts.method, &parts.uri, &parts.headers, &self.dispatch) {
+        if strip_unauthorized_upgrade(&parts.method, parts.version, &mut parts.headers) {
+            tracing::debug!("removed a protocol switch other than WebSocket");
+        }
+        // One path decides and is forwarded: the canonical form of the normalized path, or 400.
+        let (classified, rewrite) = match normalize_path(parts.uri.path()) {
+            Ok(path) => (
+                classify(
+                    &parts.method,
+                    path.decoded(),
+                    &parts.headers,
+                    body.is_end_stream(),
+                    &self.dispatch,
+                ),
+                path.into_rewrite(),
+            ),
+            Err(error) => {
+                let wants_html = accept_prefers_html(&parts.headers);
+                return Ok(wrap_own(AuthError::BadPath(error).render(wants_html, None)));
+            }
+        };
+        if let Some(canonical) = rewrite {
+            match with_path(&parts.uri, &canonical) {
+                Some(uri) => parts.uri = uri,
+                None => {
+                    let error = AuthError::BadRequest("the normalized path is not a valid URI");
+                    return Ok(wrap_own(
+                        error.render(accept_prefers_html(&parts.headers), None),
+                    ));
+                }
+            }
+        }
+        match classified {
             Classified::Reserved(route) => {
                 Ok(wrap_own(routes::serve(&self, route, parts, body).await))
             }
@@ -82,7 +128,15 @@ impl Shared {
                                 );
                                 self.cookies.strip_own_cookies(&mut parts.headers);
                                 parts.extensions.insert(identity);
-                                call_inner(inner, Request::from_parts(parts, body)).await
+                                let mut response =
+                                    call_inner(inner, Request::from_parts(parts, body)).await?;
+                                // A page made for one user must never be served to another
+                                // by a shared cache or CDN.
+                                response
+                                    .headers_mut()
+                                    .entry(CACHE_CONTROL)
+                                    .or_insert(HeaderValue::from_static("private"));
+                                Ok(response)
                             }
                             Err(e) => Ok(wrap_own(
                                 AuthError::from(e).render(client() == ClientKind::Browser, None),
@@ -149,4 +203,18 @@ where
     // `inner` is the instance `WeChatAuth::poll_ready` polled ready before it was swapped out.
     let response = inner.call(request).await?;
     Ok(response.map(ResponseBody::inner))
+}
+
+/// The `Allow` value given with a refused `CONNECT`: the methods the layer forwards.
+const FORWARDED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// `uri` with its path replaced by `path` (query, scheme and authority kept).
+fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    Uri::from_parts(parts).ok()
 }

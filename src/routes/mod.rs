@@ -52,13 +52,18 @@ where
         Route::Health if read_only => Ok(health::health()),
         Route::Ready if read_only => Ok(health::ready(shared).await),
         Route::NotFound => Err(AuthError::NotFound),
-        _ => Err(AuthError::MethodNotAllowed),
+        Route::Events => Err(AuthError::MethodNotAllowed { allow: "POST" }),
+        Route::Logout => Err(AuthError::MethodNotAllowed {
+            allow: "GET, HEAD, POST",
+        }),
+        _ => Err(AuthError::MethodNotAllowed { allow: "GET, HEAD" }),
     };
     result.unwrap_or_else(|error| {
-        error.render(
-            accept_prefers_html(&parts.headers),
-            Some(&shared.login_url(&ReturnPath::default())),
-        )
+        let link = match error {
+            AuthError::CrossSiteLogout => logout::confirm_url(shared, &parts),
+            _ => shared.login_url(&ReturnPath::default()),
+        };
+        error.render(accept_prefers_html(&parts.headers), Some(&link))
     })
 }
 
