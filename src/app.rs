@@ -85,15 +85,8 @@ pub async fn run(
     .map_err(|e| setup("wechat")(e.to_string()))?;
     let _refresher = wechat.start_background();
 
-    let master = secrets
-        .master_secret
-        .clone()
-        .ok_or_else(|| setup("session")("session.master_secret is missing".into()))?;
     let sessions = session_store(&config).await?;
-    let cookies = CookieCodec::new(&master, cookie_settings(&config))
-        .map_err(|e| setup("session")(e.to_string()))?;
-    let jwt = JwtIssuer::new(jwt_settings(&config, &secrets)?, &master)
-        .map_err(|e| setup("jwt")(e.to_string()))?;
+    let (cookies, jwt) = codecs(&config, &secrets)?;
 
     #[cfg(feature = "sim")]
     if config.dev.prefill_sessions > 0 {
@@ -142,6 +135,60 @@ pub async fn run(
         context: "serving".into(),
         source,
     })
+}
+
+/// Builds everything [`run`] builds from the configuration alone — WeChat client settings,
+/// cookie codec, JWT keys, the layer (prefix, skip rules, public URL, API prefixes) and the
+/// upstream — without any I/O (no socket, no store, no network; in-memory stand-ins for the
+/// stores), so that `--check` refuses exactly what start-up refuses. `main` calls it before
+/// [`run`] too.
+///
+/// # Errors
+/// The first [`AppError::Setup`] start-up would stop with.
+pub fn check(config: &Config, secrets: &ResolvedSecrets) -> Result<(), AppError> {
+    let wechat = WeChatOAuth::new(
+        wechat_settings(
+            config,
+            secrets,
+            config.wechat.api_base_url.clone(),
+            config.wechat.open_base_url.clone(),
+        )?,
+        Arc::new(crate::wechat::persist::MemoryPlatformStore::new()),
+    )
+    .map_err(|e| setup("wechat")(e.to_string()))?;
+    if config.session.store == StoreKind::Redis {
+        #[cfg(feature = "redis")]
+        redis_url(config)?;
+        #[cfg(not(feature = "redis"))]
+        return Err(setup("session")(
+            "store = \"redis\" needs a build with the `redis` feature".into(),
+        ));
+    }
+    let (cookies, jwt) = codecs(config, secrets)?;
+    let sessions: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(SessionSettings::default()));
+    WeChatAuthLayer::new(layer_settings(config)?, wechat, sessions, cookies, jwt)
+        .map_err(|e| setup("auth")(e.to_string()))?;
+    if let Some(url) = &config.server.upstream {
+        Upstream::new(proxy_settings(config, url.clone())?)
+            .map_err(|e| setup("proxy")(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The cookie codec and the JWT issuer, both keyed from the master secret.
+fn codecs(
+    config: &Config,
+    secrets: &ResolvedSecrets,
+) -> Result<(CookieCodec, JwtIssuer), AppError> {
+    let master = secrets
+        .master_secret
+        .clone()
+        .ok_or_else(|| setup("session")("session.master_secret is missing".into()))?;
+    let cookies = CookieCodec::new(&master, cookie_settings(config))
+        .map_err(|e| setup("session")(e.to_string()))?;
+    let jwt = JwtIssuer::new(jwt_settings(config, secrets)?, &master)
+        .map_err(|e| setup("jwt")(e.to_string()))?;
+    Ok((cookies, jwt))
 }
 
 /// Number of prefilled sessions whose cookies are written for load tests.

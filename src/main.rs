@@ -68,6 +68,15 @@ fn main() -> ExitCode {
             Err(ConfigError::Invalid(problems))
         }
     });
+    // What start-up would build, built once without I/O: `--check` refuses exactly what
+    // start-up refuses.
+    let loaded =
+        loaded
+            .map_err(|err| err.to_string())
+            .and_then(|(config, secrets)| match app::check(&config, &secrets) {
+                Ok(()) => Ok((config, secrets)),
+                Err(err) => Err(err.to_string()),
+            });
     let (config, secrets) = match loaded {
         Ok(loaded) => loaded,
         Err(err) => {

@@ -327,6 +327,38 @@ fn check_reports_every_problem_with_its_key_and_exits_64() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cookie_nmae"));
 
+    // What start-up refuses, --check refuses: the same construction runs in both.
+    for (from, to) in [
+        (
+            r#"skip = ["GET /favicon.ico", "GET /public/*"]"#,
+            r#"skip = ["GET /a/../b"]"#,
+        ),
+        (
+            r#"skip = ["GET /favicon.ico", "GET /public/*"]"#,
+            r#"skip = ["* /pub*lic"]"#,
+        ),
+        (
+            r#"skip = ["GET /favicon.ico", "GET /public/*"]"#,
+            r#"skip = ["GET /a%2Fb"]"#,
+        ),
+        (r#"prefix = "/_wxauth""#, r#"prefix = "/a/./b""#),
+        (r#"prefix = "/_wxauth""#, r#"prefix = "/a%2e/b""#),
+    ] {
+        let config = dir.join("startup.toml");
+        let text = std::fs::read_to_string(repo_file("config.toml")).unwrap();
+        assert!(text.contains(from), "config.toml changed: {from}");
+        std::fs::write(&config, text.replace(from, to)).unwrap();
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg("--check")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{to}: {stderr}");
+        assert!(stderr.contains("auth"), "{to}: {stderr}");
+    }
+
     let version = Command::new(BIN).arg("--version").output().unwrap();
     assert!(version.status.success());
     assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
