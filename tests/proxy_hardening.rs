@@ -382,3 +382,19 @@ async fn malformed_chunked_body_is_400_not_502() {
     let error: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error["error"], "bad_request");
 }
+
+#[tokio::test]
+async fn body_cut_off_by_the_client_is_400_not_502() {
+    let upstream = RawUpstream::start(None).await;
+    let proxy = proxy_to(&upstream, false).await;
+    let mut stream = bounded(TcpStream::connect(proxy.addr)).await.unwrap();
+    let request = "POST /upload HTTP/1.1\r\nHost: app.test\r\nAccept: application/json\r\nContent-Length: 100\r\n\r\nonly ten b";
+    bounded(stream.write_all(request.as_bytes())).await.unwrap();
+    // The upstream has the head before the client gives up.
+    upstream.first_head().await;
+    stream.shutdown().await.unwrap();
+    let (head, body) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"], "bad_request");
+}
