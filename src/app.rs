@@ -466,6 +466,7 @@ fn layer_settings(config: &Config) -> Result<LayerSettings, AppError> {
 fn proxy_settings(config: &Config, upstream: url::Url) -> Result<ProxySettings, AppError> {
     let mut settings = ProxySettings::new(upstream);
     settings.response_timeout = Duration::from_secs(config.server.upstream_timeout_secs);
+    settings.allow_underscores_in_headers = config.upstream.allow_underscores_in_headers;
     for cidr in &config.server.trusted_proxies {
         let net = cidr
             .parse::<ipnet::IpNet>()

@@ -89,6 +89,9 @@ pub struct Config {
     /// The identity JWT and plain headers.
     #[serde(default)]
     pub jwt: JwtConfig,
+    /// How requests are forwarded to `server.upstream`.
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
     /// Development mode: the simulated WeChat and the demo upstream in the same process.
     #[serde(default)]
     pub dev: DevConfig,
@@ -145,6 +148,18 @@ fn default_upstream_timeout() -> u64 {
 }
 fn default_shutdown_grace() -> u64 {
     30
+}
+
+/// `[upstream]`: forwarding rules for the sidecar's upstream (its address is `server.upstream`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Forward client header fields whose names contain `_` or `.` (nginx's
+    /// `underscores_in_headers on`). Default false: they are dropped, because CGI, PHP, Puma and
+    /// others fold those characters into `-`. Aliases of a field the proxy owns
+    /// (`X_Forwarded_For`, `X.Real.IP`, …) are dropped even when this is true.
+    #[serde(default)]
+    pub allow_underscores_in_headers: bool,
 }
 
 /// `[auth]`
@@ -982,6 +997,29 @@ master_secret = "0123456789abcdef0123456789abcdef-master"
             secrets.component_secret.unwrap().expose_secret(),
             "component-secret-value-1234"
         );
+    }
+
+    #[test]
+    fn upstream_section_is_optional_and_strict() {
+        let (cfg, _) = Config::from_toml_str(&good(), Path::new("."), &env()).unwrap();
+        assert!(!cfg.upstream.allow_underscores_in_headers);
+        let text = format!(
+            "{}
+[upstream]
+allow_underscores_in_headers = true
+",
+            good()
+        );
+        let (cfg, _) = Config::from_toml_str(&text, Path::new("."), &env()).unwrap();
+        assert!(cfg.upstream.allow_underscores_in_headers);
+        let text = format!(
+            "{}
+[upstream]
+allow_underscore = true
+",
+            good()
+        );
+        assert!(Config::from_toml_str(&text, Path::new("."), &env()).is_err());
     }
 
     #[test]

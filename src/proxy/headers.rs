@@ -1,5 +1,5 @@
-//! Header rules applied when a request crosses the proxy: hop-by-hop removal and the
-//! `X-Forwarded-*` family.
+//! Header rules applied when a request crosses the proxy: odd header names, hop-by-hop removal,
+//! the one protocol switch that is relayed (WebSocket) and the `X-Forwarded-*` family.
 //!
 //! These are pure functions over [`HeaderMap`] so that every rule is unit tested without sockets.
 //!
@@ -11,9 +11,27 @@
 //! the Connection header field itself (or replace it with the intermediary's own control options
 //! for the forwarded message)." On top of the names listed in `Connection`, the fields that only
 //! ever describe one connection are removed: `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`,
-//! `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`.
-//! A protocol upgrade (WebSocket) is the one exception: the proxy may re-add
-//! `Connection: upgrade` and the `Upgrade` values itself, as its own control options.
+//! `Trailer`, `Transfer-Encoding`, `Upgrade`, `HTTP2-Settings`, `Proxy-Authenticate`,
+//! `Proxy-Authorization`.
+//!
+//! # Protocol switches
+//!
+//! A WebSocket handshake ([`is_websocket_upgrade`]: exactly one `Upgrade` value, `websocket` in
+//! any case, and `Connection` listing `upgrade`) is the one exception: for it the proxy re-adds
+//! `Connection: upgrade` and `Upgrade: websocket` as its own control options. Every other
+//! `Upgrade` (`h2c`, `foo`, `websocket, h2c`, several fields) is removed like any hop-by-hop
+//! field, so the upstream sees a plain request and can never be talked into switching to a
+//! protocol whose later requests the proxy would not see (an h2c tunnel would carry streams for
+//! any path and any header).
+//!
+//! # Odd header names
+//!
+//! Many servers fold `_` (CGI, PHP, Puma, …) and sometimes `.` into `-` when they turn header
+//! names into variables, so `X_Forwarded_For` or `X.Real.IP` would reach them as the field the
+//! proxy vouches for. [`remove_odd_names`] drops every client field whose name contains `_` or
+//! `.` and that folds into a field the proxy owns (the hop-by-hop list, `Host`, the
+//! `X-Forwarded-*` family, `Forwarded`, `X-Real-IP`, …) — always — and by default every other
+//! such field too, as nginx does (`underscores_in_headers off`).
 //!
 //! # Forwarding metadata
 //!
@@ -27,7 +45,7 @@ use std::net::IpAddr;
 use http::{
     HeaderMap, HeaderName, HeaderValue,
     header::{
-        CONNECTION, FORWARDED, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+        CONNECTION, FORWARDED, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
         TRANSFER_ENCODING, UPGRADE,
     },
 };
@@ -43,9 +61,16 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`: the `Host` the original client asked for.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `HTTP2-Settings`: the settings of an `Upgrade: h2c` request, connection-specific
+/// (RFC 7540 §3.2.1) and never forwarded.
+pub const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+/// The one `Upgrade` token that is relayed.
+const WEBSOCKET: &str = "websocket";
+/// Prefix of the forwarding-metadata family; every member is the proxy's to set.
+const X_FORWARDED_PREFIX: &str = "x-forwarded-";
 
 /// Fields that describe a single connection and never cross a proxy (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 9] = [
+const HOP_BY_HOP: [HeaderName; 10] = [
     CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -53,19 +78,71 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     TRAILER,
     TRANSFER_ENCODING,
     UPGRADE,
+    HTTP2_SETTINGS,
     PROXY_AUTHENTICATE,
     PROXY_AUTHORIZATION,
 ];
 
-/// Forwarding metadata that we do not set ourselves but that upstreams commonly believe; dropped
-/// when the peer is not trusted (Traefik GHSA-6qq8-5wq3-86rp was about `X-Forwarded-Prefix`).
-const UNTRUSTED_DROP: [HeaderName; 5] = [
+/// Forwarding metadata outside the `X-Forwarded-*` family that we do not set ourselves but that
+/// upstreams commonly believe; dropped when the peer is not trusted, like every `X-Forwarded-*`
+/// field we do not set (Traefik GHSA-6qq8-5wq3-86rp was about `X-Forwarded-Prefix`).
+/// `X-Original-URL` and `X-Rewrite-URL` make some frameworks (Symfony, Laminas, IIS) route a
+/// different path than the one the proxy classified.
+const UNTRUSTED_DROP: [HeaderName; 4] = [
     FORWARDED,
-    HeaderName::from_static("x-forwarded-prefix"),
-    HeaderName::from_static("x-forwarded-port"),
-    HeaderName::from_static("x-forwarded-server"),
     HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
 ];
+
+/// Whether `name` (already lower case, as [`HeaderName`]s are) only differs from `canonical`
+/// where `name` has `_` or `.` and `canonical` has `-`: how servers that fold those characters
+/// into `-` would see it.
+fn folds_to(name: &[u8], canonical: &str) -> bool {
+    name.len() == canonical.len()
+        && name
+            .iter()
+            .zip(canonical.as_bytes())
+            .all(|(&n, &c)| n == c || (c == b'-' && (n == b'_' || n == b'.')))
+}
+
+/// Whether a field name (lower case) folds into a field the proxy owns or rewrites: the
+/// hop-by-hop list, `Host`, the `X-Forwarded-*` family and the fields of [`UNTRUSTED_DROP`].
+fn folds_to_owned(name: &[u8]) -> bool {
+    let family = name.len() > X_FORWARDED_PREFIX.len()
+        && folds_to(&name[..X_FORWARDED_PREFIX.len()], X_FORWARDED_PREFIX);
+    family
+        || HOP_BY_HOP
+            .iter()
+            .chain(&UNTRUSTED_DROP)
+            .chain([&HOST])
+            .any(|owned| folds_to(name, owned.as_str()))
+}
+
+/// Removes the client's fields whose names contain `_` or `.`: always those that fold into a
+/// field the proxy owns or rewrites (`X_Forwarded_For`, `X.Real.IP`, `Transfer_Encoding`, …), and
+/// every other one too unless `allow_odd_names` (nginx's `underscores_in_headers on`). Returns
+/// how many fields (values) were removed.
+pub fn remove_odd_names(headers: &mut HeaderMap, allow_odd_names: bool) -> usize {
+    let is_odd = |name: &HeaderName| name.as_str().bytes().any(|b| b == b'_' || b == b'.');
+    // The common case (no such name) allocates nothing.
+    if !headers.keys().any(is_odd) {
+        return 0;
+    }
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_odd(name))
+        .filter(|name| !allow_odd_names || folds_to_owned(name.as_str().as_bytes()))
+        .cloned()
+        .collect();
+    doomed
+        .into_iter()
+        .map(|name| match headers.entry(name) {
+            http::header::Entry::Occupied(entry) => entry.remove_entry_mult().1.count(),
+            http::header::Entry::Vacant(_) => 0,
+        })
+        .sum()
+}
 
 /// The comma-separated tokens of every `Connection` field, lower-cased by [`HeaderName`] parsing.
 /// Tokens that are not valid header names are skipped (they cannot name a field anyway).
@@ -78,36 +155,42 @@ fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
-/// Whether the message asks to switch protocols: `Connection` lists `upgrade` and an `Upgrade`
-/// field is present.
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE) && connection_options(headers).contains(&UPGRADE)
+/// Whether the message's header asks for (a request) or agrees to (a 101 response) a WebSocket
+/// switch: exactly one `Upgrade` field whose value is the single token `websocket` (any case),
+/// and `Connection` listing `upgrade`. `Upgrade: h2c`, `Upgrade: websocket, h2c` or two
+/// `Upgrade` fields are not. (The request's method and version are the caller's to check.)
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(UPGRADE).iter();
+    let single_websocket = match (values.next(), values.next()) {
+        (Some(value), None) => value
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(WEBSOCKET.as_bytes()),
+        _ => false,
+    };
+    single_websocket && connection_options(headers).contains(&UPGRADE)
 }
 
-/// Removes every hop-by-hop field (the fixed list and each field named in `Connection`).
+/// Removes every hop-by-hop field (the fixed list, `Upgrade` and `HTTP2-Settings` included, and
+/// each field named in `Connection`).
 ///
-/// When `keep_upgrade` is true and the message is an upgrade ([`is_upgrade`]), the proxy re-adds
-/// `Connection: upgrade` and the original `Upgrade` values as its own control options, so that a
-/// WebSocket handshake can be relayed. Returns whether those upgrade fields were kept.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> bool {
-    let upgrade: Option<Vec<HeaderValue>> = (keep_upgrade && is_upgrade(headers))
-        .then(|| headers.get_all(UPGRADE).iter().cloned().collect());
+/// When `keep_websocket` is true and the message is a WebSocket switch
+/// ([`is_websocket_upgrade`]), the proxy then adds `Connection: upgrade` and
+/// `Upgrade: websocket` as its own control options, so that the handshake can be relayed; any
+/// other upgrade is removed. Returns whether the WebSocket fields were added.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_websocket: bool) -> bool {
+    let websocket = keep_websocket && is_websocket_upgrade(headers);
     for name in connection_options(headers) {
         headers.remove(name);
     }
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    match upgrade {
-        Some(values) => {
-            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-            for value in values {
-                headers.append(UPGRADE, value);
-            }
-            true
-        }
-        None => false,
+    if websocket {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, HeaderValue::from_static(WEBSOCKET));
     }
+    websocket
 }
 
 /// Whether `peer` lies in one of the trusted proxy networks. An unknown peer is never trusted.
@@ -137,8 +220,8 @@ pub struct ForwardedFor<'a> {
 /// From a trusted peer the client-sent values are kept: the peer address is appended to
 /// `X-Forwarded-For` (several fields are folded into one list first), and `-Proto` / `-Host` are
 /// set only if the peer did not send them. From an untrusted peer every client-sent value is
-/// replaced, and `Forwarded`, `X-Forwarded-Prefix`, `X-Forwarded-Port`, `X-Forwarded-Server` and
-/// `X-Real-IP` are removed, since we do not vouch for them.
+/// replaced, and every other `X-Forwarded-*` field (`-Prefix`, `-Port`, `-Uri`, …), `Forwarded`,
+/// `X-Real-IP`, `X-Original-URL` and `X-Rewrite-URL` are removed, since we do not vouch for them.
 pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedFor<'_>) {
     let peer = info
         .peer
@@ -180,7 +263,12 @@ pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedFor<'_>) {
             set_or_remove(headers, X_FORWARDED_HOST, info.host.clone());
         }
     } else {
-        for name in &UNTRUSTED_DROP {
+        let family: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with(X_FORWARDED_PREFIX))
+            .cloned()
+            .collect();
+        for name in family.iter().chain(&UNTRUSTED_DROP) {
             headers.remove(name);
         }
         set_or_remove(headers, X_FORWARDED_FOR, peer);
@@ -277,14 +365,14 @@ mod tests {
     }
 
     #[test]
-    fn upgrade_is_kept_only_when_asked_and_requested() {
+    fn websocket_is_kept_only_when_asked_and_requested() {
         let upgrade = [
             ("connection", "keep-alive, Upgrade"),
-            ("upgrade", "websocket"),
+            ("upgrade", "WebSocket"),
             ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
         ];
         let mut kept = map(&upgrade);
-        assert!(is_upgrade(&kept));
+        assert!(is_websocket_upgrade(&kept));
         assert!(remove_hop_by_hop(&mut kept, true));
         assert_eq!(values(&kept, "connection"), ["upgrade"]);
         assert_eq!(values(&kept, "upgrade"), ["websocket"]);
@@ -297,9 +385,99 @@ mod tests {
 
         // `Upgrade` without `Connection: upgrade` is not an upgrade request.
         let mut lone = map(&[("upgrade", "websocket")]);
-        assert!(!is_upgrade(&lone));
+        assert!(!is_websocket_upgrade(&lone));
         assert!(!remove_hop_by_hop(&mut lone, true));
         assert!(!lone.contains_key("upgrade"));
+    }
+
+    #[test]
+    fn every_other_upgrade_is_removed() {
+        let odd: [&[(&str, &str)]; 6] = [
+            &[
+                ("upgrade", "h2c"),
+                ("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA"),
+            ],
+            &[("upgrade", "foo")],
+            &[("upgrade", "websocket, h2c")],
+            &[("upgrade", "h2c, websocket")],
+            &[("upgrade", "websocket"), ("upgrade", "h2c")],
+            &[("upgrade", "websocket/13")],
+        ];
+        for fields in odd {
+            let mut headers = map(&[("connection", "Upgrade, HTTP2-Settings")]);
+            for (name, value) in fields {
+                headers.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            assert!(!is_websocket_upgrade(&headers), "{fields:?}");
+            assert!(!remove_hop_by_hop(&mut headers, true), "{fields:?}");
+            assert!(headers.is_empty(), "{fields:?} left {headers:?}");
+        }
+        // HTTP2-Settings goes even when `Connection` does not name it.
+        let mut headers = map(&[("http2-settings", "AAMAAABk"), ("x-kept", "1")]);
+        remove_hop_by_hop(&mut headers, true);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    const ALIASES: [&str; 12] = [
+        "x_forwarded_for",
+        "x.forwarded.for",
+        "x-forwarded_for",
+        "x_forwarded-host",
+        "x.forwarded.proto",
+        "x_forwarded_prefix",
+        "x_forwarded_anything",
+        "x-real_ip",
+        "x.real.ip",
+        "transfer_encoding",
+        "http2_settings",
+        "x_original_url",
+    ];
+
+    #[test]
+    fn aliases_of_owned_fields_are_always_removed() {
+        for allow in [false, true] {
+            let mut headers = HeaderMap::new();
+            for alias in ALIASES {
+                headers.append(
+                    HeaderName::from_bytes(alias.as_bytes()).unwrap(),
+                    HeaderValue::from_static("6.6.6.6"),
+                );
+            }
+            headers.append("x-real_ip", HeaderValue::from_static("7.7.7.7"));
+            headers.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+            headers.insert("x_custom", HeaderValue::from_static("1"));
+            headers.insert("x.custom", HeaderValue::from_static("2"));
+            headers.insert("x-custom", HeaderValue::from_static("3"));
+            let removed = remove_odd_names(&mut headers, allow);
+            let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+            left.sort_unstable();
+            if allow {
+                assert_eq!(removed, ALIASES.len() + 1);
+                assert_eq!(
+                    left,
+                    ["x-custom", "x-forwarded-for", "x.custom", "x_custom"]
+                );
+            } else {
+                assert_eq!(removed, ALIASES.len() + 3);
+                assert_eq!(left, ["x-custom", "x-forwarded-for"]);
+            }
+        }
+    }
+
+    #[test]
+    fn ordinary_names_are_untouched() {
+        let mut headers = map(&[("x-forwarded-for", "1.1.1.1"), ("accept", "*/*")]);
+        assert_eq!(remove_odd_names(&mut headers, false), 0);
+        assert_eq!(headers.len(), 2);
+        // Folding only maps `_`/`.` onto `-`, never onto letters.
+        assert!(!folds_to(b"x_forwarded_fox", "x-forwarded-for"));
+        assert!(!folds_to(b"x-forwarded-for-", "x-forwarded-for"));
+        assert!(!folds_to_owned(b"x_forwarded_"));
+        assert!(folds_to_owned(b"keep_alive"));
     }
 
     #[test]
@@ -330,7 +508,9 @@ mod tests {
             ("x-forwarded-host", "evil.example"),
             ("forwarded", "for=6.6.6.6;host=evil.example"),
             ("x-forwarded-prefix", "/admin"),
+            ("x-forwarded-uri", "/admin"),
             ("x-real-ip", "6.6.6.6"),
+            ("x-original-url", "/admin"),
         ])
     }
 
@@ -343,7 +523,9 @@ mod tests {
         assert_eq!(values(&headers, "x-forwarded-host"), ["app.example.com"]);
         assert!(!headers.contains_key("forwarded"));
         assert!(!headers.contains_key("x-forwarded-prefix"));
+        assert!(!headers.contains_key("x-forwarded-uri"));
         assert!(!headers.contains_key("x-real-ip"));
+        assert!(!headers.contains_key("x-original-url"));
     }
 
     #[test]

@@ -4,10 +4,14 @@
 //! [`Upstream`] is built on hyper-util's pooled client (one connection pool shared by all clones),
 //! streams request and response bodies without buffering them, rewrites the URI to the upstream
 //! (keeping path and query, under the upstream's base path), applies the [`headers`] rules
-//! (hop-by-hop removal, trusted `X-Forwarded-*`), and relays HTTP/1 protocol upgrades
-//! (WebSocket). It never fails: an unreachable upstream becomes a 502 response and a slow one a
-//! 504, so it can sit directly under hyper or under the authentication layer. It knows nothing of
-//! authentication; that is the job of the layer wrapped around it.
+//! (odd header names, hop-by-hop removal, trusted `X-Forwarded-*`), and relays one protocol
+//! upgrade: an HTTP/1.1 `GET` WebSocket handshake, tunnelled only after the upstream's 101 agrees
+//! to `websocket`. It never fails: an unreachable upstream becomes a 502 response and a slow one
+//! a 504, `CONNECT` a 405 and a request body that breaks off a 400, so it can sit directly under
+//! hyper or under the authentication layer. It knows nothing of authentication; that is the job
+//! of the layer wrapped around it, but it is safe on its own: no other protocol switch, no
+//! `X-Forwarded-*` from an untrusted peer and no alias of a field it owns (`X_Forwarded_For`)
+//! ever reaches the upstream.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,13 +31,17 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
 use http::{
-    HeaderValue, Request, Response, StatusCode, Uri, Version,
+    HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
     header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HOST},
     uri::{Authority, PathAndQuery, Scheme},
 };
@@ -101,6 +109,11 @@ pub struct ProxySettings {
     /// links and virtual hosts keep working) or the upstream's own authority (false).
     /// `X-Forwarded-Host` carries the client's host either way.
     pub preserve_host: bool,
+    /// Forward client fields whose names contain `_` or `.` (like nginx's
+    /// `underscores_in_headers on`). Default false: they are dropped, because many servers fold
+    /// those characters into `-`. Fields that fold into one the proxy owns (`X_Forwarded_For`,
+    /// `X.Real.IP`, `Transfer_Encoding`, …) are dropped even when this is true.
+    pub allow_underscores_in_headers: bool,
 }
 
 impl ProxySettings {
@@ -113,6 +126,7 @@ impl ProxySettings {
             trusted_proxies: Vec::new(),
             forwarded_proto: ForwardedProto::default(),
             preserve_host: true,
+            allow_underscores_in_headers: false,
         }
     }
 }
@@ -151,6 +165,7 @@ pub struct Upstream {
     trusted_proxies: std::sync::Arc<[IpNet]>,
     forwarded_proto: ForwardedProto,
     preserve_host: bool,
+    allow_underscores_in_headers: bool,
 }
 
 impl fmt::Debug for Upstream {
@@ -163,6 +178,10 @@ impl fmt::Debug for Upstream {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("forwarded_proto", &self.forwarded_proto)
             .field("preserve_host", &self.preserve_host)
+            .field(
+                "allow_underscores_in_headers",
+                &self.allow_underscores_in_headers,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -209,6 +228,7 @@ impl Upstream {
             trusted_proxies: settings.trusted_proxies.into(),
             forwarded_proto: settings.forwarded_proto,
             preserve_host: settings.preserve_host,
+            allow_underscores_in_headers: settings.allow_underscores_in_headers,
         })
     }
 
@@ -234,14 +254,17 @@ impl Upstream {
     }
 
     /// Turns the client's request into the upstream request; also returns the client side of a
-    /// requested upgrade. `None` when the request target has no path to forward.
-    fn prepare<B>(&self, request: Request<B>) -> Option<Prepared>
+    /// WebSocket handshake. Fails for `CONNECT` and for a target with no path to forward.
+    fn prepare<B>(&self, request: Request<B>) -> Result<Prepared, Failure>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        if request.method() == Method::CONNECT {
+            return Err(Failure::Connect);
+        }
         let (mut parts, body) = request.into_parts();
-        let uri = self.upstream_uri(&parts.uri)?;
+        let uri = self.upstream_uri(&parts.uri).ok_or(Failure::Target)?;
         let peer = parts.extensions.get::<ClientAddr>().map(|addr| addr.0.ip());
         let client_host = parts.headers.get(HOST).cloned().or_else(|| {
             parts
@@ -250,14 +273,26 @@ impl Upstream {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
 
-        // Only relay an upgrade that hyper can complete on the client side (HTTP/1 with the
-        // upgrade handle still in the extensions).
-        let downstream_upgrade = if headers::is_upgrade(&parts.headers) {
+        // The one upgrade relayed is an HTTP/1.1 GET WebSocket handshake that hyper can complete
+        // on the client side (the upgrade handle is in the extensions); every other `Upgrade` is
+        // removed below and the request goes on as a plain one.
+        let websocket = parts.method == Method::GET
+            && parts.version == Version::HTTP_11
+            && headers::is_websocket_upgrade(&parts.headers);
+        let downstream_upgrade = if websocket {
             parts.extensions.remove::<OnUpgrade>()
         } else {
             None
         };
         let mut request_headers = parts.headers;
+        let dropped =
+            headers::remove_odd_names(&mut request_headers, self.allow_underscores_in_headers);
+        if dropped > 0 {
+            tracing::debug!(
+                dropped,
+                "dropped client header fields whose names contain '_' or '.'"
+            );
+        }
         headers::remove_hop_by_hop(&mut request_headers, downstream_upgrade.is_some());
         headers::set_forwarded(
             &mut request_headers,
@@ -275,15 +310,24 @@ impl Upstream {
             }
         }
 
-        let mut upstream_request = Request::new(body.map_err(Into::into).boxed_unsync());
+        // A failure of the client's body while it is sent (malformed chunked encoding, the client
+        // going away) also fails the upstream request; the flag tells the two apart.
+        let body_failed = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&body_failed);
+        let body = body.map_err(move |error| {
+            flag.store(true, Ordering::Relaxed);
+            error.into()
+        });
+        let mut upstream_request = Request::new(body.boxed_unsync());
         *upstream_request.method_mut() = parts.method;
         *upstream_request.uri_mut() = uri;
         // The pool speaks HTTP/1.1 to the upstream whatever the client used.
         *upstream_request.version_mut() = Version::HTTP_11;
         *upstream_request.headers_mut() = request_headers;
-        Some(Prepared {
+        Ok(Prepared {
             request: upstream_request,
             downstream_upgrade,
+            body_failed,
         })
     }
 }
@@ -292,6 +336,8 @@ impl Upstream {
 struct Prepared {
     request: Request<UpstreamBody>,
     downstream_upgrade: Option<OnUpgrade>,
+    /// Set when the client's body failed while being sent.
+    body_failed: Arc<AtomicBool>,
 }
 
 /// Future returned by [`Upstream`]; resolves to the upstream's response or an error page.
@@ -338,26 +384,32 @@ where
                 let Prepared {
                     request,
                     downstream_upgrade,
+                    body_failed,
                 } = match prepared {
-                    Some(prepared) => prepared,
-                    None => return Ok(error_page(StatusCode::BAD_REQUEST, accept.as_ref())),
+                    Ok(prepared) => prepared,
+                    Err(failure) => return Ok(error_page(failure, accept.as_ref())),
                 };
                 let method = request.method().clone();
                 let outcome = tokio::time::timeout(response_timeout, client.request(request)).await;
                 let response = match outcome {
                     Ok(Ok(response)) => response,
+                    Ok(Err(error)) if body_failed.load(Ordering::Relaxed) => {
+                        // The client's fault, not the upstream's.
+                        tracing::debug!(%method, error = %ErrorChain(&error), "client request body failed");
+                        return Ok(error_page(Failure::ClientBody, accept.as_ref()));
+                    }
                     Ok(Err(error)) => {
-                        let status = if is_timeout(&error) {
-                            StatusCode::GATEWAY_TIMEOUT
+                        let failure = if is_timeout(&error) {
+                            Failure::Timeout
                         } else {
-                            StatusCode::BAD_GATEWAY
+                            Failure::Unreachable
                         };
                         tracing::warn!(upstream = %authority, %method, error = %ErrorChain(&error), "upstream request failed");
-                        return Ok(error_page(status, accept.as_ref()));
+                        return Ok(error_page(failure, accept.as_ref()));
                     }
                     Err(_elapsed) => {
                         tracing::warn!(upstream = %authority, %method, timeout = ?response_timeout, "upstream response timed out");
-                        return Ok(error_page(StatusCode::GATEWAY_TIMEOUT, accept.as_ref()));
+                        return Ok(error_page(Failure::Timeout, accept.as_ref()));
                     }
                 };
                 Ok(relay_response(
@@ -370,7 +422,10 @@ where
     }
 }
 
-/// Converts the upstream's response into the client's, wiring up a protocol switch on 101.
+/// Converts the upstream's response into the client's, wiring up the WebSocket tunnel on a
+/// genuine 101: one that answers a WebSocket handshake and agrees to `websocket`. Any other 101
+/// is a 502 and nothing is tunnelled (dropping the upstream's upgrade handle closes that
+/// connection).
 fn relay_response(
     mut response: Response<hyper::body::Incoming>,
     downstream_upgrade: Option<OnUpgrade>,
@@ -378,17 +433,21 @@ fn relay_response(
 ) -> Response<ProxyBody> {
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     match (switching, downstream_upgrade) {
-        (true, Some(downstream)) => {
+        (true, Some(downstream)) if headers::is_websocket_upgrade(response.headers()) => {
             let upstream = hyper::upgrade::on(&mut response);
             let (mut parts, _empty) = response.into_parts();
             headers::remove_hop_by_hop(&mut parts.headers, true);
             tokio::spawn(tunnel(downstream, upstream));
             Response::from_parts(parts, empty_body())
         }
+        (true, Some(_)) => {
+            tracing::warn!("upstream answered a WebSocket handshake with another protocol switch");
+            error_page(Failure::Switch, accept)
+        }
         (true, None) => {
             // We never asked for an upgrade, so a 101 is a protocol violation by the upstream.
             tracing::warn!("upstream switched protocols without an upgrade request");
-            error_page(StatusCode::BAD_GATEWAY, accept)
+            error_page(Failure::Switch, accept)
         }
         (false, _) => {
             let (mut parts, body) = response.into_parts();
@@ -454,17 +513,64 @@ fn empty_body() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
+/// Why a request got the proxy's own answer instead of the upstream's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// The upstream could not be reached or broke the connection: 502.
+    Unreachable,
+    /// The upstream switched protocols without a WebSocket handshake to answer: 502.
+    Switch,
+    /// The upstream did not answer in time: 504.
+    Timeout,
+    /// The request target has no path to forward: 400.
+    Target,
+    /// The client's body failed while being sent (malformed, cut off): 400.
+    ClientBody,
+    /// `CONNECT`, which this proxy never tunnels: 405.
+    Connect,
+}
+
+impl Failure {
+    /// Status, machine-readable code and human message.
+    fn describe(self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::Unreachable => (
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "The upstream service is unreachable.",
+            ),
+            Self::Switch => (
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "The upstream service switched protocols unexpectedly.",
+            ),
+            Self::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway_timeout",
+                "The upstream service did not answer in time.",
+            ),
+            Self::Target => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "The request target cannot be forwarded.",
+            ),
+            Self::ClientBody => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "The request body could not be read.",
+            ),
+            Self::Connect => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "CONNECT is not supported by this proxy.",
+            ),
+        }
+    }
+}
+
 /// A small error page: HTML when the client accepts `text/html` (a browser), JSON otherwise.
-fn error_page(status: StatusCode, accept: Option<&HeaderValue>) -> Response<ProxyBody> {
-    let (code, message) = match status {
-        StatusCode::BAD_GATEWAY => ("bad_gateway", "The upstream service is unreachable."),
-        StatusCode::GATEWAY_TIMEOUT => (
-            "gateway_timeout",
-            "The upstream service did not answer in time.",
-        ),
-        StatusCode::BAD_REQUEST => ("bad_request", "The request target cannot be forwarded."),
-        _ => ("proxy_error", "The request could not be forwarded."),
-    };
+fn error_page(failure: Failure, accept: Option<&HeaderValue>) -> Response<ProxyBody> {
+    let (status, code, message) = failure.describe();
     let wants_html = accept
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.contains("text/html"));
@@ -571,14 +677,17 @@ mod tests {
     #[test]
     fn error_pages_follow_accept() {
         let html = error_page(
-            StatusCode::BAD_GATEWAY,
+            Failure::Unreachable,
             Some(&HeaderValue::from_static("text/html,*/*")),
         );
         assert_eq!(html.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(html.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
-        let json = error_page(StatusCode::GATEWAY_TIMEOUT, None);
+        let json = error_page(Failure::Timeout, None);
         assert_eq!(json.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(json.headers()[CONTENT_TYPE], "application/json");
+        let connect = error_page(Failure::Connect, None);
+        assert_eq!(connect.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(connect.headers().get(http::header::ALLOW).is_none());
     }
 
     #[test]
