@@ -337,6 +337,37 @@ async fn connection_cannot_remove_the_jwt_and_dot_spellings_are_stripped() {
 }
 
 #[tokio::test]
+async fn a_skipped_request_keeps_its_method() {
+    let stack = Stack::start().await;
+    let (status, _, _) = stack
+        .send(
+            "GET /public/x HTTP/1.1\r\nHost: app\r\nX-HTTP-Method-Override: DELETE\r\n\
+             X_HTTP_Method: PUT\r\nX-Method-Override: PATCH\r\n\r\n",
+        )
+        .await;
+    assert_eq!(status, 200);
+    let upstream = stack.upstream_text();
+    assert!(upstream.contains("get /public/x"), "{upstream}");
+    for name in [
+        "x-http-method-override",
+        "x_http_method",
+        "x-method-override",
+    ] {
+        assert!(!has_header(&upstream, name), "{name}: {upstream}");
+    }
+    // With a session the method does not decide anything: the header is the app's business.
+    let (status, _, _) = stack
+        .send(&format!(
+            "POST /private HTTP/1.1\r\nHost: app\r\nContent-Length: 0\r\nCookie: {}\r\n\
+             X-HTTP-Method-Override: DELETE\r\n\r\n",
+            stack.cookie
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert!(has_header(&stack.upstream_text(), "x-http-method-override"));
+}
+
+#[tokio::test]
 async fn connect_is_refused_and_authenticated_pages_are_private() {
     let stack = Stack::start().await;
     for target in ["/public/x", "app:443", "127.0.0.1:22"] {

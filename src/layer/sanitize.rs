@@ -7,10 +7,15 @@
 //! which is what a client offering `h2c` expects when the server declines — so an upstream that
 //! implements the h2c upgrade can never be turned into a tunnel that serves further requests
 //! past the layer.
+//!
+//! A request let through by a skip rule is let through for its method: the method-override
+//! headers that frameworks honour (`X-HTTP-Method-Override` in Laravel, Express's
+//! method-override, Symfony, ASP.NET; any spelling) are removed from it, so `GET /public/x` with
+//! `X-HTTP-Method-Override: DELETE` cannot become a `DELETE` the skip rule never allowed.
 
 use http::{HeaderMap, HeaderName, Method, Version, header};
 
-use crate::identity::{connection_tokens, retain_connection_tokens};
+use crate::identity::{connection_tokens, retain_connection_tokens, same_header_name};
 
 /// `HTTP2-Settings`, sent with an `h2c` upgrade offer (RFC 7540 §3.2.1).
 const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
@@ -31,6 +36,30 @@ pub(crate) fn is_websocket_upgrade(method: &Method, version: Version, headers: &
         && version == Version::HTTP_11
         && only_websocket
         && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+}
+
+/// Method-override headers (compared like identity headers: any case, `_` or `.` for `-`).
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Removes every method-override header (see the module docs); returns how many names.
+pub(crate) fn strip_method_overrides(headers: &mut HeaderMap) -> usize {
+    let is_override = |name: &HeaderName| {
+        METHOD_OVERRIDES
+            .iter()
+            .any(|o| same_header_name(o, name.as_str()))
+    };
+    if !headers.keys().any(is_override) {
+        return 0;
+    }
+    let doomed: Vec<HeaderName> = headers.keys().filter(|n| is_override(n)).cloned().collect();
+    for name in &doomed {
+        headers.remove(name);
+    }
+    doomed.len()
 }
 
 /// Removes every protocol-switch request that is not a [WebSocket
@@ -68,6 +97,19 @@ mod tests {
             h.append(*name, HeaderValue::from_static(value));
         }
         h
+    }
+
+    #[test]
+    fn method_overrides_are_removed_in_every_spelling() {
+        let mut h = headers(&[
+            ("x-http-method-override", "DELETE"),
+            ("X_HTTP_Method", "PUT"),
+            ("x.method.override", "PATCH"),
+            ("x-http-method-overrides", "kept"),
+        ]);
+        assert_eq!(strip_method_overrides(&mut h), 3);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-http-method-overrides"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::{
         normalize_path,
     },
     response::{OwnResponse, ResponseBody, wrap_own},
-    sanitize::strip_unauthorized_upgrade,
+    sanitize::{strip_method_overrides, strip_unauthorized_upgrade},
 };
 use crate::{
     error::AuthError,
@@ -106,6 +106,10 @@ impl Shared {
                 Ok(wrap_own(routes::serve(&self, route, parts, body).await))
             }
             Classified::Skip => {
+                // Skipped for its method: no header may turn it into another one.
+                if strip_method_overrides(&mut parts.headers) > 0 {
+                    tracing::debug!("removed method-override headers from a skipped request");
+                }
                 self.cookies.strip_own_cookies(&mut parts.headers);
                 call_inner(inner, Request::from_parts(parts, body)).await
             }
