@@ -19,7 +19,7 @@ use wechat_oauth_proxy::Identity;
 use wechat_oauth_proxy::jwt::{JwtIssuer, JwtSettings};
 use wechat_oauth_proxy::layer::WeChatAuthLayer;
 use wechat_oauth_proxy::secret::SecretString;
-use wechat_oauth_proxy::server::{ServerSettings, serve, shutdown_signal};
+use wechat_oauth_proxy::server::{RequestBody, ServerSettings, serve, shutdown_signal};
 use wechat_oauth_proxy::session::{CookieCodec, CookieSettings, MemoryStore, SessionSettings};
 use wechat_oauth_proxy::sim::{SimConfig, SimWeChat};
 use wechat_oauth_proxy::wechat::client::ClientSettings;
@@ -30,7 +30,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The application's own handler: it never sees a request without an identity (except skipped
 /// paths), and never sees a client-forged identity header.
-async fn hello(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn hello(req: Request<RequestBody>) -> Result<Response<Full<Bytes>>, Infallible> {
     let greeting = match req.extensions().get::<Identity>() {
         Some(who) => format!("你好, {} (openid {})\n", who.nickname, who.openid),
         None => "hello, anonymous (a skipped path)\n".to_owned(),

@@ -124,11 +124,7 @@ pub async fn run(
         );
     }
 
-    let server_settings = ServerSettings {
-        max_header_bytes: config.server.max_header_bytes,
-        shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
-        ..ServerSettings::default()
-    };
+    let server_settings = server_settings(&config);
     let served = server::serve(listener, service, server_settings, shutdown).await;
     dev.shutdown().await;
     served.map_err(|source| AppError::Io {
@@ -189,6 +185,20 @@ fn codecs(
     let jwt = JwtIssuer::new(jwt_settings(config, secrets)?, &master)
         .map_err(|e| setup("jwt")(e.to_string()))?;
     Ok((cookies, jwt))
+}
+
+/// `[server]` → the HTTP server's limits and timeouts.
+fn server_settings(config: &Config) -> ServerSettings {
+    let server = &config.server;
+    ServerSettings {
+        max_header_bytes: server.max_header_bytes,
+        header_read_timeout: Duration::from_millis(server.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(server.idle_timeout_ms),
+        body_timeout: Duration::from_millis(server.body_timeout_ms),
+        http2_keep_alive_interval: Duration::from_millis(server.http2_keepalive_interval_ms),
+        http2_keep_alive_timeout: Duration::from_millis(server.http2_keepalive_timeout_ms),
+        shutdown_grace: Duration::from_secs(server.shutdown_grace_secs),
+    }
 }
 
 /// Number of prefilled sessions whose cookies are written for load tests.

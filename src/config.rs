@@ -124,6 +124,25 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish on SIGTERM/SIGINT, in seconds.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
+    /// Time from accept until the first complete request head (and for each later HTTP/1
+    /// head), in milliseconds; then the connection is closed.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight and nothing received for this long is closed,
+    /// in milliseconds.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// A request body that sends nothing for this long while it is being read fails, in
+    /// milliseconds.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// HTTP/2: ping a client that has sent nothing for this long, in milliseconds.
+    #[serde(default = "default_http2_keepalive_interval_ms")]
+    pub http2_keepalive_interval_ms: u64,
+    /// HTTP/2: close the connection when a ping is not answered within this time, in
+    /// milliseconds.
+    #[serde(default = "default_http2_keepalive_timeout_ms")]
+    pub http2_keepalive_timeout_ms: u64,
     /// Threads serving requests. Unset: one per CPU the process may run on. With one thread the
     /// proxy uses tokio's single-threaded scheduler, which costs less per request than a
     /// work-stealing pool of one (see BENCHMARKS.md).
@@ -149,6 +168,24 @@ fn default_upstream_timeout() -> u64 {
 fn default_shutdown_grace() -> u64 {
     30
 }
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+fn default_body_timeout_ms() -> u64 {
+    30_000
+}
+fn default_http2_keepalive_interval_ms() -> u64 {
+    20_000
+}
+fn default_http2_keepalive_timeout_ms() -> u64 {
+    20_000
+}
+
+/// Upper bound for the `server.*_ms` connection timeouts: one day (a typo guard).
+const MAX_CONNECTION_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 
 /// `[upstream]`: forwarding rules for the sidecar's upstream (its address is `server.upstream`).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -648,6 +685,30 @@ impl Config {
         if self.server.upstream_timeout_secs == 0 {
             bad("server.upstream_timeout_secs", "must be > 0".into());
         }
+        // Every wait on a client has a timeout: 0 would mean "close at once", never "off".
+        for (key, value) in [
+            (
+                "server.header_read_timeout_ms",
+                self.server.header_read_timeout_ms,
+            ),
+            ("server.idle_timeout_ms", self.server.idle_timeout_ms),
+            ("server.body_timeout_ms", self.server.body_timeout_ms),
+            (
+                "server.http2_keepalive_interval_ms",
+                self.server.http2_keepalive_interval_ms,
+            ),
+            (
+                "server.http2_keepalive_timeout_ms",
+                self.server.http2_keepalive_timeout_ms,
+            ),
+        ] {
+            if value == 0 || value > MAX_CONNECTION_TIMEOUT_MS {
+                bad(
+                    key,
+                    format!("must be between 1 and {MAX_CONNECTION_TIMEOUT_MS} (one day)"),
+                );
+            }
+        }
 
         // [auth]
         let prefix = &self.auth.prefix;
@@ -1069,6 +1130,36 @@ allow_underscore = true
                 problems.iter().any(|p| p.key == "server.worker_threads"),
                 "{problems:?}"
             );
+        }
+    }
+
+    #[test]
+    fn connection_timeouts_have_defaults_and_refuse_zero() {
+        let (config, _) = Config::from_toml_str(&good(), Path::new("."), &env()).unwrap();
+        assert_eq!(config.server.header_read_timeout_ms, 10_000);
+        assert_eq!(config.server.idle_timeout_ms, 60_000);
+        assert_eq!(config.server.body_timeout_ms, 30_000);
+        assert_eq!(config.server.http2_keepalive_interval_ms, 20_000);
+        assert_eq!(config.server.http2_keepalive_timeout_ms, 20_000);
+        for key in [
+            "header_read_timeout_ms",
+            "idle_timeout_ms",
+            "body_timeout_ms",
+            "http2_keepalive_interval_ms",
+            "http2_keepalive_timeout_ms",
+        ] {
+            let with = |n: &str| good().replace("[server]\n", &format!("[server]\n{key} = {n}\n"));
+            let (config, _) = Config::from_toml_str(&with("1500"), Path::new("."), &env()).unwrap();
+            assert!(format!("{:?}", config.server).contains(&format!("{key}: 1500")));
+            for refused in ["0", "86400001"] {
+                let err =
+                    Config::from_toml_str(&with(refused), Path::new("."), &env()).unwrap_err();
+                let ConfigError::Invalid(problems) = err else {
+                    panic!("expected Invalid, got {err:?}")
+                };
+                let expected = format!("server.{key}");
+                assert!(problems.iter().any(|p| p.key == expected), "{problems:?}");
+            }
         }
     }
 

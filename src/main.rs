@@ -4,7 +4,7 @@
 //! wechat-oauth-proxy [--config config.toml] [--check] [--listen ADDR] [--public-url URL] [--state-dir DIR]
 //! ```
 //! Exit codes: 0 after a clean shutdown (or a good `--check`), 64 for a bad configuration,
-//! 1 when serving fails.
+//! 1 when serving fails. Before serving, the soft open-file limit is raised to the hard one.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -89,6 +89,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    raise_fd_limit();
     let runtime = match wechat_oauth_proxy::server::runtime(config.server.worker_threads) {
         Ok(rt) => rt,
         Err(err) => {
@@ -107,6 +108,16 @@ fn main() -> ExitCode {
             eprintln!("wechat-oauth-proxy: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, so that every connection the timeouts
+/// allow can get a file descriptor (distributions often default to a soft limit of 1 024).
+/// A failure is logged and serving goes on with the limit as it is.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open file limit (RLIMIT_NOFILE)"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open file limit (RLIMIT_NOFILE)"),
     }
 }
 

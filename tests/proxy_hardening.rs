@@ -398,3 +398,21 @@ async fn body_cut_off_by_the_client_is_400_not_502() {
     let error: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error["error"], "bad_request");
 }
+
+#[tokio::test]
+async fn body_that_stops_arriving_is_408() {
+    let upstream = RawUpstream::start(None).await;
+    let server = ServerSettings {
+        body_timeout: std::time::Duration::from_millis(300),
+        ..ServerSettings::default()
+    };
+    let proxy = start_proxy(settings_for(upstream.addr, "/"), server).await;
+    let mut stream = bounded(TcpStream::connect(proxy.addr)).await.unwrap();
+    let request = "POST /upload HTTP/1.1\r\nHost: app.test\r\nAccept: application/json\r\nContent-Length: 100\r\n\r\nonly ten b";
+    bounded(stream.write_all(request.as_bytes())).await.unwrap();
+    // The other 90 bytes never come; the connection stays open.
+    let (head, body) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"], "request_timeout");
+}

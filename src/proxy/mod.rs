@@ -33,7 +33,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -54,7 +54,7 @@ use hyper_util::{
 use ipnet::IpNet;
 use tower::Service;
 
-use crate::server::{BoxError, ClientAddr};
+use crate::server::{BodyTimeout, BoxError, ClientAddr};
 
 /// Body of every response [`Upstream`] returns: the upstream's streamed body, or a small error
 /// page. Boxed (unsync, like hyper's own `Incoming` wrappers) so callers deal with one type.
@@ -312,11 +312,17 @@ impl Upstream {
 
         // A failure of the client's body while it is sent (malformed chunked encoding, the client
         // going away) also fails the upstream request; the flag tells the two apart.
-        let body_failed = Arc::new(AtomicBool::new(false));
+        let body_failed = Arc::new(AtomicU8::new(BODY_OK));
         let flag = Arc::clone(&body_failed);
         let body = body.map_err(move |error| {
-            flag.store(true, Ordering::Relaxed);
-            error.into()
+            let error: BoxError = error.into();
+            let state = if error.is::<BodyTimeout>() {
+                BODY_TIMED_OUT
+            } else {
+                BODY_FAILED
+            };
+            flag.store(state, Ordering::Relaxed);
+            error
         });
         let mut upstream_request = Request::new(body.boxed_unsync());
         *upstream_request.method_mut() = parts.method;
@@ -332,12 +338,19 @@ impl Upstream {
     }
 }
 
+/// States of the client's request body as the upstream request saw it.
+const BODY_OK: u8 = 0;
+/// The body failed (malformed chunked encoding, the client went away).
+const BODY_FAILED: u8 = 1;
+/// The client sent nothing for the server's body timeout ([`BodyTimeout`]).
+const BODY_TIMED_OUT: u8 = 2;
+
 /// An upstream request ready to send.
 struct Prepared {
     request: Request<UpstreamBody>,
     downstream_upgrade: Option<OnUpgrade>,
     /// Set when the client's body failed while being sent.
-    body_failed: Arc<AtomicBool>,
+    body_failed: Arc<AtomicU8>,
 }
 
 /// Future returned by [`Upstream`]; resolves to the upstream's response or an error page.
@@ -393,10 +406,15 @@ where
                 let outcome = tokio::time::timeout(response_timeout, client.request(request)).await;
                 let response = match outcome {
                     Ok(Ok(response)) => response,
-                    Ok(Err(error)) if body_failed.load(Ordering::Relaxed) => {
+                    Ok(Err(error)) if body_failed.load(Ordering::Relaxed) != BODY_OK => {
                         // The client's fault, not the upstream's.
                         tracing::debug!(%method, error = %ErrorChain(&error), "client request body failed");
-                        return Ok(error_page(Failure::ClientBody, accept.as_ref()));
+                        let failure = if body_failed.load(Ordering::Relaxed) == BODY_TIMED_OUT {
+                            Failure::ClientBodyTimeout
+                        } else {
+                            Failure::ClientBody
+                        };
+                        return Ok(error_page(failure, accept.as_ref()));
                     }
                     Ok(Err(error)) => {
                         let failure = if is_timeout(&error) {
@@ -526,6 +544,8 @@ enum Failure {
     Target,
     /// The client's body failed while being sent (malformed, cut off): 400.
     ClientBody,
+    /// The client stopped sending its body for the server's body timeout: 408.
+    ClientBodyTimeout,
     /// `CONNECT`, which this proxy never tunnels: 405.
     Connect,
 }
@@ -558,6 +578,11 @@ impl Failure {
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 "The request body could not be read.",
+            ),
+            Self::ClientBodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "The request body stopped arriving.",
             ),
             Self::Connect => (
                 StatusCode::METHOD_NOT_ALLOWED,
