@@ -82,7 +82,8 @@ pub async fn run(
         wechat_settings(&config, &secrets, api_base, open_base)?,
         platform_store,
     )
-    .map_err(|e| setup("wechat")(e.to_string()))?;
+    .map_err(|e| setup("wechat")(e.to_string()))?
+    .with_login_deadline(Duration::from_millis(config.wechat.login_deadline_ms));
     let _refresher = wechat.start_background();
 
     let sessions = session_store(&config).await?;

@@ -301,6 +301,11 @@ pub struct WeChatConfig {
     /// Total timeout of one call to WeChat, in milliseconds.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_ms: u64,
+    /// One deadline, in milliseconds, for everything a login callback waits on WeChat for: the
+    /// component token (its retries included), the code exchange and `sns/userinfo`. Past it
+    /// the user gets the "WeChat timed out" page (503) and nothing is stored.
+    #[serde(default = "default_login_deadline")]
+    pub login_deadline_ms: u64,
     /// Refresh the component token this many seconds before it expires.
     #[serde(default = "default_refresh_margin")]
     pub token_refresh_margin_secs: u64,
@@ -323,6 +328,9 @@ fn default_connect_timeout() -> u64 {
 }
 fn default_request_timeout() -> u64 {
     5_000
+}
+fn default_login_deadline() -> u64 {
+    10_000
 }
 fn default_refresh_margin() -> u64 {
     15 * 60
@@ -815,6 +823,12 @@ impl Config {
         if w.request_timeout_ms == 0 || w.connect_timeout_ms == 0 {
             bad("wechat.request_timeout_ms", "timeouts must be > 0".into());
         }
+        if !(100..=120_000).contains(&w.login_deadline_ms) {
+            bad(
+                "wechat.login_deadline_ms",
+                "must be between 100 and 120000 (milliseconds)".into(),
+            );
+        }
         if !matches!(w.lang.as_str(), "zh_CN" | "zh_TW" | "en") {
             bad("wechat.lang", "must be zh_CN, zh_TW or en".into());
         }
@@ -1054,6 +1068,7 @@ master_secret = "0123456789abcdef0123456789abcdef-master"
         let (cfg, secrets) = Config::from_toml_str(&good(), Path::new("."), &env()).unwrap();
         assert_eq!(cfg.auth.prefix, "/_wxauth");
         assert_eq!(cfg.jwt.header, "X-WeChat-Jwt");
+        assert_eq!(cfg.wechat.login_deadline_ms, 10_000);
         assert_eq!(
             secrets.component_secret.unwrap().expose_secret(),
             "component-secret-value-1234"
@@ -1081,6 +1096,32 @@ allow_underscore = true
             good()
         );
         assert!(Config::from_toml_str(&text, Path::new("."), &env()).is_err());
+    }
+
+    #[test]
+    fn login_deadline_is_bounded() {
+        for (value, ok) in [
+            ("2500", true),
+            ("0", false),
+            ("99", false),
+            ("120001", false),
+        ] {
+            let text = good().replace(
+                "[session]",
+                &format!("login_deadline_ms = {value}\n\n[session]"),
+            );
+            let result = Config::from_toml_str(&text, Path::new("."), &env());
+            match result {
+                Ok((cfg, _)) => {
+                    assert!(ok, "{value} accepted");
+                    assert_eq!(cfg.wechat.login_deadline_ms.to_string(), value);
+                }
+                Err(e) => {
+                    assert!(!ok, "{value} refused: {e}");
+                    assert!(e.to_string().contains("wechat.login_deadline_ms"), "{e}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub enum AuthError {
     Internal(&'static str),
 }
 
+/// `Retry-After` (seconds) of the "platform not ready" answer.
+const NOT_READY_RETRY_AFTER_SECS: &str = "60";
+
 /// How a WeChat failure is presented (see [`AuthError::status`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum WeChatKind {
@@ -358,6 +361,13 @@ impl AuthError {
             }
             json(status, &body)
         };
+        if matches!(self, AuthError::WeChat(e) if wechat_kind(e) == WeChatKind::NotReady) {
+            // WeChat pushes a ticket every ten minutes; a minute is a polite first retry.
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static(NOT_READY_RETRY_AFTER_SECS),
+            );
+        }
         if let AuthError::MethodNotAllowed { allow } = self {
             response
                 .headers_mut()
@@ -473,6 +483,16 @@ mod tests {
         };
         let not_ready = AuthError::from(WeChatError::NoTicket);
         assert_eq!(not_ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+        for html in [true, false] {
+            let r = not_ready.render(html, None);
+            assert_eq!(r.headers()[http::header::RETRY_AFTER], "60");
+        }
+        assert!(
+            !api(-1)
+                .render(true, None)
+                .headers()
+                .contains_key(http::header::RETRY_AFTER)
+        );
         assert_eq!(not_ready.code(), "platform_not_ready");
         assert_eq!(api(61006).code(), "platform_not_ready");
         let timeout = AuthError::from(WeChatError::Timeout { endpoint: "x" });

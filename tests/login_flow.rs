@@ -433,11 +433,10 @@ async fn ticket_push_makes_ready_and_forged_pushes_are_refused() {
         before.body
     );
 
-    // A login before the platform has its ticket: a clear page, no session.
+    // A login before the platform has its ticket: a clear page at once (before WeChat asks
+    // for consent), no flow, no session.
     let browser = world.browser();
-    let authorize = browser.start_login(world.url("/p")).await;
-    let callback = browser.authorize(authorize).await;
-    let reply = browser.get(callback).await;
+    let reply = browser.get(world.url("/p")).await;
     assert_eq!(
         reply.status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -445,6 +444,8 @@ async fn ticket_push_makes_ready_and_forged_pushes_are_refused() {
         reply.body
     );
     assert!(reply.body.contains("平台未就绪"), "{}", reply.body);
+    assert!(reply.headers.contains_key(header::RETRY_AFTER));
+    assert!(reply.raw_location().is_none());
     assert!(!reply.sets_session());
 
     let client = world.browser();
@@ -1147,24 +1148,7 @@ async fn wechat_hanging_fails_the_login_clearly_while_sessions_keep_working() {
     assert!(page.echoed().unwrap().identity().is_some());
 
     let (reply, newcomer) = bounded(hanging).await.unwrap();
-    assert_eq!(
-        reply.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        reply.body
-    );
-    assert!(reply.content_type().starts_with("text/html"));
-    assert!(
-        reply.body.contains("微信响应超时") && reply.body.contains("WeChat timed out"),
-        "{}",
-        reply.body
-    );
-    assert!(
-        reply.body.contains("/_wxauth/login?return=%2Fq"),
-        "a retry link: {}",
-        reply.body
-    );
-    assert!(!reply.sets_session());
+    reply.assert_wechat_timeout_page("%2Fq");
     assert!(newcomer.session_cookie().is_none());
     assert_eq!(world.session_count().await, 1);
 }

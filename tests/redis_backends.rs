@@ -16,8 +16,8 @@ use sha2::{Digest as _, Sha256};
 use wechat_oauth_proxy::{
     Identity,
     session::{
-        FlowBinding, FlowKey, LoginFlow, RedisSessionStore, ReturnPath, SessionId, SessionRecord,
-        SessionSettings, SessionStore, StoreError as SessionStoreError,
+        FlowBinding, FlowKey, RedisSessionStore, SessionId, SessionRecord, SessionSettings,
+        SessionStore, StoreError as SessionStoreError,
     },
     wechat::{
         ComponentAccessToken, ComponentAppId, VerifyTicket,
@@ -64,14 +64,6 @@ fn identity(openid: &str) -> Identity {
         avatar: String::new(),
         appid: "wxa1b2c3d4e5f60708".to_owned(),
         scope: "snsapi_userinfo".to_owned(),
-    }
-}
-
-fn flow() -> LoginFlow {
-    LoginFlow {
-        return_path: ReturnPath::parse("/orders?id=7").unwrap(),
-        created_at: 1_700_000_000,
-        binding: FlowBinding::generate(),
     }
 }
 
@@ -124,26 +116,23 @@ async fn sessions_and_flows_are_shared_between_instances() {
         "logout on B ends it on A"
     );
 
-    // A login started on A may come back to B; the state is single use across instances.
+    // A login's callback may reach A or B (twice, even); the state is redeemed once across
+    // instances.
     for _ in 0..10 {
         let key = FlowKey::new(FlowBinding::generate().expose_secret());
-        let stored = flow();
-        bounded(a.put_flow(&key, stored.clone(), Duration::from_secs(60)))
-            .await
-            .unwrap();
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..8 {
             let store = if i % 2 == 0 { a.clone() } else { b.clone() };
             let key = key.clone();
-            tasks.spawn(async move { store.take_flow(&key).await });
+            tasks.spawn(async move { store.consume_flow(&key, Duration::from_secs(60)).await });
         }
-        let mut winners = Vec::new();
+        let mut winners = 0;
         while let Some(joined) = bounded(tasks.join_next()).await {
-            if let Some(f) = joined.unwrap().unwrap() {
-                winners.push(f);
+            if joined.unwrap().unwrap() {
+                winners += 1;
             }
         }
-        assert_eq!(winners, vec![stored]);
+        assert_eq!(winners, 1);
     }
 
     // A completed marker written by A is read by B.
@@ -178,9 +167,17 @@ async fn keys_never_contain_session_ids_or_states() {
         .await
         .unwrap();
     let state = FlowKey::new("the-oauth-state-0123456789");
-    bounded(store.put_flow(&state, flow(), Duration::from_secs(60)))
-        .await
-        .unwrap();
+    assert!(
+        bounded(store.consume_flow(&state, Duration::from_secs(60)))
+            .await
+            .unwrap()
+    );
+    let redeemed = FlowKey::new("the-oauth-state-redeemed-only");
+    assert!(
+        bounded(store.consume_flow(&redeemed, Duration::from_secs(60)))
+            .await
+            .unwrap()
+    );
     bounded(store.remember_completed(&state, &id, Duration::from_secs(60)))
         .await
         .unwrap();
@@ -189,6 +186,14 @@ async fn keys_never_contain_session_ids_or_states() {
         .await
         .unwrap();
     assert_eq!(keys.len(), 3, "{keys:?}");
+    // Every redeemed marker expires.
+    for state in [&state, &redeemed] {
+        let key = format!("wx:used:{}", sha256_hex(state.expose_secret().as_bytes()));
+        let ttl: i64 = bounded(redis::cmd("PTTL").arg(&key).query_async(&mut conn))
+            .await
+            .unwrap();
+        assert!(ttl > 0 && ttl <= 60_000, "{key}: {ttl}");
+    }
     for key in &keys {
         assert!(key.starts_with("wx:"), "{key}");
         assert!(!key.contains(&id.expose_secret()), "{key}");
@@ -238,29 +243,23 @@ async fn garbled_stored_values_are_errors_not_panics() {
     let e = bounded(store.load(&id)).await.unwrap_err();
     assert!(matches!(e, SessionStoreError::Backend(_)), "{e:?}");
 
-    // A garbled flow and a garbled completed marker.
+    // A garbled completed marker.
     let state = FlowKey::new("garbled-state");
     let hash = sha256_hex(state.expose_secret().as_bytes());
     let _: () = bounded(
         redis::cmd("SET")
-            .arg(format!("g:flow:{hash}"))
-            .arg("[1,2")
-            .query_async(&mut conn),
-    )
-    .await
-    .unwrap();
-    let _: () = bounded(
-        redis::cmd("SET")
-            .arg(format!("g:done:{hash}"))
+            .arg(format!("g:used:{hash}"))
             .arg("not-a-session-id")
             .query_async(&mut conn),
     )
     .await
     .unwrap();
-    assert!(matches!(
-        bounded(store.take_flow(&state)).await,
-        Err(SessionStoreError::Decode(_))
-    ));
+    assert!(
+        !bounded(store.consume_flow(&state, Duration::from_secs(60)))
+            .await
+            .unwrap(),
+        "a marker of any content is redeemed"
+    );
     assert!(matches!(
         bounded(store.completed(&state)).await,
         Err(SessionStoreError::Decode(_))
@@ -696,7 +695,7 @@ async fn a_redis_that_goes_away_fails_closed_and_recovers() {
             .is_err()
     );
     assert!(
-        bounded(sessions.take_flow(&FlowKey::new("s")))
+        bounded(sessions.consume_flow(&FlowKey::new("s"), Duration::from_secs(1)))
             .await
             .is_err()
     );

@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use wechat_oauth_proxy::Identity;
 use wechat_oauth_proxy::session::{
-    FlowBinding, FlowKey, LoginFlow, MemoryStore, ReturnPath, SessionId, SessionRecord,
-    SessionSettings, SessionStore,
+    FlowBinding, FlowKey, MemoryStore, SessionId, SessionRecord, SessionSettings, SessionStore,
 };
 
 /// Upper bound on any single store call, so a hung backend fails the test instead of hanging.
@@ -35,14 +34,6 @@ fn identity(openid: &str) -> Identity {
         avatar: "https://thirdwx.qlogo.cn/mmopen/abc/132".to_owned(),
         appid: "wx0123456789abcdef".to_owned(),
         scope: "snsapi_userinfo".to_owned(),
-    }
-}
-
-fn flow(path: &str) -> LoginFlow {
-    LoginFlow {
-        return_path: ReturnPath::parse(path).unwrap(),
-        created_at: 1_700_000_000,
-        binding: FlowBinding::generate(),
     }
 }
 
@@ -153,71 +144,73 @@ async fn idle_timeout_expires_unused_sessions(store: Arc<dyn SessionStore>) {
     assert_eq!(bounded(store.load(&idle)).await.unwrap(), None);
 }
 
-/// A login flow can be taken once.
+/// A login flow can be redeemed once.
 async fn flows_are_single_use(store: Arc<dyn SessionStore>) {
     let key = fresh_key();
-    let stored = flow("/after/login?x=1");
-    bounded(store.put_flow(&key, stored.clone(), Duration::from_secs(60)))
-        .await
-        .unwrap();
-    let taken = bounded(store.take_flow(&key)).await.unwrap();
-    assert_eq!(taken, Some(stored));
-    assert_eq!(bounded(store.take_flow(&key)).await.unwrap(), None);
-    assert_eq!(bounded(store.take_flow(&fresh_key())).await.unwrap(), None);
+    let ttl = Duration::from_secs(60);
+    assert!(bounded(store.consume_flow(&key, ttl)).await.unwrap());
+    assert!(!bounded(store.consume_flow(&key, ttl)).await.unwrap());
+    assert!(!bounded(store.consume_flow(&key, ttl)).await.unwrap());
+    // Redeeming is not "completed": a duplicate callback still waits for the first.
+    assert_eq!(bounded(store.completed(&key)).await.unwrap(), None);
 }
 
 /// Flows under different keys do not interfere.
 async fn flows_are_independent(store: Arc<dyn SessionStore>) {
     let (a, b) = (fresh_key(), fresh_key());
-    let (fa, fb) = (flow("/a"), flow("/b"));
-    bounded(store.put_flow(&a, fa.clone(), Duration::from_secs(60)))
-        .await
-        .unwrap();
-    bounded(store.put_flow(&b, fb.clone(), Duration::from_secs(60)))
-        .await
-        .unwrap();
-    assert_eq!(bounded(store.take_flow(&b)).await.unwrap(), Some(fb));
-    assert_eq!(bounded(store.take_flow(&a)).await.unwrap(), Some(fa));
+    let ttl = Duration::from_secs(60);
+    assert!(bounded(store.consume_flow(&b, ttl)).await.unwrap());
+    assert!(bounded(store.consume_flow(&a, ttl)).await.unwrap());
+    assert!(!bounded(store.consume_flow(&b, ttl)).await.unwrap());
 }
 
-/// Concurrent callbacks with the same state: exactly one gets the flow.
+/// Concurrent callbacks with the same state: exactly one redeems it.
 async fn concurrent_takes_yield_one_flow(store: Arc<dyn SessionStore>) {
     for round in 0..20 {
         let key = fresh_key();
-        bounded(store.put_flow(&key, flow("/race"), Duration::from_secs(60)))
-            .await
-            .unwrap();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..16 {
             let (store, key) = (Arc::clone(&store), key.clone());
-            tasks.spawn(async move { store.take_flow(&key).await });
+            tasks.spawn(async move { store.consume_flow(&key, Duration::from_secs(60)).await });
         }
         let mut winners = 0;
         while let Some(joined) = bounded(tasks.join_next()).await {
-            if joined.unwrap().unwrap().is_some() {
+            if joined.unwrap().unwrap() {
                 winners += 1;
             }
         }
         assert_eq!(
             winners, 1,
-            "round {round}: {winners} callers took the same flow"
+            "round {round}: {winners} callers redeemed the same flow"
         );
     }
 }
 
-/// A flow dies after its own time to live.
+/// A redeemed marker dies after its own time to live (the flow it guards is dead by then).
 async fn flows_expire(store: Arc<dyn SessionStore>) {
     let key = fresh_key();
     let kept = fresh_key();
-    bounded(store.put_flow(&key, flow("/x"), Duration::from_secs(1)))
-        .await
-        .unwrap();
-    bounded(store.put_flow(&kept, flow("/y"), Duration::from_secs(60)))
-        .await
-        .unwrap();
+    assert!(
+        bounded(store.consume_flow(&key, Duration::from_secs(1)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        bounded(store.consume_flow(&kept, Duration::from_secs(60)))
+            .await
+            .unwrap()
+    );
     tokio::time::sleep(Duration::from_millis(1600)).await;
-    assert_eq!(bounded(store.take_flow(&key)).await.unwrap(), None);
-    assert!(bounded(store.take_flow(&kept)).await.unwrap().is_some());
+    assert!(
+        bounded(store.consume_flow(&key, Duration::from_secs(60)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !bounded(store.consume_flow(&kept, Duration::from_secs(60)))
+            .await
+            .unwrap()
+    );
 }
 
 /// A completed flow is remembered (not consumed by reads) so a duplicate callback finds the session.
@@ -227,15 +220,20 @@ async fn completed_marker(store: Arc<dyn SessionStore>) {
     let session = bounded(store.create(SessionRecord::new(identity("o-done"))))
         .await
         .unwrap();
-    bounded(store.put_flow(&key, flow("/"), Duration::from_secs(60)))
-        .await
-        .unwrap();
-    assert!(bounded(store.take_flow(&key)).await.unwrap().is_some());
+    assert!(
+        bounded(store.consume_flow(&key, Duration::from_secs(60)))
+            .await
+            .unwrap()
+    );
     bounded(store.remember_completed(&key, &session, Duration::from_secs(60)))
         .await
         .unwrap();
-    // A duplicate callback: the flow is gone, the marker names the session already created.
-    assert_eq!(bounded(store.take_flow(&key)).await.unwrap(), None);
+    // A duplicate callback: the state stays redeemed, the marker names the session created.
+    assert!(
+        !bounded(store.consume_flow(&key, Duration::from_secs(60)))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         bounded(store.completed(&key)).await.unwrap(),
         Some(session.clone())

@@ -1,23 +1,30 @@
 //! `callback?code=…&state=…&appid=…`: WeChat's redirect back (wechat-protocol.md §8.2, §17.13–16).
 //!
 //! 1. `state` must look like one we issue and this browser must hold it: its encrypted flow
-//!    cookie lists the state's binding (checked in constant time *before* anything is consumed,
-//!    so another browser's state, a tampered one or a replayed URL never burns a pending login).
-//!    Then [`SessionStore::take_flow`] must return the flow (single use, ≤ `flow_ttl` old). A
-//!    state that [`SessionStore::completed`] remembers is a duplicate callback (double redirect,
-//!    reload): no second session, just a 302 to `/`.
+//!    cookie lists the state's binding (checked in constant time) with a start time no older than
+//!    `flow_ttl`. Both are checked *before* anything is consumed, so another browser's state, a
+//!    tampered or expired one or a replayed URL never burns a pending login. Then
+//!    [`SessionStore::consume_flow`] must redeem the state (atomic, single use, across
+//!    instances). A state that [`SessionStore::completed`] remembers is a duplicate callback
+//!    (WeChat's in-app browser loads the callback twice; reload): no second session, a 302 to `/`.
 //! 2. No `code`: the user refused → a bilingual page with a retry link (no redirect loop).
 //! 3. Component mode: the `appid` parameter must equal the authorizer appid.
-//! 4. The code is exchanged once; `is_snapshotuser` → no session, a page asking the user to tap
+//! 4. Everything that talks to WeChat — the component token (with its retries), the code
+//!    exchange, `sns/userinfo` — runs under one deadline ([`WeChatOAuth::login_deadline`]); past
+//!    it the user gets the "WeChat timed out" page (503) and nothing is stored. The code is
+//!    exchanged once; `is_snapshotuser` → no session, a page asking the user to tap
 //!    “使用完整服务”; with `snsapi_userinfo` the profile comes from `sns/userinfo`.
 //! 5. A fresh session (any session the browser had is deleted), the flow remembered as
-//!    completed, and a 302 to the flow's return path with the session cookie; the flow's binding
-//!    is removed from the flow cookie (the cookie is removed when no flow is left).
+//!    completed, and a 302 to the flow's return path with the session cookie; the flow is
+//!    removed from the flow cookie (the cookie is removed when no flow is left).
 //!
 //! Nothing from the query (code, state) is logged or rendered.
 //!
-//! [`SessionStore::take_flow`]: crate::session::SessionStore::take_flow
+//! [`SessionStore::consume_flow`]: crate::session::SessionStore::consume_flow
 //! [`SessionStore::completed`]: crate::session::SessionStore::completed
+//! [`WeChatOAuth::login_deadline`]: crate::wechat::oauth::WeChatOAuth::login_deadline
+
+use std::time::Duration;
 
 use http::request::Parts;
 
@@ -30,13 +37,15 @@ use crate::{
         response::{OwnResponse, add_cookie, redirect},
         shared::Shared,
     },
-    session::{FlowCookie, FlowKey, ReturnPath, SessionRecord},
-    wechat::{AuthorizationCode, Scope},
+    session::{
+        FlowCookie, FlowKey, ReturnPath, SessionRecord, flow::FLOW_CLOCK_SKEW_SECS, unix_now,
+    },
+    wechat::{AuthorizationCode, Scope, error::WeChatError},
 };
 
 /// How long a duplicate callback waits, in total, for the first one to complete
 /// (`DUPLICATE_TRIES` × `DUPLICATE_WAIT`); only for a state this browser holds.
-const DUPLICATE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+const DUPLICATE_WAIT: Duration = Duration::from_millis(100);
 const DUPLICATE_TRIES: u32 = 30;
 
 /// Longest state we could have issued (WeChat's own limit is 128 bytes; we issue 32).
@@ -77,12 +86,12 @@ async fn run(
         .ok_or(AuthError::InvalidState)?;
     let binding = super::flow_binding(&state);
     let key = FlowKey::new(state);
+    let flow_ttl = shared.settings.flow_ttl;
 
-    // Is this browser holding the state (its encrypted flow cookie lists the binding)? Checked
-    // before anything is consumed: another browser's state, a tampered one or a bare replay of
-    // someone's callback URL must never burn their pending login.
-    let holds_state = pending.as_ref().is_some_and(|p| p.contains(&binding));
-    if !holds_state {
+    // Does this browser hold the state (its encrypted flow cookie lists the binding), and is the
+    // flow still young enough? Checked before anything is consumed: another browser's state, a
+    // tampered one or a bare replay of someone's callback URL must never burn their login.
+    let Some(flow) = pending.as_ref().and_then(|p| p.find(&binding)).cloned() else {
         if shared.sessions.completed(&key).await?.is_some() {
             tracing::info!(
                 "callback for a completed login (reload or duplicate); no second session"
@@ -91,10 +100,22 @@ async fn run(
         }
         tracing::info!("callback state is not held by this browser (missing, foreign or tampered)");
         return Err(AuthError::InvalidState);
+    };
+    *return_path = Some(flow.return_path.clone());
+    if !flow.is_live(unix_now(), flow_ttl) {
+        tracing::info!("callback for an expired login flow");
+        if let Some(p) = pending.as_mut() {
+            p.remove(&binding);
+        }
+        return Err(AuthError::InvalidState);
     }
-    let Some(flow) = shared.sessions.take_flow(&key).await? else {
-        // This browser holds the state but the flow is gone: a duplicate callback (WeChat's
-        // double redirect, a double click) racing the first one, or an expired flow. Give the
+
+    // Redeem the state: once, on any instance. The marker outlives the flow (its remaining
+    // lifetime plus clock slack), so the same cookie and state can never be redeemed twice.
+    let marker_ttl = flow_ttl + Duration::from_secs(2 * FLOW_CLOCK_SKEW_SECS + 1);
+    if !shared.sessions.consume_flow(&key, marker_ttl).await? {
+        // This browser holds the state but it was redeemed already: a duplicate callback
+        // (WeChat's double load, a double click) racing the first one, or a replay. Give the
         // first one a bounded moment to finish, then send the browser on without a second
         // session.
         for _ in 0..DUPLICATE_TRIES {
@@ -104,17 +125,11 @@ async fn run(
             }
             tokio::time::sleep(DUPLICATE_WAIT).await;
         }
-        tracing::info!("callback with an expired or used state");
-        return Err(AuthError::InvalidState);
-    };
-    *return_path = Some(flow.return_path.clone());
-    // The server-side record names the same binding (defence in depth).
-    if flow.binding != binding {
-        tracing::warn!("login flow binding mismatch");
+        tracing::info!("callback with an already used state");
         return Err(AuthError::InvalidState);
     }
     if let Some(p) = pending.as_mut() {
-        p.remove(&flow.binding);
+        p.remove(&binding);
     }
 
     let Some(code) = query_param(parts, "code").filter(|c| !c.is_empty()) else {
@@ -129,6 +144,41 @@ async fn run(
         }
     }
 
+    // One deadline for everything that waits on WeChat; nothing is stored when it runs out.
+    let deadline = shared.wechat.login_deadline();
+    let identity = tokio::time::timeout(deadline, fetch_identity(shared, code))
+        .await
+        .map_err(|_| {
+            tracing::warn!(
+                deadline_ms = deadline.as_millis(),
+                "login did not complete within its deadline"
+            );
+            WeChatError::Timeout {
+                endpoint: "login (deadline)",
+            }
+        })??;
+
+    if let Some(old) = shared.cookies.read_session(&parts.headers) {
+        shared.sessions.delete(&old).await?;
+        shared.jwt.invalidate(old.expose_bytes()).await;
+    }
+    let id = shared.sessions.create(SessionRecord::new(identity)).await?;
+    if let Err(e) = shared
+        .sessions
+        .remember_completed(&key, &id, marker_ttl)
+        .await
+    {
+        // The login itself succeeded; only duplicate detection is weakened.
+        tracing::warn!(error = %e, "could not remember the completed login flow");
+    }
+    tracing::info!(session = %id.fingerprint(), "login completed");
+    let mut response = redirect(flow.return_path.as_str());
+    add_cookie(&mut response, shared.cookies.session_cookie(&id));
+    Ok(response)
+}
+
+/// The code exchange and, when the scope allows it, the profile: the user's identity.
+async fn fetch_identity(shared: &Shared, code: String) -> Result<Identity, AuthError> {
     let token = shared
         .wechat
         .exchange_code(&AuthorizationCode::new(code))
@@ -141,7 +191,7 @@ async fn run(
     // Profile only when we asked for it and WeChat granted it (else snsapi_base: openid only).
     let wants_profile =
         shared.settings.scope == Scope::UserInfo && token.has_scope(Scope::UserInfo);
-    let identity = if wants_profile {
+    Ok(if wants_profile {
         let info = shared.wechat.user_info(&token).await?;
         Identity {
             openid: info.openid.as_str().to_owned(),
@@ -163,23 +213,5 @@ async fn run(
             appid,
             scope: Scope::Base.as_str().to_owned(),
         }
-    };
-
-    if let Some(old) = shared.cookies.read_session(&parts.headers) {
-        shared.sessions.delete(&old).await?;
-        shared.jwt.invalidate(old.expose_bytes()).await;
-    }
-    let id = shared.sessions.create(SessionRecord::new(identity)).await?;
-    if let Err(e) = shared
-        .sessions
-        .remember_completed(&key, &id, shared.settings.flow_ttl)
-        .await
-    {
-        // The login itself succeeded; only duplicate detection is weakened.
-        tracing::warn!(error = %e, "could not remember the completed login flow");
-    }
-    tracing::info!(session = %id.fingerprint(), "login completed");
-    let mut response = redirect(flow.return_path.as_str());
-    add_cookie(&mut response, shared.cookies.session_cookie(&id));
-    Ok(response)
+    })
 }

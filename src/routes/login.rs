@@ -1,11 +1,15 @@
 //! `login?return=/path`: start a login flow.
 //!
 //! A flow is a fresh OAuth `state` (32 alphanumeric characters from the OS CSPRNG, ~190 bits;
-//! WeChat allows `[A-Za-z0-9]` up to 128 bytes) stored server-side for `flow_ttl` together with
-//! its browser binding (a digest of the state, see `routes::flow_binding`) and the validated
-//! return path, plus the binding added to the browser's encrypted flow cookie (at most three
-//! pending flows per browser). The browser is then
-//! sent to WeChat's authorize page with our callback URL.
+//! WeChat allows `[A-Za-z0-9]` up to 128 bytes). Nothing is written on the server: the pending
+//! flow — the state's browser binding (a digest of the state, see `routes::flow_binding`), the
+//! validated return path and the start time — goes into the browser's encrypted flow cookie (at
+//! most three pending flows per browser, expired ones dropped), and the browser is sent to
+//! WeChat's authorize page with our callback URL. A flood of login starts therefore costs the
+//! server no memory and cannot push anyone's pending login out of a table.
+//!
+//! In component mode without a `component_verify_ticket` no login can complete, so the user gets
+//! the "platform not ready" page (503, `Retry-After`) here, before WeChat asks for consent.
 //!
 //! A session the browser already has stays valid until the callback completes; the callback
 //! then deletes it and issues a fresh id, so a login always ends in a new session, never in one
@@ -22,7 +26,7 @@ use crate::{
         response::{OwnResponse, add_cookie, redirect},
         shared::Shared,
     },
-    session::{FlowKey, LoginFlow, ReturnPath},
+    session::{LoginFlow, ReturnPath, unix_now},
     wechat::OAuthState,
 };
 
@@ -34,28 +38,27 @@ pub(crate) async fn login(shared: &Shared, parts: &Parts) -> Result<OwnResponse,
     start(shared, &parts.headers, return_param(parts)).await
 }
 
-/// Starts a login flow that ends on `return_path`: 302 to WeChat, flow cookie set.
+/// Starts a login flow that ends on `return_path`: 302 to WeChat, flow cookie set. Writes
+/// nothing on the server.
 pub(crate) async fn start(
     shared: &Shared,
     headers: &HeaderMap,
     return_path: ReturnPath,
 ) -> Result<OwnResponse, AuthError> {
+    // Fail fast: no point asking the user to consent to a login that cannot complete.
+    shared.wechat.ensure_login_possible().await?;
+
     let state: String = (0..STATE_LEN)
         .map(|_| char::from(OsRng.sample(Alphanumeric)))
         .collect();
-    let binding = super::flow_binding(&state);
-    let flow = LoginFlow {
-        return_path,
-        created_at: crate::session::unix_now(),
-        binding: binding.clone(),
-    };
-    shared
-        .sessions
-        .put_flow(&FlowKey::new(state.clone()), flow, shared.settings.flow_ttl)
-        .await?;
-
+    let now = unix_now();
     let mut pending = shared.cookies.read_flow(headers).unwrap_or_default();
-    pending.push(binding);
+    pending.remove_expired(now, shared.settings.flow_ttl);
+    pending.push(LoginFlow {
+        binding: super::flow_binding(&state),
+        return_path,
+        created_at: now,
+    });
 
     let url = shared.wechat.authorize_url(
         &shared.callback_url,

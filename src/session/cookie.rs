@@ -195,8 +195,8 @@ impl CookieCodec {
     pub fn flow_cookie(&self, payload: &FlowCookie) -> HeaderValue {
         let mut payload = payload.clone();
         payload.enforce_cap();
-        // Serializing a struct of strings cannot fail; fall back to an empty payload regardless.
-        let json = serde_json::to_string(&payload).unwrap_or_else(|_| "{\"b\":[]}".to_owned());
+        // Serializing strings and numbers cannot fail; fall back to an empty payload regardless.
+        let json = serde_json::to_string(&payload).unwrap_or_else(|_| "{\"f\":[]}".to_owned());
         self.encrypted(&self.flow_name, json, Some(self.settings.flow_max_age))
     }
 
@@ -362,7 +362,8 @@ fn valid_cookie_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::flow::FlowBinding;
+    use crate::session::flow::{FlowBinding, LoginFlow};
+    use crate::session::return_path::ReturnPath;
 
     fn master() -> SecretString {
         SecretString::new("0123456789abcdef0123456789abcdef-test-only")
@@ -580,13 +581,21 @@ mod tests {
         );
     }
 
+    fn pending(path: &str) -> LoginFlow {
+        LoginFlow {
+            binding: FlowBinding::generate(),
+            return_path: ReturnPath::parse(path).unwrap(),
+            created_at: 1_700_000_000,
+        }
+    }
+
     #[test]
     fn flow_cookie_round_trip_and_cap() {
         let codec = codec();
         let mut payload = FlowCookie::new();
-        let bindings: Vec<FlowBinding> = (0..3).map(|_| FlowBinding::generate()).collect();
-        for b in &bindings {
-            payload.push(b.clone());
+        let flows: Vec<LoginFlow> = (0..3).map(|i| pending(&format!("/p{i}?q=1"))).collect();
+        for f in &flows {
+            payload.push(f.clone());
         }
         let set = codec.flow_cookie(&payload);
         let text = set.to_str().unwrap();
@@ -595,17 +604,19 @@ mod tests {
             text.contains("Max-Age=600") && text.contains("HttpOnly"),
             "{text}"
         );
-        for b in &bindings {
-            assert!(!text.contains(b.expose_secret()));
+        for f in &flows {
+            assert!(!text.contains(f.binding.expose_secret()));
+            assert!(!text.contains(f.return_path.as_str()));
         }
         let read = codec.read_flow(&headers(&[&pair(&set)])).unwrap();
         assert_eq!(read, payload);
 
-        // A payload with more entries than allowed (written by an older version, say) is capped.
+        // A payload with more entries than allowed (forged under our key, or written by another
+        // configuration) is capped to the newest.
         let oversized = format!(
-            "{{\"b\":[{}]}}",
+            "{{\"f\":[{}]}}",
             (0..6)
-                .map(|i| format!("\"b{i}\""))
+                .map(|i| format!("{{\"b\":\"b{i}\",\"r\":\"/\",\"t\":1}}"))
                 .collect::<Vec<_>>()
                 .join(",")
         );
@@ -615,9 +626,62 @@ mod tests {
         assert!(read.contains(&FlowBinding::new("b5")));
         assert!(!read.contains(&FlowBinding::new("b0")));
 
+        // A return path that does not validate makes the whole payload unreadable.
+        let evil = codec.encrypted(
+            &codec.flow_name,
+            "{\"f\":[{\"b\":\"x\",\"r\":\"//evil.example\",\"t\":1}]}".to_owned(),
+            None,
+        );
+        assert_eq!(codec.read_flow(&headers(&[&pair(&evil)])), None);
+
+        // The payload of the previous version (bindings only) reads as no pending flow.
+        let legacy = codec.encrypted(&codec.flow_name, "{\"b\":[\"x\"]}".to_owned(), None);
+        assert_eq!(
+            codec.read_flow(&headers(&[&pair(&legacy)])),
+            Some(FlowCookie::new())
+        );
+
         // Garbled JSON inside a valid seal reads as absent.
         let garbled = codec.encrypted(&codec.flow_name, "not json".to_owned(), None);
         assert_eq!(codec.read_flow(&headers(&[&pair(&garbled)])), None);
+    }
+
+    /// The largest flow cookie the proxy can write: three flows whose return paths fill the
+    /// budget, with a `Domain` of 253 characters. Browsers accept 4096 bytes per cookie.
+    #[test]
+    fn the_worst_case_flow_cookie_stays_well_under_4_kib() {
+        use crate::session::flow::MAX_PENDING_RETURN_BYTES;
+        use crate::session::return_path::MAX_RETURN_PATH_LEN;
+        let domain = format!("{}.example.com", "d".repeat(253 - ".example.com".len()));
+        let settings = CookieSettings {
+            domain: Some(domain),
+            ..CookieSettings::default()
+        };
+        let codec = CookieCodec::new(&master(), settings).unwrap();
+        let longest = format!("/{}", "a".repeat(MAX_RETURN_PATH_LEN - 1));
+        let mut worst = 0;
+        // One maximal path alone, and the budget split over three flows.
+        let third = MAX_PENDING_RETURN_BYTES / 3;
+        for paths in [
+            vec![longest.clone()],
+            vec![format!("/{}", "b".repeat(third - 1)); 3],
+        ] {
+            let mut payload = FlowCookie::new();
+            for p in &paths {
+                payload.push(LoginFlow {
+                    created_at: u64::MAX,
+                    ..pending(p)
+                });
+            }
+            assert_eq!(payload.len(), paths.len());
+            let set = codec.flow_cookie(&payload);
+            let value_len = pair(&set).len();
+            // Measured: 2 885 bytes for one 2048-byte path, 2 369 for three of 512.
+            assert!(value_len < 2_950, "name=value is {value_len} bytes");
+            worst = worst.max(set.len());
+        }
+        // Measured: 3 200 bytes with that Domain and every attribute.
+        assert!(worst < 3_300, "Set-Cookie is {worst} bytes");
     }
 
     #[test]

@@ -1,21 +1,24 @@
-//! Pending login flows: the server-side record behind an OAuth `state`, and the small
-//! browser-side payload (flow cookie) that binds the flow to the browser that started it.
+//! Pending login flows, kept in the browser that started them.
 //!
-//! The layer generates a [`FlowBinding`] when a login starts, stores it in the [`LoginFlow`]
-//! (server side, under the state as [`FlowKey`]) and in the [`FlowCookie`] (browser side). At the
-//! callback it takes the flow by state and checks that the browser presents the same binding —
-//! a state stolen from another browser is useless.
+//! A login start writes nothing on the server: the pending flow — the browser binding of its
+//! OAuth `state`, the return path and the start time — goes into the browser's encrypted flow
+//! cookie ([`FlowCookie`], at most [`MAX_PENDING_FLOWS`] flows). At the callback the layer finds
+//! the flow in the cookie by the state's binding, checks its age, and only then asks the store
+//! to mark the state as redeemed ([`crate::session::SessionStore::consume_flow`], atomic and
+//! single use). So no number of anonymous login starts can push a real user's pending login out
+//! of a shared table, and a state from another browser never burns anyone's login.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
-use super::return_path::ReturnPath;
+use super::return_path::{MAX_RETURN_PATH_LEN, ReturnPath};
 use crate::secret_type;
 
 secret_type!(
-    /// The key of a pending login flow: the OAuth `state` string as the layer generated it.
+    /// The key of a login flow: the OAuth `state` string as the layer generated it. Stores keep
+    /// only its SHA-256 (the consumed-state marker).
     ///
     /// Defined here (not `wechat::OAuthState`) because `session/` knows nothing about WeChat;
     /// the layer converts.
@@ -23,9 +26,10 @@ secret_type!(
 );
 
 secret_type!(
-    /// An opaque random value binding a login flow to the browser that started it.
+    /// An opaque value binding a login flow to the browser that started it (the layer derives
+    /// it from the state, see `routes::flow_binding`).
     ///
-    /// Kept in the [`LoginFlow`] on the server and in the encrypted flow cookie in the browser.
+    /// Kept in the encrypted flow cookie, which the browser can neither read nor forge.
     FlowBinding
 );
 
@@ -38,26 +42,50 @@ impl FlowBinding {
     }
 }
 
-/// The server-side record of a login in progress (stored under its [`FlowKey`], single use).
+/// How far in the future a flow's start time may lie (clock skew between instances), in
+/// seconds.
+pub const FLOW_CLOCK_SKEW_SECS: u64 = 5;
+
+/// A login in progress, as the browser's flow cookie carries it (short field names: it travels
+/// in every request to our origin while the login is pending).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginFlow {
-    /// Where to send the browser once the login completes.
+    /// The browser binding of the flow's OAuth state.
+    #[serde(rename = "b")]
+    pub binding: FlowBinding,
+    /// Where to send the browser once the login completes (validated again when decoded).
+    #[serde(rename = "r")]
     pub return_path: ReturnPath,
     /// When the flow started (unix seconds).
+    #[serde(rename = "t")]
     pub created_at: u64,
-    /// The browser binding the callback must present in its flow cookie.
-    pub binding: FlowBinding,
 }
 
-/// Maximum number of pending flow bindings a browser keeps; older ones are dropped so that
-/// abandoned logins (several tabs, back button) cannot make the cookie grow without bound.
+impl LoginFlow {
+    /// Whether the flow is still redeemable at `now` (unix seconds): not older than `ttl` and
+    /// not started more than [`FLOW_CLOCK_SKEW_SECS`] in the future.
+    pub fn is_live(&self, now: u64, ttl: std::time::Duration) -> bool {
+        self.created_at <= now.saturating_add(FLOW_CLOCK_SKEW_SECS)
+            && now <= self.created_at.saturating_add(ttl.as_secs())
+    }
+}
+
+/// Maximum number of pending flows a browser keeps; older ones are dropped so that abandoned
+/// logins (several tabs, back button) cannot make the cookie grow without bound.
 pub const MAX_PENDING_FLOWS: usize = 3;
 
-/// The payload of the flow cookie: the bindings of this browser's pending logins, newest last.
+/// Most bytes of return paths the flow cookie carries in total. The newest flow is always kept
+/// (its return path may have the maximum length, 2048 bytes); older flows are dropped while the
+/// total is above this. So the largest cookie holds one maximal return path: about 2.9 KB of
+/// `name=value`, well under the 4096 bytes browsers accept.
+pub const MAX_PENDING_RETURN_BYTES: usize = MAX_RETURN_PATH_LEN * 3 / 4;
+
+/// The payload of the flow cookie: this browser's pending logins, newest last.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowCookie {
-    #[serde(rename = "b")]
-    bindings: Vec<FlowBinding>,
+    // A payload of an older version (`{"b":[…]}`) reads as empty: those logins restart.
+    #[serde(rename = "f", default)]
+    flows: Vec<LoginFlow>,
 }
 
 impl FlowCookie {
@@ -66,65 +94,137 @@ impl FlowCookie {
         Self::default()
     }
 
-    /// Adds a binding, keeping only the [`MAX_PENDING_FLOWS`] most recent ones.
-    pub fn push(&mut self, binding: FlowBinding) {
-        self.bindings.push(binding);
-        let excess = self.bindings.len().saturating_sub(MAX_PENDING_FLOWS);
-        self.bindings.drain(..excess);
+    /// Adds a flow, then drops the oldest ones beyond [`MAX_PENDING_FLOWS`] or
+    /// [`MAX_PENDING_RETURN_BYTES`] (the newest is always kept).
+    pub fn push(&mut self, flow: LoginFlow) {
+        self.flows.push(flow);
+        self.enforce_cap();
     }
 
-    /// Whether `binding` is one of this browser's pending flows (constant-time per comparison).
+    /// The pending flow whose binding is `binding`, if any. Every entry is compared (in
+    /// constant time each, no early exit), so timing does not reveal the position.
+    pub fn find(&self, binding: &FlowBinding) -> Option<&LoginFlow> {
+        self.flows.iter().fold(None, |found, f| {
+            if f.binding == *binding {
+                Some(f)
+            } else {
+                found
+            }
+        })
+    }
+
+    /// Whether `binding` is one of this browser's pending flows.
     pub fn contains(&self, binding: &FlowBinding) -> bool {
-        // Compare against every entry (no early exit) so timing does not reveal the position.
-        self.bindings
-            .iter()
-            .fold(false, |found, b| found | (b == binding))
+        self.find(binding).is_some()
     }
 
-    /// Removes `binding` (after its flow completed); `true` when it was present.
+    /// Removes the flow with `binding` (redeemed, or expired); `true` when it was present.
     pub fn remove(&mut self, binding: &FlowBinding) -> bool {
-        let before = self.bindings.len();
-        self.bindings.retain(|b| b != binding);
-        before != self.bindings.len()
+        let before = self.flows.len();
+        self.flows.retain(|f| f.binding != *binding);
+        before != self.flows.len()
+    }
+
+    /// Drops the flows that are no longer live at `now` (see [`LoginFlow::is_live`]).
+    pub fn remove_expired(&mut self, now: u64, ttl: std::time::Duration) {
+        self.flows.retain(|f| f.is_live(now, ttl));
+    }
+
+    /// The pending flows, oldest first.
+    pub fn flows(&self) -> &[LoginFlow] {
+        &self.flows
     }
 
     /// Whether no flow is pending (the cookie can then be removed).
     pub fn is_empty(&self) -> bool {
-        self.bindings.is_empty()
+        self.flows.is_empty()
     }
 
-    /// Number of pending bindings.
+    /// Number of pending flows.
     pub fn len(&self) -> usize {
-        self.bindings.len()
+        self.flows.len()
     }
 
-    /// Drops entries beyond the cap (used after decoding a cookie we did not write ourselves).
+    /// Drops the oldest entries beyond the caps (also used after decoding a cookie, which an
+    /// older version or another configuration may have written).
     pub(crate) fn enforce_cap(&mut self) {
-        let excess = self.bindings.len().saturating_sub(MAX_PENDING_FLOWS);
-        self.bindings.drain(..excess);
+        let excess = self.flows.len().saturating_sub(MAX_PENDING_FLOWS);
+        self.flows.drain(..excess);
+        while self.flows.len() > 1 && self.return_bytes() > MAX_PENDING_RETURN_BYTES {
+            self.flows.remove(0);
+        }
+    }
+
+    fn return_bytes(&self) -> usize {
+        self.flows
+            .iter()
+            .map(|f| f.return_path.as_str().len())
+            .sum()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    fn flow(path: &str, created_at: u64) -> LoginFlow {
+        LoginFlow {
+            binding: FlowBinding::generate(),
+            return_path: ReturnPath::parse(path).unwrap(),
+            created_at,
+        }
+    }
 
     #[test]
     fn flow_cookie_keeps_the_three_most_recent() {
-        let all: Vec<FlowBinding> = (0..5).map(|_| FlowBinding::generate()).collect();
+        let all: Vec<LoginFlow> = (0..5).map(|i| flow(&format!("/p{i}"), 100)).collect();
         let mut cookie = FlowCookie::new();
-        for b in &all {
-            cookie.push(b.clone());
+        for f in &all {
+            cookie.push(f.clone());
         }
         assert_eq!(cookie.len(), MAX_PENDING_FLOWS);
-        assert!(!cookie.contains(&all[0]));
-        assert!(!cookie.contains(&all[1]));
-        assert!(cookie.contains(&all[2]));
-        assert!(cookie.contains(&all[4]));
-        assert!(cookie.remove(&all[3]));
-        assert!(!cookie.remove(&all[3]));
-        assert!(!cookie.contains(&all[3]));
+        assert!(!cookie.contains(&all[0].binding));
+        assert!(!cookie.contains(&all[1].binding));
+        assert_eq!(cookie.find(&all[2].binding), Some(&all[2]));
+        assert!(cookie.contains(&all[4].binding));
+        assert!(cookie.remove(&all[3].binding));
+        assert!(!cookie.remove(&all[3].binding));
+        assert!(!cookie.contains(&all[3].binding));
         assert_eq!(cookie.len(), 2);
+    }
+
+    #[test]
+    fn long_return_paths_push_older_flows_out() {
+        let long = format!("/{}", "a".repeat(MAX_RETURN_PATH_LEN - 1));
+        let mut cookie = FlowCookie::new();
+        cookie.push(flow("/short", 1));
+        cookie.push(flow(&long, 2));
+        assert_eq!(cookie.len(), 1, "one maximal path fills the budget");
+        assert_eq!(cookie.flows()[0].created_at, 2);
+        cookie.push(flow("/next", 3));
+        assert_eq!(cookie.len(), 1, "the newest is always kept");
+        assert_eq!(cookie.flows()[0].return_path.as_str(), "/next");
+        cookie.push(flow("/again", 4));
+        assert_eq!(cookie.len(), 2);
+    }
+
+    #[test]
+    fn liveness_follows_the_ttl_and_refuses_the_future() {
+        let ttl = Duration::from_secs(600);
+        let f = flow("/", 1_000);
+        assert!(f.is_live(1_000, ttl));
+        assert!(f.is_live(1_600, ttl));
+        assert!(!f.is_live(1_601, ttl));
+        assert!(f.is_live(1_000 - FLOW_CLOCK_SKEW_SECS, ttl));
+        assert!(!f.is_live(1_000 - FLOW_CLOCK_SKEW_SECS - 1, ttl));
+        let mut cookie = FlowCookie::new();
+        cookie.push(f);
+        cookie.push(flow("/b", 1_500));
+        cookie.remove_expired(1_700, ttl);
+        assert_eq!(cookie.len(), 1);
+        assert_eq!(cookie.flows()[0].return_path.as_str(), "/b");
     }
 
     #[test]

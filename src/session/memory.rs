@@ -9,8 +9,10 @@
 //! without a `load`/`touch`, whichever comes first. Beyond `capacity` the least recently used session is evicted (LRU rather than
 //! moka's default TinyLFU admission, which could refuse to keep a brand-new login).
 //!
-//! Login flows and completed-flow markers live in two further bounded caches, keyed by the
-//! SHA-256 of the flow key (the OAuth state itself is never kept as a key).
+//! Redeemed-login markers (one per callback that carried a genuine flow cookie, see
+//! [`SessionStore::consume_flow`]) live in a further cache, bounded by
+//! [`SessionSettings::consumed_capacity`] (about 0.2 KiB each), keyed by the SHA-256 of the OAuth
+//! state (the state itself is never kept). Pending logins are not stored at all.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,8 +26,8 @@ use sha2::{Digest as _, Sha256};
 use crate::identity::Identity;
 
 use super::{
-    FlowKey, LoginFlow, SESSION_ID_BYTES, SessionId, SessionRecord, SessionSettings, SessionStore,
-    StoreError, unix_now,
+    FlowKey, SESSION_ID_BYTES, SessionId, SessionRecord, SessionSettings, SessionStore, StoreError,
+    unix_now,
 };
 
 /// How many fresh ids `create` draws before giving up (a collision of 128-bit random ids is
@@ -40,16 +42,24 @@ type FlowHash = [u8; 32];
 #[derive(Clone)]
 pub struct MemoryStore {
     sessions: Cache<[u8; SESSION_ID_BYTES], Arc<CompactRecord>>,
-    flows: Cache<FlowHash, Timed<Arc<LoginFlow>>>,
-    completed: Cache<FlowHash, Timed<[u8; SESSION_ID_BYTES]>>,
+    markers: Cache<FlowHash, Timed<Marker>>,
     settings: SessionSettings,
+}
+
+/// What the store knows about a redeemed login flow.
+#[derive(Clone, Copy)]
+enum Marker {
+    /// The callback redeemed the state and is talking to WeChat.
+    Consumed,
+    /// The login completed with this session.
+    Completed([u8; SESSION_ID_BYTES]),
 }
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
             .field("sessions", &self.sessions.entry_count())
-            .field("flows", &self.flows.entry_count())
+            .field("markers", &self.markers.entry_count())
             .field("settings", &self.settings)
             .finish()
     }
@@ -120,7 +130,8 @@ impl CompactRecord {
 struct Timed<V> {
     value: V,
     ttl: Duration,
-    /// Checked on `remove`, which (unlike `get`) hands out entries moka has not yet expired.
+    /// Checked again on reads, so an entry is never used past its TTL whatever moka's
+    /// housekeeping timing.
     expires_at: Instant,
 }
 
@@ -179,7 +190,7 @@ impl Expiry<[u8; SESSION_ID_BYTES], Arc<CompactRecord>> for SessionExpiry {
     }
 }
 
-/// Expiry of flows and markers: the TTL given when they were stored.
+/// Expiry of markers: the TTL given when they were stored.
 struct TimedExpiry;
 
 impl<K, V> Expiry<K, Timed<V>> for TimedExpiry {
@@ -215,22 +226,15 @@ impl MemoryStore {
                 idle: settings.idle_timeout,
             })
             .build();
-        let flows = Cache::builder()
-            .name("wxauth-flows")
-            .max_capacity(settings.flow_capacity)
-            .eviction_policy(EvictionPolicy::lru())
-            .expire_after(TimedExpiry)
-            .build();
-        let completed = Cache::builder()
-            .name("wxauth-completed-flows")
-            .max_capacity(settings.flow_capacity)
+        let markers = Cache::builder()
+            .name("wxauth-redeemed-flows")
+            .max_capacity(settings.consumed_capacity)
             .eviction_policy(EvictionPolicy::lru())
             .expire_after(TimedExpiry)
             .build();
         Self {
             sessions,
-            flows,
-            completed,
+            markers,
             settings,
         }
     }
@@ -245,11 +249,15 @@ impl MemoryStore {
         self.sessions.entry_count()
     }
 
+    /// Approximate number of redeemed-login markers held (for metrics and tests).
+    pub fn redeemed_flow_count(&self) -> u64 {
+        self.markers.entry_count()
+    }
+
     /// Runs moka's pending maintenance (evictions, expirations) now; for tests and benchmarks.
     pub async fn run_pending_tasks(&self) {
         self.sessions.run_pending_tasks().await;
-        self.flows.run_pending_tasks().await;
-        self.completed.run_pending_tasks().await;
+        self.markers.run_pending_tasks().await;
     }
 }
 
@@ -309,26 +317,15 @@ impl SessionStore for MemoryStore {
         Ok(self.sessions.get(id.expose_bytes()).await.is_some())
     }
 
-    async fn put_flow(
-        &self,
-        key: &FlowKey,
-        flow: LoginFlow,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        self.flows
-            .insert(flow_hash(key), Timed::new(Arc::new(flow), ttl))
-            .await;
-        Ok(())
-    }
-
-    async fn take_flow(&self, key: &FlowKey) -> Result<Option<LoginFlow>, StoreError> {
-        // `remove` is atomic: of concurrent removers exactly one receives the value.
+    async fn consume_flow(&self, key: &FlowKey, ttl: Duration) -> Result<bool, StoreError> {
+        // The entry API inserts only when no live marker exists, atomically: of concurrent
+        // callers exactly one sees a fresh entry.
         Ok(self
-            .flows
-            .remove(&flow_hash(key))
+            .markers
+            .entry(flow_hash(key))
+            .or_insert_with(std::future::ready(Timed::new(Marker::Consumed, ttl)))
             .await
-            .and_then(Timed::live)
-            .map(|flow| LoginFlow::clone(&flow)))
+            .is_fresh())
     }
 
     async fn remember_completed(
@@ -337,19 +334,25 @@ impl SessionStore for MemoryStore {
         session: &SessionId,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.completed
-            .insert(flow_hash(key), Timed::new(*session.expose_bytes(), ttl))
+        let marker = Marker::Completed(*session.expose_bytes());
+        self.markers
+            .insert(flow_hash(key), Timed::new(marker, ttl))
             .await;
         Ok(())
     }
 
     async fn completed(&self, key: &FlowKey) -> Result<Option<SessionId>, StoreError> {
-        Ok(self
-            .completed
-            .get(&flow_hash(key))
-            .await
-            .and_then(Timed::live)
-            .map(SessionId::from_bytes))
+        Ok(
+            match self
+                .markers
+                .get(&flow_hash(key))
+                .await
+                .and_then(Timed::live)
+            {
+                Some(Marker::Completed(bytes)) => Some(SessionId::from_bytes(bytes)),
+                Some(Marker::Consumed) | None => None,
+            },
+        )
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -425,32 +428,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn flow_capacity_is_bounded() {
+    async fn redeemed_markers_are_bounded() {
         let settings = SessionSettings {
-            flow_capacity: 5,
+            consumed_capacity: 5,
             ..SessionSettings::default()
         };
         let store = MemoryStore::new(settings);
         for i in 0..50 {
-            let flow = LoginFlow {
-                return_path: crate::session::ReturnPath::default(),
-                created_at: unix_now(),
-                binding: crate::session::FlowBinding::generate(),
-            };
-            store
-                .put_flow(
-                    &FlowKey::new(format!("state-{i}")),
-                    flow,
-                    Duration::from_secs(60),
-                )
-                .await
-                .unwrap();
+            let key = FlowKey::new(format!("state-{i}"));
+            assert!(
+                store
+                    .consume_flow(&key, Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            );
         }
         store.run_pending_tasks().await;
         assert!(
-            store.flows.entry_count() <= 5,
+            store.markers.entry_count() <= 5,
             "{}",
-            store.flows.entry_count()
+            store.markers.entry_count()
         );
     }
 

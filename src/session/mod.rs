@@ -3,6 +3,10 @@
 //! Knows nothing about WeChat. The layer converts WeChat values (`OAuthState`, the user's
 //! profile) into the types here ([`FlowKey`], [`crate::Identity`]).
 //!
+//! A pending login is not server state: it lives in the browser's encrypted flow cookie
+//! ([`FlowCookie`]); the store only keeps a short-lived "redeemed" marker per completed
+//! callback ([`SessionStore::consume_flow`]), so anonymous login starts cost the server nothing.
+//!
 //! - [`SessionStore`] is the one storage interface (held as `Arc<dyn SessionStore>`), with the
 //!   in-process [`MemoryStore`] as the default backend; a Redis backend joins behind a feature.
 //! - [`cookie::CookieCodec`] reads and writes this proxy's encrypted cookies.
@@ -184,7 +188,7 @@ impl SessionRecord {
     }
 }
 
-/// Lifetimes and bounds of sessions and login flows, shared by every backend.
+/// Lifetimes and bounds of sessions and of redeemed-login markers, shared by every backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionSettings {
     /// Absolute lifetime of a session, counted from `create` (default 7 days).
@@ -194,11 +198,15 @@ pub struct SessionSettings {
     /// Maximum number of sessions kept by an in-process store (default 1 000 000); the least
     /// recently used session is evicted beyond it.
     pub capacity: u64,
-    /// Lifetime of a pending login flow, i.e. of an OAuth `state` (default 10 min).
-    pub flow_ttl: Duration,
-    /// Maximum number of pending login flows kept by an in-process store (default 100 000), so
-    /// that anonymous clients starting logins cannot exhaust memory.
-    pub flow_capacity: u64,
+    /// Maximum number of redeemed-login markers ([`SessionStore::consume_flow`]) kept by an
+    /// in-process store (default 100 000); the least recently used is evicted beyond it.
+    ///
+    /// Pending logins are not stored on the server at all (they live in the browser's flow
+    /// cookie), so login starts never touch this bound; only callbacks that carry a genuine flow
+    /// cookie add a marker. An evicted marker lets that one state be redeemed again — which
+    /// still needs the same browser's flow cookie and a fresh, single-use code from WeChat —
+    /// and turns a later duplicate callback into an error page instead of a quiet redirect.
+    pub consumed_capacity: u64,
 }
 
 impl Default for SessionSettings {
@@ -207,8 +215,7 @@ impl Default for SessionSettings {
             ttl: Duration::from_secs(7 * 24 * 3600),
             idle_timeout: Duration::from_secs(24 * 3600),
             capacity: 1_000_000,
-            flow_ttl: Duration::from_secs(10 * 60),
-            flow_capacity: 100_000,
+            consumed_capacity: 100_000,
         }
     }
 }
@@ -229,7 +236,7 @@ pub enum StoreError {
     Decode(String),
 }
 
-/// Server-side storage of sessions and of pending login flows.
+/// Server-side storage of sessions and of redeemed-login markers.
 ///
 /// Held as `Arc<dyn SessionStore>`. Every backend passes the same conformance suite
 /// (`tests/session_conformance.rs`).
@@ -251,20 +258,17 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// Records activity without reading the record; `false` when the session is not live.
     async fn touch(&self, id: &SessionId) -> Result<bool, StoreError>;
 
-    /// Stores a pending login flow under its OAuth state for `ttl` (single use).
-    async fn put_flow(
-        &self,
-        key: &FlowKey,
-        flow: LoginFlow,
-        ttl: Duration,
-    ) -> Result<(), StoreError>;
+    /// Marks the login flow `key` (its OAuth state) as redeemed for `ttl`; `true` for the one
+    /// call that redeems it. Atomic: of any number of calls for the same key — concurrent, or
+    /// on other instances sharing the backend — exactly one gets `true` while the marker lives.
+    ///
+    /// Pending flows are not stored (see [`flow`]); the callback checks the browser's flow
+    /// cookie first and calls this last, so `ttl` must cover the rest of the flow's lifetime.
+    async fn consume_flow(&self, key: &FlowKey, ttl: Duration) -> Result<bool, StoreError>;
 
-    /// Removes and returns a pending login flow. Atomic: of two concurrent takes of the same key
-    /// at most one gets `Some`.
-    async fn take_flow(&self, key: &FlowKey) -> Result<Option<LoginFlow>, StoreError>;
-
-    /// Remembers, for `ttl`, that the flow `key` completed with `session`, so that a duplicate
-    /// callback (double click, browser retry) can be recognised without a second session.
+    /// Remembers, for `ttl`, that the flow `key` completed with `session` (replacing its
+    /// redeemed marker), so that a duplicate callback (WeChat's in-app browser loads the
+    /// callback twice; double click, reload) is recognised without a second session.
     async fn remember_completed(
         &self,
         key: &FlowKey,

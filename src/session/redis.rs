@@ -5,21 +5,22 @@
 //! | key                                 | type   | value                                        |
 //! |-------------------------------------|--------|----------------------------------------------|
 //! | `<prefix>session:<sha256(id) hex>`  | hash   | `r` = record (JSON), `d` = absolute deadline |
-//! | `<prefix>flow:<sha256(state) hex>`  | string | pending [`LoginFlow`] (JSON)                 |
-//! | `<prefix>done:<sha256(state) hex>`  | string | session id of a completed flow               |
+//! | `<prefix>used:<sha256(state) hex>`  | string | `-` while redeemed, then the session id      |
 //!
 //! Session ids and OAuth states are bearer secrets, so keys carry their SHA-256 only: `KEYS`,
 //! `MONITOR` of key names or a slow log never show a usable id.
 //!
 //! Expiry: a session key expires at `min(deadline, now + idle_timeout)`, recomputed atomically
 //! (Lua) at every `load`/`touch`; the deadline is fixed at `create` (`now + ttl`). All times are
-//! Redis' own clock (`TIME`), so instances with skewed clocks agree. Flows are taken with
-//! `GETDEL` (single use even across instances), so Redis ≥ 6.2 is required.
+//! Redis' own clock (`TIME`), so instances with skewed clocks agree. Pending logins are not
+//! stored (they live in the browser's flow cookie); a callback redeems its state with
+//! `SET … NX PX` (single use even across instances), so Redis ≥ 2.6.12 is enough.
 //!
-//! Bounds: [`SessionSettings::capacity`] and [`SessionSettings::flow_capacity`] are not enforced
-//! here — every key carries a TTL, and memory is bounded by the server's `maxmemory`. Run the
-//! server with a `maxmemory` and a `volatile-*` eviction policy, so that anonymous clients
-//! starting logins can at worst evict old sessions, never exhaust the host.
+//! Bounds: [`SessionSettings::capacity`] and [`SessionSettings::consumed_capacity`] are not
+//! enforced here — every key carries a TTL, and memory is bounded by the server's `maxmemory`.
+//! Login starts write nothing; only callbacks with a genuine flow cookie add a (short-lived)
+//! key. Run the server with a `maxmemory` and a `volatile-*` eviction policy, so that the host
+//! is never exhausted.
 //!
 //! Every call is bounded by an operation timeout (default 2 s): a hung Redis fails closed with
 //! [`StoreError::Backend`] instead of stalling requests. Error messages name the operation and
@@ -35,8 +36,7 @@ use redis::{AsyncCommands as _, RedisError, Script};
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    FlowKey, LoginFlow, SessionId, SessionRecord, SessionSettings, SessionStore, StoreError,
-    unix_now,
+    FlowKey, SessionId, SessionRecord, SessionSettings, SessionStore, StoreError, unix_now,
 };
 use crate::redis_util::{self, millis};
 
@@ -46,6 +46,9 @@ pub const DEFAULT_OP_TIMEOUT: Duration = redis_util::DEFAULT_OP_TIMEOUT;
 /// How many fresh ids `create` draws before giving up (one collision of 128-bit ids is already
 /// astronomically unlikely).
 const CREATE_ATTEMPTS: usize = 4;
+
+/// Value of a redeemed flow's key until the login completes (then the session id).
+const CONSUMED: &str = "-";
 
 /// `KEYS[1]` session key; `ARGV[1]` record, `ARGV[2]` ttl ms, `ARGV[3]` idle ms.
 /// Returns 1 when created, 0 when the key exists (never overwrites).
@@ -77,7 +80,7 @@ return 1
 ";
 
 /// Shared [`SessionStore`] on Redis; several proxy instances pointed at the same Redis and
-/// prefix share sessions and pending logins.
+/// prefix share sessions and redeemed-login markers.
 ///
 /// Cheap to clone (the connection is multiplexed and reconnects by itself); clones share it.
 #[derive(Clone)]
@@ -162,17 +165,9 @@ impl RedisSessionStore {
         format!("{}session:{}", self.prefix, hex_sha256(id.expose_bytes()))
     }
 
-    fn flow_key(&self, key: &FlowKey) -> String {
+    fn used_key(&self, key: &FlowKey) -> String {
         format!(
-            "{}flow:{}",
-            self.prefix,
-            hex_sha256(key.expose_secret().as_bytes())
-        )
-    }
-
-    fn done_key(&self, key: &FlowKey) -> String {
-        format!(
-            "{}done:{}",
+            "{}used:{}",
             self.prefix,
             hex_sha256(key.expose_secret().as_bytes())
         )
@@ -273,32 +268,20 @@ impl SessionStore for RedisSessionStore {
         Ok(self.load_or_touch(id, false).await?.is_some())
     }
 
-    async fn put_flow(
-        &self,
-        key: &FlowKey,
-        flow: LoginFlow,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        let encoded =
-            serde_json::to_string(&flow).map_err(|e| StoreError::Encode(e.to_string()))?;
-        let key = self.flow_key(key);
+    async fn consume_flow(&self, key: &FlowKey, ttl: Duration) -> Result<bool, StoreError> {
+        let key = self.used_key(key);
         let mut conn = self.conn.clone();
-        let _: () = self
-            .run("put flow", conn.pset_ex(key, encoded, millis(ttl)))
+        // SET NX is one atomic command: of concurrent redeemers (any instance) one gets OK.
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key)
+            .arg(CONSUMED)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl));
+        let reply: Option<String> = self
+            .run("redeem login flow", cmd.query_async(&mut conn))
             .await?;
-        Ok(())
-    }
-
-    async fn take_flow(&self, key: &FlowKey) -> Result<Option<LoginFlow>, StoreError> {
-        let key = self.flow_key(key);
-        let mut conn = self.conn.clone();
-        // GETDEL is one atomic command: of concurrent takers (any instance) one gets the value.
-        let taken: Option<String> = self.run("take flow", conn.get_del(key)).await?;
-        taken
-            .map(|encoded| {
-                serde_json::from_str(&encoded).map_err(|e| StoreError::Decode(e.to_string()))
-            })
-            .transpose()
+        Ok(reply.is_some())
     }
 
     async fn remember_completed(
@@ -307,7 +290,7 @@ impl SessionStore for RedisSessionStore {
         session: &SessionId,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let key = self.done_key(key);
+        let key = self.used_key(key);
         let mut conn = self.conn.clone();
         let _: () = self
             .run(
@@ -319,15 +302,15 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn completed(&self, key: &FlowKey) -> Result<Option<SessionId>, StoreError> {
-        let key = self.done_key(key);
+        let key = self.used_key(key);
         let mut conn = self.conn.clone();
         let value: Option<String> = self.run("read completed flow", conn.get(key)).await?;
-        value
-            .map(|text| {
-                SessionId::parse(&text)
-                    .ok_or_else(|| StoreError::Decode("stored session id is malformed".to_owned()))
-            })
-            .transpose()
+        match value.as_deref() {
+            None | Some(CONSUMED) => Ok(None),
+            Some(text) => SessionId::parse(text)
+                .map(Some)
+                .ok_or_else(|| StoreError::Decode("stored session id is malformed".to_owned())),
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -348,7 +331,7 @@ mod tests {
         let session_key = format!("wx:session:{}", hex_sha256(id.expose_bytes()));
         assert!(!session_key.contains(&id.expose_secret()));
         assert_eq!(session_key.len(), "wx:session:".len() + 64);
-        let flow = format!("wx:flow:{}", hex_sha256(state.expose_secret().as_bytes()));
+        let flow = format!("wx:used:{}", hex_sha256(state.expose_secret().as_bytes()));
         assert!(!flow.contains("state-secret-value"));
     }
 }

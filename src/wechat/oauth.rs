@@ -10,6 +10,7 @@
 //! code, fetches the profile, asks for readiness — all through [`WeChatOAuth`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
@@ -72,10 +73,14 @@ pub struct Readiness {
     pub reasons: Vec<String>,
 }
 
+/// Default of [`WeChatOAuth::login_deadline`]: 10 seconds.
+pub const DEFAULT_LOGIN_DEADLINE: Duration = Duration::from_secs(10);
+
 /// WeChat web OAuth, in component or official-account mode. Cheap to clone (one `Arc`).
 #[derive(Clone)]
 pub struct WeChatOAuth {
     inner: Arc<Inner>,
+    login_deadline: Duration,
 }
 
 struct Inner {
@@ -115,7 +120,9 @@ impl std::fmt::Debug for WeChatOAuth {
                 d.field("mode", &"official_account").field("appid", appid)
             }
         };
-        d.field("store", &self.inner.store).finish_non_exhaustive()
+        d.field("login_deadline", &self.login_deadline)
+            .field("store", &self.inner.store)
+            .finish_non_exhaustive()
     }
 }
 
@@ -168,7 +175,37 @@ impl WeChatOAuth {
                 store,
                 mode,
             }),
+            login_deadline: DEFAULT_LOGIN_DEADLINE,
         })
+    }
+
+    /// Replaces the login deadline (default [`DEFAULT_LOGIN_DEADLINE`]; config
+    /// `wechat.login_deadline_ms`).
+    #[must_use]
+    pub fn with_login_deadline(mut self, deadline: Duration) -> Self {
+        self.login_deadline = deadline;
+        self
+    }
+
+    /// How long a login callback may wait on WeChat in all: the component token (retries
+    /// included), the code exchange and `sns/userinfo`. Past it the callback answers with the
+    /// "WeChat timed out" page and stores nothing; a shared component-token fetch it was waiting
+    /// for keeps running for the requests after it.
+    pub fn login_deadline(&self) -> Duration {
+        self.login_deadline
+    }
+
+    /// Whether a login can be started now. In component mode a `component_verify_ticket` (or a
+    /// still valid platform token) must be held — otherwise the login would fail at the
+    /// callback, after the user consented; the official-account mode always can.
+    ///
+    /// # Errors
+    /// [`WeChatError::NoTicket`] (rendered as "platform not ready", 503 with `Retry-After`).
+    pub async fn ensure_login_possible(&self) -> Result<(), WeChatError> {
+        match &self.inner.mode {
+            Mode::Component { tokens, .. } => tokens.ensure_ticket().await,
+            Mode::OfficialAccount { .. } => Ok(()),
+        }
     }
 
     /// The official account users log in to (`appid` on the authorize page; the callback's

@@ -2,7 +2,9 @@
 //!
 //! Rules it implements:
 //! - **single flight**: however many tasks need a token at once, WeChat is asked once (a tokio
-//!   mutex with a double check; across instances the store's refresh lock hook);
+//!   mutex with a double check; across instances the store's refresh lock hook). The fetch runs
+//!   in its own task, so a caller that stops waiting (its login deadline ran out) never cancels
+//!   the fetch the other callers wait on;
 //! - **early refresh**: a background task ([`ComponentTokenManager::spawn_refresher`]) fetches a
 //!   new token `refresh_margin` before expiry while requests keep using the still-valid one, so
 //!   no request waits;
@@ -34,6 +36,11 @@ use super::{
 /// Lifetime assumed for a token loaded from the store (its fetch time is not stored); WeChat's
 /// tokens live 7200 s.
 const NOMINAL_LIFETIME: Duration = Duration::from_secs(7200);
+
+/// While no ticket is known, [`ComponentTokenManager::ensure_ticket`] asks the store (another
+/// instance may have received the push) at most this often, so a flood of login starts is not
+/// a flood of store reads.
+const TICKET_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Settings of the component token manager.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,6 +136,8 @@ struct State {
     failure: Option<RememberedFailure>,
     /// When the last successful fetch finished.
     last_fetch: Option<Instant>,
+    /// When `ensure_ticket` last read the store for a ticket.
+    last_ticket_probe: Option<Instant>,
 }
 
 #[derive(Clone)]
@@ -248,7 +257,56 @@ impl ComponentTokenManager {
             }
             return Ok(t.token);
         }
-        self.fetch(Need::Valid).await
+        // The single-flight fetch runs in its own task: a caller that gives up waiting (its
+        // login deadline) drops only its wait, never the fetch other callers rely on.
+        let this = self.clone();
+        tokio::spawn(async move { this.fetch(Need::Valid).await })
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(appid = %self.inner.appid, error = %e, "the component_access_token fetch task failed");
+                Err(WeChatError::BadReply {
+                    endpoint: "api_component_token",
+                    reason: "the fetch task failed".to_owned(),
+                })
+            })
+    }
+
+    /// `Ok` when a login can complete as far as the platform is concerned: a
+    /// `component_verify_ticket` is known (in memory, else in the store, read at most once per
+    /// second) or a valid token is held.
+    ///
+    /// # Errors
+    /// [`WeChatError::NoTicket`] when neither is known.
+    pub async fn ensure_ticket(&self) -> Result<(), WeChatError> {
+        if self.holds_ticket_or_token() {
+            return Ok(());
+        }
+        if let Err(e) = self.load().await {
+            tracing::warn!(appid = %self.inner.appid, error = %e, "cannot read the platform store");
+        }
+        let probe = {
+            let mut state = self.state();
+            let due = state
+                .last_ticket_probe
+                .is_none_or(|at| at.elapsed() >= TICKET_PROBE_INTERVAL);
+            if due {
+                state.last_ticket_probe = Some(Instant::now());
+            }
+            due
+        };
+        if probe {
+            self.newest_ticket().await;
+        }
+        if self.holds_ticket_or_token() {
+            Ok(())
+        } else {
+            Err(WeChatError::NoTicket)
+        }
+    }
+
+    fn holds_ticket_or_token(&self) -> bool {
+        let status = self.status();
+        status.ticket_present || status.token_present
     }
 
     /// Forgets `failed` after WeChat rejected it (`40001`, `42001`, `40014`) — only if it is
@@ -820,6 +878,49 @@ mod tests {
         assert_eq!(e.class(), ErrorClass::Ticket);
         assert_eq!(fake.calls(), 0);
         assert!(!m.status().ticket_present);
+    }
+
+    #[tokio::test]
+    async fn ensure_ticket_sees_a_ticket_another_instance_stored() {
+        let fake = FakeWeChat::start().await;
+        let store = Arc::new(MemoryPlatformStore::new());
+        let m = manager(&fake, store.clone(), settings());
+        let e = bounded(m.ensure_ticket()).await.unwrap_err();
+        assert!(matches!(e, WeChatError::NoTicket), "{e:?}");
+        // Another instance receives the push and stores it; this one finds it in the store (at
+        // most one store read per probe interval).
+        let appid = ComponentAppId::new("wx0123456789abcdef");
+        store.save_ticket(&appid, &ticket(7)).await.unwrap();
+        tokio::time::sleep(TICKET_PROBE_INTERVAL).await;
+        bounded(m.ensure_ticket()).await.unwrap();
+        assert!(m.status().ticket_present);
+        assert_eq!(fake.calls(), 0, "no WeChat call to check");
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_stops_waiting_does_not_cancel_the_shared_fetch() {
+        let fake = FakeWeChat::start().await;
+        let m = manager(&fake, Arc::new(MemoryPlatformStore::new()), settings());
+        bounded(m.set_ticket(ticket(1))).await.unwrap();
+        // Poll the caller once (the fetch starts), then drop it, as a login deadline would.
+        let gave_up = futures_util::FutureExt::now_or_never(m.token());
+        assert!(
+            gave_up.is_none(),
+            "the fetch cannot finish without yielding"
+        );
+        // The fetch goes on in its own task and its token serves the next caller.
+        for _ in 0..400 {
+            if m.status().token_present {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(m.status().token_present, "the abandoned fetch completed");
+        assert_eq!(
+            bounded(m.token()).await.unwrap(),
+            ComponentAccessToken::new("tok-1")
+        );
+        assert_eq!(fake.calls(), 1);
     }
 
     #[tokio::test]

@@ -18,8 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use wechat_oauth_proxy::session::{
-    FlowKey, LoginFlow, RedisSessionStore, SessionId, SessionRecord, SessionSettings, SessionStore,
-    StoreError,
+    FlowKey, RedisSessionStore, SessionId, SessionRecord, SessionSettings, SessionStore, StoreError,
 };
 
 /// How many times a start is attempted (another process may grab the free port first).
@@ -237,16 +236,8 @@ impl SessionStore for ServerBoundSessionStore {
     async fn touch(&self, id: &SessionId) -> Result<bool, StoreError> {
         self.store.touch(id).await
     }
-    async fn put_flow(
-        &self,
-        key: &FlowKey,
-        flow: LoginFlow,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        self.store.put_flow(key, flow, ttl).await
-    }
-    async fn take_flow(&self, key: &FlowKey) -> Result<Option<LoginFlow>, StoreError> {
-        self.store.take_flow(key).await
+    async fn consume_flow(&self, key: &FlowKey, ttl: Duration) -> Result<bool, StoreError> {
+        self.store.consume_flow(key, ttl).await
     }
     async fn remember_completed(
         &self,

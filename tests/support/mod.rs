@@ -325,13 +325,28 @@ pub fn wechat_settings(config: &SimConfig, base: Url, request_timeout: Duration)
 }
 
 /// A component-mode `WeChatOAuth` pointing at a closed port (`127.0.0.1:9`): for paths that
-/// never call WeChat.
+/// never call WeChat. Its platform store already holds a ticket (as after the first push), so
+/// login starts go to WeChat's authorize page.
 pub fn offline_wechat() -> WeChatOAuth {
+    use futures_util::FutureExt as _;
+    use wechat_oauth_proxy::wechat::{VerifyTicket, persist::PlatformStore as _, token::now_unix};
     let config = SimConfig::default();
     let base = Url::parse("http://127.0.0.1:9/").expect("url");
+    let store = MemoryPlatformStore::new();
+    let ticket = wechat_oauth_proxy::wechat::persist::StoredTicket {
+        ticket: VerifyTicket::new("ticket@@@offline-test-ticket"),
+        create_time: now_unix(),
+        received_at: now_unix(),
+    };
+    // The in-memory store answers at once.
+    store
+        .save_ticket(&config.component_appid, &ticket)
+        .now_or_never()
+        .expect("memory store is immediate")
+        .expect("ticket saved");
     WeChatOAuth::new(
         wechat_settings(&config, base, Duration::from_millis(500)),
-        Arc::new(MemoryPlatformStore::new()),
+        Arc::new(store),
     )
     .expect("wechat")
 }
@@ -368,6 +383,12 @@ pub struct Options {
     pub background: bool,
     /// Official-account mode (the account's own secret) instead of component mode.
     pub official_account: bool,
+    /// Lifetimes and bounds of the in-memory session store.
+    pub session: SessionSettings,
+    /// The login deadline (`None`: the library default).
+    pub login_deadline: Option<Duration>,
+    /// The lifetime of a pending login (`None`: the library default).
+    pub flow_ttl: Option<Duration>,
 }
 
 impl Default for Options {
@@ -378,6 +399,9 @@ impl Default for Options {
             ready: true,
             background: true,
             official_account: false,
+            session: SessionSettings::default(),
+            login_deadline: None,
+            flow_ttl: None,
         }
     }
 }
@@ -424,8 +448,11 @@ impl World {
                 secret: sim.config().official_account_secret.clone(),
             };
         }
-        let wechat =
+        let mut wechat =
             WeChatOAuth::new(settings, Arc::new(MemoryPlatformStore::new())).expect("wechat");
+        if let Some(deadline) = options.login_deadline {
+            wechat = wechat.with_login_deadline(deadline);
+        }
         let background = options
             .background
             .then(|| wechat.start_background())
@@ -435,12 +462,16 @@ impl World {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let base = Url::parse(&format!("http://{addr}/")).expect("url");
-        let sessions = memory_store();
+        let sessions = Arc::new(MemoryStore::new(options.session.clone()));
         let headers = HeaderSettings {
             plain_headers: options.plain_headers,
             ..HeaderSettings::default()
         };
-        let layer = builder(base.clone(), wechat.clone(), sessions.clone())
+        let mut builder = builder(base.clone(), wechat.clone(), sessions.clone());
+        if let Some(ttl) = options.flow_ttl {
+            builder = builder.flow_ttl(ttl);
+        }
+        let layer = builder
             .headers(headers)
             .skip(Some(Method::GET), "/public/*")
             .expect("skip rule")
@@ -606,6 +637,30 @@ impl Reply {
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_owned))
             .collect()
+    }
+
+    /// Asserts this is the "WeChat timed out" page (503, bilingual HTML) with a retry link to
+    /// `/_wxauth/login?return=<encoded_return>` and no session cookie.
+    pub fn assert_wechat_timeout_page(&self, encoded_return: &str) {
+        assert_eq!(
+            self.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            self.body
+        );
+        assert!(self.content_type().starts_with("text/html"));
+        assert!(
+            self.body.contains("微信响应超时") && self.body.contains("WeChat timed out"),
+            "{}",
+            self.body
+        );
+        assert!(
+            self.body
+                .contains(&format!("/_wxauth/login?return={encoded_return}")),
+            "a retry link: {}",
+            self.body
+        );
+        assert!(!self.sets_session());
     }
 
     /// Whether the reply sets a live session cookie.
