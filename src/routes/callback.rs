@@ -1,4 +1,4 @@
-//! `callback?code=…&state=…&appid=…`: WeChat's redirect back (wechat-protocol.md §8.2, §17.13–16).
+//! `callback?code=…&state=…&appid=…`: WeChat's redirect back (docs/wechat-protocol.md §8.2, §17.13–16).
 //!
 //! 1. `state` must look like one we issue and this browser must hold it: its encrypted flow
 //!    cookie lists the state's binding (checked in constant time) with a start time no older than

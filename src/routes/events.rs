@@ -1,4 +1,4 @@
-//! `POST events`: the platform's 授权事件接收URL (wechat-protocol.md §2, §17.2, §17.7).
+//! `POST events`: the platform's 授权事件接收URL (docs/wechat-protocol.md §2, §17.2, §17.7).
 //!
 //! The body is read through [`http_body_util::Limited`] (at most
 //! [`MAX_PUSH_BODY`](crate::wechat::events::MAX_PUSH_BODY) bytes, 413 beyond), the query gives the

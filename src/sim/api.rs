@@ -1,5 +1,5 @@
 //! The simulated `api.weixin.qq.com` JSON endpoints: component token, code exchange, refresh
-//! and user info (wechat-protocol.md §5, §9, §10, §11.1, §12).
+//! and user info (docs/wechat-protocol.md §5, §9, §10, §11.1, §12).
 //!
 //! Every error is HTTP 200 with `{"errcode":N,"errmsg":"… rid: …"}`, like WeChat. The
 //! official-account endpoints (`sns/oauth2/access_token`, `sns/oauth2/refresh_token`) answer with
@@ -198,7 +198,7 @@ pub(crate) async fn component_token(inner: &Inner, method: &Method, body: Incomi
     }
     let ttl = state.token_ttl;
     let value = random_token(96);
-    // A new token invalidates the previous one (wechat-protocol.md §5.2).
+    // A new token invalidates the previous one (docs/wechat-protocol.md §5.2).
     state.component_token = Some(ComponentTokenEntry {
         value: value.clone(),
         expires_at: now + ttl,
@@ -227,7 +227,7 @@ fn token_reply(
         "scope": scope.as_str(),
     });
     if let Some(unionid) = &user.unionid {
-        // Only with snsapi_userinfo (wechat-protocol.md §9.1, §11.1).
+        // Only with snsapi_userinfo (docs/wechat-protocol.md §9.1, §11.1).
         if scope == Scope::UserInfo {
             reply["unionid"] = json!(unionid);
         }
@@ -396,7 +396,7 @@ fn do_refresh(inner: &Inner, mode: AuthMode, p: &HashMap<String, String>) -> Res
     }
     let ttl = inner.config.user_token_ttl;
     // A still valid access token gets its lifetime extended; an expired one is replaced
-    // (wechat-protocol.md §9.2).
+    // (docs/wechat-protocol.md §9.2).
     let access_token = match state.user_tokens.get_mut(&entry.access_token) {
         Some(token) if now < token.expires_at => {
             token.expires_at = now + ttl;

@@ -1,4 +1,4 @@
-//! The simulated `open.weixin.qq.com/connect/oauth2/authorize` page (wechat-protocol.md §8,
+//! The simulated `open.weixin.qq.com/connect/oauth2/authorize` page (docs/wechat-protocol.md §8,
 //! §11.1, §16).
 //!
 //! Every parameter is validated, including the documented order. Errors are shown on the page

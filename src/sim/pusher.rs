@@ -1,9 +1,9 @@
 //! The ticket pusher: what WeChat does every ten minutes — POST an encrypted, signed
-//! `component_verify_ticket` event to the platform's 授权事件接收URL (wechat-protocol.md §2, §4.6,
+//! `component_verify_ticket` event to the platform's 授权事件接收URL (docs/wechat-protocol.md §2, §4.6,
 //! §16) and expect the body `success`.
 //!
 //! The query carries all five parameters WeChat sends (`signature`, `timestamp`, `nonce`,
-//! `encrypt_type=aes`, `msg_signature`); the body is the `<xml><ToUserName/><Encrypt/></xml>`
+//! `encrypt_type=aes`, `msg_signature`); the body is the `<xml><AppId/><Encrypt/></xml>`
 //! envelope. Encryption and signing use the crate's own message crypto, so a push that the
 //! proxy accepts proves both sides agree on the scheme.
 

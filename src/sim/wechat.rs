@@ -1,7 +1,7 @@
 //! The simulated WeChat server: one loopback HTTP server that answers both the
 //! `open.weixin.qq.com` authorize page and the `api.weixin.qq.com` JSON APIs.
 //!
-//! Behaviour follows `wechat-protocol.md` §5, §8–§12 and §16: parameter validation and order on
+//! Behaviour follows `docs/wechat-protocol.md` §5, §8–§12 and §16: parameter validation and order on
 //! the authorize page (errors are shown on the page, never redirected), random single-use codes
 //! bound to the app, mode, user and scope, a component token that is invalidated by the next
 //! fetch, `is_snapshotuser` and `48001` for snapshot users, HTTP 200 errors with a changing

@@ -1,4 +1,4 @@
-//! The HTTP client for WeChat's APIs (wechat-protocol.md §5, §8–§11, §13).
+//! The HTTP client for WeChat's APIs (docs/wechat-protocol.md §5, §8–§11, §13).
 //!
 //! One shared `reqwest::Client` (rustls, no redirects, connect and total timeouts). Every reply
 //! is read as bytes (bounded) and parsed as JSON whatever its `Content-Type`, because WeChat
@@ -101,7 +101,7 @@ pub struct UserToken {
     /// Lifetime of `access_token` in seconds.
     pub expires_in: u64,
     /// `true` for snapshot-page virtual users (`is_snapshotuser: 1`): never create a real
-    /// session for them (wechat-protocol.md §10.2).
+    /// session for them (docs/wechat-protocol.md §10.2).
     pub is_snapshot_user: bool,
 }
 

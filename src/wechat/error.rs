@@ -1,7 +1,7 @@
 //! Errors of every WeChat operation and their classification.
 //!
 //! WeChat answers almost every failure with HTTP 200 and an `errcode`; what the caller should do
-//! depends on the code, not on the text (wechat-protocol.md §12, §17.10). [`WeChatError::class`]
+//! depends on the code, not on the text (docs/wechat-protocol.md §12, §17.10). [`WeChatError::class`]
 //! turns an error into one of a few [`ErrorClass`]es so that the token manager and the auth layer
 //! decide on retries, token refreshes and error pages in one place.
 //!
@@ -78,7 +78,7 @@ pub enum WeChatError {
     },
 }
 
-/// What a caller should do about a [`WeChatError`] (wechat-protocol.md §12 and §17.10).
+/// What a caller should do about a [`WeChatError`] (docs/wechat-protocol.md §12 and §17.10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorClass {
@@ -127,7 +127,7 @@ impl WeChatError {
     }
 }
 
-/// The class of a WeChat `errcode` (wechat-protocol.md §12).
+/// The class of a WeChat `errcode` (docs/wechat-protocol.md §12).
 ///
 /// Unknown codes are [`ErrorClass::Configuration`]: retrying something we do not understand
 /// risks burning the daily quota, so an operator should look.

@@ -1,6 +1,6 @@
 //! The one interface the auth layer calls: WeChat web OAuth in either mode.
 //!
-//! - **Component** (third-party platform on behalf of an official account, wechat-protocol.md
+//! - **Component** (third-party platform on behalf of an official account, docs/wechat-protocol.md
 //!   §8–§10): code exchange with the platform's `component_access_token` (managed by
 //!   [`ComponentTokenManager`]), ticket pushes accepted through [`WeChatOAuth::accept_push`].
 //! - **Official account** (the account's own secret, §11.1): code exchange with the secret; no

@@ -2,7 +2,7 @@
 //! `component_access_token`.
 //!
 //! Losing the ticket on restart blocks every token fetch until the next push (up to ten minutes)
-//! — the most common complaint about WeChat SDKs (wechat-protocol.md §6, §14). So both values go
+//! — the most common complaint about WeChat SDKs (docs/wechat-protocol.md §6, §14). So both values go
 //! through a [`PlatformStore`]: [`FileStore`] (the default; one small JSON file per component
 //! appid, written atomically) or [`MemoryPlatformStore`] (tests, embedders that persist
 //! elsewhere). A Redis implementation can share them between instances and implement the refresh

@@ -1,4 +1,4 @@
-//! The `component_access_token` manager (wechat-protocol.md §5.2, §6, §14, §17.8–§17.9).
+//! The `component_access_token` manager (docs/wechat-protocol.md §5.2, §6, §14, §17.8–§17.9).
 //!
 //! Rules it implements:
 //! - **single flight**: however many tasks need a token at once, WeChat is asked once (a tokio
