@@ -499,8 +499,8 @@ pub struct DevConfig {
     pub demo_upstream_listen: Option<SocketAddr>,
     /// Benchmarks only: create this many synthetic sessions in the memory store at start and
     /// write the cookies of the first 1 024 to `<state_dir>/bench-cookies.txt`, so that a load
-    /// test measures the proxy with a full store (`bench/load.sh` rows k and m). Needs
-    /// `simulate_wechat` and the memory store.
+    /// test measures the proxy with a full store (`bench/load.sh` rows k and m, `bench/soak.sh`
+    /// with either store). Needs `simulate_wechat`.
     #[serde(default)]
     pub prefill_sessions: usize,
 }
@@ -656,12 +656,10 @@ impl Config {
         if self.server.max_header_bytes < 1024 {
             bad("server.max_header_bytes", "must be at least 1024".into());
         }
-        if self.dev.prefill_sessions > 0
-            && (!self.dev.simulate_wechat || self.session.store != StoreKind::Memory)
-        {
+        if self.dev.prefill_sessions > 0 && !self.dev.simulate_wechat {
             bad(
                 "dev.prefill_sessions",
-                "only for benchmarks: needs dev.simulate_wechat and the memory store".into(),
+                "only for benchmarks: needs dev.simulate_wechat".into(),
             );
         }
         if u64::try_from(self.dev.prefill_sessions).unwrap_or(u64::MAX) > self.session.capacity {

@@ -8,7 +8,8 @@
 //! against real sockets.
 //!
 //! - [`wechat`]: [`SimWeChat`], the HTTP server with the authorize page, the component token,
-//!   code exchange, refresh and `sns/userinfo` endpoints, failure injection and call counters.
+//!   code exchange, refresh and `sns/userinfo` endpoints, failure injection and call counters
+//!   (also over HTTP under `/_sim/admin/`, for scripts such as `bench/soak.sh`).
 //! - [`pusher`]: encrypted, signed `component_verify_ticket` pushes to the proxy's events URL.
 //! - [`upstream`]: [`DemoUpstream`](upstream::DemoUpstream), a page that shows what the proxy
 //!   forwarded (identity headers, decoded JWT claims) and a JSON echo for tests.
@@ -20,6 +21,7 @@ pub mod pusher;
 pub mod upstream;
 pub mod wechat;
 
+mod admin;
 mod api;
 mod authorize;
 mod http;

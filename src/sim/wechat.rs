@@ -19,6 +19,7 @@
 //! | `GET /sns/oauth2/access_token`, `/sns/oauth2/refresh_token` | official-account direct mode (answers `text/plain`) |
 //! | `GET /sns/userinfo` | user info |
 //! | `GET /` | a page describing the simulator |
+//! | `/_sim/admin/…` | fault toggles for scripts outside the process (see `admin.rs`: `fault`, `clear`, `invalidate_token`, `calls`) |
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), wechat_oauth_proxy::sim::SimError> {
@@ -46,7 +47,7 @@ use http::{Method, StatusCode};
 use hyper::body::Incoming;
 use url::Url;
 
-use super::{SimError, api, authorize, http::Resp, http::Server, pusher};
+use super::{SimError, admin, api, authorize, http::Resp, http::Server, pusher};
 use crate::{
     secret::SecretString,
     wechat::{AppSecret, AuthorizationCode, AuthorizerAppId, ComponentAppId, Scope, VerifyTicket},
@@ -526,6 +527,11 @@ impl SimWeChat {
             .push_back((failure, times));
     }
 
+    /// Drops every injected failure that has not been used up yet (the end of a fault window).
+    pub fn clear_failures(&self) {
+        self.inner.state().failures.clear();
+    }
+
     /// The current component access token becomes invalid: using it answers 40001, as when
     /// another process fetched a newer one.
     pub fn invalidate_component_token(&self) {
@@ -604,6 +610,7 @@ async fn route(inner: Arc<Inner>, req: http::Request<Incoming>) -> Resp {
         }
         "/sns/userinfo" => api::userinfo(&inner, &query).await,
         "/" if method == Method::GET => authorize::index(&inner),
+        p if p.starts_with(admin::PREFIX) => admin::handle(&inner, &method, p, &query),
         _ => super::http::respond(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
