@@ -33,7 +33,8 @@ use wechat_oauth_proxy::layer::dispatch;
 use wechat_oauth_proxy::secret::SecretString;
 use wechat_oauth_proxy::session::return_path::MAX_RETURN_PATH_LEN;
 use wechat_oauth_proxy::session::{
-    CookieCodec, CookieSettings, FlowBinding, FlowCookie, ReturnPath, ReturnPathError, SessionId,
+    CookieCodec, CookieSettings, FlowBinding, FlowCookie, LoginFlow, ReturnPath, ReturnPathError,
+    SessionId,
 };
 use wechat_oauth_proxy::wechat::crypto::{CryptoError, MsgCrypt};
 use wechat_oauth_proxy::wechat::events::{self, PushEvent, PushQuery};
@@ -505,8 +506,13 @@ mod cookies {
                 }
                 Kind::Flow => {
                     let mut payload = FlowCookie::new();
-                    for _ in 0..flows {
-                        payload.push(FlowBinding::generate());
+                    for i in 0..flows {
+                        payload.push(LoginFlow {
+                            binding: FlowBinding::generate(),
+                            return_path: ReturnPath::parse(&format!("/page/{i}?q=1"))
+                                .expect("a valid return path"),
+                            created_at: 1_700_000_000 + i as u64,
+                        });
                     }
                     (codec.flow_cookie(&payload), None, Some(payload))
                 }
