@@ -730,6 +730,81 @@ async fn a_redis_that_goes_away_fails_closed_and_recovers() {
 }
 
 #[tokio::test]
+async fn while_redis_restarts_recently_read_sessions_are_served_and_nothing_else() {
+    let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let prefix = prefix();
+    let sessions = session_store(&server, &prefix)
+        .await
+        .with_op_timeout(Duration::from_millis(500));
+    let strict = session_store(&server, &prefix)
+        .await
+        .with_op_timeout(Duration::from_millis(500))
+        .with_stale_if_error(Duration::ZERO, 0);
+    let read = bounded(sessions.create(SessionRecord::new(identity("o-read"))))
+        .await
+        .unwrap();
+    let unread = bounded(sessions.create(SessionRecord::new(identity("o-unread"))))
+        .await
+        .unwrap();
+    let logged_out = bounded(sessions.create(SessionRecord::new(identity("o-out"))))
+        .await
+        .unwrap();
+    for id in [&read, &logged_out] {
+        assert!(bounded(sessions.load(id)).await.unwrap().is_some());
+        assert!(bounded(strict.load(id)).await.unwrap().is_some());
+    }
+    // Logged out on this instance while Redis is down: the delete fails, the session is
+    // forgotten all the same.
+    server.stop();
+    assert!(bounded(sessions.delete(&logged_out)).await.is_err());
+
+    let served = bounded(sessions.load(&read))
+        .await
+        .unwrap()
+        .expect("served");
+    assert_eq!(served.identity.openid, "o-read");
+    for id in [&unread, &logged_out] {
+        assert!(matches!(
+            bounded(sessions.load(id)).await,
+            Err(SessionStoreError::Backend(_))
+        ));
+    }
+    assert!(matches!(
+        bounded(strict.load(&read)).await,
+        Err(SessionStoreError::Backend(_))
+    ));
+    assert!(
+        bounded(sessions.create(SessionRecord::new(identity("o-new"))))
+            .await
+            .is_err(),
+        "a new login still fails closed"
+    );
+
+    // Back with its data: served from Redis again; a session Redis no longer has is gone here
+    // too.
+    server.restart();
+    let mut back = false;
+    for _ in 0..50 {
+        if bounded(sessions.ping()).await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "the store did not reconnect");
+    assert!(bounded(sessions.load(&read)).await.unwrap().is_some());
+    let mut inspect = inspector(&server).await;
+    let key = format!("{prefix}session:{}", sha256_hex(read.expose_bytes()));
+    let _: i64 = redis::AsyncCommands::del(&mut inspect, key).await.unwrap();
+    assert_eq!(bounded(sessions.load(&read)).await.unwrap(), None);
+    server.stop();
+    assert!(
+        bounded(sessions.load(&read)).await.is_err(),
+        "a session Redis said is gone is never served from memory"
+    );
+}
+
+#[tokio::test]
 async fn a_hung_redis_fails_within_the_operation_timeout() {
     let server = RedisServer::start();
     let prefix = prefix();

@@ -23,11 +23,24 @@
 //! is never exhausted.
 //!
 //! Every call is bounded by an operation timeout (default 2 s): a hung Redis fails closed with
-//! [`StoreError::Backend`] instead of stalling requests. Error messages name the operation and
+//! [`StoreError::Backend`] instead of stalling requests.
+//!
+//! **Stale if error.** A Redis restart (or failover) takes from a fraction of a second to the
+//! time it needs to load its data back (`LOADING`). So that users who are already logged in do
+//! not see errors meanwhile, each instance remembers, for [`DEFAULT_STALE_IF_ERROR`] (60 s,
+//! [`RedisSessionStore::with_stale_if_error`]), the sessions it has just read from Redis
+//! (bounded: [`DEFAULT_STALE_CAPACITY`] entries). When Redis *fails* — never when it answers
+//! that a session is gone — a session this instance confirmed within that window, and whose
+//! absolute lifetime has not run out, is served from that memory. A session deleted on this
+//! instance is forgotten at once; one deleted on another instance just before an outage can
+//! be served here until the window ends, which is the price of riding out the outage (set the
+//! window to zero to fail closed on every Redis error instead). Everything else still fails
+//! closed: an unknown session, a new login, a logout. Error messages name the operation and
 //! the error category only — never a key, a value or the connection URL (which may hold a
 //! password).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,12 +49,20 @@ use redis::{AsyncCommands as _, RedisError, Script};
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    FlowKey, SessionId, SessionRecord, SessionSettings, SessionStore, StoreError, unix_now,
+    FlowKey, SESSION_ID_BYTES, SessionId, SessionRecord, SessionSettings, SessionStore, StoreError,
+    unix_now,
 };
 use crate::redis_util::{self, millis};
 
 /// Default bound on every Redis call (connect included).
 pub const DEFAULT_OP_TIMEOUT: Duration = redis_util::DEFAULT_OP_TIMEOUT;
+
+/// How long a session read from Redis may be served from this instance's memory while Redis
+/// fails (see the module docs).
+pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(60);
+
+/// How many recently read sessions an instance remembers for [`DEFAULT_STALE_IF_ERROR`].
+pub const DEFAULT_STALE_CAPACITY: u64 = 100_000;
 
 /// How many fresh ids `create` draws before giving up (one collision of 128-bit ids is already
 /// astronomically unlikely).
@@ -91,6 +112,10 @@ pub struct RedisSessionStore {
     op_timeout: Duration,
     create: Arc<Script>,
     load: Arc<Script>,
+    /// Sessions read from Redis within the stale-if-error window (none when it is zero).
+    recent: Option<moka::future::Cache<[u8; SESSION_ID_BYTES], Arc<SessionRecord>>>,
+    /// When a stale session was last reported (unix seconds), so an outage logs once a second.
+    stale_reported: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for RedisSessionStore {
@@ -139,7 +164,18 @@ impl RedisSessionStore {
             op_timeout: DEFAULT_OP_TIMEOUT,
             create: Arc::new(Script::new(CREATE_LUA)),
             load: Arc::new(Script::new(LOAD_LUA)),
+            recent: recent_cache(DEFAULT_STALE_IF_ERROR, DEFAULT_STALE_CAPACITY),
+            stale_reported: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Replaces the stale-if-error window (default [`DEFAULT_STALE_IF_ERROR`]) and the number
+    /// of sessions remembered for it (default [`DEFAULT_STALE_CAPACITY`]); a zero window or
+    /// capacity turns it off, so every Redis failure fails closed.
+    #[must_use]
+    pub fn with_stale_if_error(mut self, window: Duration, capacity: u64) -> Self {
+        self.recent = recent_cache(window, capacity);
+        self
     }
 
     /// Replaces the bound on every call (default [`DEFAULT_OP_TIMEOUT`]); past it a call fails
@@ -159,6 +195,31 @@ impl RedisSessionStore {
     /// store on the same connection.
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// The answer to a failed `load`: a session this instance read within the stale-if-error
+    /// window and whose absolute lifetime has not ended, or the error (fail closed).
+    async fn stale(
+        &self,
+        id: &SessionId,
+        error: StoreError,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let now = unix_now();
+        let remembered = match &self.recent {
+            Some(recent) => recent.get(id.expose_bytes()).await,
+            None => None,
+        };
+        let Some(record) =
+            remembered.filter(|r| r.created_at.saturating_add(self.settings.ttl.as_secs()) > now)
+        else {
+            return Err(error);
+        };
+        if self.stale_reported.swap(now, Ordering::Relaxed) != now {
+            tracing::warn!(%error, "Redis failed; serving sessions read in the last minute from memory");
+        }
+        let mut record = SessionRecord::clone(&record);
+        record.last_seen = now;
+        Ok(Some(record))
     }
 
     fn session_key(&self, id: &SessionId) -> String {
@@ -213,6 +274,20 @@ impl RedisSessionStore {
     }
 }
 
+/// The bounded memory of recently read sessions, `None` when the window or capacity is zero.
+fn recent_cache(
+    window: Duration,
+    capacity: u64,
+) -> Option<moka::future::Cache<[u8; SESSION_ID_BYTES], Arc<SessionRecord>>> {
+    (!window.is_zero() && capacity > 0).then(|| {
+        moka::future::Cache::builder()
+            .name("wxauth-redis-recent-sessions")
+            .max_capacity(capacity)
+            .time_to_live(window)
+            .build()
+    })
+}
+
 fn hex_sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
@@ -247,17 +322,34 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        let Some(encoded) = self.load_or_touch(id, true).await? else {
-            return Ok(None);
+        let encoded = match self.load_or_touch(id, true).await {
+            Ok(Some(encoded)) => encoded,
+            Ok(None) => {
+                // Redis says it is gone: never serve it from memory again.
+                if let Some(recent) = &self.recent {
+                    recent.invalidate(id.expose_bytes()).await;
+                }
+                return Ok(None);
+            }
+            Err(error) => return self.stale(id, error).await,
         };
         // serde_json's messages name a position and a category, never the content.
         let mut record: SessionRecord =
             serde_json::from_str(&encoded).map_err(|e| StoreError::Decode(e.to_string()))?;
         record.last_seen = unix_now();
+        if let Some(recent) = &self.recent {
+            recent
+                .insert(*id.expose_bytes(), Arc::new(record.clone()))
+                .await;
+        }
         Ok(Some(record))
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        // Forget it here first: even if Redis fails below, this instance never serves it again.
+        if let Some(recent) = &self.recent {
+            recent.invalidate(id.expose_bytes()).await;
+        }
         let key = self.session_key(id);
         let mut conn = self.conn.clone();
         let _: i64 = self.run("delete session", conn.del(key)).await?;
