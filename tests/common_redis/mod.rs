@@ -116,8 +116,8 @@ impl RedisServer {
             Ok(child) => child,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
                 "`redis-server` is not on PATH. The Redis backend tests need a real server: \
-                 install it with `apt-get install -y redis-server` (Debian/Ubuntu) and run again. \
-                 These tests never skip."
+                 run the tests with `scripts/test.sh`, which installs it (or `apt-get install -y \
+                 redis-server` on Debian/Ubuntu). These tests never skip."
             ),
             Err(e) => panic!("cannot start redis-server: {e}"),
         };
