@@ -14,7 +14,7 @@
 //!    else (API, XHR, POST) gets `401` JSON `{ "error": "unauthenticated", "login_url": … }`.
 //!
 //! The layer never fails with an error of its own: `Error = S::Error`, and every failure is a
-//! response (HTML for browsers, JSON for API clients, rendered by [`crate::error::AuthError`]),
+//! response (HTML for browsers, JSON for API clients, rendered by [`AuthError`]),
 //! so it works under `axum::Router::layer` without `HandleErrorLayer`. Store failures fail
 //! closed (503), never "allow". Request extensions are preserved (e.g. hyper's `OnUpgrade`,
 //! which the sidecar needs for WebSockets).
@@ -57,9 +57,11 @@
 //! ```
 
 pub mod dispatch;
+mod error;
 pub mod response;
 
 mod builder;
+mod routes;
 mod sanitize;
 pub(crate) mod shared;
 
@@ -80,6 +82,7 @@ pub use self::dispatch::{
     ClientKind, Decision, DispatchSettings, NormalizedPath, PathError, Route, SkipRule,
     SkipRuleError,
 };
+pub use self::error::AuthError;
 pub use self::response::{OwnResponse, ResponseBody};
 use self::shared::Shared;
 use crate::identity::HeaderSettings;

@@ -17,10 +17,9 @@ use super::{
     sanitize::{strip_method_overrides, strip_unauthorized_upgrade},
 };
 use crate::{
-    error::AuthError,
     identity::StripList,
     jwt::JwtIssuer,
-    routes,
+    layer::error::AuthError,
     session::{CookieCodec, ReturnPath, SessionId, SessionRecord, SessionStore},
     wechat::oauth::WeChatOAuth,
 };
@@ -102,9 +101,9 @@ impl Shared {
             }
         }
         match classified {
-            Classified::Reserved(route) => {
-                Ok(wrap_own(routes::serve(&self, route, parts, body).await))
-            }
+            Classified::Reserved(route) => Ok(wrap_own(
+                super::routes::serve(&self, route, parts, body).await,
+            )),
             Classified::Skip => {
                 // Skipped for its method: no header may turn it into another one.
                 if strip_method_overrides(&mut parts.headers) > 0 {
@@ -178,7 +177,7 @@ impl Shared {
     async fn no_session(&self, client: ClientKind, parts: &Parts) -> OwnResponse {
         let return_path = ReturnPath::from_request_uri(&parts.uri);
         match client {
-            ClientKind::Browser => routes::login::start(self, &parts.headers, return_path)
+            ClientKind::Browser => super::routes::login::start(self, &parts.headers, return_path)
                 .await
                 .unwrap_or_else(|e| e.render(true, Some(&self.login_url(&ReturnPath::default())))),
             ClientKind::Api => {

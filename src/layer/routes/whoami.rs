@@ -4,7 +4,7 @@
 use http::{StatusCode, request::Parts};
 
 use crate::{
-    error::AuthError,
+    layer::error::AuthError,
     layer::{
         response::{OwnResponse, json},
         shared::Shared,

@@ -18,8 +18,8 @@
 
 use http::StatusCode;
 
+use super::response::{OwnResponse, escape_html, html, json};
 use crate::jwt::JwtError;
-use crate::layer::response::{OwnResponse, escape_html, html, json};
 use crate::session::StoreError;
 use crate::wechat::error::{ErrorClass, WeChatError};
 use crate::wechat::events::{EventError, PushError};
@@ -71,7 +71,7 @@ pub enum AuthError {
     /// The request path has no unambiguous normal form (`%2F`, `\`, `..;`, NUL, bad escapes):
     /// refused on every path, never forwarded.
     #[error("ambiguous request path: {0}")]
-    BadPath(#[from] crate::layer::dispatch::PathError),
+    BadPath(#[from] super::dispatch::PathError),
     /// A logout that another site started (`Sec-Fetch-Site: cross-site`, a foreign `Origin` or
     /// `Referer`): refused, with a same-origin link to confirm.
     #[error("cross-site logout refused")]

@@ -31,7 +31,7 @@ use http::request::Parts;
 use super::query_param;
 use crate::{
     Identity,
-    error::AuthError,
+    layer::error::AuthError,
     layer::{
         dispatch::accept_prefers_html,
         response::{OwnResponse, add_cookie, redirect},

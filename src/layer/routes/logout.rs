@@ -15,7 +15,7 @@ use http::{HeaderMap, header, request::Parts};
 
 use super::{login::has_session_cookie, return_param};
 use crate::{
-    error::AuthError,
+    layer::error::AuthError,
     layer::{
         response::{OwnResponse, add_cookie, redirect},
         shared::Shared,

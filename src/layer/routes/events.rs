@@ -13,7 +13,7 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use tower::BoxError;
 
 use crate::{
-    error::AuthError,
+    layer::error::AuthError,
     layer::{
         response::{OwnResponse, text},
         shared::Shared,

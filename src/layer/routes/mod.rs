@@ -26,7 +26,7 @@ use http::{Method, request::Parts};
 use tower::BoxError;
 
 use crate::{
-    error::AuthError,
+    layer::error::AuthError,
     layer::{Route, dispatch::accept_prefers_html, response::OwnResponse, shared::Shared},
     session::{FlowBinding, ReturnPath},
 };

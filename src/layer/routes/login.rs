@@ -21,7 +21,7 @@ use rand::{Rng as _, distributions::Alphanumeric, rngs::OsRng};
 
 use super::return_param;
 use crate::{
-    error::AuthError,
+    layer::error::AuthError,
     layer::{
         response::{OwnResponse, add_cookie, redirect},
         shared::Shared,
