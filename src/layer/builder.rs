@@ -9,7 +9,7 @@ use url::Url;
 use super::{
     LayerSettings, WeChatAuthLayer,
     dispatch::{DispatchSettings, SkipRule, SkipRuleError},
-    shared::Shared,
+    pipeline::Shared,
 };
 use crate::{
     identity::{HeaderSettings, JwtCarrier},

@@ -19,7 +19,7 @@
 //! closed (503), never "allow". Request extensions are preserved (e.g. hyper's `OnUpgrade`,
 //! which the sidecar needs for WebSockets).
 //!
-//! The response body is [`ResponseBody<B>`](response::ResponseBody): the inner body streamed
+//! The response body is [`ResponseBody<B>`](body::ResponseBody): the inner body streamed
 //! untouched, or one of our own small answers; its error type is the inner body's.
 //!
 //! # Example
@@ -56,14 +56,14 @@
 //! # }
 //! ```
 
+pub mod body;
 pub mod dispatch;
 mod error;
-pub mod response;
 
 mod builder;
+pub(crate) mod pipeline;
 mod routes;
 mod sanitize;
-pub(crate) mod shared;
 
 use std::{
     sync::Arc,
@@ -77,14 +77,14 @@ use http::{Request, Response};
 use tower::{BoxError, Layer, Service};
 use url::Url;
 
+pub use self::body::{OwnResponse, ResponseBody};
 pub use self::builder::{BuildError, WeChatAuthLayerBuilder};
 pub use self::dispatch::{
     ClientKind, Decision, DispatchSettings, NormalizedPath, PathError, Route, SkipRule,
     SkipRuleError,
 };
 pub use self::error::AuthError;
-pub use self::response::{OwnResponse, ResponseBody};
-use self::shared::Shared;
+use self::pipeline::Shared;
 use crate::identity::HeaderSettings;
 #[cfg(doc)]
 use crate::identity::Identity;

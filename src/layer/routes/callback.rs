@@ -33,9 +33,9 @@ use crate::{
     Identity,
     layer::error::AuthError,
     layer::{
+        body::{OwnResponse, add_cookie, redirect},
         dispatch::accept_prefers_html,
-        response::{OwnResponse, add_cookie, redirect},
-        shared::Shared,
+        pipeline::Shared,
     },
     session::{
         FlowCookie, FlowKey, ReturnPath, SessionRecord, flow::FLOW_CLOCK_SKEW_SECS, unix_now,

@@ -15,8 +15,8 @@ use tower::BoxError;
 use crate::{
     layer::error::AuthError,
     layer::{
-        response::{OwnResponse, text},
-        shared::Shared,
+        body::{OwnResponse, text},
+        pipeline::Shared,
     },
     wechat::{
         error::WeChatError,

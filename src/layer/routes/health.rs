@@ -7,8 +7,8 @@
 use http::StatusCode;
 
 use crate::layer::{
-    response::{OwnResponse, json, text},
-    shared::Shared,
+    body::{OwnResponse, json, text},
+    pipeline::Shared,
 };
 
 /// `GET health`.

@@ -4,8 +4,8 @@
 use http::StatusCode;
 
 use crate::layer::{
-    response::{OwnResponse, json_bytes},
-    shared::Shared,
+    body::{OwnResponse, json_bytes},
+    pipeline::Shared,
 };
 
 /// `GET jwks.json`.

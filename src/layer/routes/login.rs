@@ -23,8 +23,8 @@ use super::return_param;
 use crate::{
     layer::error::AuthError,
     layer::{
-        response::{OwnResponse, add_cookie, redirect},
-        shared::Shared,
+        body::{OwnResponse, add_cookie, redirect},
+        pipeline::Shared,
     },
     session::{LoginFlow, ReturnPath, unix_now},
     wechat::OAuthState,

@@ -17,8 +17,8 @@ use super::{login::has_session_cookie, return_param};
 use crate::{
     layer::error::AuthError,
     layer::{
-        response::{OwnResponse, add_cookie, redirect},
-        shared::Shared,
+        body::{OwnResponse, add_cookie, redirect},
+        pipeline::Shared,
     },
 };
 

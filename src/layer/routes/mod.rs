@@ -27,7 +27,7 @@ use tower::BoxError;
 
 use crate::{
     layer::error::AuthError,
-    layer::{Route, dispatch::accept_prefers_html, response::OwnResponse, shared::Shared},
+    layer::{Route, body::OwnResponse, dispatch::accept_prefers_html, pipeline::Shared},
     session::{FlowBinding, ReturnPath},
 };
 

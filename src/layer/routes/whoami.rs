@@ -6,8 +6,8 @@ use http::{StatusCode, request::Parts};
 use crate::{
     layer::error::AuthError,
     layer::{
-        response::{OwnResponse, json},
-        shared::Shared,
+        body::{OwnResponse, json},
+        pipeline::Shared,
     },
 };
 

@@ -9,11 +9,11 @@ use tower::{BoxError, Service};
 
 use super::{
     LayerSettings,
+    body::{OwnResponse, ResponseBody, wrap_own},
     dispatch::{
         Classified, ClientKind, DispatchSettings, accept_prefers_html, classify, client_kind,
         normalize_path,
     },
-    response::{OwnResponse, ResponseBody, wrap_own},
     sanitize::{strip_method_overrides, strip_unauthorized_upgrade},
 };
 use crate::{
