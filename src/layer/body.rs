@@ -1,7 +1,4 @@
-//! The response body type of [`WeChatAuth`](super::WeChatAuth) and builders for the layer's own
-//! answers (redirects, JSON, HTML, plain text).
-//!
-//! # Response body
+//! The response body type of [`WeChatAuth`](super::WeChatAuth).
 //!
 //! [`ResponseBody<B>`] is the one body type the layer returns: either the inner service's body
 //! `B`, untouched and streaming ([`ResponseBody::inner`]), or one of our own small, complete
@@ -9,9 +6,6 @@
 //! service's body errors pass through unchanged and our own bodies cannot fail. It implements
 //! [`http_body::Body`] with `Data = Bytes`, which is what axum (`IntoResponse`) and hyper expect;
 //! no boxing or allocation is added on the pass-through path.
-//!
-//! Every response the layer builds itself carries `Cache-Control: no-store` (they contain
-//! session cookies, login URLs or per-user data).
 
 use std::{
     convert::Infallible,
@@ -20,7 +14,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
@@ -98,74 +92,8 @@ where
 }
 
 /// Converts one of our own responses into the layer's response type.
-pub fn wrap_own<B>(response: OwnResponse) -> Response<ResponseBody<B>> {
+pub(crate) fn wrap_own<B>(response: OwnResponse) -> Response<ResponseBody<B>> {
     response.map(ResponseBody::own)
-}
-
-const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
-
-fn build(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> OwnResponse {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, NO_STORE);
-    response
-}
-
-/// A `302 Found` to `location` (an absolute URL or a validated same-origin path).
-///
-/// A location that is not a valid header value (it never is for URLs we build) falls back to
-/// `/`, so a bug can never turn into a header injection.
-pub fn redirect(location: &str) -> OwnResponse {
-    let mut response = build(StatusCode::FOUND, "text/plain; charset=utf-8", Bytes::new());
-    let value = HeaderValue::from_str(location).unwrap_or_else(|_| HeaderValue::from_static("/"));
-    response.headers_mut().insert(header::LOCATION, value);
-    response
-}
-
-/// A JSON answer.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> OwnResponse {
-    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    build(status, "application/json", body)
-}
-
-/// A JSON answer from pre-serialized bytes (e.g. the JWKS document).
-pub fn json_bytes(status: StatusCode, body: Bytes) -> OwnResponse {
-    build(status, "application/json", body)
-}
-
-/// An HTML page (the caller escapes everything dynamic in it).
-pub fn html(status: StatusCode, page: String) -> OwnResponse {
-    build(status, "text/html; charset=utf-8", page)
-}
-
-/// A short plain-text answer (`ok`, `success`).
-pub fn text(status: StatusCode, body: &'static str) -> OwnResponse {
-    build(status, "text/plain; charset=utf-8", body)
-}
-
-/// Appends a `Set-Cookie` header to one of our own responses.
-pub fn add_cookie(response: &mut OwnResponse, set_cookie: HeaderValue) {
-    response
-        .headers_mut()
-        .append(header::SET_COOKIE, set_cookie);
-}
-
-/// Escapes text for HTML element content and double-quoted attribute values.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -184,32 +112,6 @@ mod tests {
         assert_eq!(
             inner.collect().await.expect("infallible").to_bytes(),
             "theirs"
-        );
-    }
-
-    #[test]
-    fn own_responses_are_not_cached() {
-        for r in [
-            redirect("/x"),
-            json(StatusCode::UNAUTHORIZED, &serde_json::json!({})),
-            html(StatusCode::OK, String::new()),
-            text(StatusCode::OK, "ok"),
-        ] {
-            assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
-        }
-    }
-
-    #[test]
-    fn redirect_never_injects_headers() {
-        let r = redirect("/x\r\nSet-Cookie: a=b");
-        assert_eq!(r.headers()[header::LOCATION], "/");
-    }
-
-    #[test]
-    fn html_escaping() {
-        assert_eq!(
-            escape_html(r#"<a href="x">'&'</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;&#x27;&amp;&#x27;&lt;/a&gt;"
         );
     }
 }

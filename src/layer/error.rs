@@ -18,7 +18,10 @@
 
 use http::StatusCode;
 
-use super::body::{OwnResponse, escape_html, html, json};
+use super::{
+    body::OwnResponse,
+    respond::{escape_html, html, json},
+};
 use crate::jwt::JwtError;
 use crate::session::StoreError;
 use crate::wechat::error::{ErrorClass, WeChatError};

@@ -56,14 +56,16 @@
 //! # }
 //! ```
 
-pub mod body;
 pub mod dispatch;
-mod error;
 
+mod body;
 mod builder;
-pub(crate) mod pipeline;
+mod error;
+mod pipeline;
+mod respond;
 mod routes;
 mod sanitize;
+mod state;
 
 use std::{
     sync::Arc,
@@ -84,7 +86,7 @@ pub use self::dispatch::{
     SkipRuleError,
 };
 pub use self::error::AuthError;
-use self::pipeline::Shared;
+use self::state::AuthState;
 use crate::identity::HeaderSettings;
 #[cfg(doc)]
 use crate::identity::Identity;
@@ -146,7 +148,7 @@ fn placeholder_public_url() -> Url {
 /// configuration in one `Arc`, so cloning it (and every service it makes) is one refcount.
 #[derive(Clone, Debug)]
 pub struct WeChatAuthLayer {
-    shared: Arc<Shared>,
+    state: Arc<AuthState>,
 }
 
 impl WeChatAuthLayer {
@@ -178,20 +180,17 @@ impl WeChatAuthLayer {
 
     /// The settings the layer runs with (validated).
     pub fn settings(&self) -> &LayerSettings {
-        &self.shared.settings
+        &self.state.settings
     }
 
     /// The absolute callback URL given to WeChat (`public_url + prefix + "/callback"`).
     pub fn callback_url(&self) -> &str {
-        &self.shared.callback_url
+        &self.state.callback_url
     }
 
     /// The absolute URL of the events endpoint (the platform's 授权事件接收URL).
     pub fn events_url(&self) -> String {
-        format!(
-            "{}{}/events",
-            self.shared.origin, self.shared.settings.prefix
-        )
+        format!("{}{}/events", self.state.origin, self.state.settings.prefix)
     }
 }
 
@@ -201,7 +200,7 @@ impl<S> Layer<S> for WeChatAuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         WeChatAuth {
             inner,
-            shared: Arc::clone(&self.shared),
+            state: Arc::clone(&self.state),
         }
     }
 }
@@ -211,7 +210,7 @@ impl<S> Layer<S> for WeChatAuthLayer {
 #[derive(Clone, Debug)]
 pub struct WeChatAuth<S> {
     inner: S,
-    shared: Arc<Shared>,
+    state: Arc<AuthState>,
 }
 
 impl<S> WeChatAuth<S> {
@@ -253,7 +252,7 @@ where
         // (https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let shared = Arc::clone(&self.shared);
-        Box::pin(async move { shared.handle(request, inner).await })
+        let state = Arc::clone(&self.state);
+        Box::pin(async move { pipeline::handle(state, request, inner).await })
     }
 }

@@ -1,198 +1,149 @@
-//! The state every request shares (one `Arc` per layer) and the request pipeline itself.
+//! The request pipeline: what [`WeChatAuth`](super::WeChatAuth) does with every request (see the
+//! module docs of `layer` for the order). Strip → normalize → classify → a reserved route, the
+//! inner service as is (skip), or the session check (protected); without a session, the
+//! login redirect or a 401.
 
 use std::sync::Arc;
 
-use http::{
-    HeaderMap, HeaderValue, Method, Request, Response, Uri, header::CACHE_CONTROL, request::Parts,
-};
+use http::{HeaderValue, Method, Request, Response, Uri, header::CACHE_CONTROL, request::Parts};
 use tower::{BoxError, Service};
 
 use super::{
-    LayerSettings,
     body::{OwnResponse, ResponseBody, wrap_own},
     dispatch::{
-        Classified, ClientKind, DispatchSettings, accept_prefers_html, classify, client_kind,
-        normalize_path,
+        Classified, ClientKind, accept_prefers_html, classify, client_kind, normalize_path,
     },
+    error::AuthError,
+    routes,
     sanitize::{strip_method_overrides, strip_unauthorized_upgrade},
+    state::AuthState,
 };
-use crate::{
-    identity::StripList,
-    jwt::JwtIssuer,
-    layer::error::AuthError,
-    session::{CookieCodec, ReturnPath, SessionId, SessionRecord, SessionStore},
-    wechat::oauth::WeChatOAuth,
-};
+use crate::session::ReturnPath;
 
-/// Everything the layer and the reserved routes need, built once by the builder.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) settings: LayerSettings,
-    pub(crate) dispatch: DispatchSettings,
-    pub(crate) strip: StripList,
-    /// `scheme://host[:port]` of the public URL.
-    pub(crate) origin: String,
-    /// `origin + prefix + "/callback"`, the `redirect_uri` given to WeChat.
-    pub(crate) callback_url: String,
-    pub(crate) wechat: WeChatOAuth,
-    pub(crate) sessions: Arc<dyn SessionStore>,
-    pub(crate) cookies: CookieCodec,
-    pub(crate) jwt: JwtIssuer,
+/// The whole pipeline for one request (see the module docs of `layer`).
+pub(super) async fn handle<S, ReqBody, ResBody>(
+    state: Arc<AuthState>,
+    request: Request<ReqBody>,
+    inner: S,
+) -> Result<Response<ResponseBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: http_body::Body + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<BoxError>,
+{
+    // Work on the parts only: the body is moved, never borrowed across an await (it need not
+    // be `Sync`), and the extensions (hyper's `OnUpgrade` among them) stay with the request.
+    let (mut parts, body) = request.into_parts();
+    if parts.method == Method::CONNECT {
+        // A tunnel to anywhere is never forwarded, whatever the path.
+        return Ok(wrap_own(
+            AuthError::MethodNotAllowed {
+                allow: FORWARDED_METHODS,
+            }
+            .render(accept_prefers_html(&parts.headers), None),
+        ));
+    }
+    let stripped = state.strip.strip(&mut parts.headers);
+    if stripped > 0 {
+        tracing::debug!(names = stripped, "removed client-sent identity headers");
+    }
+    if strip_unauthorized_upgrade(&parts.method, parts.version, &mut parts.headers) {
+        tracing::debug!("removed a protocol switch other than WebSocket");
+    }
+    // One path decides and is forwarded: the canonical form of the normalized path, or 400.
+    let (classified, rewrite) = match normalize_path(parts.uri.path()) {
+        Ok(path) => (
+            classify(
+                &parts.method,
+                path.decoded(),
+                &parts.headers,
+                body.is_end_stream(),
+                &state.dispatch,
+            ),
+            path.into_rewrite(),
+        ),
+        Err(error) => {
+            let wants_html = accept_prefers_html(&parts.headers);
+            return Ok(wrap_own(AuthError::BadPath(error).render(wants_html, None)));
+        }
+    };
+    if let Some(canonical) = rewrite {
+        match with_path(&parts.uri, &canonical) {
+            Some(uri) => parts.uri = uri,
+            None => {
+                let error = AuthError::BadRequest("the normalized path is not a valid URI");
+                return Ok(wrap_own(
+                    error.render(accept_prefers_html(&parts.headers), None),
+                ));
+            }
+        }
+    }
+    match classified {
+        Classified::Reserved(route) => {
+            Ok(wrap_own(routes::serve(&state, route, parts, body).await))
+        }
+        Classified::Skip => {
+            // Skipped for its method: no header may turn it into another one.
+            if strip_method_overrides(&mut parts.headers) > 0 {
+                tracing::debug!("removed method-override headers from a skipped request");
+            }
+            state.cookies.strip_own_cookies(&mut parts.headers);
+            call_inner(inner, Request::from_parts(parts, body)).await
+        }
+        Classified::Protected { api_path } => {
+            // Only needed for an answer of our own; a session hit never parses `Accept`.
+            let client = || client_kind(api_path, &parts.method, &parts.headers);
+            match state.session(&parts.headers).await {
+                Ok(Some((id, record))) => {
+                    match state
+                        .jwt
+                        .token_for(id.expose_bytes(), &record.identity)
+                        .await
+                    {
+                        Ok(jwt) => {
+                            let identity = record.identity;
+                            identity.project_headers(
+                                &state.settings.headers,
+                                jwt,
+                                &mut parts.headers,
+                            );
+                            state.cookies.strip_own_cookies(&mut parts.headers);
+                            parts.extensions.insert(identity);
+                            let mut response =
+                                call_inner(inner, Request::from_parts(parts, body)).await?;
+                            // A page made for one user must never be served to another
+                            // by a shared cache or CDN.
+                            response
+                                .headers_mut()
+                                .entry(CACHE_CONTROL)
+                                .or_insert(HeaderValue::from_static("private"));
+                            Ok(response)
+                        }
+                        Err(e) => Ok(wrap_own(
+                            AuthError::from(e).render(client() == ClientKind::Browser, None),
+                        )),
+                    }
+                }
+                Ok(None) => Ok(wrap_own(no_session(&state, client(), &parts).await)),
+                // Fail closed: a store we cannot read never means "allow".
+                Err(e) => Ok(wrap_own(e.render(client() == ClientKind::Browser, None))),
+            }
+        }
+    }
 }
 
-impl Shared {
-    /// The whole pipeline for one request (see the module docs of `layer`).
-    pub(crate) async fn handle<S, ReqBody, ResBody>(
-        self: Arc<Self>,
-        request: Request<ReqBody>,
-        inner: S,
-    ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
-    where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-        ReqBody: http_body::Body + Send + 'static,
-        ReqBody::Data: Send,
-        ReqBody::Error: Into<BoxError>,
-    {
-        // Work on the parts only: the body is moved, never borrowed across an await (it need not
-        // be `Sync`), and the extensions (hyper's `OnUpgrade` among them) stay with the request.
-        let (mut parts, body) = request.into_parts();
-        if parts.method == Method::CONNECT {
-            // A tunnel to anywhere is never forwarded, whatever the path.
-            return Ok(wrap_own(
-                AuthError::MethodNotAllowed {
-                    allow: FORWARDED_METHODS,
-                }
-                .render(accept_prefers_html(&parts.headers), None),
-            ));
+/// The answer to a protected request without a session: into the login flow for a browser
+/// navigation, 401 JSON otherwise.
+async fn no_session(state: &AuthState, client: ClientKind, parts: &Parts) -> OwnResponse {
+    let return_path = ReturnPath::from_request_uri(&parts.uri);
+    match client {
+        ClientKind::Browser => routes::login::start(state, &parts.headers, return_path)
+            .await
+            .unwrap_or_else(|e| e.render(true, Some(&state.login_url(&ReturnPath::default())))),
+        ClientKind::Api => {
+            AuthError::Unauthenticated.render(false, Some(&state.login_url(&return_path)))
         }
-        let stripped = self.strip.strip(&mut parts.headers);
-        if stripped > 0 {
-            tracing::debug!(names = stripped, "removed client-sent identity headers");
-        }
-        if strip_unauthorized_upgrade(&parts.method, parts.version, &mut parts.headers) {
-            tracing::debug!("removed a protocol switch other than WebSocket");
-        }
-        // One path decides and is forwarded: the canonical form of the normalized path, or 400.
-        let (classified, rewrite) = match normalize_path(parts.uri.path()) {
-            Ok(path) => (
-                classify(
-                    &parts.method,
-                    path.decoded(),
-                    &parts.headers,
-                    body.is_end_stream(),
-                    &self.dispatch,
-                ),
-                path.into_rewrite(),
-            ),
-            Err(error) => {
-                let wants_html = accept_prefers_html(&parts.headers);
-                return Ok(wrap_own(AuthError::BadPath(error).render(wants_html, None)));
-            }
-        };
-        if let Some(canonical) = rewrite {
-            match with_path(&parts.uri, &canonical) {
-                Some(uri) => parts.uri = uri,
-                None => {
-                    let error = AuthError::BadRequest("the normalized path is not a valid URI");
-                    return Ok(wrap_own(
-                        error.render(accept_prefers_html(&parts.headers), None),
-                    ));
-                }
-            }
-        }
-        match classified {
-            Classified::Reserved(route) => Ok(wrap_own(
-                super::routes::serve(&self, route, parts, body).await,
-            )),
-            Classified::Skip => {
-                // Skipped for its method: no header may turn it into another one.
-                if strip_method_overrides(&mut parts.headers) > 0 {
-                    tracing::debug!("removed method-override headers from a skipped request");
-                }
-                self.cookies.strip_own_cookies(&mut parts.headers);
-                call_inner(inner, Request::from_parts(parts, body)).await
-            }
-            Classified::Protected { api_path } => {
-                // Only needed for an answer of our own; a session hit never parses `Accept`.
-                let client = || client_kind(api_path, &parts.method, &parts.headers);
-                match self.session(&parts.headers).await {
-                    Ok(Some((id, record))) => {
-                        match self
-                            .jwt
-                            .token_for(id.expose_bytes(), &record.identity)
-                            .await
-                        {
-                            Ok(jwt) => {
-                                let identity = record.identity;
-                                identity.project_headers(
-                                    &self.settings.headers,
-                                    jwt,
-                                    &mut parts.headers,
-                                );
-                                self.cookies.strip_own_cookies(&mut parts.headers);
-                                parts.extensions.insert(identity);
-                                let mut response =
-                                    call_inner(inner, Request::from_parts(parts, body)).await?;
-                                // A page made for one user must never be served to another
-                                // by a shared cache or CDN.
-                                response
-                                    .headers_mut()
-                                    .entry(CACHE_CONTROL)
-                                    .or_insert(HeaderValue::from_static("private"));
-                                Ok(response)
-                            }
-                            Err(e) => Ok(wrap_own(
-                                AuthError::from(e).render(client() == ClientKind::Browser, None),
-                            )),
-                        }
-                    }
-                    Ok(None) => Ok(wrap_own(self.no_session(client(), &parts).await)),
-                    // Fail closed: a store we cannot read never means "allow".
-                    Err(e) => Ok(wrap_own(e.render(client() == ClientKind::Browser, None))),
-                }
-            }
-        }
-    }
-
-    /// The live session named by the request's cookie, if any. A missing, tampered or unknown
-    /// cookie is `Ok(None)`; a store failure is an error (fail closed).
-    pub(crate) async fn session(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<Option<(SessionId, SessionRecord)>, AuthError> {
-        let Some(id) = self.cookies.read_session(headers) else {
-            return Ok(None);
-        };
-        match self.sessions.load(&id).await? {
-            Some(record) => Ok(Some((id, record))),
-            None => {
-                tracing::debug!(session = %id.fingerprint(), "session cookie names no live session");
-                Ok(None)
-            }
-        }
-    }
-
-    /// The answer to a protected request without a session: into the login flow for a browser
-    /// navigation, 401 JSON otherwise.
-    async fn no_session(&self, client: ClientKind, parts: &Parts) -> OwnResponse {
-        let return_path = ReturnPath::from_request_uri(&parts.uri);
-        match client {
-            ClientKind::Browser => super::routes::login::start(self, &parts.headers, return_path)
-                .await
-                .unwrap_or_else(|e| e.render(true, Some(&self.login_url(&ReturnPath::default())))),
-            ClientKind::Api => {
-                AuthError::Unauthenticated.render(false, Some(&self.login_url(&return_path)))
-            }
-        }
-    }
-
-    /// The login endpoint that returns to `return_path` afterwards, as a same-origin path
-    /// (`/_wxauth/login?return=%2Fpage`): valid wherever our pages and API answers are read.
-    pub(crate) fn login_url(&self, return_path: &ReturnPath) -> String {
-        let query: String = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("return", return_path.as_str())
-            .finish();
-        format!("{}/login?{query}", self.settings.prefix)
     }
 }
 
