@@ -11,6 +11,7 @@ pub mod config;
 pub mod identity;
 pub mod jwt;
 pub mod layer;
+mod negotiate;
 pub mod proxy;
 mod redis_util;
 pub mod secret;

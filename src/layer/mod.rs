@@ -91,6 +91,7 @@ use crate::identity::HeaderSettings;
 #[cfg(doc)]
 use crate::identity::Identity;
 use crate::jwt::JwtIssuer;
+pub use crate::negotiate::Answer;
 use crate::session::{CookieCodec, SessionStore};
 use crate::wechat::Scope;
 use crate::wechat::oauth::WeChatOAuth;

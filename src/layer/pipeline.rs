@@ -10,15 +10,13 @@ use tower::{BoxError, Service};
 
 use super::{
     body::{OwnResponse, ResponseBody, wrap_own},
-    dispatch::{
-        Classified, ClientKind, accept_prefers_html, classify, client_kind, normalize_path,
-    },
+    dispatch::{Classified, ClientKind, classify, client_kind, normalize_path},
     error::AuthError,
     routes,
     sanitize::{strip_method_overrides, strip_unauthorized_upgrade},
     state::AuthState,
 };
-use crate::session::ReturnPath;
+use crate::{negotiate::Answer, session::ReturnPath};
 
 /// The whole pipeline for one request (see the module docs of `layer`).
 pub(super) async fn handle<S, ReqBody, ResBody>(
@@ -41,7 +39,7 @@ where
             AuthError::MethodNotAllowed {
                 allow: FORWARDED_METHODS,
             }
-            .render(accept_prefers_html(&parts.headers), None),
+            .render(Answer::for_request(&parts.headers), None),
         ));
     }
     let stripped = state.strip.strip(&mut parts.headers);
@@ -64,8 +62,8 @@ where
             path.into_rewrite(),
         ),
         Err(error) => {
-            let wants_html = accept_prefers_html(&parts.headers);
-            return Ok(wrap_own(AuthError::BadPath(error).render(wants_html, None)));
+            let answer = Answer::for_request(&parts.headers);
+            return Ok(wrap_own(AuthError::BadPath(error).render(answer, None)));
         }
     };
     if let Some(canonical) = rewrite {
@@ -74,7 +72,7 @@ where
             None => {
                 let error = AuthError::BadRequest("the normalized path is not a valid URI");
                 return Ok(wrap_own(
-                    error.render(accept_prefers_html(&parts.headers), None),
+                    error.render(Answer::for_request(&parts.headers), None),
                 ));
             }
         }
@@ -120,14 +118,12 @@ where
                                 .or_insert(HeaderValue::from_static("private"));
                             Ok(response)
                         }
-                        Err(e) => Ok(wrap_own(
-                            AuthError::from(e).render(client() == ClientKind::Browser, None),
-                        )),
+                        Err(e) => Ok(wrap_own(AuthError::from(e).render(client().answer(), None))),
                     }
                 }
                 Ok(None) => Ok(wrap_own(no_session(&state, client(), &parts).await)),
                 // Fail closed: a store we cannot read never means "allow".
-                Err(e) => Ok(wrap_own(e.render(client() == ClientKind::Browser, None))),
+                Err(e) => Ok(wrap_own(e.render(client().answer(), None))),
             }
         }
     }
@@ -140,9 +136,11 @@ async fn no_session(state: &AuthState, client: ClientKind, parts: &Parts) -> Own
     match client {
         ClientKind::Browser => routes::login::start(state, &parts.headers, return_path)
             .await
-            .unwrap_or_else(|e| e.render(true, Some(&state.login_url(&ReturnPath::default())))),
+            .unwrap_or_else(|e| {
+                e.render(Answer::Html, Some(&state.login_url(&ReturnPath::default())))
+            }),
         ClientKind::Api => {
-            AuthError::Unauthenticated.render(false, Some(&state.login_url(&return_path)))
+            AuthError::Unauthenticated.render(Answer::Json, Some(&state.login_url(&return_path)))
         }
     }
 }

@@ -33,11 +33,11 @@ use crate::{
     Identity,
     layer::{
         body::OwnResponse,
-        dispatch::accept_prefers_html,
         error::AuthError,
         respond::{add_cookie, redirect},
         state::AuthState,
     },
+    negotiate::Answer,
     session::{
         FlowCookie, FlowKey, ReturnPath, SessionRecord, flow::FLOW_CLOCK_SKEW_SECS, unix_now,
     },
@@ -61,7 +61,7 @@ pub(super) async fn callback(auth: &AuthState, parts: &Parts) -> OwnResponse {
     let result = run(auth, parts, &mut pending, &mut return_path).await;
     let mut response = result.unwrap_or_else(|error| {
         let retry = auth.login_url(return_path.as_ref().unwrap_or(&ReturnPath::default()));
-        error.render(accept_prefers_html(&parts.headers), Some(&retry))
+        error.render(Answer::for_request(&parts.headers), Some(&retry))
     });
     if had_flow_cookie {
         match pending {

@@ -26,12 +26,8 @@ use http::{Method, request::Parts};
 use tower::BoxError;
 
 use crate::{
-    layer::{
-        body::OwnResponse,
-        dispatch::{Route, accept_prefers_html},
-        error::AuthError,
-        state::AuthState,
-    },
+    layer::{body::OwnResponse, dispatch::Route, error::AuthError, state::AuthState},
+    negotiate::Answer,
     session::{FlowBinding, ReturnPath},
 };
 
@@ -65,7 +61,7 @@ where
             AuthError::CrossSiteLogout => logout::confirm_url(auth, &parts),
             _ => auth.login_url(&ReturnPath::default()),
         };
-        error.render(accept_prefers_html(&parts.headers), Some(&link))
+        error.render(Answer::for_request(&parts.headers), Some(&link))
     })
 }
 
