@@ -19,8 +19,28 @@
 //! closed (503), never "allow". Request extensions are preserved (e.g. hyper's `OnUpgrade`,
 //! which the sidecar needs for WebSockets).
 //!
-//! The response body is [`ResponseBody<B>`](body::ResponseBody): the inner body streamed
-//! untouched, or one of our own small answers; its error type is the inner body's.
+//! The response body is [`ResponseBody<B>`]: the inner body streamed untouched, or one of our
+//! own small answers; its error type is the inner body's.
+//!
+//! # Layout
+//!
+//! One file per role; imports run one way, `pipeline` → `routes` → `state`, and nothing
+//! below imports what is above it:
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `mod.rs` | [`WeChatAuthLayer`], [`WeChatAuth<S>`] (the tower `Layer` and `Service`), [`LayerSettings`] |
+//! | `builder.rs` | [`WeChatAuthLayerBuilder`], [`BuildError`]: validation, precomputed URLs |
+//! | `pipeline.rs` | the steps above for one request; the "no session" answer |
+//! | `dispatch/` | the pure decision: `path.rs` (normalization, [`SkipRule`]), `negotiate.rs` (browser or API client), `mod.rs` ([`Route`], [`dispatch()`](dispatch::dispatch)) |
+//! | `routes/` | the reserved endpoints, one file each |
+//! | `state.rs` | what every request shares (collaborators, settings, URLs) and two small queries |
+//! | `error.rs` | [`AuthError`]: one row per kind (status, code, bilingual page, link) |
+//! | `body.rs`, `respond.rs` | [`ResponseBody`]; builders of our own answers (`no-store`) |
+//! | `sanitize.rs` | removal of method overrides and protocol switches the upstream must not see |
+//!
+//! Whether an answer is a page or JSON is decided in one place for the whole crate
+//! ([`Answer`]), shared with the proxy's 502/504 pages.
 //!
 //! # Example
 //!

@@ -41,7 +41,7 @@ mod tests;
 
 use http::{HeaderMap, Method, Uri};
 
-pub(crate) use self::negotiate::client_kind;
+pub(super) use self::negotiate::client_kind;
 pub use self::negotiate::{
     ClientKind, accept_prefers_html, is_browser_navigation, is_cors_preflight,
 };
@@ -177,7 +177,7 @@ pub fn dispatch(
 /// [`dispatch`] without the client kind, which only matters when there is no session: the
 /// layer decides it lazily, so a request with a valid session never parses `Accept`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Classified {
+pub(super) enum Classified {
     Reserved(Route),
     Skip,
     /// `api_path`: the path lies under a configured API prefix (always 401, never a redirect).
@@ -188,7 +188,7 @@ pub(crate) enum Classified {
 
 /// [`dispatch`] up to the client kind, on an already [normalized](normalize_path) (decoded)
 /// path; reads no header but the preflight's.
-pub(crate) fn classify(
+pub(super) fn classify(
     method: &Method,
     path: &str,
     headers: &HeaderMap,

@@ -31,7 +31,8 @@ impl ClientKind {
 /// A CORS preflight as browsers send it (Fetch standard, "CORS-preflight fetch"): `OPTIONS`
 /// with `Origin` and `Access-Control-Request-Method`, and no body. Anything announcing a body
 /// is not a preflight; callers must also check that the body really is empty on the wire
-/// (an HTTP/2 request can send DATA frames without `content-length`), as [`dispatch`](super::dispatch) does.
+/// (an HTTP/2 request can send DATA frames without `content-length`), as
+/// [`dispatch`](super::dispatch) does.
 pub fn is_cors_preflight(method: &Method, headers: &HeaderMap) -> bool {
     let has_body = headers.contains_key(header::TRANSFER_ENCODING)
         || headers
@@ -45,7 +46,11 @@ pub fn is_cors_preflight(method: &Method, headers: &HeaderMap) -> bool {
 }
 
 /// How a protected request without a session is answered (see [`ClientKind`]).
-pub(crate) fn client_kind(api_path: bool, method: &Method, headers: &HeaderMap) -> ClientKind {
+pub(in crate::layer) fn client_kind(
+    api_path: bool,
+    method: &Method,
+    headers: &HeaderMap,
+) -> ClientKind {
     if !api_path && is_browser_navigation(method, headers) {
         ClientKind::Browser
     } else {
