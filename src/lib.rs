@@ -8,13 +8,12 @@
 
 pub mod app;
 pub mod config;
-pub mod error;
 pub mod identity;
 pub mod jwt;
 pub mod layer;
+mod negotiate;
 pub mod proxy;
 mod redis_util;
-pub mod routes;
 pub mod secret;
 pub mod server;
 pub mod session;

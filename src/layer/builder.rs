@@ -9,7 +9,7 @@ use url::Url;
 use super::{
     LayerSettings, WeChatAuthLayer,
     dispatch::{DispatchSettings, SkipRule, SkipRuleError},
-    shared::Shared,
+    state::AuthState,
 };
 use crate::{
     identity::{HeaderSettings, JwtCarrier},
@@ -233,7 +233,7 @@ impl WeChatAuthLayerBuilder {
         let callback_url = format!("{origin}{}/callback", settings.prefix);
         let strip = settings.headers.strip_list();
         Ok(WeChatAuthLayer {
-            shared: Arc::new(Shared {
+            state: Arc::new(AuthState {
                 settings,
                 dispatch,
                 strip,

@@ -14,13 +14,33 @@
 //!    else (API, XHR, POST) gets `401` JSON `{ "error": "unauthenticated", "login_url": … }`.
 //!
 //! The layer never fails with an error of its own: `Error = S::Error`, and every failure is a
-//! response (HTML for browsers, JSON for API clients, rendered by [`crate::error::AuthError`]),
+//! response (HTML for browsers, JSON for API clients, rendered by [`AuthError`]),
 //! so it works under `axum::Router::layer` without `HandleErrorLayer`. Store failures fail
 //! closed (503), never "allow". Request extensions are preserved (e.g. hyper's `OnUpgrade`,
 //! which the sidecar needs for WebSockets).
 //!
-//! The response body is [`ResponseBody<B>`](response::ResponseBody): the inner body streamed
-//! untouched, or one of our own small answers; its error type is the inner body's.
+//! The response body is [`ResponseBody<B>`]: the inner body streamed untouched, or one of our
+//! own small answers; its error type is the inner body's.
+//!
+//! # Layout
+//!
+//! One file per role; imports run one way, `pipeline` → `routes` → `state`, and nothing
+//! below imports what is above it:
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `mod.rs` | [`WeChatAuthLayer`], [`WeChatAuth<S>`] (the tower `Layer` and `Service`), [`LayerSettings`] |
+//! | `builder.rs` | [`WeChatAuthLayerBuilder`], [`BuildError`]: validation, precomputed URLs |
+//! | `pipeline.rs` | the steps above for one request; the "no session" answer |
+//! | `dispatch/` | the pure decision: `path.rs` (normalization, [`SkipRule`]), `negotiate.rs` (browser or API client), `mod.rs` ([`Route`], [`dispatch()`](dispatch::dispatch)) |
+//! | `routes/` | the reserved endpoints, one file each |
+//! | `state.rs` | what every request shares (collaborators, settings, URLs) and two small queries |
+//! | `error.rs` | [`AuthError`]: one row per kind (status, code, bilingual page, link) |
+//! | `body.rs`, `respond.rs` | [`ResponseBody`]; builders of our own answers (`no-store`) |
+//! | `sanitize.rs` | removal of method overrides and protocol switches the upstream must not see |
+//!
+//! Whether an answer is a page or JSON is decided in one place for the whole crate
+//! ([`Answer`]), shared with the proxy's 502/504 pages.
 //!
 //! # Example
 //!
@@ -57,11 +77,15 @@
 //! ```
 
 pub mod dispatch;
-pub mod response;
 
+mod body;
 mod builder;
+mod error;
+mod pipeline;
+mod respond;
+mod routes;
 mod sanitize;
-pub(crate) mod shared;
+mod state;
 
 use std::{
     sync::Arc,
@@ -75,17 +99,19 @@ use http::{Request, Response};
 use tower::{BoxError, Layer, Service};
 use url::Url;
 
+pub use self::body::{OwnResponse, ResponseBody};
 pub use self::builder::{BuildError, WeChatAuthLayerBuilder};
 pub use self::dispatch::{
     ClientKind, Decision, DispatchSettings, NormalizedPath, PathError, Route, SkipRule,
     SkipRuleError,
 };
-pub use self::response::{OwnResponse, ResponseBody};
-use self::shared::Shared;
+pub use self::error::AuthError;
+use self::state::AuthState;
 use crate::identity::HeaderSettings;
 #[cfg(doc)]
 use crate::identity::Identity;
 use crate::jwt::JwtIssuer;
+pub use crate::negotiate::Answer;
 use crate::session::{CookieCodec, SessionStore};
 use crate::wechat::Scope;
 use crate::wechat::oauth::WeChatOAuth;
@@ -143,7 +169,7 @@ fn placeholder_public_url() -> Url {
 /// configuration in one `Arc`, so cloning it (and every service it makes) is one refcount.
 #[derive(Clone, Debug)]
 pub struct WeChatAuthLayer {
-    shared: Arc<Shared>,
+    state: Arc<AuthState>,
 }
 
 impl WeChatAuthLayer {
@@ -175,20 +201,17 @@ impl WeChatAuthLayer {
 
     /// The settings the layer runs with (validated).
     pub fn settings(&self) -> &LayerSettings {
-        &self.shared.settings
+        &self.state.settings
     }
 
     /// The absolute callback URL given to WeChat (`public_url + prefix + "/callback"`).
     pub fn callback_url(&self) -> &str {
-        &self.shared.callback_url
+        &self.state.callback_url
     }
 
     /// The absolute URL of the events endpoint (the platform's 授权事件接收URL).
     pub fn events_url(&self) -> String {
-        format!(
-            "{}{}/events",
-            self.shared.origin, self.shared.settings.prefix
-        )
+        format!("{}{}/events", self.state.origin, self.state.settings.prefix)
     }
 }
 
@@ -198,7 +221,7 @@ impl<S> Layer<S> for WeChatAuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         WeChatAuth {
             inner,
-            shared: Arc::clone(&self.shared),
+            state: Arc::clone(&self.state),
         }
     }
 }
@@ -208,7 +231,7 @@ impl<S> Layer<S> for WeChatAuthLayer {
 #[derive(Clone, Debug)]
 pub struct WeChatAuth<S> {
     inner: S,
-    shared: Arc<Shared>,
+    state: Arc<AuthState>,
 }
 
 impl<S> WeChatAuth<S> {
@@ -250,7 +273,7 @@ where
         // (https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let shared = Arc::clone(&self.shared);
-        Box::pin(async move { shared.handle(request, inner).await })
+        let state = Arc::clone(&self.state);
+        Box::pin(async move { pipeline::handle(state, request, inner).await })
     }
 }

@@ -54,6 +54,7 @@ use hyper_util::{
 use ipnet::IpNet;
 use tower::Service;
 
+use crate::negotiate::Answer;
 use crate::server::{BodyTimeout, BoxError, ClientAddr};
 
 /// Body of every response [`Upstream`] returns: the upstream's streamed body, or a small error
@@ -593,13 +594,11 @@ impl Failure {
     }
 }
 
-/// A small error page: HTML when the client accepts `text/html` (a browser), JSON otherwise.
+/// A small error page: HTML when the client prefers `text/html` (a browser; the same rule as
+/// the layer's pages, [`Answer`]), JSON otherwise.
 fn error_page(failure: Failure, accept: Option<&HeaderValue>) -> Response<ProxyBody> {
     let (status, code, message) = failure.describe();
-    let wants_html = accept
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.contains("text/html"));
-    let (content_type, body) = if wants_html {
+    let (content_type, body) = if Answer::for_accept(accept) == Answer::Html {
         let reason = status.canonical_reason().unwrap_or("Error");
         (
             "text/html; charset=utf-8",
@@ -707,6 +706,14 @@ mod tests {
         );
         assert_eq!(html.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(html.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+        // The layer's rule: HTML only when preferred by q-value.
+        for accept in ["application/json, text/html;q=0.9", "text/html;q=0", "*/*"] {
+            let json = error_page(
+                Failure::Unreachable,
+                Some(&HeaderValue::from_static(accept)),
+            );
+            assert_eq!(json.headers()[CONTENT_TYPE], "application/json", "{accept}");
+        }
         let json = error_page(Failure::Timeout, None);
         assert_eq!(json.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(json.headers()[CONTENT_TYPE], "application/json");

@@ -27,7 +27,7 @@ secret_type!(
 
 secret_type!(
     /// An opaque value binding a login flow to the browser that started it (the layer derives
-    /// it from the state, see `routes::flow_binding`).
+    /// it from the state, see `layer::routes::flow_binding`).
     ///
     /// Kept in the encrypted flow cookie, which the browser can neither read nor forge.
     FlowBinding

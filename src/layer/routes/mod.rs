@@ -14,25 +14,25 @@
 //! Every failure is an [`AuthError`] rendered here, in one function, by
 //! [`AuthError::render`] (HTML when the client prefers it, JSON otherwise).
 
-pub(crate) mod callback;
-pub(crate) mod events;
-pub(crate) mod health;
-pub(crate) mod jwks;
-pub(crate) mod login;
-pub(crate) mod logout;
-pub(crate) mod whoami;
+mod callback;
+mod events;
+mod health;
+mod jwks;
+pub(super) mod login;
+mod logout;
+mod whoami;
 
 use http::{Method, request::Parts};
 use tower::BoxError;
 
 use crate::{
-    error::AuthError,
-    layer::{Route, dispatch::accept_prefers_html, response::OwnResponse, shared::Shared},
+    layer::{body::OwnResponse, dispatch::Route, error::AuthError, state::AuthState},
+    negotiate::Answer,
     session::{FlowBinding, ReturnPath},
 };
 
 /// Answers a reserved route. Never fails: errors become pages or JSON here.
-pub(crate) async fn serve<B>(shared: &Shared, route: Route, parts: Parts, body: B) -> OwnResponse
+pub(super) async fn serve<B>(auth: &AuthState, route: Route, parts: Parts, body: B) -> OwnResponse
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
@@ -41,16 +41,14 @@ where
     let method = &parts.method;
     let read_only = *method == Method::GET || *method == Method::HEAD;
     let result = match route {
-        Route::Login if read_only => login::login(shared, &parts).await,
-        Route::Callback if read_only => Ok(callback::callback(shared, &parts).await),
-        Route::Events if *method == Method::POST => events::events(shared, &parts, body).await,
-        Route::Logout if read_only || *method == Method::POST => {
-            logout::logout(shared, &parts).await
-        }
-        Route::Jwks if read_only => Ok(jwks::jwks(shared)),
-        Route::WhoAmI if read_only => whoami::whoami(shared, &parts).await,
+        Route::Login if read_only => login::login(auth, &parts).await,
+        Route::Callback if read_only => Ok(callback::callback(auth, &parts).await),
+        Route::Events if *method == Method::POST => events::events(auth, &parts, body).await,
+        Route::Logout if read_only || *method == Method::POST => logout::logout(auth, &parts).await,
+        Route::Jwks if read_only => Ok(jwks::jwks(auth)),
+        Route::WhoAmI if read_only => whoami::whoami(auth, &parts).await,
         Route::Health if read_only => Ok(health::health()),
-        Route::Ready if read_only => Ok(health::ready(shared).await),
+        Route::Ready if read_only => Ok(health::ready(auth).await),
         Route::NotFound => Err(AuthError::NotFound),
         Route::Events => Err(AuthError::MethodNotAllowed { allow: "POST" }),
         Route::Logout => Err(AuthError::MethodNotAllowed {
@@ -60,10 +58,10 @@ where
     };
     result.unwrap_or_else(|error| {
         let link = match error {
-            AuthError::CrossSiteLogout => logout::confirm_url(shared, &parts),
-            _ => shared.login_url(&ReturnPath::default()),
+            AuthError::CrossSiteLogout => logout::confirm_url(auth, &parts),
+            _ => auth.login_url(&ReturnPath::default()),
         };
-        error.render(accept_prefers_html(&parts.headers), Some(&link))
+        error.render(Answer::for_request(&parts.headers), Some(&link))
     })
 }
 
@@ -75,7 +73,7 @@ where
 /// encryption), holds the binding — before consuming anything: a state from another browser, a
 /// tampered one or a replay then never burns someone's pending login. The binding is also kept
 /// in the server-side flow and compared again after the flow is taken.
-pub(crate) fn flow_binding(state: &str) -> FlowBinding {
+pub(super) fn flow_binding(state: &str) -> FlowBinding {
     use base64::Engine as _;
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(state.as_bytes());
@@ -83,7 +81,7 @@ pub(crate) fn flow_binding(state: &str) -> FlowBinding {
 }
 
 /// The first value of a query parameter (form-decoded), if any.
-pub(crate) fn query_param(parts: &Parts, name: &str) -> Option<String> {
+pub(super) fn query_param(parts: &Parts, name: &str) -> Option<String> {
     let query = parts.uri.query()?;
     url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == name)
@@ -91,7 +89,7 @@ pub(crate) fn query_param(parts: &Parts, name: &str) -> Option<String> {
 }
 
 /// The `return` parameter as a validated same-origin path; anything refused becomes `/`.
-pub(crate) fn return_param(parts: &Parts) -> ReturnPath {
+pub(super) fn return_param(parts: &Parts) -> ReturnPath {
     match query_param(parts, "return") {
         Some(raw) => ReturnPath::parse(&raw).unwrap_or_else(|e| {
             tracing::info!(reason = %e, "refused a return path; using /");

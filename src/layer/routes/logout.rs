@@ -13,39 +13,50 @@
 
 use http::{HeaderMap, header, request::Parts};
 
-use super::{login::has_session_cookie, return_param};
-use crate::{
+use super::return_param;
+use crate::layer::{
+    body::OwnResponse,
     error::AuthError,
-    layer::{
-        response::{OwnResponse, add_cookie, redirect},
-        shared::Shared,
-    },
+    respond::{add_cookie, redirect},
+    state::AuthState,
 };
 
 /// `GET|POST logout`.
-pub(crate) async fn logout(shared: &Shared, parts: &Parts) -> Result<OwnResponse, AuthError> {
-    if started_by_another_site(&parts.headers, &shared.origin) {
+pub(super) async fn logout(auth: &AuthState, parts: &Parts) -> Result<OwnResponse, AuthError> {
+    if started_by_another_site(&parts.headers, &auth.origin) {
         return Err(AuthError::CrossSiteLogout);
     }
-    if let Some(id) = shared.cookies.read_session(&parts.headers) {
+    if let Some(id) = auth.cookies.read_session(&parts.headers) {
         // A store failure is an error page: the user must not believe they are logged out.
-        shared.sessions.delete(&id).await?;
-        shared.jwt.invalidate(id.expose_bytes()).await;
+        auth.sessions.delete(&id).await?;
+        auth.jwt.invalidate(id.expose_bytes()).await;
         tracing::info!(session = %id.fingerprint(), "logged out");
     }
     let mut response = redirect(return_param(parts).as_str());
-    if has_session_cookie(shared, &parts.headers) {
-        add_cookie(&mut response, shared.cookies.removal_cookie());
+    if has_session_cookie(auth, &parts.headers) {
+        add_cookie(&mut response, auth.cookies.removal_cookie());
     }
     Ok(response)
 }
 
 /// The same-origin link that confirms a refused cross-site logout (same `return` path).
-pub(crate) fn confirm_url(shared: &Shared, parts: &Parts) -> String {
+pub(super) fn confirm_url(auth: &AuthState, parts: &Parts) -> String {
     let query: String = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("return", return_param(parts).as_str())
         .finish();
-    format!("{}/logout?{query}", shared.settings.prefix)
+    format!("{}/logout?{query}", auth.settings.prefix)
+}
+
+/// Whether the request carries a cookie named like our session cookie (valid or not).
+fn has_session_cookie(auth: &AuthState, headers: &HeaderMap) -> bool {
+    let name = auth.cookies.session_cookie_name();
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .any(|c| c.name() == name)
 }
 
 /// Whether the browser says another site started this request (see the module docs).

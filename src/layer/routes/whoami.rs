@@ -3,17 +3,11 @@
 
 use http::{StatusCode, request::Parts};
 
-use crate::{
-    error::AuthError,
-    layer::{
-        response::{OwnResponse, json},
-        shared::Shared,
-    },
-};
+use crate::layer::{body::OwnResponse, error::AuthError, respond::json, state::AuthState};
 
 /// `GET whoami`.
-pub(crate) async fn whoami(shared: &Shared, parts: &Parts) -> Result<OwnResponse, AuthError> {
-    match shared.session(&parts.headers).await? {
+pub(super) async fn whoami(auth: &AuthState, parts: &Parts) -> Result<OwnResponse, AuthError> {
+    match auth.session(&parts.headers).await? {
         Some((_, record)) => {
             let mut body = serde_json::to_value(&record.identity)
                 .map_err(|_| AuthError::Internal("identity does not serialize"))?;

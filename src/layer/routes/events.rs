@@ -13,11 +13,7 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use tower::BoxError;
 
 use crate::{
-    error::AuthError,
-    layer::{
-        response::{OwnResponse, text},
-        shared::Shared,
-    },
+    layer::{body::OwnResponse, error::AuthError, respond::text, state::AuthState},
     wechat::{
         error::WeChatError,
         events::{MAX_PUSH_BODY, PushError, PushQuery},
@@ -25,8 +21,8 @@ use crate::{
 };
 
 /// `POST events`.
-pub(crate) async fn events<B>(
-    shared: &Shared,
+pub(super) async fn events<B>(
+    auth: &AuthState,
     parts: &Parts,
     body: B,
 ) -> Result<OwnResponse, AuthError>
@@ -35,7 +31,7 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    if shared.wechat.component_appid().is_none() {
+    if auth.wechat.component_appid().is_none() {
         return Err(AuthError::NotFound);
     }
     let query = PushQuery::from_query(parts.uri.query().unwrap_or(""))
@@ -45,6 +41,6 @@ where
         Err(e) if e.is::<LengthLimitError>() => return Err(AuthError::PayloadTooLarge),
         Err(_) => return Err(AuthError::BadRequest("unreadable request body")),
     };
-    shared.wechat.accept_push(&query, &body).await?;
+    auth.wechat.accept_push(&query, &body).await?;
     Ok(text(StatusCode::OK, "success"))
 }

@@ -21,63 +21,52 @@ use rand::{Rng as _, distributions::Alphanumeric, rngs::OsRng};
 
 use super::return_param;
 use crate::{
-    error::AuthError,
     layer::{
-        response::{OwnResponse, add_cookie, redirect},
-        shared::Shared,
+        body::OwnResponse,
+        error::AuthError,
+        respond::{add_cookie, redirect},
+        state::AuthState,
     },
     session::{LoginFlow, ReturnPath, unix_now},
     wechat::OAuthState,
 };
 
 /// Length of a generated OAuth state.
-pub(crate) const STATE_LEN: usize = 32;
+pub(super) const STATE_LEN: usize = 32;
 
 /// `GET login?return=/path`.
-pub(crate) async fn login(shared: &Shared, parts: &Parts) -> Result<OwnResponse, AuthError> {
-    start(shared, &parts.headers, return_param(parts)).await
+pub(super) async fn login(auth: &AuthState, parts: &Parts) -> Result<OwnResponse, AuthError> {
+    start(auth, &parts.headers, return_param(parts)).await
 }
 
 /// Starts a login flow that ends on `return_path`: 302 to WeChat, flow cookie set. Writes
 /// nothing on the server.
-pub(crate) async fn start(
-    shared: &Shared,
+pub(in crate::layer) async fn start(
+    auth: &AuthState,
     headers: &HeaderMap,
     return_path: ReturnPath,
 ) -> Result<OwnResponse, AuthError> {
     // Fail fast: no point asking the user to consent to a login that cannot complete.
-    shared.wechat.ensure_login_possible().await?;
+    auth.wechat.ensure_login_possible().await?;
 
     let state: String = (0..STATE_LEN)
         .map(|_| char::from(OsRng.sample(Alphanumeric)))
         .collect();
     let now = unix_now();
-    let mut pending = shared.cookies.read_flow(headers).unwrap_or_default();
-    pending.remove_expired(now, shared.settings.flow_ttl);
+    let mut pending = auth.cookies.read_flow(headers).unwrap_or_default();
+    pending.remove_expired(now, auth.settings.flow_ttl);
     pending.push(LoginFlow {
         binding: super::flow_binding(&state),
         return_path,
         created_at: now,
     });
 
-    let url = shared.wechat.authorize_url(
-        &shared.callback_url,
-        shared.settings.scope,
+    let url = auth.wechat.authorize_url(
+        &auth.callback_url,
+        auth.settings.scope,
         &OAuthState::new(state),
     );
     let mut response = redirect(&url);
-    add_cookie(&mut response, shared.cookies.flow_cookie(&pending));
+    add_cookie(&mut response, auth.cookies.flow_cookie(&pending));
     Ok(response)
-}
-
-/// Whether the request carries a cookie named like our session cookie (valid or not).
-pub(crate) fn has_session_cookie(shared: &Shared, headers: &HeaderMap) -> bool {
-    let name = shared.cookies.session_cookie_name();
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(cookie::Cookie::split_parse)
-        .filter_map(Result::ok)
-        .any(|c| c.name() == name)
 }

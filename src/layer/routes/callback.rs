@@ -31,12 +31,13 @@ use http::request::Parts;
 use super::query_param;
 use crate::{
     Identity,
-    error::AuthError,
     layer::{
-        dispatch::accept_prefers_html,
-        response::{OwnResponse, add_cookie, redirect},
-        shared::Shared,
+        body::OwnResponse,
+        error::AuthError,
+        respond::{add_cookie, redirect},
+        state::AuthState,
     },
+    negotiate::Answer,
     session::{
         FlowCookie, FlowKey, ReturnPath, SessionRecord, flow::FLOW_CLOCK_SKEW_SECS, unix_now,
     },
@@ -53,26 +54,26 @@ const MAX_STATE_LEN: usize = 64;
 
 /// `GET callback`. Always answers (errors are rendered here so the flow cookie is updated on
 /// every outcome).
-pub(crate) async fn callback(shared: &Shared, parts: &Parts) -> OwnResponse {
-    let mut pending = shared.cookies.read_flow(&parts.headers);
+pub(super) async fn callback(auth: &AuthState, parts: &Parts) -> OwnResponse {
+    let mut pending = auth.cookies.read_flow(&parts.headers);
     let had_flow_cookie = pending.is_some();
     let mut return_path = None;
-    let result = run(shared, parts, &mut pending, &mut return_path).await;
+    let result = run(auth, parts, &mut pending, &mut return_path).await;
     let mut response = result.unwrap_or_else(|error| {
-        let retry = shared.login_url(return_path.as_ref().unwrap_or(&ReturnPath::default()));
-        error.render(accept_prefers_html(&parts.headers), Some(&retry))
+        let retry = auth.login_url(return_path.as_ref().unwrap_or(&ReturnPath::default()));
+        error.render(Answer::for_request(&parts.headers), Some(&retry))
     });
     if had_flow_cookie {
         match pending {
-            Some(p) if !p.is_empty() => add_cookie(&mut response, shared.cookies.flow_cookie(&p)),
-            _ => add_cookie(&mut response, shared.cookies.flow_removal_cookie()),
+            Some(p) if !p.is_empty() => add_cookie(&mut response, auth.cookies.flow_cookie(&p)),
+            _ => add_cookie(&mut response, auth.cookies.flow_removal_cookie()),
         }
     }
     response
 }
 
 async fn run(
-    shared: &Shared,
+    auth: &AuthState,
     parts: &Parts,
     pending: &mut Option<FlowCookie>,
     return_path: &mut Option<ReturnPath>,
@@ -86,13 +87,13 @@ async fn run(
         .ok_or(AuthError::InvalidState)?;
     let binding = super::flow_binding(&state);
     let key = FlowKey::new(state);
-    let flow_ttl = shared.settings.flow_ttl;
+    let flow_ttl = auth.settings.flow_ttl;
 
     // Does this browser hold the state (its encrypted flow cookie lists the binding), and is the
     // flow still young enough? Checked before anything is consumed: another browser's state, a
     // tampered one or a bare replay of someone's callback URL must never burn their login.
     let Some(flow) = pending.as_ref().and_then(|p| p.find(&binding)).cloned() else {
-        if shared.sessions.completed(&key).await?.is_some() {
+        if auth.sessions.completed(&key).await?.is_some() {
             tracing::info!(
                 "callback for a completed login (reload or duplicate); no second session"
             );
@@ -113,13 +114,13 @@ async fn run(
     // Redeem the state: once, on any instance. The marker outlives the flow (its remaining
     // lifetime plus clock slack), so the same cookie and state can never be redeemed twice.
     let marker_ttl = flow_ttl + Duration::from_secs(2 * FLOW_CLOCK_SKEW_SECS + 1);
-    if !shared.sessions.consume_flow(&key, marker_ttl).await? {
+    if !auth.sessions.consume_flow(&key, marker_ttl).await? {
         // This browser holds the state but it was redeemed already: a duplicate callback
         // (WeChat's double load, a double click) racing the first one, or a replay. Give the
         // first one a bounded moment to finish, then send the browser on without a second
         // session.
         for _ in 0..DUPLICATE_TRIES {
-            if shared.sessions.completed(&key).await?.is_some() {
+            if auth.sessions.completed(&key).await?.is_some() {
                 tracing::info!("duplicate callback for a completed login; no second session");
                 return Ok(redirect("/"));
             }
@@ -136,17 +137,17 @@ async fn run(
         tracing::info!("the user refused the authorization");
         return Err(AuthError::LoginRefused);
     };
-    if shared.wechat.component_appid().is_some() {
+    if auth.wechat.component_appid().is_some() {
         let appid = query_param(parts, "appid");
-        if appid.as_deref() != Some(shared.wechat.authorizer_appid().as_str()) {
+        if appid.as_deref() != Some(auth.wechat.authorizer_appid().as_str()) {
             tracing::warn!("callback appid does not match the configured authorizer appid");
             return Err(AuthError::AppIdMismatch);
         }
     }
 
     // One deadline for everything that waits on WeChat; nothing is stored when it runs out.
-    let deadline = shared.wechat.login_deadline();
-    let identity = tokio::time::timeout(deadline, fetch_identity(shared, code))
+    let deadline = auth.wechat.login_deadline();
+    let identity = tokio::time::timeout(deadline, fetch_identity(auth, code))
         .await
         .map_err(|_| {
             tracing::warn!(
@@ -158,12 +159,12 @@ async fn run(
             }
         })??;
 
-    if let Some(old) = shared.cookies.read_session(&parts.headers) {
-        shared.sessions.delete(&old).await?;
-        shared.jwt.invalidate(old.expose_bytes()).await;
+    if let Some(old) = auth.cookies.read_session(&parts.headers) {
+        auth.sessions.delete(&old).await?;
+        auth.jwt.invalidate(old.expose_bytes()).await;
     }
-    let id = shared.sessions.create(SessionRecord::new(identity)).await?;
-    if let Err(e) = shared
+    let id = auth.sessions.create(SessionRecord::new(identity)).await?;
+    if let Err(e) = auth
         .sessions
         .remember_completed(&key, &id, marker_ttl)
         .await
@@ -173,13 +174,13 @@ async fn run(
     }
     tracing::info!(session = %id.fingerprint(), "login completed");
     let mut response = redirect(flow.return_path.as_str());
-    add_cookie(&mut response, shared.cookies.session_cookie(&id));
+    add_cookie(&mut response, auth.cookies.session_cookie(&id));
     Ok(response)
 }
 
 /// The code exchange and, when the scope allows it, the profile: the user's identity.
-async fn fetch_identity(shared: &Shared, code: String) -> Result<Identity, AuthError> {
-    let token = shared
+async fn fetch_identity(auth: &AuthState, code: String) -> Result<Identity, AuthError> {
+    let token = auth
         .wechat
         .exchange_code(&AuthorizationCode::new(code))
         .await?;
@@ -187,12 +188,11 @@ async fn fetch_identity(shared: &Shared, code: String) -> Result<Identity, AuthE
         tracing::info!("snapshot-mode user; no session created");
         return Err(AuthError::SnapshotUser);
     }
-    let appid = shared.wechat.authorizer_appid().as_str().to_owned();
+    let appid = auth.wechat.authorizer_appid().as_str().to_owned();
     // Profile only when we asked for it and WeChat granted it (else snsapi_base: openid only).
-    let wants_profile =
-        shared.settings.scope == Scope::UserInfo && token.has_scope(Scope::UserInfo);
+    let wants_profile = auth.settings.scope == Scope::UserInfo && token.has_scope(Scope::UserInfo);
     Ok(if wants_profile {
-        let info = shared.wechat.user_info(&token).await?;
+        let info = auth.wechat.user_info(&token).await?;
         Identity {
             openid: info.openid.as_str().to_owned(),
             unionid: info

@@ -7,18 +7,19 @@
 use http::StatusCode;
 
 use crate::layer::{
-    response::{OwnResponse, json, text},
-    shared::Shared,
+    body::OwnResponse,
+    respond::{json, text},
+    state::AuthState,
 };
 
 /// `GET health`.
-pub(crate) fn health() -> OwnResponse {
+pub(super) fn health() -> OwnResponse {
     text(StatusCode::OK, "ok")
 }
 
 /// `GET ready`: 200 `{"ready":true,"reasons":[]}` or 503 with the reasons (no secrets).
-pub(crate) async fn ready(shared: &Shared) -> OwnResponse {
-    let (store, wechat) = tokio::join!(shared.sessions.ping(), shared.wechat.readiness());
+pub(super) async fn ready(auth: &AuthState) -> OwnResponse {
+    let (store, wechat) = tokio::join!(auth.sessions.ping(), auth.wechat.readiness());
     let mut reasons = Vec::new();
     if let Err(e) = store {
         tracing::warn!(error = %e, "session store not ready");
