@@ -11,14 +11,16 @@ use std::sync::Arc;
 
 use tower::Layer;
 
-use crate::config::{Config, ConfigProblem, ResolvedSecrets, StoreKind};
+use crate::config::{Config, ConfigProblem, ResolvedSecrets};
 use crate::jwt::JwtIssuer;
 use crate::layer::WeChatAuthLayer;
 use crate::proxy::Upstream;
 use crate::server::{self, ServerSettings};
 use crate::session::{CookieCodec, MemoryStore, SessionStore};
 use crate::wechat::oauth::WeChatOAuth;
-use crate::wechat::persist::{FileStore, MemoryPlatformStore, PlatformStore};
+use crate::wechat::persist::{MemoryPlatformStore, PlatformStore};
+
+mod stores;
 
 #[cfg(feature = "sim")]
 mod dev;
@@ -114,10 +116,10 @@ pub async fn run(
         &config,
         &secrets,
         dev.sim_url(),
-        platform_store(&config).await?,
+        stores::platform_store(&config).await?,
     )?;
     let _refresher = wechat.start_background();
-    let sessions = session_store(&config).await?;
+    let sessions = stores::session_store(&config).await?;
     let (cookies, jwt) = codecs(&config, &secrets)?;
     dev.prefill(&config, sessions.as_ref(), &cookies).await?;
     let layer = auth_layer(&config, wechat, sessions, cookies, jwt)?;
@@ -168,12 +170,7 @@ pub async fn run(
 /// The first [`AppError::Setup`] start-up would stop with.
 pub fn check(config: &Config, secrets: &ResolvedSecrets) -> Result<(), AppError> {
     let wechat = wechat(config, secrets, None, Arc::new(MemoryPlatformStore::new()))?;
-    if config.session.store == StoreKind::Redis {
-        #[cfg(feature = "redis")]
-        config.session.redis_url().map_err(refused("session"))?;
-        #[cfg(not(feature = "redis"))]
-        return Err(redis_not_built());
-    }
+    stores::check(config)?;
     let (cookies, jwt) = codecs(config, secrets)?;
     let sessions = Arc::new(MemoryStore::new(config.session.session_settings()));
     auth_layer(config, wechat, sessions, cookies, jwt)?;
@@ -233,54 +230,6 @@ fn auth_layer(
 /// The upstream proxy, from `[server]` and `[upstream]`.
 fn upstream(config: &Config, url: url::Url) -> Result<Upstream, AppError> {
     Upstream::new(config.proxy_settings(url)).map_err(|e| setup("proxy")(e.to_string()))
-}
-
-async fn session_store(config: &Config) -> Result<Arc<dyn SessionStore>, AppError> {
-    let settings = config.session.session_settings();
-    match config.session.store {
-        StoreKind::Memory => Ok(Arc::new(MemoryStore::new(settings))),
-        #[cfg(feature = "redis")]
-        StoreKind::Redis => {
-            let url = config.session.redis_url().map_err(refused("session"))?;
-            let store = crate::session::redis::RedisSessionStore::new(
-                url.expose_secret(),
-                REDIS_PREFIX,
-                settings,
-            )
-            .await
-            .map_err(|e| setup("session")(e.to_string()))?;
-            Ok(Arc::new(store))
-        }
-        #[cfg(not(feature = "redis"))]
-        StoreKind::Redis => Err(redis_not_built()),
-    }
-}
-
-#[cfg(not(feature = "redis"))]
-fn redis_not_built() -> AppError {
-    setup("session")("store = \"redis\" needs a build with the `redis` feature".into())
-}
-
-/// Key prefix of everything this proxy keeps in Redis.
-#[cfg(feature = "redis")]
-const REDIS_PREFIX: &str = "wxauth:";
-
-/// The platform store: the state directory by default; Redis when sessions are in Redis, so
-/// that every instance shares one ticket, one token and one refresh lock.
-async fn platform_store(config: &Config) -> Result<Arc<dyn PlatformStore>, AppError> {
-    #[cfg(feature = "redis")]
-    if config.session.store == StoreKind::Redis {
-        let url = config.session.redis_url().map_err(refused("session"))?;
-        let store =
-            crate::wechat::redis::RedisPlatformStore::new(url.expose_secret(), REDIS_PREFIX)
-                .await
-                .map_err(|e| setup("wechat")(e.to_string()))?;
-        return Ok(Arc::new(store));
-    }
-    Ok(Arc::new(
-        FileStore::new(config.server.state_dir.clone())
-            .map_err(|e| setup("state_dir")(e.to_string()))?,
-    ))
 }
 
 #[cfg(test)]
