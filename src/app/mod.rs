@@ -1,0 +1,276 @@
+//! The composition root of the sidecar: turns a loaded [`Config`] into running parts.
+//!
+//! `run` is config → build → serve. The translations from each configuration section to the
+//! settings struct of the module it configures live with the section (`src/config/*`; modules
+//! never read the configuration themselves); here they are only wired together. Everything
+//! `[dev]` starts (the simulated WeChat, its ticket pusher, the demo upstream, benchmark
+//! sessions — loopback only) is in [`dev`], compiled with the `sim` feature.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tower::Layer;
+
+use crate::config::{Config, ConfigProblem, ResolvedSecrets};
+use crate::jwt::JwtIssuer;
+use crate::layer::WeChatAuthLayer;
+use crate::proxy::Upstream;
+use crate::server::{self, ServerSettings};
+use crate::session::{CookieCodec, MemoryStore, SessionStore};
+use crate::wechat::oauth::WeChatOAuth;
+use crate::wechat::persist::{MemoryPlatformStore, PlatformStore};
+
+mod stores;
+
+#[cfg(feature = "sim")]
+mod dev;
+
+/// `[dev]` without the `sim` feature: nothing runs, and asking for it is refused at start-up.
+#[cfg(not(feature = "sim"))]
+mod dev {
+    use super::{AppError, setup};
+    use crate::config::{Config, ResolvedSecrets};
+    use crate::session::{CookieCodec, SessionStore};
+
+    #[derive(Debug)]
+    pub(super) struct DevServices;
+
+    impl DevServices {
+        pub(super) async fn start(config: &Config, _: &ResolvedSecrets) -> Result<Self, AppError> {
+            if config.dev.enabled() {
+                return Err(setup("dev")(
+                    "[dev] needs a build with the `sim` feature (on by default)".into(),
+                ));
+            }
+            Ok(DevServices)
+        }
+        pub(super) fn sim_url(&self) -> Option<url::Url> {
+            None
+        }
+        pub(super) fn upstream_url(&self) -> Option<url::Url> {
+            None
+        }
+        pub(super) async fn prefill(
+            &self,
+            _: &Config,
+            _: &dyn SessionStore,
+            _: &CookieCodec,
+        ) -> Result<(), AppError> {
+            Ok(())
+        }
+        pub(super) fn start_pusher(&self, _: &Config, _: std::net::SocketAddr) {}
+        pub(super) async fn shutdown(self) {}
+    }
+}
+
+/// Why the sidecar could not start or stopped serving. Messages carry no secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A part could not be built from the configuration.
+    #[error("{part}: {message}")]
+    Setup {
+        /// Which part (`wechat`, `jwt`, `session`, `proxy`, `dev`…).
+        part: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// Binding or serving failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn setup(part: &'static str) -> impl FnOnce(String) -> AppError {
+    move |message| AppError::Setup { part, message }
+}
+
+/// A configuration problem found while building `part`.
+fn refused(part: &'static str) -> impl FnOnce(ConfigProblem) -> AppError {
+    move |problem| setup(part)(problem.to_string())
+}
+
+/// Runs the sidecar with an already validated configuration until `shutdown` resolves, then
+/// drains in-flight requests (bounded by `server.shutdown_grace_secs`).
+pub async fn run(
+    config: Config,
+    secrets: ResolvedSecrets,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| AppError::Io {
+            context: format!("cannot listen on {}", config.server.listen),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| AppError::Io {
+        context: "listener address".into(),
+        source,
+    })?;
+
+    let dev = dev::DevServices::start(&config, &secrets).await?;
+    let wechat = wechat(
+        &config,
+        &secrets,
+        dev.sim_url(),
+        stores::platform_store(&config).await?,
+    )?;
+    let _refresher = wechat.start_background();
+    let sessions = stores::session_store(&config).await?;
+    let (cookies, jwt) = codecs(&config, &secrets)?;
+    dev.prefill(&config, sessions.as_ref(), &cookies).await?;
+    let layer = auth_layer(&config, wechat, sessions, cookies, jwt)?;
+
+    let upstream_url = config
+        .server
+        .upstream
+        .clone()
+        .or_else(|| dev.upstream_url())
+        .ok_or_else(|| setup("server")("server.upstream is not set".into()))?;
+    let service = layer.layer(upstream(&config, upstream_url.clone())?);
+
+    dev.start_pusher(&config, local);
+    tracing::info!(
+        listen = %local,
+        public_url = %config.server.public_url,
+        upstream = %upstream_url,
+        "wechat-oauth-proxy listening"
+    );
+    if config.dev.enabled() {
+        tracing::warn!(
+            "DEVELOPMENT MODE: simulated WeChat and demo upstream in-process, loopback only — open {}",
+            config.server.public_url
+        );
+    }
+
+    let served = server::serve(
+        listener,
+        service,
+        ServerSettings::from(&config.server),
+        shutdown,
+    )
+    .await;
+    dev.shutdown().await;
+    served.map_err(|source| AppError::Io {
+        context: "serving".into(),
+        source,
+    })
+}
+
+/// Builds everything [`run`] builds from the configuration alone — WeChat client settings,
+/// cookie codec, JWT keys, the layer (prefix, skip rules, public URL, API prefixes) and the
+/// upstream — with the same functions but without any I/O (no socket, no store, no network;
+/// in-memory stand-ins for the stores), so that `--check` refuses exactly what start-up
+/// refuses. `main` calls it before [`run`] too.
+///
+/// # Errors
+/// The first [`AppError::Setup`] start-up would stop with.
+pub fn check(config: &Config, secrets: &ResolvedSecrets) -> Result<(), AppError> {
+    let wechat = wechat(config, secrets, None, Arc::new(MemoryPlatformStore::new()))?;
+    stores::check(config)?;
+    let (cookies, jwt) = codecs(config, secrets)?;
+    let sessions = Arc::new(MemoryStore::new(config.session.session_settings()));
+    auth_layer(config, wechat, sessions, cookies, jwt)?;
+    if let Some(url) = &config.server.upstream {
+        upstream(config, url.clone())?;
+    }
+    Ok(())
+}
+
+/// The WeChat side, calling the simulated WeChat at `sim_url` in development mode.
+fn wechat(
+    config: &Config,
+    secrets: &ResolvedSecrets,
+    sim_url: Option<url::Url>,
+    platform_store: Arc<dyn PlatformStore>,
+) -> Result<WeChatOAuth, AppError> {
+    let w = &config.wechat;
+    let api_base = sim_url.clone().unwrap_or_else(|| w.api_base_url.clone());
+    let open_base = sim_url.unwrap_or_else(|| w.open_base_url.clone());
+    let settings = w
+        .settings(secrets, api_base, open_base)
+        .map_err(refused("wechat"))?;
+    Ok(WeChatOAuth::new(settings, platform_store)
+        .map_err(|e| setup("wechat")(e.to_string()))?
+        .with_login_deadline(w.login_deadline()))
+}
+
+/// The cookie codec and the JWT issuer, both keyed from the master secret.
+fn codecs(
+    config: &Config,
+    secrets: &ResolvedSecrets,
+) -> Result<(CookieCodec, JwtIssuer), AppError> {
+    let master = secrets
+        .master_secret
+        .as_ref()
+        .ok_or_else(|| setup("session")("session.master_secret is missing".into()))?;
+    let cookies = CookieCodec::new(master, config.session.cookie_settings())
+        .map_err(|e| setup("session")(e.to_string()))?;
+    let jwt_settings = config.jwt.settings(secrets).map_err(refused("jwt"))?;
+    let jwt = JwtIssuer::new(jwt_settings, master).map_err(|e| setup("jwt")(e.to_string()))?;
+    Ok((cookies, jwt))
+}
+
+/// The authentication layer, from `[auth]`, `server.public_url` and the `[jwt]` headers.
+fn auth_layer(
+    config: &Config,
+    wechat: WeChatOAuth,
+    sessions: Arc<dyn SessionStore>,
+    cookies: CookieCodec,
+    jwt: JwtIssuer,
+) -> Result<WeChatAuthLayer, AppError> {
+    let settings = config.layer_settings().map_err(refused("jwt"))?;
+    WeChatAuthLayer::new(settings, wechat, sessions, cookies, jwt)
+        .map_err(|e| setup("auth")(e.to_string()))
+}
+
+/// The upstream proxy, from `[server]` and `[upstream]`.
+fn upstream(config: &Config, url: url::Url) -> Result<Upstream, AppError> {
+    Upstream::new(config.proxy_settings(url)).map_err(|e| setup("proxy")(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, path::Path};
+
+    use super::*;
+    use crate::identity::JwtCarrier;
+
+    fn shipped_config_with(edit: impl Fn(String) -> String) -> (Config, ResolvedSecrets) {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+            .expect("shipped config.toml");
+        Config::from_toml_str(&edit(text), Path::new("."), &HashMap::new()).expect("valid config")
+    }
+
+    #[test]
+    fn authorization_carrier_caches_the_bearer_value_whole() {
+        let (config, secrets) =
+            shipped_config_with(|t| t.replace("[jwt]\n", "[jwt]\nheader = \"Authorization\"\n"));
+        let settings = config.jwt.settings(&secrets).expect("jwt settings");
+        assert_eq!(settings.value_prefix, "Bearer ");
+        assert_eq!(
+            config.layer_settings().expect("layer settings").headers.jwt,
+            JwtCarrier::AuthorizationBearer
+        );
+
+        let (config, secrets) = shipped_config_with(|t| t);
+        assert_eq!(config.jwt.settings(&secrets).expect("jwt").value_prefix, "");
+    }
+
+    #[test]
+    fn prefill_is_refused_outside_the_simulated_setup() {
+        let (config, _) =
+            shipped_config_with(|t| t.replace("[dev]\n", "[dev]\nprefill_sessions = 10\n"));
+        assert_eq!(config.dev.prefill_sessions, 10);
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+            .expect("shipped config.toml")
+            .replace("[dev]\n", "[dev]\nprefill_sessions = 10\n")
+            .replace("simulate_wechat = true", "simulate_wechat = false");
+        let err = Config::from_toml_str(&text, Path::new("."), &HashMap::new())
+            .expect_err("refused without the simulator");
+        assert!(err.to_string().contains("dev.prefill_sessions"), "{err}");
+    }
+}

@@ -1,0 +1,112 @@
+//! Where sessions and the platform state (ticket, component token) live: in memory and the
+//! state directory, or in Redis (feature `redis`) so that several instances share them.
+
+use std::sync::Arc;
+
+use super::{AppError, setup};
+use crate::config::{Config, StoreKind};
+use crate::session::{MemoryStore, SessionStore};
+use crate::wechat::persist::{FileStore, PlatformStore};
+
+/// The session store of `session.store`.
+pub(super) async fn session_store(config: &Config) -> Result<Arc<dyn SessionStore>, AppError> {
+    let settings = config.session.session_settings();
+    match config.session.store {
+        StoreKind::Memory => Ok(Arc::new(MemoryStore::new(settings))),
+        StoreKind::Redis => redis::session_store(config, settings).await,
+    }
+}
+
+/// The platform store: the state directory by default; Redis when sessions are in Redis, so
+/// that every instance shares one ticket, one token and one refresh lock.
+pub(super) async fn platform_store(config: &Config) -> Result<Arc<dyn PlatformStore>, AppError> {
+    match config.session.store {
+        StoreKind::Memory => Ok(Arc::new(
+            FileStore::new(config.server.state_dir.clone())
+                .map_err(|e| setup("state_dir")(e.to_string()))?,
+        )),
+        StoreKind::Redis => redis::platform_store(config).await,
+    }
+}
+
+/// What [`session_store`] and [`platform_store`] would refuse before connecting anywhere.
+pub(super) fn check(config: &Config) -> Result<(), AppError> {
+    match config.session.store {
+        StoreKind::Memory => Ok(()),
+        StoreKind::Redis => redis::check(config),
+    }
+}
+
+#[cfg(feature = "redis")]
+mod redis {
+    use std::sync::Arc;
+
+    use super::super::{AppError, refused, setup};
+    use crate::config::Config;
+    use crate::session::redis::RedisSessionStore;
+    use crate::session::{SessionSettings, SessionStore};
+    use crate::wechat::persist::PlatformStore;
+    use crate::wechat::redis::RedisPlatformStore;
+
+    /// Key prefix of everything this proxy keeps in Redis.
+    const REDIS_PREFIX: &str = "wxauth:";
+
+    pub(super) async fn session_store(
+        config: &Config,
+        settings: SessionSettings,
+    ) -> Result<Arc<dyn SessionStore>, AppError> {
+        let url = config.session.redis_url().map_err(refused("session"))?;
+        let store = RedisSessionStore::new(url.expose_secret(), REDIS_PREFIX, settings)
+            .await
+            .map_err(|e| setup("session")(e.to_string()))?;
+        Ok(Arc::new(store))
+    }
+
+    pub(super) async fn platform_store(
+        config: &Config,
+    ) -> Result<Arc<dyn PlatformStore>, AppError> {
+        let url = config.session.redis_url().map_err(refused("session"))?;
+        let store = RedisPlatformStore::new(url.expose_secret(), REDIS_PREFIX)
+            .await
+            .map_err(|e| setup("wechat")(e.to_string()))?;
+        Ok(Arc::new(store))
+    }
+
+    pub(super) fn check(config: &Config) -> Result<(), AppError> {
+        config
+            .session
+            .redis_url()
+            .map(drop)
+            .map_err(refused("session"))
+    }
+}
+
+/// `store = "redis"` without the `redis` feature: refused.
+#[cfg(not(feature = "redis"))]
+mod redis {
+    use std::sync::Arc;
+
+    use super::super::{AppError, setup};
+    use crate::config::Config;
+    use crate::session::{SessionSettings, SessionStore};
+    use crate::wechat::persist::PlatformStore;
+
+    fn not_built() -> AppError {
+        setup("session")("store = \"redis\" needs a build with the `redis` feature".into())
+    }
+
+    pub(super) async fn session_store(
+        _: &Config,
+        _: SessionSettings,
+    ) -> Result<Arc<dyn SessionStore>, AppError> {
+        Err(not_built())
+    }
+
+    pub(super) async fn platform_store(_: &Config) -> Result<Arc<dyn PlatformStore>, AppError> {
+        Err(not_built())
+    }
+
+    pub(super) fn check(_: &Config) -> Result<(), AppError> {
+        Err(not_built())
+    }
+}

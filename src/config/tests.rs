@@ -1,0 +1,278 @@
+//! The configuration tests: loading, defaults, every problem at once, secrets.
+
+use super::*;
+
+const AES: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+fn good() -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:8080"
+public_url = "https://auth.example.com"
+upstream = "http://127.0.0.1:3000"
+
+[wechat]
+mode = "component"
+appid = "wxa1b2c3d4e5f60708"
+component_appid = "wx0123456789abcdef"
+component_secret = "component-secret-value-1234"
+message_token = "component_token_demo"
+encoding_aes_key = "{AES}"
+
+[session]
+master_secret = "0123456789abcdef0123456789abcdef-master"
+"#
+    )
+}
+
+fn env() -> HashMap<String, String> {
+    HashMap::new()
+}
+
+#[test]
+fn good_config_loads() {
+    let (cfg, secrets) = Config::from_toml_str(&good(), Path::new("."), &env()).unwrap();
+    assert_eq!(cfg.auth.prefix, "/_wxauth");
+    assert_eq!(cfg.jwt.header, "X-WeChat-Jwt");
+    assert_eq!(cfg.wechat.login_deadline_ms, 10_000);
+    assert_eq!(
+        secrets.component_secret.unwrap().expose_secret(),
+        "component-secret-value-1234"
+    );
+}
+
+#[test]
+fn upstream_section_is_optional_and_strict() {
+    let (cfg, _) = Config::from_toml_str(&good(), Path::new("."), &env()).unwrap();
+    assert!(!cfg.upstream.allow_underscores_in_headers);
+    let text = format!(
+        "{}
+[upstream]
+allow_underscores_in_headers = true
+",
+        good()
+    );
+    let (cfg, _) = Config::from_toml_str(&text, Path::new("."), &env()).unwrap();
+    assert!(cfg.upstream.allow_underscores_in_headers);
+    let text = format!(
+        "{}
+[upstream]
+allow_underscore = true
+",
+        good()
+    );
+    assert!(Config::from_toml_str(&text, Path::new("."), &env()).is_err());
+}
+
+#[test]
+fn login_deadline_is_bounded() {
+    for (value, ok) in [
+        ("2500", true),
+        ("0", false),
+        ("99", false),
+        ("120001", false),
+    ] {
+        let text = good().replace(
+            "[session]",
+            &format!("login_deadline_ms = {value}\n\n[session]"),
+        );
+        let result = Config::from_toml_str(&text, Path::new("."), &env());
+        match result {
+            Ok((cfg, _)) => {
+                assert!(ok, "{value} accepted");
+                assert_eq!(cfg.wechat.login_deadline_ms.to_string(), value);
+            }
+            Err(e) => {
+                assert!(!ok, "{value} refused: {e}");
+                assert!(e.to_string().contains("wechat.login_deadline_ms"), "{e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn unknown_key_is_refused() {
+    let text = good().replace("[session]", "[session]\ncookie_nmae = \"x\"");
+    let err = Config::from_toml_str(&text, Path::new("."), &env()).unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.contains("cookie_nmae"), "{shown}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_key() {
+    let text = good()
+        .replace("wx0123456789abcdef", "not-an-appid")
+        .replace(AES, "short")
+        .replace("0123456789abcdef0123456789abcdef-master", "tiny")
+        .replace("https://auth.example.com", "http://auth.example.com");
+    let err = Config::from_toml_str(&text, Path::new("."), &env()).unwrap_err();
+    let ConfigError::Invalid(problems) = err else {
+        panic!("expected Invalid, got {err:?}")
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for expected in [
+        "wechat.component_appid",
+        "wechat.encoding_aes_key",
+        "session.master_secret",
+        "server.public_url",
+    ] {
+        assert!(keys.contains(&expected), "{expected} missing from {keys:?}");
+    }
+}
+
+#[test]
+fn worker_threads_is_optional_and_bounded() {
+    let (config, _) = Config::from_toml_str(&good(), Path::new("."), &env()).unwrap();
+    assert_eq!(config.server.worker_threads, None);
+    let with = |n: &str| good().replace("[server]\n", &format!("[server]\nworker_threads = {n}\n"));
+    let (config, _) = Config::from_toml_str(&with("1"), Path::new("."), &env()).unwrap();
+    assert_eq!(config.server.worker_threads, Some(1));
+    for refused in ["0", "100000"] {
+        let err = Config::from_toml_str(&with(refused), Path::new("."), &env()).unwrap_err();
+        let ConfigError::Invalid(problems) = err else {
+            panic!("expected Invalid, got {err:?}")
+        };
+        assert!(
+            problems.iter().any(|p| p.key == "server.worker_threads"),
+            "{problems:?}"
+        );
+    }
+}
+
+#[test]
+fn connection_timeouts_have_defaults_and_refuse_zero() {
+    let (config, _) = Config::from_toml_str(&good(), Path::new("."), &env()).unwrap();
+    assert_eq!(config.server.header_read_timeout_ms, 10_000);
+    assert_eq!(config.server.idle_timeout_ms, 60_000);
+    assert_eq!(config.server.body_timeout_ms, 30_000);
+    assert_eq!(config.server.http2_keepalive_interval_ms, 20_000);
+    assert_eq!(config.server.http2_keepalive_timeout_ms, 20_000);
+    for key in [
+        "header_read_timeout_ms",
+        "idle_timeout_ms",
+        "body_timeout_ms",
+        "http2_keepalive_interval_ms",
+        "http2_keepalive_timeout_ms",
+    ] {
+        let with = |n: &str| good().replace("[server]\n", &format!("[server]\n{key} = {n}\n"));
+        let (config, _) = Config::from_toml_str(&with("1500"), Path::new("."), &env()).unwrap();
+        assert!(format!("{:?}", config.server).contains(&format!("{key}: 1500")));
+        for refused in ["0", "86400001"] {
+            let err = Config::from_toml_str(&with(refused), Path::new("."), &env()).unwrap_err();
+            let ConfigError::Invalid(problems) = err else {
+                panic!("expected Invalid, got {err:?}")
+            };
+            let expected = format!("server.{key}");
+            assert!(problems.iter().any(|p| p.key == expected), "{problems:?}");
+        }
+    }
+}
+
+#[test]
+fn secrets_from_env_and_file() {
+    let dir = std::env::temp_dir().join(format!("wxauth-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("secret.txt"), "from-file-secret-0123456789\n").unwrap();
+    let text = good()
+        .replace(
+            "component_secret = \"component-secret-value-1234\"",
+            "component_secret_file = \"secret.txt\"",
+        )
+        .replace(
+            "master_secret = \"0123456789abcdef0123456789abcdef-master\"",
+            "",
+        );
+    let mut env = env();
+    env.insert(
+        "WXAUTH_MASTER_SECRET".into(),
+        "env-master-secret-0123456789abcdef".into(),
+    );
+    let (_, secrets) = Config::from_toml_str(&text, &dir, &env).unwrap();
+    assert_eq!(
+        secrets.component_secret.unwrap().expose_secret(),
+        "from-file-secret-0123456789"
+    );
+    assert_eq!(
+        secrets.master_secret.unwrap().expose_secret(),
+        "env-master-secret-0123456789abcdef"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn debug_shows_no_secret() {
+    let (cfg, secrets) = Config::from_toml_str(&good(), Path::new("."), &env()).unwrap();
+    let shown = format!("{cfg:?} {secrets:?}");
+    for secret in [
+        "component-secret-value-1234",
+        AES,
+        "0123456789abcdef0123456789abcdef-master",
+        "component_token_demo",
+    ] {
+        assert!(!shown.contains(secret), "{secret} leaked");
+    }
+}
+
+#[test]
+fn skip_rules_parse() {
+    assert_eq!(
+        parse_skip_rule("GET /public/*").unwrap(),
+        (Some(http::Method::GET), "/public/*".to_owned())
+    );
+    assert_eq!(parse_skip_rule("* /x").unwrap().0, None);
+    assert!(parse_skip_rule("GET /x?y=1").is_err());
+    assert!(parse_skip_rule("GET x").is_err());
+}
+
+#[test]
+fn dev_mode_requires_loopback() {
+    let text =
+        good().replace("127.0.0.1:8080", "0.0.0.0:8080") + "\n[dev]\nsimulate_wechat = true\n";
+    let err = Config::from_toml_str(&text, Path::new("."), &env()).unwrap_err();
+    assert!(err.to_string().contains("server.listen"), "{err}");
+}
+
+#[test]
+fn refused_values_are_all_reported_with_their_keys_next_to_the_other_problems() {
+    let text = good()
+        .replace(
+            "upstream = \"http://127.0.0.1:3000\"",
+            "upstream = \"http://127.0.0.1:3000\"\ntrusted_proxies = [\"10.0.0.0/8\", \"nope\", \"10.1.2.3\"]",
+        )
+        .replace(
+            "[wechat]",
+            "[auth]\nscope = \"snsapi_everything\"\nskip = [\"GET /ok\", \"GET /a/../b\", \"* /fine/*\", \"* /pub*lic\"]\n\n[wechat]",
+        )
+        .replace("[session]", "[session]\ncookie_nmae = \"x\"\nttl_secs = \"long\"")
+        .replace("0123456789abcdef0123456789abcdef-master", "tiny");
+    let err = Config::from_toml_str(&text, Path::new("."), &env()).unwrap_err();
+    let ConfigError::Invalid(problems) = err else {
+        panic!("expected Invalid, got {err:?}")
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "auth.scope",
+            "auth.skip[1]",
+            "auth.skip[3]",
+            "server.trusted_proxies[1]",
+            "session.cookie_nmae",
+            "session.ttl_secs",
+            "session.master_secret",
+        ],
+        "{problems:#?}"
+    );
+    assert!(problems[3].message.contains("\"nope\""), "{problems:#?}");
+    assert!(problems[2].message.contains("* /pub*lic"), "{problems:#?}");
+
+    // A refused required value ends the search, without a "missing field" of our own making.
+    let text = good().replace("127.0.0.1:8080", "not-an-address");
+    let err = Config::from_toml_str(&text, Path::new("."), &env()).unwrap_err();
+    let ConfigError::Invalid(problems) = err else {
+        panic!("expected Invalid, got {err:?}")
+    };
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0].key, "server.listen");
+}
