@@ -4,7 +4,7 @@
 //! settings struct of the module it configures live with the section (`src/config/*`; modules
 //! never read the configuration themselves); here they are only wired together. Everything
 //! `[dev]` starts (the simulated WeChat, its ticket pusher, the demo upstream, benchmark
-//! sessions — loopback only) is in [`dev`], compiled with the `sim` feature.
+//! sessions — loopback only) is in `dev` (`src/app/dev.rs`), compiled with the `sim` feature.
 
 use std::future::Future;
 use std::sync::Arc;
