@@ -850,6 +850,35 @@ mod tests {
         assert_eq!(claims.nickname, "小明🐼 Zoë");
     }
 
+    /// The payload a token minted now carries, byte for byte: the claim set, its order and the
+    /// JSON types (strings and integers) are what upstreams already parse, so typing the
+    /// identity fields must not change them.
+    #[test]
+    fn a_minted_token_carries_exactly_the_claim_set_upstreams_parse() {
+        let issuer = issuer(JwtAlgorithm::EdDSA, None);
+        let token = issuer.mint(&identity()).unwrap();
+        let body = URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap();
+        let body = String::from_utf8(body).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let (iat, nbf, exp) = (&value["iat"], &value["nbf"], &value["exp"]);
+        assert!(iat.is_u64() && nbf.is_u64() && exp.is_u64(), "{body}");
+        assert_eq!(
+            body,
+            format!(
+                concat!(
+                    r#"{{"iss":"https://auth.example.com","aud":"legacy-php","#,
+                    r#""sub":"oAbC-openid_123","iat":{},"nbf":{},"exp":{},"#,
+                    r#""openid":"oAbC-openid_123","unionid":"uNiOn-456","nickname":"小明🐼 Zoë","#,
+                    r#""avatar":"https://thirdwx.qlogo.cn/mmopen/vi_32/abc/132","#,
+                    r#""appid":"wx0123456789abcdef","scope":"snsapi_userinfo"}}"#
+                ),
+                iat, nbf, exp
+            )
+        );
+    }
+
     #[test]
     fn wrong_audience_issuer_and_tampering_are_refused() {
         let issuer = issuer(JwtAlgorithm::EdDSA, None);

@@ -322,6 +322,33 @@ mod tests {
         assert!(SessionId::parse("ééééééééééé").is_none());
     }
 
+    /// A record as today's format writes it to Redis (serde_json of `SessionRecord`, produced by
+    /// the code before the identity fields were typed). Sessions stored before an upgrade must
+    /// still load, and a record must be written back byte for byte the same.
+    const STORED_RECORD: &str = r#"{"identity":{"openid":"o6_bmjrPTlm6_2sgVt7hMZOPfL2M","unionid":"o6_bmasdasdsad6_2sgVt7hMZOPfL","nickname":"张三🐼 \"100%\"","avatar":"https://thirdwx.qlogo.cn/mmopen/a/132","appid":"wxa1b2c3d4e5f60708","scope":"snsapi_userinfo"},"created_at":1764680000,"last_seen":1764680123}"#;
+
+    #[test]
+    fn a_session_record_in_the_stored_format_reads_and_writes_back_identically() {
+        let record: SessionRecord = serde_json::from_str(STORED_RECORD).unwrap();
+        assert_eq!(
+            record.identity.openid.as_str(),
+            "o6_bmjrPTlm6_2sgVt7hMZOPfL2M"
+        );
+        assert_eq!(
+            record.identity.unionid,
+            Some("o6_bmasdasdsad6_2sgVt7hMZOPfL".into())
+        );
+        assert_eq!(record.identity.nickname, "张三🐼 \"100%\"");
+        assert_eq!(record.identity.appid.as_str(), "wxa1b2c3d4e5f60708");
+        assert_eq!(record.created_at, 1_764_680_000);
+        assert_eq!(serde_json::to_string(&record).unwrap(), STORED_RECORD);
+        // Without a unionid the key is absent, not null, both ways.
+        let bare = STORED_RECORD.replace(r#""unionid":"o6_bmasdasdsad6_2sgVt7hMZOPfL","#, "");
+        let record: SessionRecord = serde_json::from_str(&bare).unwrap();
+        assert_eq!(record.identity.unionid, None);
+        assert_eq!(serde_json::to_string(&record).unwrap(), bare);
+    }
+
     #[test]
     fn debug_is_redacted() {
         let id = SessionId::generate();
