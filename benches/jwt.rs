@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use wechat_oauth_proxy::Identity;
+use wechat_oauth_proxy::ids::Scope;
 use wechat_oauth_proxy::jwt::{JwtAlgorithm, JwtIssuer, JwtSettings};
 use wechat_oauth_proxy::secret::SecretString;
 
@@ -18,12 +19,12 @@ const HS256_SECRET: &str = "bench-only-hs256-secret-0123456789abcdef";
 
 fn identity() -> Identity {
     Identity {
-        openid: "o6_bmjrPTlm6_2sgVt7hMZOPfL2M".to_owned(),
-        unionid: Some("oUnion_2sgVt7hMZOPfL2M0123456".to_owned()),
+        openid: "o6_bmjrPTlm6_2sgVt7hMZOPfL2M".into(),
+        unionid: Some("oUnion_2sgVt7hMZOPfL2M0123456".into()),
         nickname: "小明🙂".to_owned(),
         avatar: "https://thirdwx.qlogo.cn/mmopen/vi_32/Q0j4TwGTfTLkGl5cW3icVmyiaVd3eZdkAFOh9z5qJTxTrw7iaUcXGj4YbIBuRSiaiaq/132".to_owned(),
-        appid: "wxa1b2c3d4e5f60708".to_owned(),
-        scope: "snsapi_userinfo".to_owned(),
+        appid: "wxa1b2c3d4e5f60708".into(),
+        scope: Scope::UserInfo,
     }
 }
 

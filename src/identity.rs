@@ -24,14 +24,16 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{AppId, OpenId, Scope, UnionId};
+
 /// The authenticated WeChat user, as known after `sns/userinfo` (or `snsapi_base`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     /// Per-official-account user id (also the JWT `sub`).
-    pub openid: String,
+    pub openid: OpenId,
     /// Cross-application id; only when the account is bound to an Open Platform account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unionid: Option<String>,
+    pub unionid: Option<UnionId>,
     /// Nickname as given by WeChat (UTF-8, may contain CJK and emoji); empty for `snsapi_base`.
     #[serde(default)]
     pub nickname: String,
@@ -39,9 +41,9 @@ pub struct Identity {
     #[serde(default)]
     pub avatar: String,
     /// Appid of the official account the user authorized (authorizer appid).
-    pub appid: String,
+    pub appid: AppId,
     /// Granted scope (`snsapi_userinfo` or `snsapi_base`).
-    pub scope: String,
+    pub scope: Scope,
 }
 
 /// Default name of the header carrying the identity JWT.
@@ -266,13 +268,13 @@ impl Identity {
             }
         }
         if settings.plain_headers {
-            headers.insert(OPENID_HEADER, encode_header_value(&self.openid));
+            headers.insert(OPENID_HEADER, encode_header_value(self.openid.as_str()));
             if let Some(unionid) = &self.unionid {
-                headers.insert(UNIONID_HEADER, encode_header_value(unionid));
+                headers.insert(UNIONID_HEADER, encode_header_value(unionid.as_str()));
             }
             headers.insert(NICKNAME_HEADER, encode_header_value(&self.nickname));
             headers.insert(AVATAR_HEADER, encode_header_value(&self.avatar));
-            headers.insert(APPID_HEADER, encode_header_value(&self.appid));
+            headers.insert(APPID_HEADER, encode_header_value(self.appid.as_str()));
         }
     }
 }
@@ -288,7 +290,7 @@ mod tests {
             nickname: "张三🐼 100%".into(),
             avatar: "https://thirdwx.qlogo.cn/mmopen/a/132".into(),
             appid: "wxa1b2c3d4e5f60708".into(),
-            scope: "snsapi_userinfo".into(),
+            scope: Scope::UserInfo,
         }
     }
 

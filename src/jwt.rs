@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::identity::Identity;
+use crate::ids::{AppId, OpenId, Scope, UnionId};
 use crate::secret::SecretString;
 
 /// Minimum length of an HS256 secret and of the master secret used to derive a key (256 bits).
@@ -155,7 +156,7 @@ pub struct Claims {
     /// Audience ([`JwtSettings::audience`]).
     pub aud: String,
     /// Subject: the openid.
-    pub sub: String,
+    pub sub: OpenId,
     /// Issued at (unix seconds, back-dated).
     pub iat: u64,
     /// Not before (unix seconds, back-dated).
@@ -163,18 +164,18 @@ pub struct Claims {
     /// Expires at (unix seconds).
     pub exp: u64,
     /// The user's openid under the authorizing official account.
-    pub openid: String,
+    pub openid: OpenId,
     /// The user's unionid; absent (not `null`) when WeChat gave none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unionid: Option<String>,
+    pub unionid: Option<UnionId>,
     /// Nickname (UTF-8; CJK and emoji as is).
     pub nickname: String,
     /// Avatar URL (may be empty).
     pub avatar: String,
     /// Appid of the authorizing official account.
-    pub appid: String,
+    pub appid: AppId,
     /// Granted scope.
-    pub scope: String,
+    pub scope: Scope,
 }
 
 #[derive(Clone)]
@@ -380,12 +381,12 @@ impl JwtIssuer {
 
         // Fail at startup, not at the first request, if the key does not fit the algorithm.
         let probe = Identity {
-            openid: "startup-probe".to_owned(),
+            openid: "startup-probe".into(),
             unionid: None,
             nickname: String::new(),
             avatar: String::new(),
-            appid: "startup-probe".to_owned(),
-            scope: "snsapi_base".to_owned(),
+            appid: "startup-probe".into(),
+            scope: Scope::Base,
         };
         let token = issuer.mint(&probe)?;
         issuer
@@ -421,7 +422,7 @@ impl JwtIssuer {
             nickname: identity.nickname.clone(),
             avatar: identity.avatar.clone(),
             appid: identity.appid.clone(),
-            scope: identity.scope.clone(),
+            scope: identity.scope,
         }
     }
 
@@ -662,12 +663,12 @@ mod tests {
 
     fn identity() -> Identity {
         Identity {
-            openid: "oAbC-openid_123".to_owned(),
-            unionid: Some("uNiOn-456".to_owned()),
+            openid: "oAbC-openid_123".into(),
+            unionid: Some("uNiOn-456".into()),
             nickname: "小明🐼 Zoë".to_owned(),
             avatar: "https://thirdwx.qlogo.cn/mmopen/vi_32/abc/132".to_owned(),
-            appid: "wx0123456789abcdef".to_owned(),
-            scope: "snsapi_userinfo".to_owned(),
+            appid: "wx0123456789abcdef".into(),
+            scope: Scope::UserInfo,
         }
     }
 
@@ -897,8 +898,8 @@ mod tests {
         // Swap the payload for one claiming another openid: signature no longer matches.
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
         let mut claims = issuer.claims(&identity());
-        claims.openid = "attacker".to_owned();
-        claims.sub = "attacker".to_owned();
+        claims.openid = "attacker".into();
+        claims.sub = "attacker".into();
         parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
         assert!(issuer.verify(&parts.join(".")).is_err());
 

@@ -116,6 +116,7 @@
 pub mod app;
 pub mod config;
 pub mod identity;
+pub mod ids;
 pub mod jwt;
 pub mod layer;
 mod negotiate;

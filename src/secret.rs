@@ -51,7 +51,8 @@ macro_rules! secret_type {
     };
 }
 
-/// Defines a plain (non-secret) identifier newtype with `Debug`, `Display`, `Eq`, `Hash`, serde.
+/// Defines a plain (non-secret) identifier newtype with `Debug`, `Display`, `Eq`, `Hash`, serde
+/// (transparent), `From<&str>`/`From<String>` and comparison with `str`.
 #[macro_export]
 macro_rules! plain_type {
     ($(#[$meta:meta])* $name:ident) => {
@@ -80,6 +81,30 @@ macro_rules! plain_type {
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(value: &str) -> Self {
+                Self(value.to_owned())
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(value: String) -> Self {
+                Self(value)
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
             }
         }
     };

@@ -167,7 +167,7 @@ async fn whole_browser_flow_delivers_a_verifiable_jwt_with_the_exact_nickname() 
     assert_eq!(claims["scope"], "snsapi_userinfo");
     let identity = echoed.identity().expect("Identity in the extensions");
     assert_eq!(identity.nickname, user.nickname);
-    assert_eq!(identity.openid, user.openid);
+    assert_eq!(identity.openid, user.openid.as_str());
     let forwarded_cookies = echoed.header_values("cookie").join("; ");
     assert!(
         !forwarded_cookies.contains("wxauth_"),

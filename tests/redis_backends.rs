@@ -15,6 +15,7 @@ use common_redis::{RedisServer, raw_command};
 use sha2::{Digest as _, Sha256};
 use wechat_oauth_proxy::{
     Identity,
+    ids::Scope,
     session::{
         FlowBinding, FlowKey, RedisSessionStore, SessionId, SessionRecord, SessionSettings,
         SessionStore, StoreError as SessionStoreError,
@@ -58,12 +59,12 @@ async fn platform_store(server: &RedisServer, prefix: &str) -> RedisPlatformStor
 
 fn identity(openid: &str) -> Identity {
     Identity {
-        openid: openid.to_owned(),
+        openid: openid.into(),
         unionid: None,
         nickname: "小红 🌸".to_owned(),
         avatar: String::new(),
-        appid: "wxa1b2c3d4e5f60708".to_owned(),
-        scope: "snsapi_userinfo".to_owned(),
+        appid: "wxa1b2c3d4e5f60708".into(),
+        scope: Scope::UserInfo,
     }
 }
 

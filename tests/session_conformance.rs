@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wechat_oauth_proxy::Identity;
+use wechat_oauth_proxy::ids::Scope;
 use wechat_oauth_proxy::session::{
     FlowBinding, FlowKey, MemoryStore, SessionId, SessionRecord, SessionSettings, SessionStore,
 };
@@ -28,12 +29,12 @@ async fn bounded<T>(fut: impl Future<Output = T>) -> T {
 
 fn identity(openid: &str) -> Identity {
     Identity {
-        openid: openid.to_owned(),
-        unionid: Some(format!("union-{openid}")),
+        openid: openid.into(),
+        unionid: Some(format!("union-{openid}").into()),
         nickname: "小明 🐼".to_owned(),
         avatar: "https://thirdwx.qlogo.cn/mmopen/abc/132".to_owned(),
-        appid: "wx0123456789abcdef".to_owned(),
-        scope: "snsapi_userinfo".to_owned(),
+        appid: "wx0123456789abcdef".into(),
+        scope: Scope::UserInfo,
     }
 }
 

@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tower::Layer;
 use wechat_oauth_proxy::Identity;
+use wechat_oauth_proxy::ids::Scope;
 use wechat_oauth_proxy::jwt::{JwtIssuer, JwtSettings};
 use wechat_oauth_proxy::layer::WeChatAuthLayer;
 use wechat_oauth_proxy::proxy::{ProxySettings, Upstream};
@@ -118,7 +119,7 @@ async fn start() -> Stack {
             nickname: "李四😀".into(),
             avatar: String::new(),
             appid: "wxa1b2c3d4e5f60708".into(),
-            scope: "snsapi_userinfo".into(),
+            scope: Scope::UserInfo,
         }))
         .await
         .unwrap();

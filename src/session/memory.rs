@@ -24,6 +24,7 @@ use moka::policy::EvictionPolicy;
 use sha2::{Digest as _, Sha256};
 
 use crate::identity::Identity;
+use crate::ids::Scope;
 
 use super::{
     FlowKey, SESSION_ID_BYTES, SessionId, SessionRecord, SessionSettings, SessionStore, StoreError,
@@ -65,15 +66,17 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
-/// A session record packed for memory: the six identity strings concatenated in one buffer.
+/// A session record packed for memory: the five identity strings concatenated in one buffer,
+/// the scope beside them.
 ///
-/// Saves five allocations (and their allocator overhead) per session compared with keeping a
+/// Saves four allocations (and their allocator overhead) per session compared with keeping a
 /// `SessionRecord`; `load` expands it back.
 struct CompactRecord {
     text: Box<str>,
-    /// End offset of each field in `text`: openid, unionid, nickname, avatar, appid, scope.
-    ends: [u32; 6],
+    /// End offset of each field in `text`: openid, unionid, nickname, avatar, appid.
+    ends: [u32; 5],
     has_unionid: bool,
+    scope: Scope,
     created_at: u64,
 }
 
@@ -82,14 +85,13 @@ impl CompactRecord {
         let identity = &record.identity;
         let fields = [
             identity.openid.as_str(),
-            identity.unionid.as_deref().unwrap_or(""),
+            identity.unionid.as_ref().map_or("", |u| u.as_str()),
             identity.nickname.as_str(),
             identity.avatar.as_str(),
             identity.appid.as_str(),
-            identity.scope.as_str(),
         ];
         let mut text = String::with_capacity(fields.iter().map(|f| f.len()).sum());
-        let mut ends = [0u32; 6];
+        let mut ends = [0u32; 5];
         for (end, field) in ends.iter_mut().zip(fields) {
             text.push_str(field);
             // Identities are a few hundred bytes; saturate rather than wrap on absurd input.
@@ -99,6 +101,7 @@ impl CompactRecord {
             text: text.into_boxed_str(),
             ends,
             has_unionid: identity.unionid.is_some(),
+            scope: identity.scope,
             created_at: record.created_at,
         }
     }
@@ -112,12 +115,12 @@ impl CompactRecord {
     fn expand(&self, last_seen: u64) -> SessionRecord {
         SessionRecord {
             identity: Identity {
-                openid: self.field(0),
-                unionid: self.has_unionid.then(|| self.field(1)),
+                openid: self.field(0).into(),
+                unionid: self.has_unionid.then(|| self.field(1).into()),
                 nickname: self.field(2),
                 avatar: self.field(3),
-                appid: self.field(4),
-                scope: self.field(5),
+                appid: self.field(4).into(),
+                scope: self.scope,
             },
             created_at: self.created_at,
             last_seen,
@@ -367,12 +370,12 @@ mod tests {
 
     fn identity(openid: &str) -> Identity {
         Identity {
-            openid: openid.to_owned(),
+            openid: openid.into(),
             unionid: None,
             nickname: "测试🙂".to_owned(),
             avatar: String::new(),
-            appid: "wx0123456789abcdef".to_owned(),
-            scope: "snsapi_userinfo".to_owned(),
+            appid: "wx0123456789abcdef".into(),
+            scope: Scope::UserInfo,
         }
     }
 
@@ -424,7 +427,7 @@ mod tests {
         );
         let last = last.unwrap();
         let loaded = store.load(&last).await.unwrap();
-        assert_eq!(loaded.map(|r| r.identity.openid), Some("u99".to_owned()));
+        assert_eq!(loaded.map(|r| r.identity.openid), Some("u99".into()));
     }
 
     #[tokio::test]
@@ -454,7 +457,7 @@ mod tests {
     #[test]
     fn compact_record_round_trips() {
         let mut full = identity("o-compact");
-        full.unionid = Some("u-1".to_owned());
+        full.unionid = Some("u-1".into());
         full.avatar = "https://example.com/a.png".to_owned();
         for id in [
             full.clone(),

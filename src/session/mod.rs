@@ -20,6 +20,7 @@
 //! use std::sync::Arc;
 //! use http::{HeaderMap, HeaderValue, header};
 //! use wechat_oauth_proxy::Identity;
+//! use wechat_oauth_proxy::ids::Scope;
 //! use wechat_oauth_proxy::secret::SecretString;
 //! use wechat_oauth_proxy::session::{
 //!     CookieCodec, CookieSettings, MemoryStore, SessionRecord, SessionSettings, SessionStore,
@@ -39,7 +40,7 @@
 //!     nickname: "小明".into(),
 //!     avatar: String::new(),
 //!     appid: "wx520c15f417810387".into(),
-//!     scope: "snsapi_userinfo".into(),
+//!     scope: Scope::UserInfo,
 //! };
 //! let id = store.create(SessionRecord::new(identity.clone())).await?;
 //! let set_cookie = codec.session_cookie(&id);

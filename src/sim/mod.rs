@@ -34,14 +34,14 @@ pub use wechat::{AuthMode, Endpoint, Failure, SimConfig, SimUser, SimWeChat};
 /// `dev.prefill_sessions` fill the session store with.
 pub fn synthetic_identity(i: usize) -> crate::Identity {
     crate::Identity {
-        openid: format!("o6_bmjrPTlm6_2sgVt7h{i:08}"),
-        unionid: Some(format!("oUnion_2sgVt7hMZOPfL{i:08}")),
+        openid: format!("o6_bmjrPTlm6_2sgVt7h{i:08}").into(),
+        unionid: Some(format!("oUnion_2sgVt7hMZOPfL{i:08}").into()),
         nickname: "小明🙂".to_owned(),
         avatar: format!(
             "https://thirdwx.qlogo.cn/mmopen/vi_32/Q0j4TwGTfTLkGl5cW3icVmyiaVd3eZdkAFOh9z5qJTxTrw7iaUcXGj4YbIBuRSiaiaq{i:08}/132"
         ),
-        appid: "wxa1b2c3d4e5f60708".to_owned(),
-        scope: "snsapi_userinfo".to_owned(),
+        appid: "wxa1b2c3d4e5f60708".into(),
+        scope: crate::ids::Scope::UserInfo,
     }
 }
 

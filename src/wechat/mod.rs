@@ -14,6 +14,8 @@ pub mod persist;
 pub mod redis;
 pub mod token;
 
+use crate::ids::AppId;
+pub use crate::ids::{OpenId, Scope, UnionId};
 use crate::{plain_type, secret_type};
 
 plain_type!(
@@ -23,14 +25,6 @@ plain_type!(
 plain_type!(
     /// Appid of the official account that authorized our platform (`appid` in OAuth calls).
     AuthorizerAppId
-);
-plain_type!(
-    /// A user's id under one official account.
-    OpenId
-);
-plain_type!(
-    /// A user's id across all applications of one Open Platform account.
-    UnionId
 );
 
 secret_type!(
@@ -62,24 +56,15 @@ secret_type!(
     AppSecret
 );
 
-/// The OAuth scope requested on the authorize page.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Scope {
-    /// Silent login: openid only.
-    #[serde(rename = "snsapi_base")]
-    Base,
-    /// Consent page: nickname, avatar and unionid through `sns/userinfo`.
-    #[serde(rename = "snsapi_userinfo")]
-    UserInfo,
+impl From<AuthorizerAppId> for AppId {
+    fn from(appid: AuthorizerAppId) -> Self {
+        AppId::new(appid.0)
+    }
 }
 
-impl Scope {
-    /// The wire value (`snsapi_base` / `snsapi_userinfo`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Base => "snsapi_base",
-            Scope::UserInfo => "snsapi_userinfo",
-        }
+impl From<&AuthorizerAppId> for AppId {
+    fn from(appid: &AuthorizerAppId) -> Self {
+        AppId::new(appid.as_str())
     }
 }
 

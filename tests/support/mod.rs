@@ -44,6 +44,7 @@ use url::Url;
 use wechat_oauth_proxy::{
     Identity,
     identity::HeaderSettings,
+    ids::Scope,
     jwt::{JwtIssuer, JwtSettings},
     layer::{WeChatAuthLayer, WeChatAuthLayerBuilder},
     secret::SecretString,
@@ -114,12 +115,12 @@ pub fn memory_store() -> Arc<MemoryStore> {
 /// emoji (a 4-byte UTF-8 sequence), all of which must survive every hop exactly.
 pub fn sample_identity() -> Identity {
     Identity {
-        openid: "o9AgO5Kd5ggOC-bXrbNODIiE3bGY".to_owned(),
-        unionid: Some("o6_bmasdasdsad6_2sgVt7hMZOPfL".to_owned()),
+        openid: "o9AgO5Kd5ggOC-bXrbNODIiE3bGY".into(),
+        unionid: Some("o6_bmasdasdsad6_2sgVt7hMZOPfL".into()),
         nickname: "张三 🐼".to_owned(),
         avatar: "https://thirdwx.qlogo.cn/mmopen/x/132".to_owned(),
-        appid: "wxa1b2c3d4e5f60708".to_owned(),
-        scope: "snsapi_userinfo".to_owned(),
+        appid: "wxa1b2c3d4e5f60708".into(),
+        scope: Scope::UserInfo,
     }
 }
 

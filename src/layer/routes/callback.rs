@@ -31,6 +31,7 @@ use http::request::Parts;
 use super::query_param;
 use crate::{
     Identity,
+    ids::AppId,
     layer::{
         body::OwnResponse,
         error::AuthError,
@@ -188,30 +189,27 @@ async fn fetch_identity(auth: &AuthState, code: String) -> Result<Identity, Auth
         tracing::info!("snapshot-mode user; no session created");
         return Err(AuthError::SnapshotUser);
     }
-    let appid = auth.wechat.authorizer_appid().as_str().to_owned();
+    let appid = AppId::from(auth.wechat.authorizer_appid());
     // Profile only when we asked for it and WeChat granted it (else snsapi_base: openid only).
     let wants_profile = auth.settings.scope == Scope::UserInfo && token.has_scope(Scope::UserInfo);
     Ok(if wants_profile {
         let info = auth.wechat.user_info(&token).await?;
         Identity {
-            openid: info.openid.as_str().to_owned(),
-            unionid: info
-                .unionid
-                .or_else(|| token.unionid.clone())
-                .map(|u| u.as_str().to_owned()),
+            openid: info.openid,
+            unionid: info.unionid.or_else(|| token.unionid.clone()),
             nickname: info.nickname,
             avatar: info.headimgurl,
             appid,
-            scope: Scope::UserInfo.as_str().to_owned(),
+            scope: Scope::UserInfo,
         }
     } else {
         Identity {
-            openid: token.openid.as_str().to_owned(),
-            unionid: token.unionid.as_ref().map(|u| u.as_str().to_owned()),
+            openid: token.openid,
+            unionid: token.unionid,
             nickname: String::new(),
             avatar: String::new(),
             appid,
-            scope: Scope::Base.as_str().to_owned(),
+            scope: Scope::Base,
         }
     })
 }
