@@ -643,17 +643,17 @@ mod tests {
     use super::*;
     use jsonwebtoken::jwk::JwkSet;
 
-    const ED25519_PEM: &str = include_str!("../tests/fixtures/test-only-ed25519.pem");
-    const ED25519_PUB_PEM: &str = include_str!("../tests/fixtures/test-only-ed25519.pub.pem");
+    const ED25519_PEM: &str = include_str!("../../tests/fixtures/test-only-ed25519.pem");
+    const ED25519_PUB_PEM: &str = include_str!("../../tests/fixtures/test-only-ed25519.pub.pem");
     const ED25519_OLD_PUB_PEM: &str =
-        include_str!("../tests/fixtures/test-only-ed25519-old.pub.pem");
-    const P256_PEM: &str = include_str!("../tests/fixtures/test-only-p256.pem");
-    const P256_PUB_PEM: &str = include_str!("../tests/fixtures/test-only-p256.pub.pem");
-    const P384_PEM: &str = include_str!("../tests/fixtures/test-only-p384.pem");
-    const RSA_PEM: &str = include_str!("../tests/fixtures/test-only-rsa2048.pem");
-    const RSA_PKCS1_PEM: &str = include_str!("../tests/fixtures/test-only-rsa2048-pkcs1.pem");
-    const RSA_PUB_PEM: &str = include_str!("../tests/fixtures/test-only-rsa2048.pub.pem");
-    const RSA_1024_PEM: &str = include_str!("../tests/fixtures/test-only-rsa1024.pem");
+        include_str!("../../tests/fixtures/test-only-ed25519-old.pub.pem");
+    const P256_PEM: &str = include_str!("../../tests/fixtures/test-only-p256.pem");
+    const P256_PUB_PEM: &str = include_str!("../../tests/fixtures/test-only-p256.pub.pem");
+    const P384_PEM: &str = include_str!("../../tests/fixtures/test-only-p384.pem");
+    const RSA_PEM: &str = include_str!("../../tests/fixtures/test-only-rsa2048.pem");
+    const RSA_PKCS1_PEM: &str = include_str!("../../tests/fixtures/test-only-rsa2048-pkcs1.pem");
+    const RSA_PUB_PEM: &str = include_str!("../../tests/fixtures/test-only-rsa2048.pub.pem");
+    const RSA_1024_PEM: &str = include_str!("../../tests/fixtures/test-only-rsa1024.pem");
     const HS_SECRET: &str = "hs256-test-only-secret-0123456789abcdef";
     const MASTER: &str = "master-secret-test-only-0123456789abcdef";
 
