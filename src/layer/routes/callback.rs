@@ -40,7 +40,8 @@ use crate::{
     },
     negotiate::Answer,
     session::{
-        FlowCookie, FlowKey, ReturnPath, SessionRecord, flow::FLOW_CLOCK_SKEW_SECS, unix_now,
+        FlowBinding, FlowCookie, FlowKey, LoginFlow, ReturnPath, SessionRecord,
+        flow::FLOW_CLOCK_SKEW_SECS, unix_now,
     },
     wechat::{AuthorizationCode, Scope, error::WeChatError},
 };
@@ -73,12 +74,36 @@ pub(super) async fn callback(auth: &AuthState, parts: &Parts) -> OwnResponse {
     response
 }
 
+/// The callback as named steps (see the module docs); each step either hands on what the next
+/// one needs or ends the callback with an answer.
 async fn run(
     auth: &AuthState,
     parts: &Parts,
     pending: &mut Option<FlowCookie>,
     return_path: &mut Option<ReturnPath>,
 ) -> Result<OwnResponse, AuthError> {
+    let (key, binding) = state_of(parts)?;
+    let flow = match held_flow(auth, pending, &key, &binding, return_path).await? {
+        Held::Live(flow) => flow,
+        Held::Completed => return Ok(redirect("/")),
+    };
+    // The marker outlives the flow (its remaining lifetime plus clock slack), so the same cookie
+    // and state can never be redeemed twice.
+    let marker_ttl = auth.settings.flow_ttl + Duration::from_secs(2 * FLOW_CLOCK_SKEW_SECS + 1);
+    if let Redeemed::Already(answer) = redeem(auth, &key, marker_ttl).await? {
+        return answer;
+    }
+    if let Some(p) = pending.as_mut() {
+        p.remove(&binding);
+    }
+    let code = granted_code(auth, parts)?;
+    let identity = identity_within_deadline(auth, code).await?;
+    open_session(auth, parts, identity, &key, marker_ttl, &flow.return_path).await
+}
+
+/// Step 1a: the `state` parameter, if it looks like one we issue, as the flow key and the
+/// browser binding it must have.
+fn state_of(parts: &Parts) -> Result<(FlowKey, FlowBinding), AuthError> {
     let state = query_param(parts, "state")
         .filter(|s| {
             !s.is_empty()
@@ -87,53 +112,83 @@ async fn run(
         })
         .ok_or(AuthError::InvalidState)?;
     let binding = super::flow_binding(&state);
-    let key = FlowKey::new(state);
-    let flow_ttl = auth.settings.flow_ttl;
+    Ok((FlowKey::new(state), binding))
+}
 
-    // Does this browser hold the state (its encrypted flow cookie lists the binding), and is the
-    // flow still young enough? Checked before anything is consumed: another browser's state, a
-    // tampered one or a bare replay of someone's callback URL must never burn their login.
-    let Some(flow) = pending.as_ref().and_then(|p| p.find(&binding)).cloned() else {
-        if auth.sessions.completed(&key).await?.is_some() {
+/// What this browser holds for the state.
+enum Held {
+    /// A pending login that is still young enough.
+    Live(LoginFlow),
+    /// Nothing pending, but the login was completed already (a reload or duplicate callback).
+    Completed,
+}
+
+/// Step 1b: does this browser hold the state (its encrypted flow cookie lists the binding), and
+/// is the flow still young enough? Checked before anything is consumed: another browser's
+/// state, a tampered one or a bare replay of someone's callback URL must never burn their
+/// login. An expired flow is dropped from the cookie. The flow's return path is noted as soon
+/// as the flow is found, so that even an expired flow's error page retries towards it.
+async fn held_flow(
+    auth: &AuthState,
+    pending: &mut Option<FlowCookie>,
+    key: &FlowKey,
+    binding: &FlowBinding,
+    return_path: &mut Option<ReturnPath>,
+) -> Result<Held, AuthError> {
+    let Some(flow) = pending.as_ref().and_then(|p| p.find(binding)).cloned() else {
+        if auth.sessions.completed(key).await?.is_some() {
             tracing::info!(
                 "callback for a completed login (reload or duplicate); no second session"
             );
-            return Ok(redirect("/"));
+            return Ok(Held::Completed);
         }
         tracing::info!("callback state is not held by this browser (missing, foreign or tampered)");
         return Err(AuthError::InvalidState);
     };
     *return_path = Some(flow.return_path.clone());
-    if !flow.is_live(unix_now(), flow_ttl) {
+    if !flow.is_live(unix_now(), auth.settings.flow_ttl) {
         tracing::info!("callback for an expired login flow");
         if let Some(p) = pending.as_mut() {
-            p.remove(&binding);
+            p.remove(binding);
         }
         return Err(AuthError::InvalidState);
     }
+    Ok(Held::Live(flow))
+}
 
-    // Redeem the state: once, on any instance. The marker outlives the flow (its remaining
-    // lifetime plus clock slack), so the same cookie and state can never be redeemed twice.
-    let marker_ttl = flow_ttl + Duration::from_secs(2 * FLOW_CLOCK_SKEW_SECS + 1);
-    if !auth.sessions.consume_flow(&key, marker_ttl).await? {
-        // This browser holds the state but it was redeemed already: a duplicate callback
-        // (WeChat's double load, a double click) racing the first one, or a replay. Give the
-        // first one a bounded moment to finish, then send the browser on without a second
-        // session.
-        for _ in 0..DUPLICATE_TRIES {
-            if auth.sessions.completed(&key).await?.is_some() {
-                tracing::info!("duplicate callback for a completed login; no second session");
-                return Ok(redirect("/"));
-            }
-            tokio::time::sleep(DUPLICATE_WAIT).await;
+/// Whether this callback redeemed the state.
+enum Redeemed {
+    /// This callback is the one: go on.
+    Now,
+    /// Redeemed before (a duplicate racing the first callback, or a replay): the answer.
+    Already(Result<OwnResponse, AuthError>),
+}
+
+/// Step 1c: redeem the state — once, on any instance. A state redeemed already is a duplicate
+/// callback (WeChat's double load, a double click) racing the first one, or a replay: the first
+/// one gets a bounded moment to finish, then the browser is sent on without a second session.
+async fn redeem(
+    auth: &AuthState,
+    key: &FlowKey,
+    marker_ttl: Duration,
+) -> Result<Redeemed, AuthError> {
+    if auth.sessions.consume_flow(key, marker_ttl).await? {
+        return Ok(Redeemed::Now);
+    }
+    for _ in 0..DUPLICATE_TRIES {
+        if auth.sessions.completed(key).await?.is_some() {
+            tracing::info!("duplicate callback for a completed login; no second session");
+            return Ok(Redeemed::Already(Ok(redirect("/"))));
         }
-        tracing::info!("callback with an already used state");
-        return Err(AuthError::InvalidState);
+        tokio::time::sleep(DUPLICATE_WAIT).await;
     }
-    if let Some(p) = pending.as_mut() {
-        p.remove(&binding);
-    }
+    tracing::info!("callback with an already used state");
+    Ok(Redeemed::Already(Err(AuthError::InvalidState)))
+}
 
+/// Steps 2 and 3: the authorization code (none: the user refused), and in component mode the
+/// `appid` WeChat names must be our authorizer.
+fn granted_code(auth: &AuthState, parts: &Parts) -> Result<String, AuthError> {
     let Some(code) = query_param(parts, "code").filter(|c| !c.is_empty()) else {
         tracing::info!("the user refused the authorization");
         return Err(AuthError::LoginRefused);
@@ -145,10 +200,14 @@ async fn run(
             return Err(AuthError::AppIdMismatch);
         }
     }
+    Ok(code)
+}
 
-    // One deadline for everything that waits on WeChat; nothing is stored when it runs out.
+/// Step 4: everything that waits on WeChat, under one deadline; nothing is stored when it runs
+/// out.
+async fn identity_within_deadline(auth: &AuthState, code: String) -> Result<Identity, AuthError> {
     let deadline = auth.wechat.login_deadline();
-    let identity = tokio::time::timeout(deadline, fetch_identity(auth, code))
+    tokio::time::timeout(deadline, fetch_identity(auth, code))
         .await
         .map_err(|_| {
             tracing::warn!(
@@ -158,23 +217,30 @@ async fn run(
             WeChatError::Timeout {
                 endpoint: "login (deadline)",
             }
-        })??;
+        })?
+}
 
+/// Step 5: a fresh session (any session the browser had is deleted), the flow remembered as
+/// completed, and a 302 to the return path with the session cookie.
+async fn open_session(
+    auth: &AuthState,
+    parts: &Parts,
+    identity: Identity,
+    key: &FlowKey,
+    marker_ttl: Duration,
+    return_path: &ReturnPath,
+) -> Result<OwnResponse, AuthError> {
     if let Some(old) = auth.cookies.read_session(&parts.headers) {
         auth.sessions.delete(&old).await?;
         auth.jwt.invalidate(old.expose_bytes()).await;
     }
     let id = auth.sessions.create(SessionRecord::new(identity)).await?;
-    if let Err(e) = auth
-        .sessions
-        .remember_completed(&key, &id, marker_ttl)
-        .await
-    {
+    if let Err(e) = auth.sessions.remember_completed(key, &id, marker_ttl).await {
         // The login itself succeeded; only duplicate detection is weakened.
         tracing::warn!(error = %e, "could not remember the completed login flow");
     }
     tracing::info!(session = %id.fingerprint(), "login completed");
-    let mut response = redirect(flow.return_path.as_str());
+    let mut response = redirect(return_path.as_str());
     add_cookie(&mut response, auth.cookies.session_cookie(&id));
     Ok(response)
 }
