@@ -115,6 +115,7 @@
 
 pub mod app;
 pub mod config;
+mod html;
 pub mod identity;
 pub mod ids;
 pub mod jwt;

@@ -1179,7 +1179,7 @@ async fn demo_upstream_page_shows_the_identity_escaped() {
     let page = text(response).await;
     assert!(page.contains("<meta charset=\"utf-8\">"));
     assert!(!page.contains("<script>alert"));
-    assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;李四😀"));
+    assert!(page.contains("&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;李四😀"));
     assert!(page.contains("o9AgO5Kd5ggOC-bXrbNODIiE3bGY"));
     assert!(
         page.contains("<td>x-wechat-nickname</td><td>李四😀</td>"),

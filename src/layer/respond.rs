@@ -60,21 +60,7 @@ pub(crate) fn add_cookie(response: &mut OwnResponse, set_cookie: HeaderValue) {
         .append(header::SET_COOKIE, set_cookie);
 }
 
-/// Escapes text for HTML element content and double-quoted attribute values.
-pub(crate) fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub(crate) use crate::html::escape_html;
 
 #[cfg(test)]
 mod tests {
@@ -96,13 +82,5 @@ mod tests {
     fn redirect_never_injects_headers() {
         let r = redirect("/x\r\nSet-Cookie: a=b");
         assert_eq!(r.headers()[header::LOCATION], "/");
-    }
-
-    #[test]
-    fn html_escaping() {
-        assert_eq!(
-            escape_html(r#"<a href="x">'&'</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;&#x27;&amp;&#x27;&lt;/a&gt;"
-        );
     }
 }

@@ -164,21 +164,8 @@ pub(crate) fn redirect(location: &str) -> Resp {
     }
 }
 
-/// Escapes text for HTML element content and quoted attribute values.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            other => out.push(other),
-        }
-    }
-    out
-}
+/// Escapes text for HTML element content and quoted attribute values (the crate's one escaper).
+pub(crate) use crate::html::escape_html as escape;
 
 /// Whether an image URL is safe to put into `<img src>`: http(s) or an inline `data:image/`.
 pub(crate) fn is_safe_image_url(url: &str) -> bool {
@@ -210,15 +197,6 @@ pub(crate) fn random_hex(len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escape_covers_markup_and_quotes() {
-        assert_eq!(
-            escape(r#"<a href="x">'&'</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
-        assert_eq!(escape("张三 🌸"), "张三 🌸");
-    }
 
     #[test]
     fn only_http_and_data_images_are_rendered() {

@@ -13,7 +13,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
 
 use base64::Engine as _;
-use http::{HeaderMap, Request, StatusCode, header};
+use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
@@ -86,11 +86,9 @@ impl DemoUpstream {
 }
 
 async fn handle(jwt_header: Arc<str>, req: Request<Incoming>) -> Resp {
-    let wants_html = req
-        .headers()
-        .get_all(header::ACCEPT)
-        .iter()
-        .any(|value| value.to_str().is_ok_and(|v| v.contains("text/html")));
+    // The same rule as the proxy's own pages (q-values, not a substring).
+    let wants_html =
+        crate::negotiate::Answer::for_request(req.headers()) == crate::negotiate::Answer::Html;
     if req.uri().path() != "/_echo" && wants_html {
         let (parts, _body) = req.into_parts();
         return html(
