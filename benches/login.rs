@@ -24,7 +24,7 @@ use wechat_oauth_proxy::session::{CookieCodec, CookieSettings, MemoryStore, Sess
 use wechat_oauth_proxy::sim::{AuthMode, Endpoint, SimConfig, SimWeChat};
 use wechat_oauth_proxy::wechat::Scope;
 use wechat_oauth_proxy::wechat::client::ClientSettings;
-use wechat_oauth_proxy::wechat::oauth::{OAuthMode, WeChatOAuth, WeChatSettings};
+use wechat_oauth_proxy::wechat::oauth::{WeChatOAuth, WeChatSettings};
 use wechat_oauth_proxy::wechat::persist::{MemoryPlatformStore, PlatformStore, StoredTicket};
 
 const LOGINS: usize = 1_000;
@@ -55,14 +55,7 @@ async fn fresh_layer(sim: &SimWeChat) -> WeChatAuthLayer {
         .unwrap();
     let wechat = WeChatOAuth::new(
         WeChatSettings {
-            mode: OAuthMode::Component {
-                component_appid: config.component_appid.clone(),
-                component_secret: config.component_secret.clone(),
-                authorizer_appid: config.authorizer_appid.clone(),
-                message_token: config.message_token.clone(),
-                encoding_aes_key: config.encoding_aes_key.clone(),
-                previous_encoding_aes_key: None,
-            },
+            mode: config.component_mode(),
             client: ClientSettings {
                 api_base: sim.base_url(),
                 open_base: sim.base_url(),

@@ -4,9 +4,11 @@
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{
-    convert::Infallible, future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration,
-};
+mod support;
+
+use support::{bounded, start_sim};
+
+use std::{convert::Infallible, path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -15,36 +17,18 @@ use hyper_util::rt::TokioIo;
 use url::Url;
 use wechat_oauth_proxy::{
     secret::SecretString,
-    sim::{AuthMode, Endpoint, Failure, SimConfig, SimWeChat},
+    sim::{AuthMode, Endpoint, Failure, SimWeChat},
     wechat::{
         Scope,
         client::ClientSettings,
         crypto::MsgCrypt,
         error::{ErrorClass, WeChatError},
         events,
-        oauth::{OAuthMode, WeChatOAuth, WeChatSettings},
+        oauth::{WeChatOAuth, WeChatSettings},
         persist::{FileStore, MemoryPlatformStore, PlatformStore, StoredTicket},
         token::{TokenSettings, now_unix},
     },
 };
-
-/// Upper bound for every network await.
-const LIMIT: Duration = Duration::from_secs(30);
-
-async fn bounded<F: Future>(future: F) -> F::Output {
-    tokio::time::timeout(LIMIT, future)
-        .await
-        .expect("await timed out")
-}
-
-async fn start_sim() -> SimWeChat {
-    bounded(SimWeChat::start(
-        SimConfig::default(),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    ))
-    .await
-    .expect("sim starts")
-}
 
 /// Test settings: fast retries, short cool-downs for transient failures.
 fn token_settings() -> TokenSettings {
@@ -58,14 +42,7 @@ fn token_settings() -> TokenSettings {
 fn settings(sim: &SimWeChat, token: TokenSettings) -> WeChatSettings {
     let c = sim.config();
     WeChatSettings {
-        mode: OAuthMode::Component {
-            component_appid: c.component_appid.clone(),
-            component_secret: c.component_secret.clone(),
-            authorizer_appid: c.authorizer_appid.clone(),
-            message_token: c.message_token.clone(),
-            encoding_aes_key: c.encoding_aes_key.clone(),
-            previous_encoding_aes_key: None,
-        },
+        mode: c.component_mode(),
         client: ClientSettings {
             api_base: sim.base_url(),
             open_base: sim.base_url(),
