@@ -6,9 +6,9 @@
 
 mod support;
 
-use support::{bounded, start_sim};
+use support::{TempDir, bounded, start_sim};
 
-use std::{convert::Infallible, path::PathBuf, sync::Arc, time::Duration};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -66,23 +66,6 @@ async fn give_ticket(sim: &SimWeChat, oauth: &WeChatOAuth) {
     }))
     .await
     .unwrap();
-}
-
-/// A unique state directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new() -> Self {
-        Self(std::env::temp_dir().join(format!(
-            "wop-component-token-{}-{:016x}",
-            std::process::id(),
-            rand::random::<u64>()
-        )))
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A minimal 授权事件接收URL: hands every POST to `accept_push`, answers `success` on Ok.
@@ -336,7 +319,7 @@ async fn without_a_ticket_the_error_is_no_ticket_and_wechat_is_not_called() {
 #[tokio::test]
 async fn a_pushed_ticket_and_the_token_survive_a_restart() {
     let sim = start_sim().await;
-    let dir = TempDir::new();
+    let dir = TempDir::new("component-token");
     let token_before = {
         let store = Arc::new(FileStore::new(dir.0.clone()).unwrap());
         let oauth = oauth(&sim, store, token_settings());

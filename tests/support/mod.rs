@@ -2,8 +2,8 @@
 //! it needs:
 //!
 //! - here: [`STEP`] and [`bounded`] (every network or store await in every suite goes through
-//!   it, so a hung peer fails the test instead of hanging it) and [`start_sim`] (the simulated
-//!   WeChat on `127.0.0.1:0`);
+//!   it, so a hung peer fails the test instead of hanging it), [`TempDir`] and [`start_sim`]
+//!   (the simulated WeChat on `127.0.0.1:0`);
 //! - [`layer`] (re-exported here): the layer suites' parts: [`Echo`], the layer's collaborators,
 //!   [`wechat_settings`] (component mode against the simulator), [`World`] and [`Browser`];
 //! - [`proxy`]: a tiny hyper upstream, the proxy under test and raw hyper clients;
@@ -37,6 +37,26 @@ pub async fn bounded<F: Future>(future: F) -> F::Output {
     match tokio::time::timeout(STEP, future).await {
         Ok(output) => output,
         Err(_) => panic!("step did not finish within {STEP:?}"),
+    }
+}
+
+/// A unique directory under the system temp dir (not created), removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// A fresh path `wop-<label>-<pid>-<random>`.
+    pub fn new(label: &str) -> Self {
+        Self(std::env::temp_dir().join(format!(
+            "wop-{label}-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        )))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
