@@ -10,7 +10,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -38,10 +38,7 @@ async fn noop(_req: Request<Empty<Bytes>>) -> Result<Response<Empty<Bytes>>, Inf
 async fn fresh_layer(sim: &SimWeChat) -> WeChatAuthLayer {
     let config = sim.config();
     let platform = Arc::new(MemoryPlatformStore::new());
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = wechat_oauth_proxy::wechat::token::now_unix();
     platform
         .save_ticket(
             &config.component_appid,

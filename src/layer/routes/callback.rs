@@ -31,6 +31,7 @@ use http::request::Parts;
 use super::query_param;
 use crate::{
     Identity,
+    clock::unix_now,
     ids::AppId,
     layer::{
         body::OwnResponse,
@@ -39,9 +40,7 @@ use crate::{
         state::AuthState,
     },
     negotiate::Answer,
-    session::{
-        FlowCookie, FlowKey, ReturnPath, SessionRecord, flow::FLOW_CLOCK_SKEW_SECS, unix_now,
-    },
+    session::{FlowCookie, FlowKey, ReturnPath, SessionRecord, flow::FLOW_CLOCK_SKEW_SECS},
     wechat::{AuthorizationCode, Scope, error::WeChatError},
 };
 
