@@ -10,7 +10,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -24,7 +24,7 @@ use wechat_oauth_proxy::session::{CookieCodec, CookieSettings, MemoryStore, Sess
 use wechat_oauth_proxy::sim::{AuthMode, Endpoint, SimConfig, SimWeChat};
 use wechat_oauth_proxy::wechat::Scope;
 use wechat_oauth_proxy::wechat::client::ClientSettings;
-use wechat_oauth_proxy::wechat::oauth::{OAuthMode, WeChatOAuth, WeChatSettings};
+use wechat_oauth_proxy::wechat::oauth::{WeChatOAuth, WeChatSettings};
 use wechat_oauth_proxy::wechat::persist::{MemoryPlatformStore, PlatformStore, StoredTicket};
 
 const LOGINS: usize = 1_000;
@@ -38,10 +38,7 @@ async fn noop(_req: Request<Empty<Bytes>>) -> Result<Response<Empty<Bytes>>, Inf
 async fn fresh_layer(sim: &SimWeChat) -> WeChatAuthLayer {
     let config = sim.config();
     let platform = Arc::new(MemoryPlatformStore::new());
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = wechat_oauth_proxy::wechat::token::now_unix();
     platform
         .save_ticket(
             &config.component_appid,
@@ -55,14 +52,7 @@ async fn fresh_layer(sim: &SimWeChat) -> WeChatAuthLayer {
         .unwrap();
     let wechat = WeChatOAuth::new(
         WeChatSettings {
-            mode: OAuthMode::Component {
-                component_appid: config.component_appid.clone(),
-                component_secret: config.component_secret.clone(),
-                authorizer_appid: config.authorizer_appid.clone(),
-                message_token: config.message_token.clone(),
-                encoding_aes_key: config.encoding_aes_key.clone(),
-                previous_encoding_aes_key: None,
-            },
+            mode: config.component_mode(),
             client: ClientSettings {
                 api_base: sim.base_url(),
                 open_base: sim.base_url(),

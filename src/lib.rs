@@ -114,6 +114,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+mod clock;
 pub mod config;
 mod html;
 pub mod identity;

@@ -4,6 +4,8 @@
 //! and graceful shutdown on SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -11,10 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, COOKIE, LOCATION, SET_COOKIE};
-use tokio::time::timeout;
+use support::{STEP, bounded};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wechat-oauth-proxy");
-const STEP: Duration = Duration::from_secs(10);
 
 fn repo_file(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(name)
@@ -138,14 +139,12 @@ async fn shipped_config_runs_a_whole_login_through_the_simulated_wechat() {
 
     let mut jar = Jar::default();
     // 1. A browser navigation without a session is sent to the (simulated) WeChat.
-    let resp = timeout(
-        STEP,
+    let resp = bounded(
         http.get(format!("{}/hello?x=1", proxy.base))
             .header(ACCEPT, "text/html,application/xhtml+xml")
             .send(),
     )
     .await
-    .unwrap()
     .unwrap();
     assert_eq!(resp.status(), 302);
     jar.take(&resp);
@@ -417,7 +416,7 @@ async fn sigterm_lets_a_slow_request_finish_then_exits() {
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
 
-    let body = timeout(STEP, slow).await.unwrap().unwrap();
+    let body = bounded(slow).await.unwrap();
     assert_eq!(body, "slow done", "the in-flight request completed");
     let mut exited = None;
     for _ in 0..100 {

@@ -4,9 +4,11 @@
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{
-    convert::Infallible, future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration,
-};
+mod support;
+
+use support::{TempDir, bounded, start_sim};
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -15,36 +17,18 @@ use hyper_util::rt::TokioIo;
 use url::Url;
 use wechat_oauth_proxy::{
     secret::SecretString,
-    sim::{AuthMode, Endpoint, Failure, SimConfig, SimWeChat},
+    sim::{AuthMode, Endpoint, Failure, SimWeChat},
     wechat::{
         Scope,
         client::ClientSettings,
         crypto::MsgCrypt,
         error::{ErrorClass, WeChatError},
         events,
-        oauth::{OAuthMode, WeChatOAuth, WeChatSettings},
+        oauth::{WeChatOAuth, WeChatSettings},
         persist::{FileStore, MemoryPlatformStore, PlatformStore, StoredTicket},
         token::{TokenSettings, now_unix},
     },
 };
-
-/// Upper bound for every network await.
-const LIMIT: Duration = Duration::from_secs(30);
-
-async fn bounded<F: Future>(future: F) -> F::Output {
-    tokio::time::timeout(LIMIT, future)
-        .await
-        .expect("await timed out")
-}
-
-async fn start_sim() -> SimWeChat {
-    bounded(SimWeChat::start(
-        SimConfig::default(),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    ))
-    .await
-    .expect("sim starts")
-}
 
 /// Test settings: fast retries, short cool-downs for transient failures.
 fn token_settings() -> TokenSettings {
@@ -58,14 +42,7 @@ fn token_settings() -> TokenSettings {
 fn settings(sim: &SimWeChat, token: TokenSettings) -> WeChatSettings {
     let c = sim.config();
     WeChatSettings {
-        mode: OAuthMode::Component {
-            component_appid: c.component_appid.clone(),
-            component_secret: c.component_secret.clone(),
-            authorizer_appid: c.authorizer_appid.clone(),
-            message_token: c.message_token.clone(),
-            encoding_aes_key: c.encoding_aes_key.clone(),
-            previous_encoding_aes_key: None,
-        },
+        mode: c.component_mode(),
         client: ClientSettings {
             api_base: sim.base_url(),
             open_base: sim.base_url(),
@@ -89,23 +66,6 @@ async fn give_ticket(sim: &SimWeChat, oauth: &WeChatOAuth) {
     }))
     .await
     .unwrap();
-}
-
-/// A unique state directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new() -> Self {
-        Self(std::env::temp_dir().join(format!(
-            "wop-component-token-{}-{:016x}",
-            std::process::id(),
-            rand::random::<u64>()
-        )))
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A minimal 授权事件接收URL: hands every POST to `accept_push`, answers `success` on Ok.
@@ -359,7 +319,7 @@ async fn without_a_ticket_the_error_is_no_ticket_and_wechat_is_not_called() {
 #[tokio::test]
 async fn a_pushed_ticket_and_the_token_survive_a_restart() {
     let sim = start_sim().await;
-    let dir = TempDir::new();
+    let dir = TempDir::new("component-token");
     let token_before = {
         let store = Arc::new(FileStore::new(dir.0.clone()).unwrap());
         let oauth = oauth(&sim, store, token_settings());

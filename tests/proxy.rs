@@ -5,7 +5,7 @@
 // `allow-*-in-tests` settings do not reach them; a failed setup step should fail loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod proxy_support;
+mod support;
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
-use proxy_support::*;
+use support::proxy::*;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},

@@ -10,8 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[allow(dead_code)]
-mod proxy_support;
+mod support;
 
 use std::{
     net::SocketAddr,
@@ -19,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use proxy_support::{Proxy, bounded, settings_for, start_proxy};
+use support::proxy::{Proxy, bounded, settings_for, start_proxy};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},

@@ -7,12 +7,15 @@
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common_redis;
+mod support;
 
-use std::{future::Future, time::Duration};
+use std::time::Duration;
 
-use common_redis::{RedisServer, raw_command};
 use sha2::{Digest as _, Sha256};
+use support::{
+    bounded,
+    redis::{RedisServer, raw_command},
+};
 use wechat_oauth_proxy::{
     Identity,
     ids::Scope,
@@ -27,15 +30,6 @@ use wechat_oauth_proxy::{
         token::now_unix,
     },
 };
-
-/// Upper bound for every await that touches the network.
-const LIMIT: Duration = Duration::from_secs(30);
-
-async fn bounded<F: Future>(future: F) -> F::Output {
-    tokio::time::timeout(LIMIT, future)
-        .await
-        .expect("await timed out")
-}
 
 fn prefix() -> String {
     format!("t{:08x}:", rand::random::<u32>())
@@ -448,28 +442,19 @@ async fn the_lock_is_refused_when_a_token_was_stored_since_we_looked() {
 
 #[cfg(feature = "sim")]
 mod two_instances {
-    use std::{net::SocketAddr, sync::Arc};
+    use std::sync::Arc;
 
     use super::*;
     use wechat_oauth_proxy::{
-        sim::{AuthMode, Endpoint, SimConfig, SimWeChat},
+        sim::{AuthMode, Endpoint, SimWeChat},
         wechat::{
             Scope,
             client::ClientSettings,
             error::WeChatError,
-            oauth::{OAuthMode, WeChatOAuth, WeChatSettings},
+            oauth::{WeChatOAuth, WeChatSettings},
             token::TokenSettings,
         },
     };
-
-    async fn start_sim() -> SimWeChat {
-        bounded(SimWeChat::start(
-            SimConfig::default(),
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-        ))
-        .await
-        .unwrap()
-    }
 
     fn oauth(sim: &SimWeChat, store: Arc<dyn PlatformStore>) -> WeChatOAuth {
         oauth_with(sim, store, Duration::from_secs(15 * 60))
@@ -482,14 +467,7 @@ mod two_instances {
     ) -> WeChatOAuth {
         let c = sim.config();
         let settings = WeChatSettings {
-            mode: OAuthMode::Component {
-                component_appid: c.component_appid.clone(),
-                component_secret: c.component_secret.clone(),
-                authorizer_appid: c.authorizer_appid.clone(),
-                message_token: c.message_token.clone(),
-                encoding_aes_key: c.encoding_aes_key.clone(),
-                previous_encoding_aes_key: None,
-            },
+            mode: c.component_mode(),
             client: ClientSettings {
                 api_base: sim.base_url(),
                 open_base: sim.base_url(),
@@ -513,7 +491,7 @@ mod two_instances {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn one_token_fetch_for_two_instances() {
         let server = RedisServer::start();
-        let sim = start_sim().await;
+        let sim = support::start_sim().await;
         for round in 1..=4u64 {
             let prefix = prefix();
             let a = oauth(&sim, Arc::new(platform_store(&server, &prefix).await));
@@ -573,7 +551,7 @@ mod two_instances {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn early_refresh_is_done_once_for_both_instances() {
         let server = RedisServer::start();
-        let sim = start_sim().await;
+        let sim = support::start_sim().await;
         // 8 s tokens, 3 s margin: the refresh is due 5 s after a fetch.
         sim.set_token_ttl(Duration::from_secs(8));
         let prefix = prefix();
@@ -653,7 +631,7 @@ mod two_instances {
     #[tokio::test]
     async fn a_missing_redis_is_a_store_error_for_the_token_manager() {
         let mut server = RedisServer::start();
-        let sim = start_sim().await;
+        let sim = support::start_sim().await;
         let store = platform_store(&server, &prefix())
             .await
             .with_op_timeout(Duration::from_millis(500));

@@ -7,7 +7,10 @@
 // Test helpers outside `#[test]` functions: failing loudly is their job.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::future::Future;
+mod support;
+
+use support::bounded;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,16 +19,6 @@ use wechat_oauth_proxy::ids::Scope;
 use wechat_oauth_proxy::session::{
     FlowBinding, FlowKey, MemoryStore, SessionId, SessionRecord, SessionSettings, SessionStore,
 };
-
-/// Upper bound on any single store call, so a hung backend fails the test instead of hanging.
-const CALL_LIMIT: Duration = Duration::from_secs(10);
-
-async fn bounded<T>(fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(CALL_LIMIT, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("store call did not finish within {CALL_LIMIT:?}"),
-    }
-}
 
 fn identity(openid: &str) -> Identity {
     Identity {
@@ -336,13 +329,10 @@ async fn memory_store(settings: SessionSettings) -> Arc<dyn SessionStore> {
 
 store_conformance!(memory, memory_store);
 
-#[cfg(feature = "redis")]
-mod common_redis;
-
 /// A Redis store on its own throw-away `redis-server` (fails, never skips, without one).
 #[cfg(feature = "redis")]
 async fn redis_store(settings: SessionSettings) -> Arc<dyn SessionStore> {
-    Arc::new(common_redis::ServerBoundSessionStore::start(settings).await)
+    Arc::new(support::redis::ServerBoundSessionStore::start(settings).await)
 }
 
 #[cfg(feature = "redis")]

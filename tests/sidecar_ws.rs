@@ -9,13 +9,15 @@
     clippy::result_large_err
 )]
 
+mod support;
+
+use support::bounded;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tower::Layer;
@@ -33,8 +35,6 @@ use wechat_oauth_proxy::wechat::client::ClientSettings;
 use wechat_oauth_proxy::wechat::oauth::{OAuthMode, WeChatOAuth, WeChatSettings};
 use wechat_oauth_proxy::wechat::persist::MemoryPlatformStore;
 use wechat_oauth_proxy::wechat::{AppSecret, AuthorizerAppId};
-
-const STEP: Duration = Duration::from_secs(10);
 
 struct Stack {
     addr: std::net::SocketAddr,
@@ -174,23 +174,18 @@ async fn websocket_with_a_session_is_proxied_and_echoes() {
     request
         .headers_mut()
         .insert("x_wechat_openid", "forged".parse().unwrap());
-    let stream = timeout(STEP, TcpStream::connect(stack.addr))
+    let stream = bounded(TcpStream::connect(stack.addr)).await.unwrap();
+    let (mut ws, handshake) = bounded(tokio_tungstenite::client_async(request, stream))
         .await
-        .unwrap()
-        .unwrap();
-    let (mut ws, handshake) = timeout(STEP, tokio_tungstenite::client_async(request, stream))
-        .await
-        .unwrap()
         .unwrap();
     assert_eq!(handshake.status(), 101);
 
-    timeout(STEP, ws.send(Message::text("你好 through the sidecar")))
+    bounded(ws.send(Message::text("你好 through the sidecar")))
         .await
-        .unwrap()
         .unwrap();
-    let echoed = timeout(STEP, ws.next()).await.unwrap().unwrap().unwrap();
+    let echoed = bounded(ws.next()).await.unwrap().unwrap();
     assert_eq!(echoed, Message::text("你好 through the sidecar"));
-    timeout(STEP, ws.close(None)).await.unwrap().unwrap();
+    bounded(ws.close(None)).await.unwrap();
 
     assert_eq!(stack.upstream_handshakes.load(Ordering::SeqCst), 1);
     let seen = stack.upstream_headers.lock().unwrap().clone();
@@ -216,16 +211,12 @@ async fn websocket_with_a_session_is_proxied_and_echoes() {
 #[tokio::test]
 async fn websocket_without_a_session_is_refused_before_the_upstream() {
     let stack = start().await;
-    let stream = timeout(STEP, TcpStream::connect(stack.addr))
-        .await
-        .unwrap()
-        .unwrap();
-    let result = timeout(
-        STEP,
-        tokio_tungstenite::client_async(format!("ws://{}/socket", stack.addr), stream),
-    )
-    .await
-    .unwrap();
+    let stream = bounded(TcpStream::connect(stack.addr)).await.unwrap();
+    let result = bounded(tokio_tungstenite::client_async(
+        format!("ws://{}/socket", stack.addr),
+        stream,
+    ))
+    .await;
     match result {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), 401);

@@ -3,7 +3,11 @@
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{collections::HashMap, future::Future, net::SocketAddr, time::Duration};
+mod support;
+
+use support::{STEP, bounded};
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -20,15 +24,7 @@ use wechat_oauth_proxy::{
     },
 };
 
-/// Upper bound for every network await.
-const LIMIT: Duration = Duration::from_secs(15);
 const CALLBACK: &str = "http://127.0.0.1:8080/_wxauth/callback";
-
-async fn bounded<F: Future>(future: F) -> F::Output {
-    tokio::time::timeout(LIMIT, future)
-        .await
-        .expect("network await timed out")
-}
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -43,7 +39,7 @@ async fn start(config: SimConfig) -> SimWeChat {
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(LIMIT)
+        .timeout(STEP)
         .build()
         .expect("client")
 }

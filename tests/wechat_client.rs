@@ -4,10 +4,14 @@
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+mod support;
+
+use support::{bounded, start_sim};
+
+use std::{sync::Arc, time::Duration};
 
 use wechat_oauth_proxy::{
-    sim::{AuthMode, Endpoint, Failure, SimConfig, SimUser, SimWeChat},
+    sim::{AuthMode, Endpoint, Failure, SimUser, SimWeChat},
     wechat::{
         AppSecret, AuthorizationCode, ComponentAccessToken, OAuthState, OpenId, Scope,
         UserAccessToken,
@@ -18,24 +22,6 @@ use wechat_oauth_proxy::{
         token::TokenSettings,
     },
 };
-
-/// Upper bound for every network await.
-const LIMIT: Duration = Duration::from_secs(30);
-
-async fn bounded<F: Future>(future: F) -> F::Output {
-    tokio::time::timeout(LIMIT, future)
-        .await
-        .expect("await timed out")
-}
-
-async fn start_sim() -> SimWeChat {
-    bounded(SimWeChat::start(
-        SimConfig::default(),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    ))
-    .await
-    .expect("sim starts")
-}
 
 fn client_settings(sim: &SimWeChat) -> ClientSettings {
     ClientSettings {
@@ -390,14 +376,7 @@ async fn component_authorize_url_is_accepted_by_the_sim() {
     let c = sim.config().clone();
     let oauth = WeChatOAuth::new(
         WeChatSettings {
-            mode: OAuthMode::Component {
-                component_appid: c.component_appid.clone(),
-                component_secret: c.component_secret.clone(),
-                authorizer_appid: c.authorizer_appid.clone(),
-                message_token: c.message_token.clone(),
-                encoding_aes_key: c.encoding_aes_key.clone(),
-                previous_encoding_aes_key: None,
-            },
+            mode: c.component_mode(),
             client: client_settings(&sim),
             token: TokenSettings::default(),
         },

@@ -16,13 +16,14 @@
 //! token cache ([`JwtIssuer::token_for`]); `tests.rs` the unit tests.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderValue;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::unix_now;
 use crate::identity::Identity;
 use crate::ids::Scope;
 use crate::secret::SecretString;
@@ -359,13 +360,6 @@ impl KindName for jsonwebtoken::errors::Error {
             .unwrap_or("unknown")
             .to_owned()
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

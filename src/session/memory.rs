@@ -28,8 +28,8 @@ use crate::ids::Scope;
 
 use super::{
     FlowKey, SESSION_ID_BYTES, SessionId, SessionRecord, SessionSettings, SessionStore, StoreError,
-    unix_now,
 };
+use crate::clock::unix_now;
 
 /// How many fresh ids `create` draws before giving up (a collision of 128-bit random ids is
 /// astronomically unlikely; more than one means the RNG is broken).

@@ -66,7 +66,7 @@ pub mod memory;
 pub mod redis;
 pub mod return_path;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -75,6 +75,7 @@ use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::clock::unix_now;
 use crate::identity::Identity;
 
 pub use self::cookie::{CookieCodec, CookieKeyError, CookieSettings};
@@ -282,14 +283,6 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Readiness check: `Ok` when the backend can serve requests.
     async fn ping(&self) -> Result<(), StoreError>;
-}
-
-/// Seconds since the Unix epoch (0 if the clock is before 1970).
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -50,8 +50,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::{
     FlowKey, SESSION_ID_BYTES, SessionId, SessionRecord, SessionSettings, SessionStore, StoreError,
-    unix_now,
 };
+use crate::clock::unix_now;
 use crate::redis_util::{self, millis};
 
 /// Default bound on every Redis call (connect included).

@@ -12,6 +12,7 @@ use std::{sync::Arc, time::Duration};
 use url::Url;
 
 use super::{SimError, wechat::Inner};
+use crate::clock::unix_now;
 use crate::wechat::{
     VerifyTicket,
     crypto::MsgCrypt,
@@ -101,13 +102,6 @@ pub(crate) async fn run(inner: Arc<Inner>, events_url: Url, every: Duration) {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Encrypts and signs the ticket event: `(query, body)`.
 fn seal(
     inner: &Inner,
@@ -122,7 +116,7 @@ fn seal(
         config.component_appid.clone(),
     )
     .map_err(SimError::Crypto)?;
-    let create_time = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+    let create_time = crate::wechat::token::now_unix();
     let event = ticket_event_xml(&config.component_appid, create_time, ticket);
     Ok(seal_push(&crypt, &event, timestamp, nonce))
 }

@@ -50,7 +50,10 @@ use url::Url;
 use super::{SimError, admin, api, authorize, http::Resp, http::Server, pusher};
 use crate::{
     secret::SecretString,
-    wechat::{AppSecret, AuthorizationCode, AuthorizerAppId, ComponentAppId, Scope, VerifyTicket},
+    wechat::{
+        AppSecret, AuthorizationCode, AuthorizerAppId, ComponentAppId, Scope, VerifyTicket,
+        oauth::OAuthMode,
+    },
 };
 
 pub use super::pusher::PusherConfig;
@@ -116,6 +119,22 @@ impl Default for SimConfig {
             interactive: false,
             users: SimUser::defaults(),
             pusher: None,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Component-mode [`OAuthMode`] for a proxy talking to a simulator started with this
+    /// configuration (same appids, secret, message token and EncodingAESKey; no previous key).
+    /// Tests and benches pair it with their own client and token settings.
+    pub fn component_mode(&self) -> OAuthMode {
+        OAuthMode::Component {
+            component_appid: self.component_appid.clone(),
+            component_secret: self.component_secret.clone(),
+            authorizer_appid: self.authorizer_appid.clone(),
+            message_token: self.message_token.clone(),
+            encoding_aes_key: self.encoding_aes_key.clone(),
+            previous_encoding_aes_key: None,
         }
     }
 }

@@ -743,7 +743,7 @@ fn from_unix_seconds(secs: i64) -> SystemTime {
 
 /// The current time as Unix seconds (for [`StoredTicket::received_at`]).
 pub fn now_unix() -> i64 {
-    unix_seconds(SystemTime::now())
+    i64::try_from(crate::clock::unix_now()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

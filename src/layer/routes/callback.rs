@@ -31,6 +31,7 @@ use http::request::Parts;
 use super::query_param;
 use crate::{
     Identity,
+    clock::unix_now,
     ids::AppId,
     layer::{
         body::OwnResponse,
@@ -41,7 +42,7 @@ use crate::{
     negotiate::Answer,
     session::{
         FlowBinding, FlowCookie, FlowKey, LoginFlow, ReturnPath, SessionRecord,
-        flow::FLOW_CLOCK_SKEW_SECS, unix_now,
+        flow::FLOW_CLOCK_SKEW_SECS,
     },
     wechat::{AuthorizationCode, Scope, error::WeChatError},
 };

@@ -21,13 +21,14 @@ use rand::{Rng as _, distributions::Alphanumeric, rngs::OsRng};
 
 use super::return_param;
 use crate::{
+    clock::unix_now,
     layer::{
         body::OwnResponse,
         error::AuthError,
         respond::{add_cookie, redirect},
         state::AuthState,
     },
-    session::{LoginFlow, ReturnPath, unix_now},
+    session::{LoginFlow, ReturnPath},
     wechat::OAuthState,
 };
 

@@ -4,11 +4,6 @@
 //! If `redis-server` is not on `PATH` the test FAILS with a message saying how to install it:
 //! these backends are never silently left untested.
 
-// Shared by several test crates, each using a different subset.
-#![allow(dead_code, unreachable_pub)]
-// Test helpers outside `#[test]` functions: failing loudly is their job.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -208,13 +203,9 @@ impl ServerBoundSessionStore {
     pub async fn start(settings: SessionSettings) -> Self {
         let server = Arc::new(RedisServer::start());
         let prefix = format!("test{:08x}:", rand::random::<u32>());
-        let store = tokio::time::timeout(
-            Duration::from_secs(10),
-            RedisSessionStore::new(&server.url(), &prefix, settings),
-        )
-        .await
-        .expect("connect in time")
-        .expect("connect to the test redis-server");
+        let store = super::bounded(RedisSessionStore::new(&server.url(), &prefix, settings))
+            .await
+            .expect("connect to the test redis-server");
         Self {
             store,
             _server: server,

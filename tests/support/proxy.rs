@@ -1,15 +1,15 @@
-//! Harness for `tests/proxy.rs`: a tiny hyper upstream, the proxy under test and raw hyper
-//! clients, all on `127.0.0.1:0`. Every helper that touches the network is meant to be awaited
-//! through [`bounded`].
+//! The proxy part of the harness, used by `tests/proxy.rs` and `tests/proxy_hardening.rs`: a tiny
+//! hyper upstream, the proxy under test and raw hyper clients, all on `127.0.0.1:0`. Every
+//! helper that touches the network is meant to be awaited through [`bounded`].
 
 use std::{
     convert::Infallible,
     future::Future,
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
+pub(crate) use super::{STEP, bounded};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt as _, Full, StreamBody, combinators::UnsyncBoxBody};
@@ -25,18 +25,8 @@ use wechat_oauth_proxy::{
     server::{self, BoxError, ServerSettings},
 };
 
-/// Upper bound for any single network step in these tests.
-pub(crate) const STEP: Duration = Duration::from_secs(20);
-
 /// Body type used by the test upstream and test clients.
 pub(crate) type TestBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// Awaits `future`, failing the test if it takes longer than [`STEP`].
-pub(crate) async fn bounded<F: Future>(future: F) -> F::Output {
-    tokio::time::timeout(STEP, future)
-        .await
-        .expect("network step did not finish in time")
-}
 
 /// A fixed body.
 pub(crate) fn full(data: impl Into<Bytes>) -> TestBody {
