@@ -20,7 +20,7 @@ use http::{Method, StatusCode};
 use serde_json::json;
 
 use super::http::{Resp, respond};
-use super::wechat::{Endpoint, Failure, Inner};
+use super::state::{Endpoint, Failure, Inner};
 
 /// Prefix of the admin paths.
 pub(crate) const PREFIX: &str = "/_sim/admin/";
@@ -88,7 +88,7 @@ pub(crate) fn handle(inner: &Inner, method: &Method, path: &str, query: &str) ->
 
 /// `fault?endpoint=E&failure=F[&times=N]`.
 fn inject(inner: &Inner, query: &str) -> Result<(), String> {
-    let params = super::api::params(query);
+    let params = super::http::params(query);
     let param = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
     let endpoints: Vec<Endpoint> = match param("endpoint") {
         "api" => API_ENDPOINTS.to_vec(),

@@ -13,8 +13,8 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use super::{
-    http::{Resp, random_hex, random_token, read_body, respond},
-    wechat::{
+    http::{Resp, params, random_hex, random_token, read_body, respond},
+    state::{
         AuthMode, ComponentTokenEntry, Endpoint, Failure, HANG, Inner, REFRESH_LIFETIME,
         RefreshEntry, SimUser, State, TICKET_LIFETIME, UserTokenEntry,
     },
@@ -112,16 +112,6 @@ pub(crate) async fn failure(failure: Failure, content_type: &'static str) -> Res
         Failure::SystemBusy => error(-1, content_type),
         Failure::ErrCode(code) => error(code, content_type),
     }
-}
-
-/// Query parameters by name; the first occurrence wins.
-pub(crate) fn params(query: &str) -> HashMap<String, String> {
-    let mut map = HashMap::new();
-    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        map.entry(name.into_owned())
-            .or_insert_with(|| value.into_owned());
-    }
-    map
 }
 
 fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> &'a str {

@@ -12,9 +12,8 @@ use http::{HeaderValue, Method, StatusCode};
 use url::Url;
 
 use super::{
-    api::params,
-    http::{Resp, escape, html, is_safe_image_url, random_token, redirect, respond},
-    wechat::{AuthMode, CodeEntry, Endpoint, Failure, HANG, Inner, PendingAuthorize, SimUser},
+    http::{Resp, escape, html, is_safe_image_url, params, random_token, redirect, respond},
+    state::{AuthMode, CodeEntry, Endpoint, Failure, HANG, Inner, PendingAuthorize, SimUser},
 };
 use crate::wechat::Scope;
 

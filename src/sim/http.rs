@@ -1,7 +1,9 @@
 //! The small HTTP plumbing shared by the simulated WeChat and the demo upstream: a loopback-only
 //! accept loop with shutdown, bounded body reading, response builders and HTML escaping.
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
+use std::{
+    collections::HashMap, convert::Infallible, future::Future, net::SocketAddr, time::Duration,
+};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -192,6 +194,16 @@ pub(crate) fn random_hex(len: usize) -> String {
     (0..len)
         .map(|_| char::from(HEX[rng.gen_range(0..16)]))
         .collect()
+}
+
+/// Query parameters by name; the first occurrence wins.
+pub(crate) fn params(query: &str) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        map.entry(name.into_owned())
+            .or_insert_with(|| value.into_owned());
+    }
+    map
 }
 
 #[cfg(test)]

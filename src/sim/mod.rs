@@ -25,9 +25,10 @@ mod admin;
 mod api;
 mod authorize;
 mod http;
+mod state;
 
-pub use pusher::PusherConfig;
-pub use wechat::{AuthMode, Endpoint, Failure, SimConfig, SimUser, SimWeChat};
+pub use state::{AuthMode, Endpoint, Failure, PusherConfig, SimConfig, SimUser};
+pub use wechat::SimWeChat;
 
 /// User number `i` of a synthetic population with realistic field sizes (28-character openid
 /// and unionid, a CJK + emoji nickname, a 130-byte avatar URL): what benchmarks and

@@ -11,13 +11,15 @@ use std::{sync::Arc, time::Duration};
 
 use url::Url;
 
-use super::{SimError, wechat::Inner};
+use super::{SimError, state::Inner};
 use crate::clock::unix_now;
 use crate::wechat::{
     VerifyTicket,
     crypto::MsgCrypt,
     events::{seal_push, ticket_event_xml},
 };
+
+pub use super::state::PusherConfig;
 
 /// Connect timeout of a push (WeChat gives the receiver 5 s in total).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,16 +29,6 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// How much of a rejecting receiver's body is kept for the error.
 const BODY_SNIPPET: usize = 200;
-
-/// Where and how often [`SimWeChat`](super::SimWeChat) pushes tickets when started with
-/// [`SimConfig::pusher`](super::SimConfig::pusher) set.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PusherConfig {
-    /// The proxy's events URL, e.g. `http://127.0.0.1:8080/_wxauth/events`.
-    pub events_url: Url,
-    /// Interval between pushes (WeChat: 10 minutes).
-    pub every: Duration,
-}
 
 /// The one HTTP client used for pushes: bounded timeouts, no redirects.
 pub(crate) fn client() -> Result<reqwest::Client, SimError> {
