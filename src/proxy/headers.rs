@@ -51,6 +51,8 @@ use http::{
 };
 use ipnet::IpNet;
 
+use crate::identity::{connection_tokens, same_header_name};
+
 /// `Keep-Alive` (not in the `http` crate's constants).
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// `Proxy-Connection`, a non-standard but widely sent cousin of `Connection`.
@@ -95,28 +97,21 @@ const UNTRUSTED_DROP: [HeaderName; 4] = [
     HeaderName::from_static("x-rewrite-url"),
 ];
 
-/// Whether `name` (already lower case, as [`HeaderName`]s are) only differs from `canonical`
-/// where `name` has `_` or `.` and `canonical` has `-`: how servers that fold those characters
-/// into `-` would see it.
-fn folds_to(name: &[u8], canonical: &str) -> bool {
-    name.len() == canonical.len()
-        && name
-            .iter()
-            .zip(canonical.as_bytes())
-            .all(|(&n, &c)| n == c || (c == b'-' && (n == b'_' || n == b'.')))
-}
-
-/// Whether a field name (lower case) folds into a field the proxy owns or rewrites: the
-/// hop-by-hop list, `Host`, the `X-Forwarded-*` family and the fields of [`UNTRUSTED_DROP`].
-fn folds_to_owned(name: &[u8]) -> bool {
+/// Whether a field name folds into a field the proxy owns or rewrites — the hop-by-hop list,
+/// `Host`, the `X-Forwarded-*` family and the fields of [`UNTRUSTED_DROP`] — compared the way
+/// servers that fold `_` and `.` into `-` see it ([`same_header_name`], the identity headers'
+/// rule too).
+fn folds_to_owned(name: &str) -> bool {
     let family = name.len() > X_FORWARDED_PREFIX.len()
-        && folds_to(&name[..X_FORWARDED_PREFIX.len()], X_FORWARDED_PREFIX);
+        && name
+            .get(..X_FORWARDED_PREFIX.len())
+            .is_some_and(|prefix| same_header_name(prefix, X_FORWARDED_PREFIX));
     family
         || HOP_BY_HOP
             .iter()
             .chain(&UNTRUSTED_DROP)
             .chain([&HOST])
-            .any(|owned| folds_to(name, owned.as_str()))
+            .any(|owned| same_header_name(name, owned.as_str()))
 }
 
 /// Removes the client's fields whose names contain `_` or `.`: always those that fold into a
@@ -132,7 +127,7 @@ pub fn remove_odd_names(headers: &mut HeaderMap, allow_odd_names: bool) -> usize
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| is_odd(name))
-        .filter(|name| !allow_odd_names || folds_to_owned(name.as_str().as_bytes()))
+        .filter(|name| !allow_odd_names || folds_to_owned(name.as_str()))
         .cloned()
         .collect();
     doomed
@@ -147,11 +142,8 @@ pub fn remove_odd_names(headers: &mut HeaderMap, allow_odd_names: bool) -> usize
 /// The comma-separated tokens of every `Connection` field, lower-cased by [`HeaderName`] parsing.
 /// Tokens that are not valid header names are skipped (they cannot name a field anyway).
 fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(CONNECTION)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
+    connection_tokens(headers)
+        .filter_map(|token| HeaderName::from_bytes(token).ok())
         .collect()
 }
 
@@ -474,10 +466,15 @@ mod tests {
         assert_eq!(remove_odd_names(&mut headers, false), 0);
         assert_eq!(headers.len(), 2);
         // Folding only maps `_`/`.` onto `-`, never onto letters.
-        assert!(!folds_to(b"x_forwarded_fox", "x-forwarded-for"));
-        assert!(!folds_to(b"x-forwarded-for-", "x-forwarded-for"));
-        assert!(!folds_to_owned(b"x_forwarded_"));
-        assert!(folds_to_owned(b"keep_alive"));
+        assert!(!folds_to_owned("x_forwardes_for"));
+        assert!(
+            folds_to_owned("x_forwarded_fox"),
+            "the whole X-Forwarded-* family is owned"
+        );
+        assert!(!folds_to_owned("x_real_ipx"));
+        assert!(!folds_to_owned("x_forwarded_"));
+        assert!(folds_to_owned("keep_alive"));
+        assert!(folds_to_owned("x.real_ip"));
     }
 
     #[test]
