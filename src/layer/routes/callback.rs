@@ -112,7 +112,7 @@ fn state_of(parts: &Parts) -> Result<(FlowKey, FlowBinding), AuthError> {
                 && s.bytes().all(|b| b.is_ascii_alphanumeric())
         })
         .ok_or(AuthError::InvalidState)?;
-    let binding = super::flow_binding(&state);
+    let binding = FlowBinding::for_state(&state);
     Ok((FlowKey::new(state), binding))
 }
 
