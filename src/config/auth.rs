@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::{Config, ConfigProblem, FromConfigStr, Problems};
 use crate::identity::HeaderSettings;
-use crate::layer::{LayerSettings, SkipRule};
+use crate::layer::{DispatchSettings, LayerSettings, SkipRule};
 use crate::wechat::Scope;
 
 /// `[auth]`
@@ -44,7 +44,7 @@ impl Default for AuthConfig {
 }
 
 fn default_prefix() -> String {
-    LayerSettings::default().prefix
+    LayerSettings::default().dispatch.prefix
 }
 fn default_scope() -> Scope {
     LayerSettings::default().scope
@@ -114,10 +114,12 @@ impl Config {
     pub fn layer_settings(&self) -> Result<LayerSettings, ConfigProblem> {
         Ok(LayerSettings {
             public_url: self.server.public_url.clone(),
-            prefix: self.auth.prefix.clone(),
-            skip: self.auth.skip.clone(),
-            api_prefixes: self.auth.api_prefixes.clone(),
-            skip_preflight: self.auth.skip_preflight,
+            dispatch: DispatchSettings {
+                prefix: self.auth.prefix.clone(),
+                skip: self.auth.skip.clone(),
+                api_prefixes: self.auth.api_prefixes.clone(),
+                skip_preflight: self.auth.skip_preflight,
+            },
             scope: self.auth.scope,
             headers: HeaderSettings {
                 jwt: self.jwt.carrier()?,

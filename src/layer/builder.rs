@@ -8,7 +8,7 @@ use url::Url;
 
 use super::{
     LayerSettings, WeChatAuthLayer,
-    dispatch::{DispatchSettings, SkipRule, SkipRuleError},
+    dispatch::{SkipRule, SkipRuleError},
     state::AuthState,
 };
 use crate::{
@@ -113,7 +113,7 @@ impl WeChatAuthLayerBuilder {
 
     /// Prefix of the reserved endpoints (default `/_wxauth`).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.settings.prefix = prefix.into();
+        self.settings.dispatch.prefix = prefix.into();
         self
     }
 
@@ -134,20 +134,20 @@ impl WeChatAuthLayerBuilder {
                 source,
             }
         })?;
-        self.settings.skip.push(rule);
+        self.settings.dispatch.skip.push(rule);
         Ok(self)
     }
 
     /// A path prefix whose requests always get 401 JSON instead of a login redirect.
     pub fn api_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.settings.api_prefixes.push(prefix.into());
+        self.settings.dispatch.api_prefixes.push(prefix.into());
         self
     }
 
     /// Lets CORS preflights through without a session (default off); see
     /// [`DispatchSettings::skip_preflight`](super::DispatchSettings::skip_preflight).
     pub fn skip_preflight(mut self, skip: bool) -> Self {
-        self.settings.skip_preflight = skip;
+        self.settings.dispatch.skip_preflight = skip;
         self
     }
 
@@ -204,15 +204,16 @@ impl WeChatAuthLayerBuilder {
             );
         }
 
+        let dispatch = &mut settings.dispatch;
         // A trailing '/' is tolerated (`/auth/` = `/auth`).
-        if settings.prefix.len() > 1 && settings.prefix.ends_with('/') {
-            settings.prefix.pop();
+        if dispatch.prefix.len() > 1 && dispatch.prefix.ends_with('/') {
+            dispatch.prefix.pop();
         }
-        if !is_normalized_absolute(&settings.prefix) || settings.prefix.len() < 2 {
+        if !is_normalized_absolute(&dispatch.prefix) || dispatch.prefix.len() < 2 {
             return Err(BuildError::InvalidPrefix);
         }
         let origin = origin_of(&settings.public_url, !secure)?;
-        for prefix in &mut settings.api_prefixes {
+        for prefix in &mut dispatch.api_prefixes {
             let trimmed = prefix.trim_end_matches('/');
             if !prefix.starts_with('/') || !(trimmed.is_empty() || is_normalized_absolute(trimmed))
             {
@@ -224,18 +225,11 @@ impl WeChatAuthLayerBuilder {
             return Err(BuildError::InvalidFlowTtl);
         }
 
-        let dispatch = DispatchSettings {
-            prefix: settings.prefix.clone(),
-            skip: settings.skip.clone(),
-            api_prefixes: settings.api_prefixes.clone(),
-            skip_preflight: settings.skip_preflight,
-        };
-        let callback_url = format!("{origin}{}/callback", settings.prefix);
+        let callback_url = format!("{origin}{}/callback", settings.dispatch.prefix);
         let strip = settings.headers.strip_list();
         Ok(WeChatAuthLayer {
             state: Arc::new(AuthState {
                 settings,
-                dispatch,
                 strip,
                 origin,
                 callback_url,

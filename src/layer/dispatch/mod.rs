@@ -119,7 +119,8 @@ impl Route {
     }
 }
 
-/// The inputs of [`dispatch`] that come from configuration (a view of the layer settings).
+/// The inputs of [`dispatch`] that come from configuration: the classification part of the
+/// layer's settings (`LayerSettings::dispatch`, their only home).
 #[derive(Clone, Debug)]
 pub struct DispatchSettings {
     /// Reserved prefix, normalized, without trailing `/` (`/_wxauth`).
