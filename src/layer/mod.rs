@@ -32,7 +32,7 @@
 //! | `mod.rs` | [`WeChatAuthLayer`], [`WeChatAuth<S>`] (the tower `Layer` and `Service`), [`LayerSettings`] |
 //! | `builder.rs` | [`WeChatAuthLayerBuilder`], [`BuildError`]: validation, precomputed URLs |
 //! | `pipeline.rs` | the steps above for one request; the "no session" answer |
-//! | `dispatch/` | the pure decision: `path.rs` (normalization, [`SkipRule`]), `negotiate.rs` (browser or API client), `mod.rs` ([`Route`], [`dispatch()`](dispatch::dispatch)) |
+//! | `dispatch/` | the pure decision: `path.rs` (normalization, [`SkipRule`]), `prefix.rs` ([`Prefix`]), `negotiate.rs` (browser or API client), `mod.rs` ([`Route`], [`dispatch()`](dispatch::dispatch)) |
 //! | `routes/` | the reserved endpoints, one file each |
 //! | `state.rs` | what every request shares (collaborators, settings, URLs) and two small queries |
 //! | `error.rs` | [`AuthError`]: one row per kind (status, code, bilingual page, link) |
@@ -102,8 +102,8 @@ use url::Url;
 pub use self::body::{OwnResponse, ResponseBody};
 pub use self::builder::{BuildError, WeChatAuthLayerBuilder};
 pub use self::dispatch::{
-    ClientKind, Decision, DispatchSettings, NormalizedPath, PathError, Route, SkipRule,
-    SkipRuleError,
+    ClientKind, Decision, DispatchSettings, NormalizedPath, PathError, Prefix, PrefixError, Route,
+    SkipRule, SkipRuleError,
 };
 pub use self::error::AuthError;
 use self::state::AuthState;
