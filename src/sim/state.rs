@@ -15,7 +15,10 @@ use url::Url;
 
 use crate::{
     secret::SecretString,
-    wechat::{AppSecret, AuthorizerAppId, ComponentAppId, Scope, VerifyTicket, oauth::OAuthMode},
+    wechat::{
+        AppSecret, AuthorizerAppId, ComponentAppId, Scope, VerifyTicket, oauth::OAuthMode,
+        tenants::TenantSettings,
+    },
 };
 
 /// How long a `component_verify_ticket` stays usable after it was issued (WeChat: 12 h).
@@ -91,7 +94,7 @@ impl SimConfig {
         OAuthMode::Component {
             component_appid: self.component_appid.clone(),
             component_secret: self.component_secret.clone(),
-            authorizer_appid: self.authorizer_appid.clone(),
+            tenants: TenantSettings::single(self.authorizer_appid.clone()),
             message_token: self.message_token.clone(),
             encoding_aes_key: self.encoding_aes_key.clone(),
             previous_encoding_aes_key: None,
