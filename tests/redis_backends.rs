@@ -540,7 +540,9 @@ mod two_instances {
                 Scope::UserInfo,
                 AuthMode::Component,
             );
-            bounded(b.exchange_code(&code)).await.unwrap();
+            bounded(b.exchange_code(b.default_appid().unwrap(), &code))
+                .await
+                .unwrap();
             assert_eq!(sim.calls(Endpoint::ComponentToken), round);
         }
     }
@@ -618,7 +620,9 @@ mod two_instances {
                 Scope::UserInfo,
                 AuthMode::Component,
             );
-            bounded(oauth.exchange_code(&code)).await.unwrap();
+            bounded(oauth.exchange_code(oauth.default_appid().unwrap(), &code))
+                .await
+                .unwrap();
         }
         assert_eq!(sim.calls(Endpoint::ComponentToken), 2);
         for r in refreshers {
