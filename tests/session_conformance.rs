@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wechat_oauth_proxy::Identity;
-use wechat_oauth_proxy::ids::Scope;
+use wechat_oauth_proxy::ids::{AppId, Scope};
 use wechat_oauth_proxy::session::{
-    FlowBinding, FlowKey, MemoryStore, SessionId, SessionRecord, SessionSettings, SessionStore,
+    DurableSettings, DurableStore, FlowBinding, FlowKey, MemoryStore, SessionId, SessionRecord,
+    SessionSettings, SessionStore,
 };
 
 fn identity(openid: &str) -> Identity {
@@ -245,6 +246,52 @@ async fn completed_marker(store: Arc<dyn SessionStore>) {
     assert_eq!(bounded(store.completed(&short)).await.unwrap(), None);
 }
 
+/// An official account that revokes the platform: all its sessions end, no other appid's.
+async fn end_sessions_of_one_appid(store: Arc<dyn SessionStore>) {
+    let revoked = AppId::from("wxrevoked000000001".to_owned());
+    let of = |openid: &str, appid: &AppId| SessionRecord {
+        identity: Identity {
+            appid: appid.clone(),
+            ..identity(openid)
+        },
+        ..SessionRecord::new(identity(openid))
+    };
+    let mut ended = Vec::new();
+    for i in 0..3 {
+        let record = of(&format!("o-revoked-{i}"), &revoked);
+        ended.push(bounded(store.create(record)).await.unwrap());
+    }
+    // A session of that appid already logged out is not counted.
+    let gone = bounded(store.create(of("o-revoked-out", &revoked)))
+        .await
+        .unwrap();
+    bounded(store.delete(&gone)).await.unwrap();
+    let kept = bounded(store.create(SessionRecord::new(identity("o-other"))))
+        .await
+        .unwrap();
+
+    assert_eq!(bounded(store.end_sessions_of(&revoked)).await.unwrap(), 3);
+    for id in &ended {
+        assert_eq!(bounded(store.load(id)).await.unwrap(), None);
+        assert!(!bounded(store.touch(id)).await.unwrap());
+    }
+    let other = bounded(store.load(&kept)).await.unwrap().unwrap();
+    assert_eq!(other.identity.openid, "o-other");
+    // Nothing left to end; a later login of that appid is a session like any other.
+    assert_eq!(bounded(store.end_sessions_of(&revoked)).await.unwrap(), 0);
+    let again = bounded(store.create(of("o-revoked-again", &revoked)))
+        .await
+        .unwrap();
+    assert!(bounded(store.load(&again)).await.unwrap().is_some());
+    assert_eq!(
+        bounded(store.end_sessions_of(&AppId::from("wxnobody0000000001".to_owned())))
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(bounded(store.load(&kept)).await.unwrap().is_some());
+}
+
 /// Readiness check of a healthy backend.
 async fn ping_succeeds(store: Arc<dyn SessionStore>) {
     bounded(store.ping()).await.unwrap();
@@ -316,6 +363,10 @@ macro_rules! store_conformance {
                 super::completed_marker(store().await).await;
             }
             #[tokio::test]
+            async fn end_sessions_of_one_appid() {
+                super::end_sessions_of_one_appid(store().await).await;
+            }
+            #[tokio::test]
             async fn ping_succeeds() {
                 super::ping_succeeds(store().await).await;
             }
@@ -328,6 +379,23 @@ async fn memory_store(settings: SessionSettings) -> Arc<dyn SessionStore> {
 }
 
 store_conformance!(memory, memory_store);
+
+/// A durable store in a fresh directory. The directory is removed at once: the open file lives
+/// on, unlinked, until the store is dropped (Unix), so nothing is left behind.
+async fn durable_store(settings: SessionSettings) -> Arc<dyn SessionStore> {
+    let dir = support::TempDir::new("conformance");
+    let store = bounded(DurableStore::open(
+        &dir.0,
+        settings,
+        DurableSettings::default(),
+    ))
+    .await
+    .unwrap();
+    drop(dir);
+    Arc::new(store)
+}
+
+store_conformance!(durable, durable_store);
 
 /// A Redis store on its own throw-away `redis-server` (fails, never skips, without one).
 #[cfg(feature = "redis")]
