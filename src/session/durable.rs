@@ -617,7 +617,8 @@ fn read_file(
     }
     txn.commit()?;
 
-    let now = unix_now();
+    let now_ms = unix_millis();
+    let now = now_ms / 1000;
     let read = db.begin_read()?;
     let mut chunk = Vec::with_capacity(RESTORE_CHUNK);
     for entry in read.open_table(SESSIONS)?.iter()? {
@@ -633,15 +634,14 @@ fn read_file(
             created_at,
             last_seen,
         };
-        let packed =
-            CompactRecord::restored(&record, now).map_err(|e| Unreadable::File(e.to_string()))?;
+        let packed = CompactRecord::restored(&record, now_ms)
+            .map_err(|e| Unreadable::File(e.to_string()))?;
         chunk.push((id.value(), packed));
         if chunk.len() == RESTORE_CHUNK {
             send(tx, Restored::Sessions(std::mem::take(&mut chunk)))?;
         }
     }
     send(tx, Restored::Sessions(chunk))?;
-    let now_ms = unix_millis();
     let mut markers = Vec::new();
     for entry in read.open_table(MARKERS)?.iter()? {
         let (hash, value) = entry?;

@@ -127,11 +127,13 @@ impl CompactRecord {
         })
     }
 
-    /// Packs a stored record that is `now - created_at` old and was last used at
-    /// `record.last_seen`, so that the cache expires it when it would have expired anyway.
-    pub(super) fn restored(record: &SessionRecord, now: u64) -> Result<Self, StoreError> {
+    /// Packs a stored record, read at `now_ms` (unix milliseconds), that was last used at
+    /// `record.last_seen`, so that the cache expires it when it would have expired anyway (its
+    /// age rounded up: never later).
+    pub(super) fn restored(record: &SessionRecord, now_ms: u64) -> Result<Self, StoreError> {
         let mut packed = Self::new(record)?;
-        packed.age_at_insert = secs_after(record.created_at, now);
+        let age_ms = now_ms.saturating_sub(record.created_at.saturating_mul(1000));
+        packed.age_at_insert = u32::try_from(age_ms.div_ceil(1000)).unwrap_or(u32::MAX);
         packed.seen = AtomicU32::new(secs_after(record.created_at, record.last_seen));
         Ok(packed)
     }
