@@ -47,6 +47,19 @@ pub fn cookie_pair(set_cookie: &http::HeaderValue) -> String {
     format!("{}={}", cookie.name(), cookie.value())
 }
 
+/// The user of the session store suites, `openid` apart: a unionid, a nickname with CJK and an
+/// emoji, an avatar URL.
+pub fn user(openid: &str) -> wechat_oauth_proxy::Identity {
+    wechat_oauth_proxy::Identity {
+        openid: openid.into(),
+        unionid: Some(format!("union-{openid}").into()),
+        nickname: "小明 🐼".to_owned(),
+        avatar: "https://thirdwx.qlogo.cn/mmopen/abc/132".to_owned(),
+        appid: "wx0123456789abcdef".into(),
+        scope: wechat_oauth_proxy::ids::Scope::UserInfo,
+    }
+}
+
 /// A unique directory under the system temp dir (not created), removed on drop.
 pub struct TempDir(pub std::path::PathBuf);
 
