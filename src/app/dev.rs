@@ -117,7 +117,16 @@ impl DevServices {
 /// The simulator must accept exactly the appids and credentials the proxy will present.
 fn sim_config(config: &Config, secrets: &ResolvedSecrets) -> SimConfig {
     let mut sim = SimConfig {
-        authorizer_appid: config.wechat.appid.clone(),
+        authorizer_appid: config.wechat.appid.clone().unwrap_or_else(|| {
+            config
+                .tenants
+                .as_ref()
+                .and_then(|t| t.authorizers.first())
+                .map_or_else(
+                    || SimConfig::default().authorizer_appid,
+                    |a| a.appid.clone(),
+                )
+        }),
         interactive: true,
         ..SimConfig::default()
     };

@@ -191,7 +191,7 @@ fn wechat(
     let api_base = sim_url.clone().unwrap_or_else(|| w.api_base_url.clone());
     let open_base = sim_url.unwrap_or_else(|| w.open_base_url.clone());
     let settings = w
-        .settings(secrets, api_base, open_base)
+        .settings(secrets, config.tenants.as_ref(), api_base, open_base)
         .map_err(refused("wechat"))?;
     Ok(WeChatOAuth::new(settings, platform_store)
         .map_err(|e| setup("wechat")(e.to_string()))?
@@ -222,6 +222,13 @@ fn auth_layer(
     cookies: CookieCodec,
     jwt: JwtIssuer,
 ) -> Result<WeChatAuthLayer, AppError> {
+    if let Some(warning) = config
+        .tenants
+        .as_ref()
+        .and_then(|t| t.unchecked_hosts_warning())
+    {
+        tracing::warn!("{warning}");
+    }
     let settings = config.layer_settings().map_err(refused("jwt"))?;
     WeChatAuthLayer::new(settings, wechat, sessions, cookies, jwt)
         .map_err(|e| setup("auth")(e.to_string()))

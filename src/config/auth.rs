@@ -116,6 +116,7 @@ impl Config {
                 jwt: self.jwt.carrier()?,
                 plain_headers: self.jwt.plain_headers,
             },
+            tenants: self.tenants.as_ref().map(super::TenantsConfig::routing),
             ..LayerSettings::default()
         })
     }

@@ -1,7 +1,8 @@
 //! The configuration file (`config.toml`) of the sidecar.
 //!
 //! One file per TOML section ([`server`](ServerConfig), [`upstream`](UpstreamConfig),
-//! [`auth`](AuthConfig), [`wechat`](WeChatConfig), [`session`](SessionConfig),
+//! [`auth`](AuthConfig), [`wechat`](WeChatConfig), [`tenants`](TenantsConfig),
+//! [`session`](SessionConfig),
 //! [`jwt`](JwtConfig), [`dev`](DevConfig)). Each section deserializes straight into the library's
 //! own types where they exist ([`Scope`](crate::wechat::Scope),
 //! [`JwtAlgorithm`](crate::jwt::JwtAlgorithm), [`IpNet`](ipnet::IpNet), the appid types,
@@ -33,6 +34,7 @@ mod dev;
 mod jwt;
 mod server;
 mod session;
+mod tenants;
 mod upstream;
 mod wechat;
 
@@ -41,6 +43,7 @@ pub use self::dev::DevConfig;
 pub use self::jwt::JwtConfig;
 pub use self::server::ServerConfig;
 pub use self::session::{SessionConfig, StoreKind};
+pub use self::tenants::{AuthorizerConfig, MAX_REDIRECT_DOMAINS, TenantsConfig};
 pub use self::upstream::UpstreamConfig;
 pub use self::wechat::{WeChatConfig, WeChatMode};
 
@@ -130,6 +133,9 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The WeChat side.
     pub wechat: WeChatConfig,
+    /// Many official accounts (component mode); absent: `wechat.appid` alone.
+    #[serde(default)]
+    pub tenants: Option<TenantsConfig>,
     /// Sessions and cookies.
     pub session: SessionConfig,
     /// The identity JWT and plain headers.
@@ -264,7 +270,14 @@ impl Config {
     fn check(&self, secrets: &ResolvedSecrets, problems: &mut Problems) {
         self.server.check(self, problems);
         self.auth.check(problems);
-        self.wechat.check(secrets, problems);
+        self.wechat.check(secrets, self.tenants.is_some(), problems);
+        if let Some(tenants) = &self.tenants {
+            tenants.check(
+                self.wechat.mode == WeChatMode::Component,
+                self.wechat.appid.is_some(),
+                problems,
+            );
+        }
         self.session.check(secrets, problems);
         self.jwt.check(secrets, problems);
         self.dev.check(self, problems);

@@ -77,6 +77,7 @@
 //! ```
 
 pub mod dispatch;
+pub mod tenant;
 
 mod body;
 mod builder;
@@ -107,6 +108,7 @@ pub use self::dispatch::{
 };
 pub use self::error::AuthError;
 use self::state::AuthState;
+use self::tenant::TenantRouting;
 use crate::identity::HeaderSettings;
 #[cfg(doc)]
 use crate::identity::Identity;
@@ -137,6 +139,9 @@ pub struct LayerSettings {
     pub headers: HeaderSettings,
     /// Lifetime of a pending login (OAuth `state`), default 10 minutes.
     pub flow_ttl: Duration,
+    /// How requests find their official account (tenant); `None` (default) is the
+    /// single-tenant shorthand: every request is for the WeChat side's one account.
+    pub tenants: Option<TenantRouting>,
 }
 
 impl Default for LayerSettings {
@@ -147,6 +152,7 @@ impl Default for LayerSettings {
             scope: Scope::UserInfo,
             headers: HeaderSettings::default(),
             flow_ttl: Duration::from_secs(10 * 60),
+            tenants: None,
         }
     }
 }
