@@ -10,6 +10,7 @@ use super::{
     LayerSettings, WeChatAuthLayer,
     dispatch::{Prefix, SkipRule, SkipRuleError},
     state::AuthState,
+    tenant::{LOG_LABEL_MAX_TENANTS, ResolverError, TenantResolver, TenantRouting},
 };
 use crate::{
     identity::{HeaderSettings, JwtCarrier},
@@ -48,6 +49,10 @@ pub enum BuildError {
     /// The flow lifetime is zero or longer than WeChat's own limits make useful.
     #[error("flow_ttl must be between 1 second and 10 minutes")]
     InvalidFlowTtl,
+    /// The tenant routing is inconsistent (a host listed twice, several accounts without
+    /// routing).
+    #[error("tenants: {0}")]
+    InvalidTenants(#[from] ResolverError),
 }
 
 /// Builds a [`WeChatAuthLayer`]: `WeChatAuthLayer::builder().wechat(..).sessions(..)
@@ -187,6 +192,13 @@ impl WeChatAuthLayerBuilder {
         self
     }
 
+    /// How requests find their official account (see [`crate::layer::tenant`]); without it
+    /// (default) every request is for the WeChat side's one account.
+    pub fn tenants(mut self, routing: TenantRouting) -> Self {
+        self.settings.tenants = Some(routing);
+        self
+    }
+
     /// Validates everything and builds the layer.
     ///
     /// # Errors
@@ -231,6 +243,19 @@ impl WeChatAuthLayerBuilder {
 
         let callback_url = format!("{origin}{}/callback", settings.dispatch.prefix);
         let strip = settings.headers.strip_list();
+        let resolver = TenantResolver::new(
+            settings.tenants.as_ref(),
+            wechat.tenants().clone(),
+            wechat.single_appid(),
+            &settings.public_url,
+        )?;
+        let log_label = match &settings.tenants {
+            None => true,
+            Some(routing) => routing.log_label.unwrap_or_else(|| {
+                wechat.tenants().mode() == crate::wechat::tenants::TenantMode::Static
+                    && routing.sites.len() <= LOG_LABEL_MAX_TENANTS
+            }),
+        };
         Ok(WeChatAuthLayer {
             state: Arc::new(AuthState {
                 settings,
@@ -241,6 +266,8 @@ impl WeChatAuthLayerBuilder {
                 sessions,
                 cookies,
                 jwt,
+                resolver,
+                log_label,
             }),
         })
     }
