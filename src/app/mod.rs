@@ -123,6 +123,7 @@ pub async fn run(
     let (cookies, jwt) = codecs(&config, &secrets)?;
     dev.prefill(&config, sessions.as_ref(), &cookies).await?;
     let layer = auth_layer(&config, wechat, sessions, cookies, jwt)?;
+    let _revocation = layer.start_background();
 
     let upstream_url = config
         .server

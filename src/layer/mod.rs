@@ -84,6 +84,7 @@ mod builder;
 mod error;
 mod pipeline;
 mod respond;
+mod revocation;
 mod routes;
 mod sanitize;
 mod state;
@@ -204,6 +205,20 @@ impl WeChatAuthLayer {
     /// The absolute callback URL given to WeChat (`public_url + prefix + "/callback"`).
     pub fn callback_url(&self) -> &str {
         &self.state.callback_url
+    }
+
+    /// Starts the layer's background work, if its settings ask for any: with
+    /// `on_unauthorized = EndSessions` ([`tenant::OnUnauthorized`]), a task that ends an
+    /// official account's sessions as soon as it revokes the platform. `None` when there is
+    /// nothing to run. Call it once, inside a Tokio runtime; abort the handle to stop it.
+    pub fn start_background(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let routing = self.state.settings.tenants.as_ref()?;
+        (routing.on_unauthorized == tenant::OnUnauthorized::EndSessions).then(|| {
+            revocation::spawn(
+                self.state.wechat.tenants().clone(),
+                Arc::clone(&self.state.sessions),
+            )
+        })
     }
 
     /// The absolute URL of the events endpoint (the platform's 授权事件接收URL).
