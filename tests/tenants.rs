@@ -612,3 +612,98 @@ async fn raw_request(addr: SocketAddr, request: &str) -> String {
     bounded(stream.read_to_end(&mut out)).await.unwrap();
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Picks the first test user on the simulator's interactive consent page; returns the
+/// callback URL it redirects to.
+async fn choose_first_user(browser: &Browser, authorize: Url) -> Url {
+    let page = browser.get(authorize.as_str()).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let start = page
+        .body
+        .find("href=\"/_sim/authorize/choose?")
+        .expect("a user link on the consent page");
+    let href = &page.body[start + 6..];
+    let href = href[..href.find('"').unwrap()].replace("&amp;", "&");
+    browser.authorize(authorize.join(&href).unwrap()).await
+}
+
+/// The shipped development configuration through the whole sidecar (`app::run`: the simulated
+/// WeChat, the demo upstream): two accounts on 127.0.0.1 and localhost, one test user, two
+/// openids.
+#[tokio::test]
+async fn the_sidecar_serves_the_shipped_two_account_demo() {
+    use std::collections::HashMap;
+    use wechat_oauth_proxy::{app, config::Config};
+
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+    let (mut config, secrets) =
+        Config::from_toml_str(&text, std::path::Path::new("."), &HashMap::new()).unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let state = support::TempDir::new("tenants-sidecar");
+    config.server.listen = SocketAddr::from(([127, 0, 0, 1], port));
+    config.server.public_url = Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+    config.server.state_dir = state.0.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app::run(config, secrets, async {
+        let _ = stopped.await;
+    }));
+
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let one = Browser::for_host("127.0.0.1", addr);
+    let two = Browser::for_host("localhost", addr);
+    let mut ready = false;
+    for _ in 0..400 {
+        if server.is_finished() {
+            break;
+        }
+        let answered = tokio::time::timeout(
+            Duration::from_secs(2),
+            reqwest::get(format!("http://127.0.0.1:{port}/_wxauth/ready")),
+        )
+        .await;
+        if let Ok(Ok(reply)) = answered {
+            if reply.status() == StatusCode::OK {
+                ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the sidecar became ready");
+
+    let mut seen = Vec::new();
+    for (browser, appid) in [(&one, A), (&two, B)] {
+        let authorize = browser.start_login(on(browser, "/hello")).await;
+        assert_eq!(query(&authorize, "appid").as_deref(), Some(appid));
+        let callback = choose_first_user(browser, authorize).await;
+        assert_eq!(callback.host_str(), browser.origin().host_str());
+        let back = browser.get(callback.as_str()).await;
+        assert_eq!(back.status, StatusCode::FOUND, "{}", back.body);
+        assert!(back.sets_session());
+        let who = browser.get(on(browser, "/_wxauth/whoami")).await;
+        assert_eq!(who.status, StatusCode::OK, "{}", who.body);
+        let who = who.json();
+        assert_eq!(who["appid"], appid);
+        assert_eq!(who["nickname"], "张三");
+        let page = browser.get(on(browser, "/hello")).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.body.contains(appid), "the demo page shows the account");
+        seen.push(who["openid"].as_str().unwrap().to_owned());
+    }
+    assert_ne!(seen[0], seen[1], "one test user, one openid per account");
+
+    // A name that serves no account.
+    let other = Browser::for_host("other.localhost", addr);
+    assert_page(
+        &other.get(on(&other, "/hello")).await,
+        StatusCode::NOT_FOUND,
+        "未知的公众号",
+    );
+
+    let _ = stop.send(());
+    bounded(server).await.unwrap().unwrap();
+}
