@@ -38,6 +38,8 @@
 //! | `error.rs` | [`AuthError`]: one row per kind (status, code, bilingual page, link) |
 //! | `body.rs`, `respond.rs` | [`ResponseBody`]; builders of our own answers (`no-store`) |
 //! | `sanitize.rs` | removal of method overrides and protocol switches the upstream must not see |
+//! | `tenant.rs` | request → tenant resolution (pure, built once): [`tenant::TenantResolver`], the typed host/pattern/prefix values |
+//! | `revocation.rs` | `on_unauthorized = end_sessions`: ends a revoked account's sessions |
 //!
 //! Whether an answer is a page or JSON is decided in one place for the whole crate
 //! ([`Answer`]), shared with the proxy's 502/504 pages.
@@ -205,6 +207,22 @@ impl WeChatAuthLayer {
     /// The absolute callback URL given to WeChat (`public_url + prefix + "/callback"`).
     pub fn callback_url(&self) -> &str {
         &self.state.callback_url
+    }
+
+    /// The official account (tenant) of a request to `host` (normalized with
+    /// [`tenant::request_host`]) whose normalized path is `normalized_path`: the one resolution
+    /// the layer itself uses (exact host → host pattern → path prefix; the login's `appid`
+    /// parameter is the login endpoint's own). For other front ends (forward auth) that must
+    /// decide exactly as the layer does.
+    ///
+    /// # Errors
+    /// [`tenant::TenantRejection::Unknown`] when nothing matches (answer 404 `unknown_tenant`).
+    pub fn resolve(
+        &self,
+        host: Option<&str>,
+        normalized_path: &str,
+    ) -> Result<tenant::ResolvedTenant, tenant::TenantRejection> {
+        self.state.resolver.resolve(host, normalized_path)
     }
 
     /// Starts the layer's background work, if its settings ask for any: with
