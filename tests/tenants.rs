@@ -707,3 +707,54 @@ async fn the_sidecar_serves_the_shipped_two_account_demo() {
     let _ = stop.send(());
     bounded(server).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn query_selection_is_opt_in_and_the_session_names_the_account_afterwards() {
+    let routing = TenantRouting {
+        allow_query_appid: true,
+        ..by_host()
+    };
+    let world = world(routing, sim(vec![]), None).await;
+    let platform = world.browser();
+    // The platform's own host serves no account by itself.
+    assert_page(
+        &platform.get(world.url("/page")).await,
+        StatusCode::NOT_FOUND,
+        "未知的公众号",
+    );
+    // ?appid on the login endpoint only, for known accounts only.
+    assert_page(
+        &platform
+            .get(world.url(&format!("/_wxauth/login?appid={NOBODY}")))
+            .await,
+        StatusCode::NOT_FOUND,
+        "未知的公众号",
+    );
+    assert_page(
+        &platform.get(world.url(&format!("/page?appid={B}"))).await,
+        StatusCode::NOT_FOUND,
+        "未知的公众号",
+    );
+    let replies = platform
+        .login(world.url(&format!("/_wxauth/login?appid={B}&return=%2Fpage")))
+        .await;
+    let authorize = replies[0].location();
+    assert_eq!(query(&authorize, "appid").as_deref(), Some(B));
+    let redirect = Url::parse(&query(&authorize, "redirect_uri").unwrap()).unwrap();
+    assert_eq!(redirect.host_str(), Some("127.0.0.1"));
+    let landed = replies.last().unwrap();
+    let who = landed
+        .echoed()
+        .expect("the session names its account")
+        .identity()
+        .unwrap();
+    assert_eq!(who.appid.as_str(), B);
+    // B's session is still no session on A's host.
+    let a = browser(&world, HOST_A);
+    a.set_cookie(
+        support::SESSION,
+        &platform.cookie(support::SESSION).unwrap(),
+    );
+    let reply = a.get(on(&a, "/page")).await;
+    assert_eq!(query(&reply.location(), "appid").as_deref(), Some(A));
+}

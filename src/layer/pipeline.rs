@@ -112,6 +112,18 @@ where
         {
             None
         }
+        // Query selection: elsewhere on the platform's host, the session names its account.
+        (_, Err(TenantRejection::Unknown)) if state.resolver.allows_query() => {
+            match session_tenant(&state, &parts).await {
+                Ok(Some(tenant)) => Some(tenant),
+                Ok(None) => return Ok(wrap_own(refuse(&parts, TenantRejection::Unknown))),
+                Err(e) => {
+                    return Ok(wrap_own(
+                        e.render(Answer::for_request(&parts.headers), None),
+                    ));
+                }
+            }
+        }
         (_, Err(rejection)) => return Ok(wrap_own(refuse(&parts, rejection))),
     };
     match (classified, tenant) {
@@ -170,6 +182,23 @@ where
             AuthError::Internal("no tenant").render(Answer::for_request(&parts.headers), None),
         )),
     }
+}
+
+/// With `allow_query_appid`, on a host and path that name no account: the account of the
+/// request's session, if it has one and the account is still known. Never chooses an account
+/// for a request without a session (that would be OAuth for an arbitrary appid).
+async fn session_tenant(
+    state: &AuthState,
+    parts: &Parts,
+) -> Result<Option<ResolvedTenant>, AuthError> {
+    let Some(id) = state.cookies.read_session(&parts.headers) else {
+        return Ok(None);
+    };
+    Ok(state
+        .sessions
+        .load(&id)
+        .await?
+        .and_then(|record| state.resolver.by_query(record.identity.appid.as_str()).ok()))
 }
 
 /// Routes that belong to the platform rather than to one account: served on any host, never
