@@ -116,6 +116,7 @@ impl Config {
                 jwt: self.jwt.carrier()?,
                 plain_headers: self.jwt.plain_headers,
             },
+            forward_auth: self.forward_auth.settings(),
             ..LayerSettings::default()
         })
     }

@@ -9,6 +9,7 @@ use url::Url;
 use super::{
     LayerSettings, WeChatAuthLayer,
     dispatch::{Prefix, SkipRule, SkipRuleError},
+    forward::ForwardAuthSettings,
     state::AuthState,
 };
 use crate::{
@@ -48,6 +49,9 @@ pub enum BuildError {
     /// The flow lifetime is zero or longer than WeChat's own limits make useful.
     #[error("flow_ttl must be between 1 second and 10 minutes")]
     InvalidFlowTtl,
+    /// The forward-auth settings are unusable (see [`ForwardAuthSettings::problem`]).
+    #[error("forward_auth: {0}")]
+    InvalidForwardAuth(&'static str),
 }
 
 /// Builds a [`WeChatAuthLayer`]: `WeChatAuthLayer::builder().wechat(..).sessions(..)
@@ -187,6 +191,13 @@ impl WeChatAuthLayerBuilder {
         self
     }
 
+    /// The forward-auth endpoints for front proxies (default off); see
+    /// [`ForwardAuthSettings`].
+    pub fn forward_auth(mut self, settings: ForwardAuthSettings) -> Self {
+        self.settings.forward_auth = settings;
+        self
+    }
+
     /// Validates everything and builds the layer.
     ///
     /// # Errors
@@ -227,6 +238,9 @@ impl WeChatAuthLayerBuilder {
         }
         if settings.flow_ttl.is_zero() || settings.flow_ttl > Duration::from_secs(600) {
             return Err(BuildError::InvalidFlowTtl);
+        }
+        if let Some(problem) = settings.forward_auth.problem() {
+            return Err(BuildError::InvalidForwardAuth(problem));
         }
 
         let callback_url = format!("{origin}{}/callback", settings.dispatch.prefix);

@@ -13,6 +13,10 @@
 //! 5. no session: a browser navigation is redirected (302) into the WeChat login flow; anything
 //!    else (API, XHR, POST) gets `401` JSON `{ "error": "unauthenticated", "login_url": … }`.
 //!
+//! With forward auth enabled ([`ForwardAuthSettings`]), a front proxy can ask the same question
+//! about a request it holds instead (`{prefix}/auth/request`, `auth/forward`,
+//! `auth/envoy/…`): the answer comes from the same classification and session code.
+//!
 //! The layer never fails with an error of its own: `Error = S::Error`, and every failure is a
 //! response (HTML for browsers, JSON for API clients, rendered by [`AuthError`]),
 //! so it works under `axum::Router::layer` without `HandleErrorLayer`. Store failures fail
@@ -32,6 +36,7 @@
 //! | `mod.rs` | [`WeChatAuthLayer`], [`WeChatAuth<S>`] (the tower `Layer` and `Service`), [`LayerSettings`] |
 //! | `builder.rs` | [`WeChatAuthLayerBuilder`], [`BuildError`]: validation, precomputed URLs |
 //! | `pipeline.rs` | the steps above for one request; the "no session" answer |
+//! | `forward/` | forward auth: the original request a front proxy asks about, read once from its metadata ([`ForwardAuthSettings`], [`ForwardError`]) |
 //! | `dispatch/` | the pure decision: `path.rs` (normalization, [`SkipRule`]), `prefix.rs` ([`Prefix`]), `negotiate.rs` (browser or API client), `mod.rs` ([`Route`], [`dispatch()`](dispatch::dispatch)) |
 //! | `routes/` | the reserved endpoints, one file each |
 //! | `state.rs` | what every request shares (collaborators, settings, URLs) and two small queries |
@@ -81,6 +86,7 @@ pub mod dispatch;
 mod body;
 mod builder;
 mod error;
+mod forward;
 mod pipeline;
 mod respond;
 mod routes;
@@ -102,10 +108,11 @@ use url::Url;
 pub use self::body::{OwnResponse, ResponseBody};
 pub use self::builder::{BuildError, WeChatAuthLayerBuilder};
 pub use self::dispatch::{
-    ClientKind, Decision, DispatchSettings, NormalizedPath, PathError, Prefix, PrefixError, Route,
-    SkipRule, SkipRuleError,
+    ClientKind, Decision, DispatchSettings, ForwardAuthKind, NormalizedPath, PathError, Prefix,
+    PrefixError, Route, SkipRule, SkipRuleError,
 };
 pub use self::error::AuthError;
+pub use self::forward::{ForwardAuthSettings, ForwardError};
 use self::state::AuthState;
 use crate::identity::HeaderSettings;
 #[cfg(doc)]
@@ -137,6 +144,9 @@ pub struct LayerSettings {
     pub headers: HeaderSettings,
     /// Lifetime of a pending login (OAuth `state`), default 10 minutes.
     pub flow_ttl: Duration,
+    /// The forward-auth endpoints for front proxies (nginx, Traefik, Caddy, Envoy): off by
+    /// default; see [`ForwardAuthSettings`].
+    pub forward_auth: ForwardAuthSettings,
 }
 
 impl Default for LayerSettings {
@@ -147,6 +157,7 @@ impl Default for LayerSettings {
             scope: Scope::UserInfo,
             headers: HeaderSettings::default(),
             flow_ttl: Duration::from_secs(10 * 60),
+            forward_auth: ForwardAuthSettings::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ use super::{
     body::{OwnResponse, ResponseBody, wrap_own},
     dispatch::{Classified, ClientKind, classify, client_kind, normalize_path},
     error::AuthError,
+    forward::{self, ForwardError},
     routes,
     sanitize::{strip_method_overrides, strip_unauthorized_upgrade},
     state::AuthState,
@@ -51,6 +52,16 @@ where
     }
     // One path decides and is forwarded: the canonical form of the normalized path, or 400.
     let (classified, rewrite) = match normalize_path(parts.uri.path()) {
+        Ok(path)
+            if forward::escapes_envoy_prefix(
+                parts.uri.path(),
+                path.decoded(),
+                &state.settings.dispatch.prefix,
+            ) =>
+        {
+            let error = AuthError::BadForwardMetadata(ForwardError::Escape);
+            return Ok(wrap_own(error.render(Answer::Json, None)));
+        }
         Ok(path) => (
             classify(
                 &parts.method,

@@ -42,7 +42,7 @@ use wechat_oauth_proxy::{
     identity::HeaderSettings,
     ids::Scope,
     jwt::{JwtIssuer, JwtSettings},
-    layer::{WeChatAuthLayer, WeChatAuthLayerBuilder},
+    layer::{ForwardAuthSettings, WeChatAuthLayer, WeChatAuthLayerBuilder},
     secret::SecretString,
     server::{self, ServerSettings},
     session::{
@@ -362,6 +362,11 @@ pub struct Options {
     pub login_deadline: Option<Duration>,
     /// The lifetime of a pending login (`None`: the library default).
     pub flow_ttl: Option<Duration>,
+    /// The forward-auth endpoints (`None`: the library default, off).
+    pub forward_auth: Option<ForwardAuthSettings>,
+    /// The public URL (`None`: the proxy's own `http://127.0.0.1:<port>/`), e.g. the address of
+    /// a front proxy that browsers go through.
+    pub public_url: Option<Url>,
 }
 
 impl Default for Options {
@@ -375,6 +380,8 @@ impl Default for Options {
             session: SessionSettings::default(),
             login_deadline: None,
             flow_ttl: None,
+            forward_auth: None,
+            public_url: None,
         }
     }
 }
@@ -440,9 +447,13 @@ impl World {
             plain_headers: options.plain_headers,
             ..HeaderSettings::default()
         };
-        let mut builder = builder(base.clone(), wechat.clone(), sessions.clone());
+        let public_url = options.public_url.clone().unwrap_or_else(|| base.clone());
+        let mut builder = builder(public_url, wechat.clone(), sessions.clone());
         if let Some(ttl) = options.flow_ttl {
             builder = builder.flow_ttl(ttl);
+        }
+        if let Some(forward_auth) = options.forward_auth.clone() {
+            builder = builder.forward_auth(forward_auth);
         }
         let layer = builder
             .headers(headers)
