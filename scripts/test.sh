@@ -28,6 +28,8 @@ SYSTEM_PACKAGES=(
   "build-essential|type -P cc|a C compiler: ring, aws-lc-sys and mimalloc compile C code"
   "procps|type -P kill|tests/binary_e2e.rs stops the real binary with kill -TERM"
   "redis-server|type -P redis-server|the Redis backends' tests start their own server on a loopback port"
+  "nginx|test -x /usr/sbin/nginx|tests/front_proxies.rs runs the shipped deploy/nginx/ config (auth_request) in front of a login"
+  "caddy|type -P caddy|tests/front_proxies.rs runs the shipped deploy/caddy/Caddyfile (forward_auth) in front of a login"
 )
 
 # npm packages, installed with `npm install` into target/test-deps/npm (their binaries on PATH,

@@ -23,7 +23,6 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use bytes::Bytes;
 use http::{HeaderName, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt as _, Full};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tower::{Layer as _, ServiceExt as _};
 use url::Url;
 use wechat_oauth_proxy::{
@@ -275,6 +274,7 @@ async fn without_a_session_each_shape_points_at_the_absolute_login_url() {
             Shape::Nginx => {
                 assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{reply:?}");
                 assert_eq!(reply.json()["login_url"], login.as_str());
+                assert_eq!(header(&reply, "x-wechat-login-url"), login);
             }
             _ => assert_eq!(reply.status, StatusCode::FOUND, "{shape:?}: {reply:?}"),
         }
@@ -470,28 +470,30 @@ async fn forged_metadata_is_refused_never_allowed() {
     )
     .parse()
     .unwrap();
-    for (what, head) in [
-        ("envoy escape", "GET /_wxauth/auth/envoy/../../../private HTTP/1.1\r\nHost: app.example.com\r\n".to_owned()),
-        ("envoy escape to request", "GET /_wxauth/auth/envoy/%2e%2e/request HTTP/1.1\r\nHost: app.example.com\r\nX-Original-Method: GET\r\nX-Original-URL: https://app.example.com/public/x\r\n".to_owned()),
-        ("obs-text", "GET /_wxauth/auth/forward HTTP/1.1\r\nHost: a\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: app.example.com\r\nX-Forwarded-Uri: /\u{4e2d}\r\n".to_owned()),
-        ("tab", "GET /_wxauth/auth/forward HTTP/1.1\r\nHost: a\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: app.example.com\r\nX-Forwarded-Uri: /a\tb\r\n".to_owned()),
-    ] {
-        let status = raw_status(addr, &format!("{head}Cookie: {cookie}\r\nConnection: close\r\n\r\n")).await;
-        assert_eq!(status, 400, "{what}");
+    let forward = "GET /_wxauth/auth/forward HTTP/1.1\r\nHost: a\r\nX-Forwarded-Method: GET\r\n\
+                   X-Forwarded-Proto: https\r\nX-Forwarded-Host: app.example.com\r\n";
+    let cases = [
+        (
+            "envoy escape",
+            "GET /_wxauth/auth/envoy/../../../private HTTP/1.1\r\nHost: app.example.com\r\n"
+                .to_owned(),
+        ),
+        (
+            "envoy escape to request",
+            "GET /_wxauth/auth/envoy/%2e%2e/request HTTP/1.1\r\nHost: app.example.com\r\n\
+             X-Original-Method: GET\r\nX-Original-URL: https://app.example.com/public/x\r\n"
+                .to_owned(),
+        ),
+        (
+            "obs-text",
+            format!("{forward}X-Forwarded-Uri: /\u{4e2d}\r\n"),
+        ),
+        ("tab", format!("{forward}X-Forwarded-Uri: /a\tb\r\n")),
+    ];
+    for (what, head) in cases {
+        let request = format!("{head}Cookie: {cookie}\r\nConnection: close\r\n\r\n");
+        assert_eq!(support::raw_status(addr, &request).await, 400, "{what}");
     }
-}
-
-/// The status code of a raw HTTP/1.1 exchange.
-async fn raw_status(addr: SocketAddr, request: &str) -> u16 {
-    let mut stream = bounded(tokio::net::TcpStream::connect(addr)).await.unwrap();
-    bounded(stream.write_all(request.as_bytes())).await.unwrap();
-    let mut response = Vec::new();
-    bounded(stream.read_to_end(&mut response)).await.unwrap();
-    let text = String::from_utf8_lossy(&response);
-    text.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {text}"))
 }
 
 #[tokio::test]

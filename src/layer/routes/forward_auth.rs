@@ -22,7 +22,8 @@
 //!    - a skip rule matches and `forward_auth.apply_skip_rules` is on → 200 without identity;
 //!    - a session → 200 with the JWT header and the plain headers;
 //!    - no session → the login URL (absolute): `auth/request` answers 401 (nginx allows only
-//!      2xx, 401 and 403 from an auth subrequest) with `Location` for a browser navigation;
+//!      2xx, 401 and 403 from an auth subrequest) with the URL in `X-WeChat-Login-URL`, and in
+//!      `Location` for a browser navigation;
 //!      `auth/forward` and `auth/envoy` answer 302 to it for a browser navigation and 401 JSON
 //!      otherwise;
 //!    - a store failure → 503, a JWT failure → 500: fail closed.
@@ -32,13 +33,16 @@
 //! `authResponseHeaders`, Envoy `allowed_upstream_headers`) replaces any copy a client sent.
 
 use http::{
-    HeaderValue, Method, StatusCode,
+    HeaderName, HeaderValue, Method, StatusCode,
     header::{LOCATION, WWW_AUTHENTICATE},
     request::Parts,
 };
 
 #[cfg(doc)]
 use crate::jwt::JwtIssuer;
+
+/// Where `auth/request` puts the login URL for nginx (which never sees the JSON body).
+const LOGIN_URL_HEADER: HeaderName = HeaderName::from_static("x-wechat-login-url");
 use crate::{
     identity::Identity,
     layer::{
@@ -165,12 +169,14 @@ fn login_required(
             let mut response = AuthError::Unauthenticated.render(Answer::Json, Some(&login_url));
             let headers = response.headers_mut();
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("WeChat"));
-            if kind == ForwardAuthKind::Request && client == ClientKind::Browser {
-                // nginx turns this into the 302 (`error_page 401`); `Location` is how it learns
-                // where to (`auth_request_set $login $upstream_http_location`).
-                if let Ok(location) = HeaderValue::from_str(&login_url) {
-                    headers.insert(LOCATION, location);
+            // nginx drops the body of an auth answer: the login URL travels in headers, which
+            // it reads with `auth_request_set` — `Location` only for a browser navigation
+            // (nginx makes the 302), `X-WeChat-Login-URL` always (for its 401 JSON).
+            if let (ForwardAuthKind::Request, Ok(url)) = (kind, HeaderValue::from_str(&login_url)) {
+                if client == ClientKind::Browser {
+                    headers.insert(LOCATION, url.clone());
                 }
+                headers.insert(LOGIN_URL_HEADER, url);
             }
             response
         }
