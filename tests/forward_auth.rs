@@ -763,3 +763,46 @@ async fn a_store_failure_fails_closed() {
         assert!(!text.contains("10.9.8.7"), "no store details leak: {text}");
     }
 }
+
+/// The shipped Traefik and Envoy configurations (not run here: neither is a Debian package)
+/// say what the shapes above assume.
+#[test]
+fn shipped_traefik_and_envoy_configs_ask_the_way_the_shapes_do() {
+    let read = |path: &str| {
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+            .unwrap()
+    };
+    let traefik = read("deploy/traefik/dynamic.yml");
+    for line in [
+        "address: \"http://127.0.0.1:8080/_wxauth/auth/forward\"",
+        "trustForwardHeader: false",
+        "!PathPrefix(`/_wxauth/auth/`)",
+        "authResponseHeadersRegex: \"(?i)^x[-_.]wechat[-_.]\"",
+    ] {
+        assert!(traefik.contains(line), "Traefik: {line}");
+    }
+    let envoy = read("deploy/envoy/envoy.yaml");
+    for line in [
+        "path_prefix: /_wxauth/auth/envoy",
+        "failure_mode_allow: false",
+        "- exact: cookie",
+        "- exact: accept",
+        "- exact: x-requested-with",
+        "- prefix: x-wechat-",
+        "normalize_path: true",
+        "headers_with_underscores_action: DROP_HEADER",
+    ] {
+        assert!(envoy.contains(line), "Envoy: {line}");
+    }
+    for name in identity_names() {
+        let name = name.as_str();
+        assert!(
+            traefik
+                .to_ascii_lowercase()
+                .contains(&format!("- {name}\n")),
+            "Traefik authResponseHeaders: {name}"
+        );
+        let dotted = name.replace('-', ".");
+        assert!(envoy.contains(&format!("- {dotted}\n")), "Envoy: {dotted}");
+    }
+}
