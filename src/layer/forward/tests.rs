@@ -526,3 +526,33 @@ fn settings_refuse_trust_in_everyone() {
     settings.allowed_callers = vec![];
     assert!(settings.problem().is_some());
 }
+
+#[test]
+fn the_three_endpoints_are_reserved_routes() {
+    use crate::layer::dispatch::{Decision, DispatchSettings, Route, dispatch};
+    let settings = DispatchSettings::default();
+    let route = |path: &str| {
+        let uri: http::Uri = path.parse().expect("uri");
+        dispatch(&Method::GET, &uri, &http::HeaderMap::new(), true, &settings)
+    };
+    for (path, kind) in [
+        ("/_wxauth/auth/request", Some(ForwardAuthKind::Request)),
+        ("/_wxauth/auth/forward", Some(ForwardAuthKind::Forward)),
+        ("/_wxauth/auth/envoy", Some(ForwardAuthKind::Envoy)),
+        ("/_wxauth/auth/envoy/", Some(ForwardAuthKind::Envoy)),
+        ("/_wxauth/auth/envoy/a/b?c", Some(ForwardAuthKind::Envoy)),
+        ("/_wxauth/auth/envoyx", None),
+        ("/_wxauth/auth/request/x", None),
+        ("/_wxauth/auth", None),
+    ] {
+        let expected = match kind {
+            Some(kind) => Decision::Reserved(Route::ForwardAuth(kind)),
+            None => Decision::Reserved(Route::NotFound),
+        };
+        assert_eq!(route(path), expected, "{path}");
+    }
+    assert_eq!(
+        Route::ForwardAuth(ForwardAuthKind::Envoy).suffix(),
+        Some("/auth/envoy")
+    );
+}
