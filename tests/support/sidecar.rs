@@ -58,9 +58,20 @@ pub async fn wait_for_200(url: &Url, tries: u32) {
     panic!("{url} never answered 200");
 }
 
-/// The running binary; killed on drop so a failing test never leaks a process.
+/// A started program, killed (and reaped) on drop so a failing test never leaks a process.
+#[derive(Debug)]
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The running binary; killed on drop.
 pub struct Sidecar {
-    child: Child,
+    _child: Running,
     /// `http://127.0.0.1:<port>/`
     pub base: Url,
     /// Holds the configuration file and the state directory.
@@ -72,13 +83,6 @@ impl std::fmt::Debug for Sidecar {
         f.debug_struct("Sidecar")
             .field("base", &self.base.as_str())
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -108,7 +112,11 @@ impl Sidecar {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("the binary starts");
-        let sidecar = Sidecar { child, base, dir };
+        let sidecar = Sidecar {
+            _child: Running(child),
+            base,
+            dir,
+        };
         wait_for_200(&sidecar.url("/_wxauth/ready"), 300).await;
         sidecar
     }
