@@ -7,7 +7,9 @@
 //! - [`layer`] (re-exported here): the layer suites' parts: [`Echo`], the layer's collaborators,
 //!   [`wechat_settings`] (component mode against the simulator), [`World`] and [`Browser`];
 //! - [`proxy`]: a tiny hyper upstream, the proxy under test and raw hyper clients;
-//! - [`redis`]: a throw-away `redis-server` per test and a session store that owns its server.
+//! - [`redis`]: a throw-away `redis-server` per test and a session store that owns its server;
+//! - [`sidecar`]: the real binary in development mode, a login through its simulated WeChat's
+//!   consent page, and other programs run with a deadline.
 //!
 //! Every loop in the harness is bounded.
 #![allow(
@@ -25,6 +27,8 @@ pub mod layer;
 pub mod proxy;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "sim")]
+pub mod sidecar;
 
 #[cfg(feature = "sim")]
 pub use layer::*;
