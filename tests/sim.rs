@@ -1444,6 +1444,12 @@ async fn the_authorize_page_serves_only_accounts_with_set_4_and_openids_differ()
         let page = get(&client, authorize_for(&sim, &refused)).await;
         assert_eq!(page.headers()["x-sim-error"], "10015", "{refused}");
     }
+    let index = text(get(&client, sim.base_url()).await).await;
+    assert!(index.contains(account(2).as_str()), "{index}");
+    assert!(
+        index.contains("authorized without set 4 (10015)"),
+        "{index}"
+    );
     let token = component_token(&sim, &client).await;
     let c = sim.config().clone();
     let mut openids = Vec::new();

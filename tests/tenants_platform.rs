@@ -388,6 +388,11 @@ async fn hanging_query_auth_is_bounded_by_the_client_timeout() {
         pushed.elapsed() < Duration::from_secs(5),
         "accept_push waited for the lookup"
     );
+    assert_eq!(
+        p.sim.calls(Endpoint::AuthorizerInfo),
+        0,
+        "`success` was answered before the lookup ran its course"
+    );
     // 4 tries × 300 ms + 3 × 20 ms, then the fallback's 300 ms: well inside the wait bound.
     wait_for_calls(&p.sim, Endpoint::AuthorizerInfo, 1).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
