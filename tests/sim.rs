@@ -1676,3 +1676,21 @@ async fn authorizer_list_pages_and_authorizer_info() {
     assert_eq!(sim.calls(Endpoint::AuthorizerInfo), 4);
     assert_eq!(sim.calls(Endpoint::AuthorizerList), 4);
 }
+
+#[test]
+fn multi_tenant_mode_configures_the_accounts_that_allow_web_oauth() {
+    use wechat_oauth_proxy::wechat::{oauth::OAuthMode, tenants::TenantMode};
+    let config = SimConfig::with_authorizers(vec![
+        SimAuthorizer::new(account(1), "web"),
+        SimAuthorizer::new(account(2), "not yet").unauthorized(),
+        SimAuthorizer::new(account(3), "no web").with_funcs(&[1]),
+    ]);
+    let OAuthMode::Component { tenants, .. } = config.multi_tenant_mode() else {
+        panic!("component mode");
+    };
+    assert_eq!(tenants.mode, TenantMode::Static);
+    assert_eq!(
+        tenants.configured,
+        vec![config.authorizer_appid.clone(), account(1)]
+    );
+}
