@@ -710,6 +710,9 @@ impl SessionStore for DownStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Err(down())
     }
+    async fn end_sessions_of(&self, _: &wechat_oauth_proxy::ids::AppId) -> Result<u64, StoreError> {
+        Err(down())
+    }
 }
 
 #[tokio::test]

@@ -26,6 +26,7 @@ use url::Url;
 use wechat_oauth_proxy::{
     Identity,
     identity::{HeaderSettings, JwtCarrier},
+    ids::AppId,
     jwt::{JwtIssuer, JwtSettings},
     layer::{BuildError, ResponseBody, WeChatAuth, WeChatAuthLayer},
     secret::SecretString,
@@ -1138,6 +1139,10 @@ impl SessionStore for FlakyStore {
     async fn completed(&self, key: &FlowKey) -> Result<Option<SessionId>, StoreError> {
         self.check()?;
         self.inner.completed(key).await
+    }
+    async fn end_sessions_of(&self, appid: &AppId) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.end_sessions_of(appid).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.check()?;

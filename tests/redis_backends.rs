@@ -180,7 +180,18 @@ async fn keys_never_contain_session_ids_or_states() {
     let keys: Vec<String> = bounded(redis::cmd("KEYS").arg("*").query_async(&mut conn))
         .await
         .unwrap();
-    assert_eq!(keys.len(), 3, "{keys:?}");
+    // The session, its appid's index set and the two redeemed markers.
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    // The index holds the hashed session key, never the raw id.
+    let index_key = format!("wx:appid:{}", identity("o-keys").appid.as_str());
+    let members: Vec<String> = bounded(
+        redis::cmd("SMEMBERS")
+            .arg(&index_key)
+            .query_async(&mut conn),
+    )
+    .await
+    .unwrap();
+    assert_eq!(members, vec![sha256_hex(id.expose_bytes().as_slice())]);
     // Every redeemed marker expires.
     for state in [&state, &redeemed] {
         let key = format!("wx:used:{}", sha256_hex(state.expose_secret().as_bytes()));
@@ -540,7 +551,9 @@ mod two_instances {
                 Scope::UserInfo,
                 AuthMode::Component,
             );
-            bounded(b.exchange_code(&code)).await.unwrap();
+            bounded(b.exchange_code(b.default_appid().unwrap(), &code))
+                .await
+                .unwrap();
             assert_eq!(sim.calls(Endpoint::ComponentToken), round);
         }
     }
@@ -618,7 +631,9 @@ mod two_instances {
                 Scope::UserInfo,
                 AuthMode::Component,
             );
-            bounded(oauth.exchange_code(&code)).await.unwrap();
+            bounded(oauth.exchange_code(oauth.default_appid().unwrap(), &code))
+                .await
+                .unwrap();
         }
         assert_eq!(sim.calls(Endpoint::ComponentToken), 2);
         for r in refreshers {
@@ -642,6 +657,90 @@ mod two_instances {
             .unwrap_err();
         assert!(matches!(e, WeChatError::Store(_)), "{e:?}");
         assert_eq!(sim.calls(Endpoint::ComponentToken), 0);
+    }
+
+    /// Tenant state is shared through Redis: a revocation pushed to instance A reaches
+    /// instance B at its next store read (explicit, or its background sync), with a broadcast
+    /// change on B; an authorization learned by A reaches B the same way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn tenant_state_is_shared_between_instances() {
+        use wechat_oauth_proxy::{
+            sim::{SimAuthorizer, SimConfig},
+            wechat::{
+                AuthorizerAppId,
+                oauth::OAuthMode,
+                tenants::{TenantMode, TenantSettings, TenantStatus},
+            },
+        };
+        let server = RedisServer::start();
+        let other = AuthorizerAppId::new("wxb00000000000001");
+        let sim = bounded(SimWeChat::start(
+            SimConfig::with_authorizers(vec![
+                SimAuthorizer::new(other.clone(), "B").unauthorized(),
+            ]),
+            ([127, 0, 0, 1], 0).into(),
+        ))
+        .await
+        .unwrap();
+        let primary = sim.config().authorizer_appid.clone();
+        let prefix = prefix();
+        let instance = |sync: Option<Duration>| {
+            let mut settings = WeChatSettings {
+                mode: sim.config().component_mode(),
+                client: ClientSettings {
+                    api_base: sim.base_url(),
+                    open_base: sim.base_url(),
+                    ..ClientSettings::default()
+                },
+                token: TokenSettings::default(),
+            };
+            if let OAuthMode::Component { tenants, .. } = &mut settings.mode {
+                *tenants = TenantSettings {
+                    store_sync_interval: sync,
+                    ..TenantSettings::new(TenantMode::Static, vec![primary.clone(), other.clone()])
+                };
+            }
+            settings
+        };
+        let a = WeChatOAuth::new(
+            instance(None),
+            Arc::new(platform_store(&server, &prefix).await),
+        )
+        .unwrap();
+        let b = WeChatOAuth::new(
+            instance(Some(Duration::from_millis(50))),
+            Arc::new(platform_store(&server, &prefix).await),
+        )
+        .unwrap();
+        support::events::give_ticket(&sim, &a).await;
+        let receiver = support::events::EventsReceiver::start(a.clone()).await;
+        sim.set_events_url(receiver.url.clone());
+
+        // Revocation: explicit re-read on B.
+        let mut changes = b.tenants().subscribe();
+        bounded(sim.revoke_account(&primary)).await.unwrap();
+        assert_eq!(a.tenants().status(&primary), TenantStatus::Revoked);
+        assert_eq!(b.tenants().status(&primary), TenantStatus::Configured);
+        assert_eq!(bounded(b.reload_tenants()).await.unwrap(), 1);
+        assert_eq!(b.tenants().status(&primary), TenantStatus::Revoked);
+        let change = changes.try_recv().unwrap();
+        assert_eq!(
+            (change.appid, change.status),
+            (primary.clone(), TenantStatus::Revoked)
+        );
+
+        // Authorization learned by A: B's background sync picks it up.
+        let background = b.start_background().unwrap();
+        bounded(sim.authorize_account(&other, &[4])).await.unwrap();
+        let mut rounds = 0;
+        while b.tenants().status(&other) != TenantStatus::Active {
+            rounds += 1;
+            assert!(rounds < 1_000, "B never saw the authorization");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(a.tenants().status(&other), TenantStatus::Active);
+        assert_eq!(b.tenants().status(&primary), TenantStatus::Revoked);
+        background.abort();
     }
 }
 

@@ -9,27 +9,17 @@
 
 mod support;
 
-use support::bounded;
+use support::{bounded, user};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use wechat_oauth_proxy::Identity;
-use wechat_oauth_proxy::ids::Scope;
+use wechat_oauth_proxy::ids::AppId;
 use wechat_oauth_proxy::session::{
-    FlowBinding, FlowKey, MemoryStore, SessionId, SessionRecord, SessionSettings, SessionStore,
+    DurableSettings, DurableStore, FlowBinding, FlowKey, MemoryStore, SessionId, SessionRecord,
+    SessionSettings, SessionStore,
 };
-
-fn identity(openid: &str) -> Identity {
-    Identity {
-        openid: openid.into(),
-        unionid: Some(format!("union-{openid}").into()),
-        nickname: "小明 🐼".to_owned(),
-        avatar: "https://thirdwx.qlogo.cn/mmopen/abc/132".to_owned(),
-        appid: "wx0123456789abcdef".into(),
-        scope: Scope::UserInfo,
-    }
-}
 
 fn fresh_key() -> FlowKey {
     FlowKey::new(FlowBinding::generate().expose_secret())
@@ -42,7 +32,7 @@ fn long_lived() -> SessionSettings {
 
 /// A created session loads back with the same identity and counts as live.
 async fn create_then_load(store: Arc<dyn SessionStore>) {
-    let record = SessionRecord::new(identity("o-create"));
+    let record = SessionRecord::new(user("o-create"));
     let id = bounded(store.create(record.clone())).await.unwrap();
     let loaded = bounded(store.load(&id))
         .await
@@ -64,10 +54,10 @@ async fn unknown_ids_are_absent(store: Arc<dyn SessionStore>) {
 
 /// Logout: a deleted session is gone for good; other sessions stay.
 async fn delete_kills_the_session(store: Arc<dyn SessionStore>) {
-    let id = bounded(store.create(SessionRecord::new(identity("o-delete"))))
+    let id = bounded(store.create(SessionRecord::new(user("o-delete"))))
         .await
         .unwrap();
-    let other = bounded(store.create(SessionRecord::new(identity("o-keep"))))
+    let other = bounded(store.create(SessionRecord::new(user("o-keep"))))
         .await
         .unwrap();
     bounded(store.delete(&id)).await.unwrap();
@@ -83,7 +73,7 @@ async fn delete_kills_the_session(store: Arc<dyn SessionStore>) {
 async fn every_create_gets_a_fresh_id(store: Arc<dyn SessionStore>) {
     // Same record many times: a fresh id each time, each its own session (collision-safe
     // create never hands out an id that is in use).
-    let record = SessionRecord::new(identity("o-many"));
+    let record = SessionRecord::new(user("o-many"));
     let mut ids: Vec<SessionId> = Vec::new();
     for _ in 0..200 {
         let id = bounded(store.create(record.clone())).await.unwrap();
@@ -99,7 +89,7 @@ async fn every_create_gets_a_fresh_id(store: Arc<dyn SessionStore>) {
 /// The absolute lifetime ends a session however busy it is.
 async fn absolute_ttl_expires_even_when_active(store: Arc<dyn SessionStore>) {
     // Built with ttl = 2 s, idle = 60 s.
-    let id = bounded(store.create(SessionRecord::new(identity("o-ttl"))))
+    let id = bounded(store.create(SessionRecord::new(user("o-ttl"))))
         .await
         .unwrap();
     assert!(bounded(store.load(&id)).await.unwrap().is_some());
@@ -119,10 +109,10 @@ async fn absolute_ttl_expires_even_when_active(store: Arc<dyn SessionStore>) {
 /// Use keeps a session alive past the idle timeout; disuse ends it.
 async fn idle_timeout_expires_unused_sessions(store: Arc<dyn SessionStore>) {
     // Built with ttl = 60 s, idle = 2 s.
-    let busy = bounded(store.create(SessionRecord::new(identity("o-busy"))))
+    let busy = bounded(store.create(SessionRecord::new(user("o-busy"))))
         .await
         .unwrap();
-    let idle = bounded(store.create(SessionRecord::new(identity("o-idle"))))
+    let idle = bounded(store.create(SessionRecord::new(user("o-idle"))))
         .await
         .unwrap();
     // 6 × 500 ms = 3 s of activity, longer than the idle timeout: use keeps `busy` alive.
@@ -211,7 +201,7 @@ async fn flows_expire(store: Arc<dyn SessionStore>) {
 async fn completed_marker(store: Arc<dyn SessionStore>) {
     let key = fresh_key();
     assert_eq!(bounded(store.completed(&key)).await.unwrap(), None);
-    let session = bounded(store.create(SessionRecord::new(identity("o-done"))))
+    let session = bounded(store.create(SessionRecord::new(user("o-done"))))
         .await
         .unwrap();
     assert!(
@@ -243,6 +233,52 @@ async fn completed_marker(store: Arc<dyn SessionStore>) {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(bounded(store.completed(&short)).await.unwrap(), None);
+}
+
+/// An official account that revokes the platform: all its sessions end, no other appid's.
+async fn end_sessions_of_one_appid(store: Arc<dyn SessionStore>) {
+    let revoked = AppId::from("wxrevoked000000001".to_owned());
+    let of = |openid: &str, appid: &AppId| SessionRecord {
+        identity: Identity {
+            appid: appid.clone(),
+            ..user(openid)
+        },
+        ..SessionRecord::new(user(openid))
+    };
+    let mut ended = Vec::new();
+    for i in 0..3 {
+        let record = of(&format!("o-revoked-{i}"), &revoked);
+        ended.push(bounded(store.create(record)).await.unwrap());
+    }
+    // A session of that appid already logged out is not counted.
+    let gone = bounded(store.create(of("o-revoked-out", &revoked)))
+        .await
+        .unwrap();
+    bounded(store.delete(&gone)).await.unwrap();
+    let kept = bounded(store.create(SessionRecord::new(user("o-other"))))
+        .await
+        .unwrap();
+
+    assert_eq!(bounded(store.end_sessions_of(&revoked)).await.unwrap(), 3);
+    for id in &ended {
+        assert_eq!(bounded(store.load(id)).await.unwrap(), None);
+        assert!(!bounded(store.touch(id)).await.unwrap());
+    }
+    let other = bounded(store.load(&kept)).await.unwrap().unwrap();
+    assert_eq!(other.identity.openid, "o-other");
+    // Nothing left to end; a later login of that appid is a session like any other.
+    assert_eq!(bounded(store.end_sessions_of(&revoked)).await.unwrap(), 0);
+    let again = bounded(store.create(of("o-revoked-again", &revoked)))
+        .await
+        .unwrap();
+    assert!(bounded(store.load(&again)).await.unwrap().is_some());
+    assert_eq!(
+        bounded(store.end_sessions_of(&AppId::from("wxnobody0000000001".to_owned())))
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(bounded(store.load(&kept)).await.unwrap().is_some());
 }
 
 /// Readiness check of a healthy backend.
@@ -316,6 +352,10 @@ macro_rules! store_conformance {
                 super::completed_marker(store().await).await;
             }
             #[tokio::test]
+            async fn end_sessions_of_one_appid() {
+                super::end_sessions_of_one_appid(store().await).await;
+            }
+            #[tokio::test]
             async fn ping_succeeds() {
                 super::ping_succeeds(store().await).await;
             }
@@ -328,6 +368,23 @@ async fn memory_store(settings: SessionSettings) -> Arc<dyn SessionStore> {
 }
 
 store_conformance!(memory, memory_store);
+
+/// A durable store in a fresh directory. The directory is removed at once: the open file lives
+/// on, unlinked, until the store is dropped (Unix), so nothing is left behind.
+async fn durable_store(settings: SessionSettings) -> Arc<dyn SessionStore> {
+    let dir = support::TempDir::new("conformance");
+    let store = bounded(DurableStore::open(
+        &dir.0,
+        settings,
+        DurableSettings::default(),
+    ))
+    .await
+    .unwrap();
+    drop(dir);
+    Arc::new(store)
+}
+
+store_conformance!(durable, durable_store);
 
 /// A Redis store on its own throw-away `redis-server` (fails, never skips, without one).
 #[cfg(feature = "redis")]

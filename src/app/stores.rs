@@ -1,17 +1,28 @@
 //! Where sessions and the platform state (ticket, component token) live: in memory and the
-//! state directory, or in Redis (feature `redis`) so that several instances share them.
+//! state directory (sessions in `sessions.redb` by default, or in memory only), or in Redis
+//! (feature `redis`) so that several instances share them.
 
 use std::sync::Arc;
 
 use super::{AppError, setup};
 use crate::config::{Config, StoreKind};
-use crate::session::{MemoryStore, SessionStore};
+use crate::session::{DurableSettings, DurableStore, MemoryStore, SessionStore};
 use crate::wechat::persist::{FileStore, PlatformStore};
 
-/// The session store of `session.store`.
+/// The session store of `session.store`. The durable store reads its file here (the time this
+/// takes with many sessions is in BENCHMARKS.md).
 pub(super) async fn session_store(config: &Config) -> Result<Arc<dyn SessionStore>, AppError> {
     let settings = config.session.session_settings();
     match config.session.store {
+        StoreKind::Durable => Ok(Arc::new(
+            DurableStore::open(
+                &config.server.state_dir,
+                settings,
+                DurableSettings::default(),
+            )
+            .await
+            .map_err(|e| setup("session")(e.to_string()))?,
+        )),
         StoreKind::Memory => Ok(Arc::new(MemoryStore::new(settings))),
         StoreKind::Redis => redis::session_store(config, settings).await,
     }
@@ -21,7 +32,7 @@ pub(super) async fn session_store(config: &Config) -> Result<Arc<dyn SessionStor
 /// that every instance shares one ticket, one token and one refresh lock.
 pub(super) async fn platform_store(config: &Config) -> Result<Arc<dyn PlatformStore>, AppError> {
     match config.session.store {
-        StoreKind::Memory => Ok(Arc::new(
+        StoreKind::Durable | StoreKind::Memory => Ok(Arc::new(
             FileStore::new(config.server.state_dir.clone())
                 .map_err(|e| setup("state_dir")(e.to_string()))?,
         )),
@@ -29,10 +40,12 @@ pub(super) async fn platform_store(config: &Config) -> Result<Arc<dyn PlatformSt
     }
 }
 
-/// What [`session_store`] and [`platform_store`] would refuse before connecting anywhere.
+/// What [`session_store`] and [`platform_store`] would refuse before connecting anywhere or
+/// opening a file (like the platform's state files, the session database is only opened at
+/// start).
 pub(super) fn check(config: &Config) -> Result<(), AppError> {
     match config.session.store {
-        StoreKind::Memory => Ok(()),
+        StoreKind::Durable | StoreKind::Memory => Ok(()),
         StoreKind::Redis => redis::check(config),
     }
 }

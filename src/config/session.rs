@@ -14,8 +14,11 @@ use crate::session::{CookieSettings, SessionSettings};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreKind {
-    /// In-process (one instance).
+    /// In-process memory in front of `<server.state_dir>/sessions.redb`: one instance whose
+    /// sessions survive restarts and crashes (the default).
     #[default]
+    Durable,
+    /// In-process memory only (one instance; a restart logs everyone out).
     Memory,
     /// Redis (several instances; needs the `redis` feature).
     Redis,
@@ -25,7 +28,7 @@ pub enum StoreKind {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionConfig {
-    /// `memory` (default) or `redis`.
+    /// `durable` (default), `memory` or `redis`.
     #[serde(default)]
     pub store: StoreKind,
     /// Redis URL when `store = "redis"`.

@@ -7,8 +7,10 @@
 //! ([`FlowCookie`]); the store only keeps a short-lived "redeemed" marker per completed
 //! callback ([`SessionStore::consume_flow`]), so anonymous login starts cost the server nothing.
 //!
-//! - [`SessionStore`] is the one storage interface (held as `Arc<dyn SessionStore>`), with the
-//!   in-process [`MemoryStore`] as the default backend; a Redis backend joins behind a feature.
+//! - [`SessionStore`] is the one storage interface (held as `Arc<dyn SessionStore>`), with three
+//!   backends: the in-process [`MemoryStore`]; the [`DurableStore`], the same memory in front of
+//!   an embedded database file so that sessions survive a restart or a crash (the sidecar's
+//!   default); and a Redis backend for several instances, behind a feature.
 //! - [`cookie::CookieCodec`] reads and writes this proxy's encrypted cookies.
 //! - [`return_path::ReturnPath`] is a validated same-origin relative path (open-redirect guard).
 //!
@@ -60,12 +62,14 @@
 //! ```
 
 pub mod cookie;
+pub mod durable;
 pub mod flow;
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod return_path;
 
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -77,8 +81,10 @@ use sha2::{Digest as _, Sha256};
 
 use crate::clock::unix_now;
 use crate::identity::Identity;
+use crate::ids::AppId;
 
 pub use self::cookie::{CookieCodec, CookieKeyError, CookieSettings};
+pub use self::durable::{DurableSettings, DurableStore};
 pub use self::flow::{FlowBinding, FlowCookie, FlowKey, LoginFlow};
 pub use self::memory::MemoryStore;
 #[cfg(feature = "redis")]
@@ -211,6 +217,16 @@ pub struct SessionSettings {
     pub consumed_capacity: u64,
 }
 
+impl SessionSettings {
+    /// The moment (unix seconds) a session created at `created_at` and last used at `last_seen`
+    /// stops being live: its absolute deadline or its idle deadline, whichever comes first.
+    pub fn live_until(&self, created_at: u64, last_seen: u64) -> u64 {
+        let absolute = created_at.saturating_add(self.ttl.as_secs());
+        let idle = last_seen.saturating_add(self.idle_timeout.as_secs());
+        absolute.min(idle)
+    }
+}
+
 impl Default for SessionSettings {
     fn default() -> Self {
         Self {
@@ -281,13 +297,76 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// The session a completed flow produced, if remembered.
     async fn completed(&self, key: &FlowKey) -> Result<Option<SessionId>, StoreError>;
 
+    /// Ends every session whose identity belongs to the official account `appid` (for example
+    /// when that account revokes the platform's authorization) and returns how many live
+    /// sessions it ended. Sessions of other appids are untouched; a session created while this
+    /// runs may survive it.
+    async fn end_sessions_of(&self, appid: &AppId) -> Result<u64, StoreError>;
+
     /// Readiness check: `Ok` when the backend can serve requests.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// How many fresh ids `create` draws before giving up (a collision of 128-bit random ids is
+/// astronomically unlikely; more than one means the RNG is broken).
+const CREATE_ATTEMPTS: usize = 4;
+
+/// The `create` of every backend: draws a fresh id and lets `insert` store the record under it
+/// unless that id is taken (`Ok(false)`), a few times, so an id in use is never overwritten.
+pub(crate) async fn create_with_fresh_id<F, Fut>(mut insert: F) -> Result<SessionId, StoreError>
+where
+    F: FnMut(SessionId) -> Fut,
+    Fut: Future<Output = Result<bool, StoreError>>,
+{
+    for _ in 0..CREATE_ATTEMPTS {
+        let id = SessionId::generate();
+        if insert(id.clone()).await? {
+            tracing::debug!(session = %id.fingerprint(), "session created");
+            return Ok(id);
+        }
+        tracing::warn!("session id collision; drawing a new id");
+    }
+    Err(StoreError::Backend(
+        "could not allocate a unique session id".to_owned(),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn create_draws_again_on_a_collision_and_gives_up_after_a_few() {
+        let mut calls = 0;
+        let id = create_with_fresh_id(|_| {
+            calls += 1;
+            std::future::ready(Ok(calls == 3))
+        })
+        .await
+        .unwrap();
+        assert_eq!((calls, id.expose_secret().len()), (3, SESSION_ID_TEXT_LEN));
+        let mut calls = 0;
+        let err = create_with_fresh_id(|_| {
+            calls += 1;
+            std::future::ready(Ok(false))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(calls, CREATE_ATTEMPTS);
+        assert!(err.to_string().contains("unique session id"), "{err}");
+    }
+
+    #[test]
+    fn live_until_is_the_earlier_deadline() {
+        let settings = SessionSettings {
+            ttl: Duration::from_secs(100),
+            idle_timeout: Duration::from_secs(10),
+            ..SessionSettings::default()
+        };
+        assert_eq!(settings.live_until(1000, 1000), 1010);
+        assert_eq!(settings.live_until(1000, 1095), 1100);
+        assert_eq!(settings.live_until(u64::MAX, u64::MAX), u64::MAX);
+    }
 
     #[test]
     fn generated_ids_round_trip_and_differ() {

@@ -4,7 +4,8 @@
 //!
 //! | key                                 | type   | value                                        |
 //! |-------------------------------------|--------|----------------------------------------------|
-//! | `<prefix>session:<sha256(id) hex>`  | hash   | `r` = record (JSON), `d` = absolute deadline |
+//! | `<prefix>session:<sha256(id) hex>`  | hash   | `r` = record (JSON), `d` = absolute deadline, `a` = the identity's appid |
+//! | `<prefix>appid:<appid>`             | set    | `<sha256(id) hex>` of the sessions of that appid |
 //! | `<prefix>used:<sha256(state) hex>`  | string | `-` while redeemed, then the session id      |
 //!
 //! Session ids and OAuth states are bearer secrets, so keys carry their SHA-256 only: `KEYS`,
@@ -15,6 +16,14 @@
 //! Redis' own clock (`TIME`), so instances with skewed clocks agree. Pending logins are not
 //! stored (they live in the browser's flow cookie); a callback redeems its state with
 //! `SET … NX PX` (single use even across instances), so Redis ≥ 2.6.12 is enough.
+//!
+//! The per-appid set is the index of [`SessionStore::end_sessions_of`]: `create` adds the
+//! session and `delete` removes it; sessions that expire leave their entry behind, so every
+//! `create` also checks a few random entries of its set and removes those whose session is gone
+//! (the set stays within a small multiple of the appid's live sessions), and the set itself
+//! expires with the newest session's absolute deadline. The scripts that maintain it name
+//! session keys they compute, so this store needs a standalone Redis (not Redis Cluster).
+//! Sessions created before the index existed are not in it; they end with their lifetime.
 //!
 //! Bounds: [`SessionSettings::capacity`] and [`SessionSettings::consumed_capacity`] are not
 //! enforced here — every key carries a TTL, and memory is bounded by the server's `maxmemory`.
@@ -50,8 +59,10 @@ use sha2::{Digest as _, Sha256};
 
 use super::{
     FlowKey, SESSION_ID_BYTES, SessionId, SessionRecord, SessionSettings, SessionStore, StoreError,
+    create_with_fresh_id,
 };
 use crate::clock::unix_now;
+use crate::ids::AppId;
 use crate::redis_util::{self, millis};
 
 /// Default bound on every Redis call (connect included).
@@ -64,23 +75,38 @@ pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(60);
 /// How many recently read sessions an instance remembers for [`DEFAULT_STALE_IF_ERROR`].
 pub const DEFAULT_STALE_CAPACITY: u64 = 100_000;
 
-/// How many fresh ids `create` draws before giving up (one collision of 128-bit ids is already
-/// astronomically unlikely).
-const CREATE_ATTEMPTS: usize = 4;
+/// How many set members `end_sessions_of` handles per round trip.
+const END_BATCH: usize = 500;
 
 /// Value of a redeemed flow's key until the login completes (then the session id).
 const CONSUMED: &str = "-";
 
-/// `KEYS[1]` session key; `ARGV[1]` record, `ARGV[2]` ttl ms, `ARGV[3]` idle ms.
-/// Returns 1 when created, 0 when the key exists (never overwrites).
+/// `KEYS[1]` session key, `KEYS[2]` the appid's index set; `ARGV[1]` record, `ARGV[2]` ttl ms,
+/// `ARGV[3]` idle ms, `ARGV[4]` appid, `ARGV[5]` the session's member in the set, `ARGV[6]` the
+/// session key prefix. Returns 1 when created, 0 when the key exists (never overwrites).
+/// Also removes from the set up to three random members whose session is gone.
 const CREATE_LUA: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local deadline = now + tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 'r', ARGV[1], 'd', deadline)
+redis.call('HSET', KEYS[1], 'r', ARGV[1], 'd', deadline, 'a', ARGV[4])
 redis.call('PEXPIREAT', KEYS[1], math.min(deadline, now + tonumber(ARGV[3])))
+local sample = redis.call('SRANDMEMBER', KEYS[2], 3)
+for _, member in ipairs(sample) do
+  if redis.call('EXISTS', ARGV[6] .. member) == 0 then redis.call('SREM', KEYS[2], member) end
+end
+redis.call('SADD', KEYS[2], ARGV[5])
+redis.call('PEXPIREAT', KEYS[2], deadline)
 return 1
+";
+
+/// `KEYS[1]` session key; `ARGV[1]` the index set prefix, `ARGV[2]` the session's member.
+/// Deletes the session and its index entry.
+const DELETE_LUA: &str = r"
+local appid = redis.call('HGET', KEYS[1], 'a')
+if appid then redis.call('SREM', ARGV[1] .. appid, ARGV[2]) end
+return redis.call('DEL', KEYS[1])
 ";
 
 /// `KEYS[1]` session key; `ARGV[1]` idle ms; `ARGV[2]` `r` to return the record, `t` for 1.
@@ -112,6 +138,7 @@ pub struct RedisSessionStore {
     op_timeout: Duration,
     create: Arc<Script>,
     load: Arc<Script>,
+    delete: Arc<Script>,
     /// Sessions read from Redis within the stale-if-error window (none when it is zero).
     recent: Option<moka::future::Cache<[u8; SESSION_ID_BYTES], Arc<SessionRecord>>>,
     /// When a stale session was last reported (unix seconds), so an outage logs once a second.
@@ -164,6 +191,7 @@ impl RedisSessionStore {
             op_timeout: DEFAULT_OP_TIMEOUT,
             create: Arc::new(Script::new(CREATE_LUA)),
             load: Arc::new(Script::new(LOAD_LUA)),
+            delete: Arc::new(Script::new(DELETE_LUA)),
             recent: recent_cache(DEFAULT_STALE_IF_ERROR, DEFAULT_STALE_CAPACITY),
             stale_reported: Arc::new(AtomicU64::new(0)),
         }
@@ -223,7 +251,17 @@ impl RedisSessionStore {
     }
 
     fn session_key(&self, id: &SessionId) -> String {
-        format!("{}session:{}", self.prefix, hex_sha256(id.expose_bytes()))
+        self.session_key_of(&hex_sha256(id.expose_bytes()))
+    }
+
+    /// The session key of an index member (the hex SHA-256 of the id).
+    fn session_key_of(&self, member: &str) -> String {
+        format!("{}session:{member}", self.prefix)
+    }
+
+    /// The index set of `appid`'s sessions.
+    fn appid_key(&self, appid: &str) -> String {
+        format!("{}appid:{appid}", self.prefix)
     }
 
     fn used_key(&self, key: &FlowKey) -> String {
@@ -302,23 +340,29 @@ impl SessionStore for RedisSessionStore {
             serde_json::to_string(&record).map_err(|e| StoreError::Encode(e.to_string()))?;
         let ttl = millis(self.settings.ttl);
         let idle = millis(self.settings.idle_timeout);
-        for _ in 0..CREATE_ATTEMPTS {
-            let id = SessionId::generate();
+        let appid = record.identity.appid.as_str();
+        let index = self.appid_key(appid);
+        let key_prefix = self.session_key_of("");
+        create_with_fresh_id(|id| {
+            let member = hex_sha256(id.expose_bytes());
+            let mut invocation = self.create.key(self.session_key_of(&member));
+            invocation.key(&index);
+            invocation
+                .arg(&encoded)
+                .arg(ttl)
+                .arg(idle)
+                .arg(appid)
+                .arg(member)
+                .arg(&key_prefix);
             let mut conn = self.conn.clone();
-            let mut invocation = self.create.key(self.session_key(&id));
-            invocation.arg(&encoded).arg(ttl).arg(idle);
-            let created: i64 = self
-                .run("create session", invocation.invoke_async(&mut conn))
-                .await?;
-            if created == 1 {
-                tracing::debug!(session = %id.fingerprint(), "session created");
-                return Ok(id);
+            async move {
+                let created: i64 = self
+                    .run("create session", invocation.invoke_async(&mut conn))
+                    .await?;
+                Ok(created == 1)
             }
-            tracing::warn!("session id collision; drawing a new id");
-        }
-        Err(StoreError::Backend(
-            "could not allocate a unique session id".to_owned(),
-        ))
+        })
+        .await
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
@@ -350,9 +394,13 @@ impl SessionStore for RedisSessionStore {
         if let Some(recent) = &self.recent {
             recent.invalidate(id.expose_bytes()).await;
         }
-        let key = self.session_key(id);
+        let member = hex_sha256(id.expose_bytes());
+        let mut invocation = self.delete.key(self.session_key_of(&member));
+        invocation.arg(self.appid_key("")).arg(member);
         let mut conn = self.conn.clone();
-        let _: i64 = self.run("delete session", conn.del(key)).await?;
+        let _: i64 = self
+            .run("delete session", invocation.invoke_async(&mut conn))
+            .await?;
         Ok(())
     }
 
@@ -402,6 +450,47 @@ impl SessionStore for RedisSessionStore {
             Some(text) => SessionId::parse(text)
                 .map(Some)
                 .ok_or_else(|| StoreError::Decode("stored session id is malformed".to_owned())),
+        }
+    }
+
+    async fn end_sessions_of(&self, appid: &AppId) -> Result<u64, StoreError> {
+        // This instance must not serve them from memory during an outage either.
+        if let Some(recent) = &self.recent {
+            let ended: Vec<_> = recent
+                .iter()
+                .filter(|(_, record)| record.identity.appid == *appid)
+                .map(|(id, _)| id)
+                .collect();
+            for id in ended {
+                recent.invalidate(id.as_ref()).await;
+            }
+        }
+        let index = self.appid_key(appid.as_str());
+        let mut conn = self.conn.clone();
+        let mut cursor = 0u64;
+        let mut ended = 0u64;
+        // SSCAN visits every member present from start to end in a finite number of rounds.
+        loop {
+            let mut scan = redis::cmd("SSCAN");
+            scan.arg(&index).arg(cursor).arg("COUNT").arg(END_BATCH);
+            let (next, members): (u64, Vec<String>) = self
+                .run("scan appid sessions", scan.query_async(&mut conn))
+                .await?;
+            if !members.is_empty() {
+                let mut pipe = redis::pipe();
+                for member in &members {
+                    pipe.del(self.session_key_of(member));
+                }
+                pipe.srem(&index, &members).ignore();
+                let deleted: Vec<u64> = self
+                    .run("end appid sessions", pipe.query_async(&mut conn))
+                    .await?;
+                ended += deleted.iter().sum::<u64>();
+            }
+            if next == 0 {
+                return Ok(ended);
+            }
+            cursor = next;
         }
     }
 

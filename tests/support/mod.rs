@@ -6,8 +6,11 @@
 //!   (the simulated WeChat on `127.0.0.1:0`);
 //! - [`layer`] (re-exported here): the layer suites' parts: [`Echo`], the layer's collaborators,
 //!   [`wechat_settings`] (component mode against the simulator), [`World`] and [`Browser`];
+//! - [`events`]: a minimal events URL that hands pushes to `WeChatOAuth::accept_push`;
 //! - [`proxy`]: a tiny hyper upstream, the proxy under test and raw hyper clients;
-//! - [`redis`]: a throw-away `redis-server` per test and a session store that owns its server.
+//! - [`redis`]: a throw-away `redis-server` per test and a session store that owns its server;
+//! - [`sidecar`]: the real binary in development mode, a login through its simulated WeChat's
+//!   consent page, and other programs run with a deadline.
 //!
 //! Every loop in the harness is bounded.
 #![allow(
@@ -20,11 +23,14 @@
 
 use std::{future::Future, time::Duration};
 
+pub mod events;
 #[cfg(feature = "sim")]
 pub mod layer;
 pub mod proxy;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "sim")]
+pub mod sidecar;
 
 #[cfg(feature = "sim")]
 pub use layer::*;
@@ -67,6 +73,19 @@ pub fn cookie_pair(set_cookie: &http::HeaderValue) -> String {
     let text = set_cookie.to_str().expect("ascii set-cookie");
     let cookie = cookie::Cookie::parse(text.to_owned()).expect("set-cookie parses");
     format!("{}={}", cookie.name(), cookie.value())
+}
+
+/// The user of the session store suites, `openid` apart: a unionid, a nickname with CJK and an
+/// emoji, an avatar URL.
+pub fn user(openid: &str) -> wechat_oauth_proxy::Identity {
+    wechat_oauth_proxy::Identity {
+        openid: openid.into(),
+        unionid: Some(format!("union-{openid}").into()),
+        nickname: "小明 🐼".to_owned(),
+        avatar: "https://thirdwx.qlogo.cn/mmopen/abc/132".to_owned(),
+        appid: "wx0123456789abcdef".into(),
+        scope: wechat_oauth_proxy::ids::Scope::UserInfo,
+    }
 }
 
 /// A unique directory under the system temp dir (not created), removed on drop.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use wechat_oauth_proxy::ids::AppId;
 use wechat_oauth_proxy::session::{
     FlowKey, RedisSessionStore, SessionId, SessionRecord, SessionSettings, SessionStore, StoreError,
 };
@@ -240,6 +241,9 @@ impl SessionStore for ServerBoundSessionStore {
     }
     async fn completed(&self, key: &FlowKey) -> Result<Option<SessionId>, StoreError> {
         self.store.completed(key).await
+    }
+    async fn end_sessions_of(&self, appid: &AppId) -> Result<u64, StoreError> {
+        self.store.end_sessions_of(appid).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.store.ping().await

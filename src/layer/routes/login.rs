@@ -63,10 +63,11 @@ pub(in crate::layer) async fn start(
     });
 
     let url = auth.wechat.authorize_url(
+        auth.wechat.default_appid()?,
         &auth.callback_url,
         auth.settings.scope,
         &OAuthState::new(state),
-    );
+    )?;
     let mut response = redirect(&url);
     add_cookie(&mut response, auth.cookies.flow_cookie(&pending));
     Ok(response)
