@@ -18,7 +18,7 @@ use tower::{Service, ServiceExt};
 use wechat_oauth_proxy::Identity;
 use wechat_oauth_proxy::identity::HeaderSettings;
 use wechat_oauth_proxy::jwt::{JwtIssuer, JwtSettings};
-use wechat_oauth_proxy::layer::{LayerSettings, WeChatAuthLayer};
+use wechat_oauth_proxy::layer::{DispatchSettings, LayerSettings, WeChatAuthLayer};
 use wechat_oauth_proxy::secret::SecretString;
 use wechat_oauth_proxy::session::{
     CookieCodec, CookieSettings, MemoryStore, SessionId, SessionRecord, SessionSettings,
@@ -113,7 +113,10 @@ fn fixture(plain_headers: bool, jwt_cache: bool) -> Fixture {
     let layer = WeChatAuthLayer::new(
         LayerSettings {
             public_url: "https://app.example.com".parse().unwrap(),
-            api_prefixes: vec!["/api/".to_owned()],
+            dispatch: DispatchSettings {
+                api_prefixes: vec!["/api/".to_owned()],
+                ..DispatchSettings::default()
+            },
             headers: HeaderSettings {
                 plain_headers,
                 ..HeaderSettings::default()

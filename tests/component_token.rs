@@ -212,7 +212,9 @@ async fn the_background_refresher_fetches_before_expiry_without_any_caller() {
         Scope::UserInfo,
         AuthMode::Component,
     );
-    bounded(oauth.exchange_code(&code)).await.unwrap();
+    bounded(oauth.exchange_code(oauth.default_appid().unwrap(), &code))
+        .await
+        .unwrap();
     refresher.abort();
 }
 
@@ -258,7 +260,9 @@ async fn invalid_component_token_on_code_exchange_is_refetched_once_and_retried(
 
     let user = sim.config().users[1].clone();
     let code = sim.issue_code(user.clone(), Scope::UserInfo, AuthMode::Component);
-    let token = bounded(oauth.exchange_code(&code)).await.unwrap();
+    let token = bounded(oauth.exchange_code(oauth.default_appid().unwrap(), &code))
+        .await
+        .unwrap();
     assert_eq!(token.openid.as_str(), user.openid);
     assert_eq!(
         sim.calls(Endpoint::ComponentToken),
@@ -290,7 +294,9 @@ async fn a_second_rejection_after_the_refetch_is_returned_not_looped() {
         Scope::UserInfo,
         AuthMode::Component,
     );
-    let e = bounded(oauth.exchange_code(&code)).await.unwrap_err();
+    let e = bounded(oauth.exchange_code(oauth.default_appid().unwrap(), &code))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(40001));
     assert_eq!(e.class(), ErrorClass::RefreshToken);
     assert_eq!(sim.calls(Endpoint::ComponentCodeExchange), 2);
@@ -306,7 +312,9 @@ async fn without_a_ticket_the_error_is_no_ticket_and_wechat_is_not_called() {
         Scope::UserInfo,
         AuthMode::Component,
     );
-    let e = bounded(oauth.exchange_code(&code)).await.unwrap_err();
+    let e = bounded(oauth.exchange_code(oauth.default_appid().unwrap(), &code))
+        .await
+        .unwrap_err();
     assert!(matches!(e, WeChatError::NoTicket), "{e:?}");
     assert_eq!(e.class(), ErrorClass::Ticket);
     assert_eq!(sim.calls(Endpoint::ComponentToken), 0);
@@ -360,7 +368,9 @@ async fn a_pushed_ticket_and_the_token_survive_a_restart() {
         Scope::UserInfo,
         AuthMode::Component,
     );
-    bounded(oauth.exchange_code(&code)).await.unwrap();
+    bounded(oauth.exchange_code(oauth.default_appid().unwrap(), &code))
+        .await
+        .unwrap();
     assert_eq!(
         sim.calls(Endpoint::ComponentToken),
         1,

@@ -13,7 +13,7 @@ use http::{HeaderMap, Method, Uri};
 use percent_encoding::percent_decode_str;
 use proptest::prelude::*;
 use wechat_oauth_proxy::layer::{
-    Decision, DispatchSettings, SkipRule,
+    Decision, DispatchSettings, Prefix, SkipRule,
     dispatch::{dispatch, normalize_path},
 };
 
@@ -67,7 +67,7 @@ fn raw_path() -> impl Strategy<Value = String> {
 
 fn settings() -> DispatchSettings {
     DispatchSettings {
-        prefix: "/_wxauth".to_owned(),
+        prefix: Prefix::default(),
         skip: vec![
             SkipRule::new(Some(Method::GET), "/public/*").unwrap(),
             SkipRule::new(None, "/x").unwrap(),

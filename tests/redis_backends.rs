@@ -180,7 +180,18 @@ async fn keys_never_contain_session_ids_or_states() {
     let keys: Vec<String> = bounded(redis::cmd("KEYS").arg("*").query_async(&mut conn))
         .await
         .unwrap();
-    assert_eq!(keys.len(), 3, "{keys:?}");
+    // The session, its appid's index set and the two redeemed markers.
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    // The index holds the hashed session key, never the raw id.
+    let index_key = format!("wx:appid:{}", identity("o-keys").appid.as_str());
+    let members: Vec<String> = bounded(
+        redis::cmd("SMEMBERS")
+            .arg(&index_key)
+            .query_async(&mut conn),
+    )
+    .await
+    .unwrap();
+    assert_eq!(members, vec![sha256_hex(id.expose_bytes().as_slice())]);
     // Every redeemed marker expires.
     for state in [&state, &redeemed] {
         let key = format!("wx:used:{}", sha256_hex(state.expose_secret().as_bytes()));
@@ -540,7 +551,9 @@ mod two_instances {
                 Scope::UserInfo,
                 AuthMode::Component,
             );
-            bounded(b.exchange_code(&code)).await.unwrap();
+            bounded(b.exchange_code(b.default_appid().unwrap(), &code))
+                .await
+                .unwrap();
             assert_eq!(sim.calls(Endpoint::ComponentToken), round);
         }
     }
@@ -618,7 +631,9 @@ mod two_instances {
                 Scope::UserInfo,
                 AuthMode::Component,
             );
-            bounded(oauth.exchange_code(&code)).await.unwrap();
+            bounded(oauth.exchange_code(oauth.default_appid().unwrap(), &code))
+                .await
+                .unwrap();
         }
         assert_eq!(sim.calls(Endpoint::ComponentToken), 2);
         for r in refreshers {

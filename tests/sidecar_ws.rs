@@ -11,7 +11,7 @@
 
 mod support;
 
-use support::bounded;
+use support::{bounded, cookie_pair};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -123,14 +123,7 @@ async fn start() -> Stack {
         }))
         .await
         .unwrap();
-    let set_cookie = cookies.session_cookie(&id);
-    let cookie = set_cookie
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = cookie_pair(&cookies.session_cookie(&id));
 
     let layer = WeChatAuthLayer::builder()
         .public_url("http://127.0.0.1/".parse().unwrap())

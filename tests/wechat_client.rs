@@ -86,7 +86,9 @@ async fn official_account_login_exchange_and_userinfo() {
     for i in 0..3 {
         let u = user(&sim, i);
         let code = sim.issue_code(u.clone(), Scope::UserInfo, AuthMode::OfficialAccount);
-        let token = bounded(oauth.exchange_code(&code)).await.unwrap();
+        let token = bounded(oauth.exchange_code(oauth.default_appid().unwrap(), &code))
+            .await
+            .unwrap();
         assert_eq!(token.openid.as_str(), u.openid);
         assert_eq!(
             token.unionid.as_ref().map(|x| x.as_str().to_owned()),
@@ -112,7 +114,14 @@ async fn official_account_authorize_url_is_accepted_by_the_sim() {
     let sim = start_sim().await;
     let oauth = oa_oauth(&sim);
     let callback = "http://127.0.0.1:8080/_wxauth/callback?next=%2Fa";
-    let url = oauth.authorize_url(callback, Scope::UserInfo, &OAuthState::new("abc123"));
+    let url = oauth
+        .authorize_url(
+            oauth.default_appid().unwrap(),
+            callback,
+            Scope::UserInfo,
+            &OAuthState::new("abc123"),
+        )
+        .unwrap();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -126,7 +135,9 @@ async fn official_account_authorize_url_is_accepted_by_the_sim() {
     assert_eq!(pairs["next"], "/a");
     // The code from the redirect works.
     let code = AuthorizationCode::new(pairs["code"].clone());
-    let token = bounded(oauth.exchange_code(&code)).await.unwrap();
+    let token = bounded(oauth.exchange_code(oauth.default_appid().unwrap(), &code))
+        .await
+        .unwrap();
     assert_eq!(token.openid.as_str(), user(&sim, 0).openid);
 }
 
@@ -240,14 +251,18 @@ async fn snapshot_and_base_scope_users_get_48001_on_userinfo() {
         Scope::UserInfo,
         AuthMode::OfficialAccount,
     );
-    let token = bounded(oauth.exchange_code(&code)).await.unwrap();
+    let token = bounded(oauth.exchange_code(oauth.default_appid().unwrap(), &code))
+        .await
+        .unwrap();
     assert!(token.is_snapshot_user);
     let e = bounded(oauth.user_info(&token)).await.unwrap_err();
     assert_eq!(e.code(), Some(48001));
     assert_eq!(e.class(), ErrorClass::Reauthorize);
 
     let code = sim.issue_code(user(&sim, 0), Scope::Base, AuthMode::OfficialAccount);
-    let token = bounded(oauth.exchange_code(&code)).await.unwrap();
+    let token = bounded(oauth.exchange_code(oauth.default_appid().unwrap(), &code))
+        .await
+        .unwrap();
     assert!(token.has_scope(Scope::Base));
     assert!(!token.has_scope(Scope::UserInfo));
     let e = bounded(oauth.user_info(&token)).await.unwrap_err();
@@ -383,11 +398,14 @@ async fn component_authorize_url_is_accepted_by_the_sim() {
         Arc::new(MemoryPlatformStore::new()),
     )
     .unwrap();
-    let url = oauth.authorize_url(
-        "http://localhost:9000/_wxauth/callback",
-        Scope::Base,
-        &OAuthState::new("Zz09"),
-    );
+    let url = oauth
+        .authorize_url(
+            &c.authorizer_appid,
+            "http://localhost:9000/_wxauth/callback",
+            Scope::Base,
+            &OAuthState::new("Zz09"),
+        )
+        .unwrap();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -5,16 +5,17 @@ use serde::Deserialize;
 
 use super::{Config, ConfigProblem, FromConfigStr, Problems};
 use crate::identity::HeaderSettings;
-use crate::layer::{LayerSettings, SkipRule};
+use crate::layer::{DispatchSettings, LayerSettings, Prefix, SkipRule};
 use crate::wechat::Scope;
 
 /// `[auth]`
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Prefix of the reserved endpoints (`login`, `callback`, `events`, …).
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
+    /// Prefix of the reserved endpoints (`login`, `callback`, `events`, …), checked while
+    /// deserializing ([`Prefix`]).
+    #[serde(default)]
+    pub prefix: Prefix,
     /// Requests that pass without a session: `"METHOD /path"` or `"* /path/*"` (a trailing `*`
     /// matches a whole subtree). Paths are normalized before matching; the query never counts.
     #[serde(default, deserialize_with = "super::parsed_list")]
@@ -34,7 +35,7 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
-            prefix: default_prefix(),
+            prefix: Prefix::default(),
             skip: Vec::new(),
             api_prefixes: Vec::new(),
             skip_preflight: false,
@@ -43,9 +44,6 @@ impl Default for AuthConfig {
     }
 }
 
-fn default_prefix() -> String {
-    LayerSettings::default().prefix
-}
 fn default_scope() -> Scope {
     LayerSettings::default().scope
 }
@@ -91,13 +89,6 @@ impl FromConfigStr for SkipRule {
 
 impl AuthConfig {
     pub(super) fn check(&self, problems: &mut Problems) {
-        let prefix = &self.prefix;
-        if !prefix.starts_with('/') || prefix.ends_with('/') || prefix.len() < 2 {
-            problems.bad(
-                "auth.prefix",
-                "must start with '/' and not end with '/' (e.g. \"/_wxauth\")",
-            );
-        }
         for (i, p) in self.api_prefixes.iter().enumerate() {
             if !p.starts_with('/') {
                 problems.bad(&format!("auth.api_prefixes[{i}]"), "must start with '/'");
@@ -114,10 +105,12 @@ impl Config {
     pub fn layer_settings(&self) -> Result<LayerSettings, ConfigProblem> {
         Ok(LayerSettings {
             public_url: self.server.public_url.clone(),
-            prefix: self.auth.prefix.clone(),
-            skip: self.auth.skip.clone(),
-            api_prefixes: self.auth.api_prefixes.clone(),
-            skip_preflight: self.auth.skip_preflight,
+            dispatch: DispatchSettings {
+                prefix: self.auth.prefix.clone(),
+                skip: self.auth.skip.clone(),
+                api_prefixes: self.auth.api_prefixes.clone(),
+                skip_preflight: self.auth.skip_preflight,
+            },
             scope: self.auth.scope,
             headers: HeaderSettings {
                 jwt: self.jwt.carrier()?,

@@ -33,7 +33,7 @@ fn env() -> HashMap<String, String> {
 #[test]
 fn good_config_loads() {
     let (cfg, secrets) = Config::from_toml_str(&good(), Path::new("."), &env()).unwrap();
-    assert_eq!(cfg.auth.prefix, "/_wxauth");
+    assert_eq!(cfg.auth.prefix.as_str(), "/_wxauth");
     assert_eq!(cfg.jwt.header, "X-WeChat-Jwt");
     assert_eq!(cfg.wechat.login_deadline_ms, 10_000);
     assert_eq!(
@@ -275,4 +275,21 @@ fn refused_values_are_all_reported_with_their_keys_next_to_the_other_problems() 
     };
     assert_eq!(problems.len(), 1, "{problems:#?}");
     assert_eq!(problems[0].key, "server.listen");
+}
+
+#[test]
+fn a_bad_prefix_is_refused_at_its_key() {
+    for bad in ["_wxauth", "/_wxauth/", "/a/./b", "/a%2e/b", "/"] {
+        let text = good().replace("[wechat]", &format!("[auth]\nprefix = {bad:?}\n\n[wechat]"));
+        let err = Config::from_toml_str(&text, Path::new("."), &env()).unwrap_err();
+        let ConfigError::Invalid(problems) = err else {
+            panic!("expected Invalid, got {err:?}")
+        };
+        assert_eq!(problems.len(), 1, "{bad}: {problems:#?}");
+        assert_eq!(problems[0].key, "auth.prefix", "{bad}");
+        assert!(problems[0].message.contains(bad), "{problems:#?}");
+    }
+    let text = good().replace("[wechat]", "[auth]\nprefix = \"/auth\"\n\n[wechat]");
+    let (config, _) = Config::from_toml_str(&text, Path::new("."), &env()).unwrap();
+    assert_eq!(config.auth.prefix.as_str(), "/auth");
 }

@@ -10,6 +10,7 @@ use super::{ConfigProblem, Problems, ResolvedSecrets, millis};
 use crate::secret::SecretString;
 use crate::wechat::client::ClientSettings;
 use crate::wechat::oauth::{DEFAULT_LOGIN_DEADLINE, OAuthMode, WeChatSettings};
+use crate::wechat::tenants::TenantSettings;
 use crate::wechat::token::TokenSettings;
 use crate::wechat::{AppSecret, AuthorizerAppId, ComponentAppId};
 
@@ -231,7 +232,7 @@ impl WeChatConfig {
                 component_secret: AppSecret::new(
                     need(&secrets.component_secret, "component_secret")?.expose_secret(),
                 ),
-                authorizer_appid: self.appid.clone(),
+                tenants: TenantSettings::single(self.appid.clone()),
                 message_token: need(&secrets.message_token, "message_token")?.clone(),
                 encoding_aes_key: need(&secrets.encoding_aes_key, "encoding_aes_key")?.clone(),
                 previous_encoding_aes_key: self.previous_encoding_aes_key.clone(),

@@ -8,7 +8,7 @@ use url::Url;
 
 use super::{
     LayerSettings, WeChatAuthLayer,
-    dispatch::{DispatchSettings, SkipRule, SkipRuleError},
+    dispatch::{Prefix, SkipRule, SkipRuleError},
     state::AuthState,
 };
 use crate::{
@@ -25,7 +25,8 @@ pub enum BuildError {
     /// A required collaborator or setting was not given.
     #[error("missing {0}")]
     Missing(&'static str),
-    /// The prefix is not `/something` without a trailing `/` and without dot segments.
+    /// The prefix is not `/something` without a trailing `/` and without dot segments (the rule
+    /// of [`Prefix`]).
     #[error("prefix must look like \"/_wxauth\": start with '/', no trailing '/', normalized")]
     InvalidPrefix,
     /// The public URL is not an `http(s)://` origin, or is `http://` while the cookies are
@@ -54,6 +55,8 @@ pub enum BuildError {
 #[derive(Debug, Default)]
 pub struct WeChatAuthLayerBuilder {
     settings: LayerSettings,
+    /// A prefix given as text to [`prefix`](WeChatAuthLayerBuilder::prefix), checked by `build`.
+    prefix: Option<String>,
     public_url_set: bool,
     wechat: Option<WeChatOAuth>,
     sessions: Option<Arc<dyn SessionStore>>,
@@ -66,6 +69,7 @@ impl WeChatAuthLayerBuilder {
     /// finer-grained setters.
     pub fn settings(mut self, settings: LayerSettings) -> Self {
         self.settings = settings;
+        self.prefix = None;
         self.public_url_set = true;
         self
     }
@@ -111,9 +115,11 @@ impl WeChatAuthLayerBuilder {
         self
     }
 
-    /// Prefix of the reserved endpoints (default `/_wxauth`).
+    /// Prefix of the reserved endpoints (default `/_wxauth`), checked by
+    /// [`build`](Self::build) against the rule of [`Prefix`] (one trailing `/` is tolerated:
+    /// `/auth/` is `/auth`).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.settings.prefix = prefix.into();
+        self.prefix = Some(prefix.into());
         self
     }
 
@@ -134,20 +140,20 @@ impl WeChatAuthLayerBuilder {
                 source,
             }
         })?;
-        self.settings.skip.push(rule);
+        self.settings.dispatch.skip.push(rule);
         Ok(self)
     }
 
     /// A path prefix whose requests always get 401 JSON instead of a login redirect.
     pub fn api_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.settings.api_prefixes.push(prefix.into());
+        self.settings.dispatch.api_prefixes.push(prefix.into());
         self
     }
 
     /// Lets CORS preflights through without a session (default off); see
     /// [`DispatchSettings::skip_preflight`](super::DispatchSettings::skip_preflight).
     pub fn skip_preflight(mut self, skip: bool) -> Self {
-        self.settings.skip_preflight = skip;
+        self.settings.dispatch.skip_preflight = skip;
         self
     }
 
@@ -204,18 +210,17 @@ impl WeChatAuthLayerBuilder {
             );
         }
 
-        // A trailing '/' is tolerated (`/auth/` = `/auth`).
-        if settings.prefix.len() > 1 && settings.prefix.ends_with('/') {
-            settings.prefix.pop();
-        }
-        if !is_normalized_absolute(&settings.prefix) || settings.prefix.len() < 2 {
-            return Err(BuildError::InvalidPrefix);
+        if let Some(raw) = self.prefix {
+            // A trailing '/' is tolerated (`/auth/` = `/auth`).
+            let trimmed = raw.strip_suffix('/').filter(|t| !t.is_empty());
+            settings.dispatch.prefix =
+                Prefix::parse(trimmed.unwrap_or(&raw)).map_err(|_| BuildError::InvalidPrefix)?;
         }
         let origin = origin_of(&settings.public_url, !secure)?;
-        for prefix in &mut settings.api_prefixes {
+        for prefix in &mut settings.dispatch.api_prefixes {
+            // Same shape as the reserved prefix once trailing '/'s are dropped; `/` is all.
             let trimmed = prefix.trim_end_matches('/');
-            if !prefix.starts_with('/') || !(trimmed.is_empty() || is_normalized_absolute(trimmed))
-            {
+            if !prefix.starts_with('/') || !(trimmed.is_empty() || Prefix::parse(trimmed).is_ok()) {
                 return Err(BuildError::InvalidApiPrefix(prefix.clone()));
             }
             *prefix = trimmed.to_owned();
@@ -224,18 +229,11 @@ impl WeChatAuthLayerBuilder {
             return Err(BuildError::InvalidFlowTtl);
         }
 
-        let dispatch = DispatchSettings {
-            prefix: settings.prefix.clone(),
-            skip: settings.skip.clone(),
-            api_prefixes: settings.api_prefixes.clone(),
-            skip_preflight: settings.skip_preflight,
-        };
-        let callback_url = format!("{origin}{}/callback", settings.prefix);
+        let callback_url = format!("{origin}{}/callback", settings.dispatch.prefix);
         let strip = settings.headers.strip_list();
         Ok(WeChatAuthLayer {
             state: Arc::new(AuthState {
                 settings,
-                dispatch,
                 strip,
                 origin,
                 callback_url,
@@ -256,17 +254,6 @@ fn secure_cookies(cookies: &CookieCodec) -> bool {
         .ok()
         .and_then(|v| cookie::Cookie::parse(v.to_owned()).ok())
         .is_none_or(|c| c.secure().unwrap_or(false))
-}
-
-/// `/a/b`: starts with `/`, no trailing `/`, no empty or dot segments, nothing to decode.
-fn is_normalized_absolute(path: &str) -> bool {
-    path.starts_with('/')
-        && !path.ends_with('/')
-        && !path.contains(['%', '\\', ';', '?', '#', '*'])
-        && !path.chars().any(char::is_control)
-        && path[1..]
-            .split('/')
-            .all(|s| !s.is_empty() && s != "." && s != "..")
 }
 
 /// `scheme://host[:port]` of the public URL, refusing anything that is not a bare origin;
@@ -302,15 +289,6 @@ fn origin_of(url: &Url, http_allowed: bool) -> Result<String, BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefixes() {
-        assert!(is_normalized_absolute("/_wxauth"));
-        assert!(is_normalized_absolute("/a/b"));
-        for bad in ["_wxauth", "/_wxauth/", "/a//b", "/a/../b", "/a%2f", "/"] {
-            assert!(!is_normalized_absolute(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn public_url_must_be_an_origin() {

@@ -32,7 +32,7 @@
 //! | `mod.rs` | [`WeChatAuthLayer`], [`WeChatAuth<S>`] (the tower `Layer` and `Service`), [`LayerSettings`] |
 //! | `builder.rs` | [`WeChatAuthLayerBuilder`], [`BuildError`]: validation, precomputed URLs |
 //! | `pipeline.rs` | the steps above for one request; the "no session" answer |
-//! | `dispatch/` | the pure decision: `path.rs` (normalization, [`SkipRule`]), `negotiate.rs` (browser or API client), `mod.rs` ([`Route`], [`dispatch()`](dispatch::dispatch)) |
+//! | `dispatch/` | the pure decision: `path.rs` (normalization, [`SkipRule`]), `prefix.rs` ([`Prefix`]), `negotiate.rs` (browser or API client), `mod.rs` ([`Route`], [`dispatch()`](dispatch::dispatch)) |
 //! | `routes/` | the reserved endpoints, one file each |
 //! | `state.rs` | what every request shares (collaborators, settings, URLs) and two small queries |
 //! | `error.rs` | [`AuthError`]: one row per kind (status, code, bilingual page, link) |
@@ -102,8 +102,8 @@ use url::Url;
 pub use self::body::{OwnResponse, ResponseBody};
 pub use self::builder::{BuildError, WeChatAuthLayerBuilder};
 pub use self::dispatch::{
-    ClientKind, Decision, DispatchSettings, NormalizedPath, PathError, Route, SkipRule,
-    SkipRuleError,
+    ClientKind, Decision, DispatchSettings, NormalizedPath, PathError, Prefix, PrefixError, Route,
+    SkipRule, SkipRuleError,
 };
 pub use self::error::AuthError;
 use self::state::AuthState;
@@ -121,22 +121,16 @@ use crate::wechat::oauth::WeChatOAuth;
 /// `config.toml` by the binary, or by hand.
 #[derive(Clone, Debug)]
 pub struct LayerSettings {
-    /// Prefix of the reserved endpoints (default `/_wxauth`): starts with `/` (a trailing `/` is
-    /// dropped).
-    pub prefix: String,
+    /// How requests are classified: the reserved prefix (default `/_wxauth`), the public routes
+    /// (skip rules), the API prefixes and whether CORS preflights pass; see
+    /// [`DispatchSettings`]. The layer hands exactly these to [`dispatch()`](dispatch::dispatch).
+    pub dispatch: DispatchSettings,
     /// The URL browsers use to reach us, origin only (`https://app.example.com`). WeChat's
     /// callback is `public_url + prefix + "/callback"`.
     /// Never derived from `Host` or `X-Forwarded-*` headers. The default
     /// (`http://127.0.0.1/`) is a development placeholder: `http://` is accepted only with
     /// non-Secure cookies, so production setups must set it.
     pub public_url: Url,
-    /// Public routes that skip authentication (identity headers are still stripped).
-    pub skip: Vec<SkipRule>,
-    /// Path prefixes that always get 401 JSON instead of a login redirect (e.g. `/api`).
-    pub api_prefixes: Vec<String>,
-    /// Pass CORS preflights (`OPTIONS` + `Access-Control-Request-Method`) without a session
-    /// (default off); see [`DispatchSettings::skip_preflight`].
-    pub skip_preflight: bool,
     /// Scope requested on the authorize page (default `snsapi_userinfo`: nickname and avatar).
     pub scope: Scope,
     /// Where the JWT goes and whether plain `X-WeChat-*` headers are sent.
@@ -148,11 +142,8 @@ pub struct LayerSettings {
 impl Default for LayerSettings {
     fn default() -> Self {
         Self {
-            prefix: "/_wxauth".to_owned(),
+            dispatch: DispatchSettings::default(),
             public_url: placeholder_public_url(),
-            skip: Vec::new(),
-            api_prefixes: Vec::new(),
-            skip_preflight: false,
             scope: Scope::UserInfo,
             headers: HeaderSettings::default(),
             flow_ttl: Duration::from_secs(10 * 60),
@@ -211,7 +202,10 @@ impl WeChatAuthLayer {
 
     /// The absolute URL of the events endpoint (the platform's 授权事件接收URL).
     pub fn events_url(&self) -> String {
-        format!("{}{}/events", self.state.origin, self.state.settings.prefix)
+        format!(
+            "{}{}/events",
+            self.state.origin, self.state.settings.dispatch.prefix
+        )
     }
 }
 

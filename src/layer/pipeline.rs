@@ -57,7 +57,7 @@ where
                 path.decoded(),
                 &parts.headers,
                 body.is_end_stream(),
-                &state.dispatch,
+                &state.settings.dispatch,
             ),
             path.into_rewrite(),
         ),

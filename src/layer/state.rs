@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-use super::{LayerSettings, dispatch::DispatchSettings, error::AuthError};
+use super::{LayerSettings, error::AuthError};
 use crate::{
     identity::StripList,
     jwt::JwtIssuer,
@@ -19,7 +19,6 @@ use crate::{
 #[derive(Debug)]
 pub(super) struct AuthState {
     pub(super) settings: LayerSettings,
-    pub(super) dispatch: DispatchSettings,
     pub(super) strip: StripList,
     /// `scheme://host[:port]` of the public URL.
     pub(super) origin: String,
@@ -56,6 +55,6 @@ impl AuthState {
         let query: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("return", return_path.as_str())
             .finish();
-        format!("{}/login?{query}", self.settings.prefix)
+        format!("{}/login?{query}", self.settings.dispatch.prefix)
     }
 }

@@ -26,14 +26,27 @@ secret_type!(
 );
 
 secret_type!(
-    /// An opaque value binding a login flow to the browser that started it (the layer derives
-    /// it from the state, see `layer::routes::flow_binding`).
+    /// An opaque value binding a login flow to the browser that started it, derived from the
+    /// flow's OAuth state ([`FlowBinding::for_state`]).
     ///
     /// Kept in the encrypted flow cookie, which the browser can neither read nor forge.
     FlowBinding
 );
 
 impl FlowBinding {
+    /// The browser binding of the login flow `state`: the first 128 bits of SHA-256(state),
+    /// base64url.
+    ///
+    /// Derived from the state (rather than random) so that the callback can check that *this*
+    /// browser was issued the state — its flow cookie, which it cannot forge (authenticated
+    /// encryption), holds the binding — before consuming anything: a state from another
+    /// browser, a tampered one or a replay then never burns someone's pending login.
+    pub fn for_state(state: &str) -> Self {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(state.as_bytes());
+        Self::new(URL_SAFE_NO_PAD.encode(&digest[..16]))
+    }
+
     /// A fresh random binding (128 bits from the OS CSPRNG, base64url).
     pub fn generate() -> Self {
         let mut bytes = [0u8; 16];
@@ -225,6 +238,21 @@ mod tests {
         cookie.remove_expired(1_700, ttl);
         assert_eq!(cookie.len(), 1);
         assert_eq!(cookie.flows()[0].return_path.as_str(), "/b");
+    }
+
+    #[test]
+    fn binding_for_state_is_a_128_bit_digest_of_the_state() {
+        let a = FlowBinding::for_state("AbCdEfGhIjKlMnOpQrStUvWxYz012345");
+        assert_eq!(
+            a,
+            FlowBinding::for_state("AbCdEfGhIjKlMnOpQrStUvWxYz012345")
+        );
+        assert_ne!(
+            a,
+            FlowBinding::for_state("AbCdEfGhIjKlMnOpQrStUvWxYz012346")
+        );
+        assert_eq!(a.expose_secret().len(), 22);
+        assert!(!a.expose_secret().contains("AbCd"));
     }
 
     #[test]

@@ -7,20 +7,28 @@
 //! | `POST /_sim/admin/clear` | drops every injected failure that is still pending |
 //! | `POST /_sim/admin/invalidate_token` | the current component access token answers 40001 from now on |
 //! | `GET /_sim/admin/calls` | per-endpoint call counters and tokens issued, as JSON |
+//! | `POST /_sim/admin/authorize?appid=A[&func=1,2,4]` | account `A` authorizes the platform (default: every usual permission set) and an `authorized` push goes to the events URL |
+//! | `POST /_sim/admin/update?appid=A&func=1,2` | account `A` changes its permission sets; `updateauthorized` push |
+//! | `POST /_sim/admin/revoke?appid=A` | account `A` revokes the platform; `unauthorized` push |
+//! | `POST /_sim/admin/events_url?url=U` | where authorization pushes go from now on |
 //!
 //! `E` is one of `authorize`, `component_token`, `component_code_exchange`,
-//! `component_refresh`, `oa_code_exchange`, `oa_refresh`, `userinfo`, or `api` (every JSON
-//! endpoint the proxy calls). `F` is `hang`, `http500`, `not_json`, `system_busy` or an errcode
+//! `component_refresh`, `oa_code_exchange`, `oa_refresh`, `userinfo`, `query_auth`,
+//! `authorizer_info`, `authorizer_list`, or `api` (every JSON endpoint the proxy calls). `F` is `hang`, `http500`, `not_json`, `system_busy` or an errcode
 //! (`40001`, `45009`…).
 //!
 //! Like everything in the simulator these are reachable on loopback only; a change is answered
-//! `200 ok`, a malformed request `400` with the reason, a GET on a POST path `405`.
+//! `200 ok`, a malformed request `400` with the reason, a GET on a POST path `405`; an account
+//! change whose push cannot be delivered `502` (the change itself is made).
 
 use http::{Method, StatusCode};
 use serde_json::json;
 
+use super::SimError;
 use super::http::{Resp, respond};
-use super::state::{Endpoint, Failure, Inner};
+use super::pusher;
+use super::state::{DEFAULT_FUNC_IDS, Endpoint, Failure, Inner, SimAuthorizer};
+use crate::wechat::{AuthorizerAppId, events::AuthorizationChange};
 
 /// Prefix of the admin paths.
 pub(crate) const PREFIX: &str = "/_sim/admin/";
@@ -28,7 +36,7 @@ pub(crate) const PREFIX: &str = "/_sim/admin/";
 const PLAIN: &str = "text/plain; charset=utf-8";
 
 /// Every endpoint, with the name the admin API uses for it.
-const ENDPOINTS: [(&str, Endpoint); 7] = [
+const ENDPOINTS: [(&str, Endpoint); 10] = [
     ("authorize", Endpoint::Authorize),
     ("component_token", Endpoint::ComponentToken),
     ("component_code_exchange", Endpoint::ComponentCodeExchange),
@@ -36,21 +44,91 @@ const ENDPOINTS: [(&str, Endpoint); 7] = [
     ("oa_code_exchange", Endpoint::OaCodeExchange),
     ("oa_refresh", Endpoint::OaRefresh),
     ("userinfo", Endpoint::UserInfo),
+    ("query_auth", Endpoint::QueryAuth),
+    ("authorizer_info", Endpoint::AuthorizerInfo),
+    ("authorizer_list", Endpoint::AuthorizerList),
 ];
 
 /// The JSON endpoints the proxy calls (everything but the browser's authorize page).
-const API_ENDPOINTS: [Endpoint; 6] = [
+const API_ENDPOINTS: [Endpoint; 9] = [
     Endpoint::ComponentToken,
     Endpoint::ComponentCodeExchange,
     Endpoint::ComponentRefresh,
     Endpoint::OaCodeExchange,
     Endpoint::OaRefresh,
     Endpoint::UserInfo,
+    Endpoint::QueryAuth,
+    Endpoint::AuthorizerInfo,
+    Endpoint::AuthorizerList,
 ];
 
+/// The account-change actions and the push each sends.
+const ACCOUNT_ACTIONS: [(&str, AuthorizationChange); 3] = [
+    ("authorize", AuthorizationChange::Authorized),
+    ("update", AuthorizationChange::Updated),
+    ("revoke", AuthorizationChange::Revoked),
+];
+
+/// Applies an account change, then pushes it to the events URL.
+///
+/// - `Authorized`: the account (created if unknown) authorizes with `func_ids` (default
+///   [`DEFAULT_FUNC_IDS`]) and becomes the newest entry of the authorizer list;
+/// - `Updated`: a known, authorized account grants `func_ids` instead;
+/// - `Revoked`: a known account is no longer authorized.
+pub(crate) async fn change_account(
+    inner: &Inner,
+    change: AuthorizationChange,
+    appid: &AuthorizerAppId,
+    func_ids: Option<&[u32]>,
+) -> Result<(), SimError> {
+    let events_url = {
+        let mut state = inner.state();
+        match change {
+            AuthorizationChange::Authorized => {
+                let mut account = SimAuthorizer::new(appid.clone(), "模拟公众号 / Sim account");
+                if let Some(existing) = state.accounts.get(appid.as_str()) {
+                    account.nick_name.clone_from(&existing.nick_name);
+                    account.service_type = existing.service_type;
+                    account.verify_type = existing.verify_type;
+                }
+                account.func_ids = func_ids.unwrap_or(&DEFAULT_FUNC_IDS).to_vec();
+                state.put_account(&account);
+            }
+            AuthorizationChange::Updated | AuthorizationChange::Revoked => {
+                let account = state
+                    .accounts
+                    .get_mut(appid.as_str())
+                    .filter(|a| a.authorized)
+                    .ok_or_else(|| SimError::UnknownAccount(appid.to_string()))?;
+                if change == AuthorizationChange::Revoked {
+                    account.authorized = false;
+                } else if let Some(func_ids) = func_ids {
+                    account.func_ids = func_ids.to_vec();
+                }
+            }
+        }
+        state.events_url.clone()
+    };
+    let events_url = events_url.ok_or(SimError::NoEventsUrl)?;
+    pusher::push_authorization(inner, &events_url, change, appid).await
+}
+
 /// Answers one request under [`PREFIX`].
-pub(crate) fn handle(inner: &Inner, method: &Method, path: &str, query: &str) -> Resp {
+pub(crate) async fn handle(inner: &Inner, method: &Method, path: &str, query: &str) -> Resp {
     let action = path.strip_prefix(PREFIX).unwrap_or_default();
+    if let Some((_, change)) = ACCOUNT_ACTIONS.iter().find(|(name, _)| *name == action) {
+        if method != Method::POST {
+            return respond(
+                StatusCode::METHOD_NOT_ALLOWED,
+                PLAIN,
+                "simulated WeChat admin: wrong method",
+            );
+        }
+        return account_action(inner, *change, query).await;
+    }
+    if action == "events_url" {
+        return set_events_url(inner, method, query);
+    }
     match (action, method) {
         ("calls", &Method::GET) => calls(inner),
         ("fault" | "clear" | "invalidate_token", &Method::POST) => {
@@ -82,6 +160,63 @@ pub(crate) fn handle(inner: &Inner, method: &Method, path: &str, query: &str) ->
             StatusCode::NOT_FOUND,
             PLAIN,
             "simulated WeChat admin: no such toggle",
+        ),
+    }
+}
+
+/// `authorize|update|revoke?appid=A[&func=1,2,4]`.
+async fn account_action(inner: &Inner, change: AuthorizationChange, query: &str) -> Resp {
+    let params = super::http::params(query);
+    let appid = params.get("appid").map(String::as_str).unwrap_or_default();
+    if appid.is_empty() {
+        return respond(StatusCode::BAD_REQUEST, PLAIN, "appid is missing\n");
+    }
+    let funcs = match params.get("func") {
+        None => None,
+        Some(list) => {
+            let parsed: Result<Vec<u32>, _> = list
+                .split(',')
+                .filter(|f| !f.is_empty())
+                .map(str::parse)
+                .collect();
+            match parsed {
+                Ok(ids) => Some(ids),
+                Err(_) => return respond(StatusCode::BAD_REQUEST, PLAIN, "bad func list\n"),
+            }
+        }
+    };
+    let appid = AuthorizerAppId::new(appid);
+    match change_account(inner, change, &appid, funcs.as_deref()).await {
+        Ok(()) => {
+            tracing::info!(%appid, info_type = change.info_type(), "sim admin: account change pushed");
+            respond(StatusCode::OK, PLAIN, "ok\n")
+        }
+        Err(e @ SimError::UnknownAccount(_)) => {
+            respond(StatusCode::BAD_REQUEST, PLAIN, format!("{e}\n"))
+        }
+        Err(e) => respond(StatusCode::BAD_GATEWAY, PLAIN, format!("{e}\n")),
+    }
+}
+
+/// `events_url?url=U`.
+fn set_events_url(inner: &Inner, method: &Method, query: &str) -> Resp {
+    if method != Method::POST {
+        return respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            PLAIN,
+            "simulated WeChat admin: wrong method",
+        );
+    }
+    let params = super::http::params(query);
+    match params.get("url").map(|u| url::Url::parse(u)) {
+        Some(Ok(url)) if matches!(url.scheme(), "http" | "https") => {
+            inner.state().events_url = Some(url);
+            respond(StatusCode::OK, PLAIN, "ok\n")
+        }
+        _ => respond(
+            StatusCode::BAD_REQUEST,
+            PLAIN,
+            "url must be an http(s) URL\n",
         ),
     }
 }

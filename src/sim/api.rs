@@ -27,7 +27,8 @@ use crate::{
 /// Largest accepted JSON body for `api_component_token` (the real one is ~200 bytes).
 const MAX_JSON_BODY: usize = 64 * 1024;
 
-const JSON: &str = "application/json; encoding=utf-8";
+/// The content type of the component endpoints' replies.
+pub(crate) const JSON: &str = "application/json; encoding=utf-8";
 const PLAIN: &str = "text/plain";
 
 /// The content type an endpoint answers with.
@@ -70,6 +71,9 @@ pub(crate) fn errmsg(code: i64) -> &'static str {
         61005 => "component ticket is expired",
         61006 => "component ticket is invalid",
         61011 => "invalid component",
+        61009 => "code is invalid",
+        61010 => "code is expired",
+        40097 => "invalid args",
         _ => "simulated error",
     }
 }
@@ -92,7 +96,7 @@ pub(crate) fn error(code: i64, content_type: &'static str) -> Resp {
 }
 
 /// A successful JSON reply.
-fn ok(value: &Value, content_type: &'static str) -> Resp {
+pub(crate) fn ok(value: &Value, content_type: &'static str) -> Resp {
     respond(StatusCode::OK, content_type, value.to_string())
 }
 
@@ -114,12 +118,13 @@ pub(crate) async fn failure(failure: Failure, content_type: &'static str) -> Res
     }
 }
 
-fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> &'a str {
+/// A query parameter, `""` when absent.
+pub(crate) fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> &'a str {
     params.get(name).map(String::as_str).unwrap_or("")
 }
 
 /// Checks a `component_access_token` against the one valid token.
-fn check_component_token(state: &State, token: &str) -> Result<(), i64> {
+pub(crate) fn check_component_token(state: &State, token: &str) -> Result<(), i64> {
     if token.is_empty() {
         return Err(41001);
     }
@@ -135,20 +140,35 @@ fn check_component_token(state: &State, token: &str) -> Result<(), i64> {
     }
 }
 
-/// `POST /cgi-bin/component/api_component_token`.
-pub(crate) async fn component_token(inner: &Inner, method: &Method, body: Incoming) -> Resp {
-    let injected = inner.state().begin_call(Endpoint::ComponentToken);
+/// The start of every `POST` JSON endpoint: counts the call, answers an injected failure,
+/// requires `POST` (43002) and a JSON object body (47001). `Err` is the reply to send.
+pub(crate) async fn json_post(
+    inner: &Inner,
+    endpoint: Endpoint,
+    method: &Method,
+    body: Incoming,
+) -> Result<serde_json::Map<String, Value>, Resp> {
+    let injected = inner.state().begin_call(endpoint);
     if let Some(f) = injected {
-        return failure(f, JSON).await;
+        return Err(failure(f, JSON).await);
     }
     if method != Method::POST {
-        return error(43002, JSON);
+        return Err(error(43002, JSON));
     }
     let Some(body) = read_body(body, MAX_JSON_BODY).await else {
-        return error(47001, JSON);
+        return Err(error(47001, JSON));
     };
-    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(&body) else {
-        return error(47001, JSON);
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(request)) => Ok(request),
+        _ => Err(error(47001, JSON)),
+    }
+}
+
+/// `POST /cgi-bin/component/api_component_token`.
+pub(crate) async fn component_token(inner: &Inner, method: &Method, body: Incoming) -> Resp {
+    let request = match json_post(inner, Endpoint::ComponentToken, method, body).await {
+        Ok(request) => request,
+        Err(reply) => return reply,
     };
     let field = |name: &str| request.get(name).and_then(Value::as_str).unwrap_or("");
     let (appid, secret, ticket) = (
@@ -244,7 +264,7 @@ fn check_client(
                 return Err(61011);
             }
             check_component_token(state, param(p, "component_access_token"))?;
-            if appid != config.authorizer_appid.as_str() {
+            if !state.is_authorized(appid) {
                 return Err(61003);
             }
         }

@@ -156,7 +156,7 @@ fn validate(inner: &Inner, query: &str) -> Result<Request, PageError> {
                 return Err(component_appid_as_appid());
             }
             if component_appid != config.component_appid.as_str()
-                || appid != config.authorizer_appid.as_str()
+                || !inner.state().allows_web_oauth(appid)
             {
                 return Err(PageError::new(
                     "10015",
@@ -253,6 +253,8 @@ fn consent_location(
     scope: Scope,
     state: &str,
 ) -> Url {
+    // Every official account sees the user under its own openid.
+    let user = user.for_account(appid, inner.config.authorizer_appid.as_str());
     let code = inner.state().issue_code(CodeEntry {
         mode,
         appid: appid.to_owned(),
@@ -386,7 +388,9 @@ fn choice_page(inner: &Inner, request: Request) -> Resp {
         escape(&host),
     ));
     body.push_str("<p>选择一个测试用户 / pick a test user:</p>");
+    let primary = inner.config.authorizer_appid.as_str();
     for (index, user) in inner.config.users.iter().enumerate() {
+        let user = &user.for_account(&request.appid, primary);
         let link = format!("{CHOOSE_PATH}?req={id}&user={index}");
         let avatar = if is_safe_image_url(&user.headimgurl) {
             format!("<img src=\"{}\" alt=\"\">", escape(&user.headimgurl))

@@ -10,7 +10,8 @@
 //! - [`wechat`]: [`SimWeChat`], the HTTP server with the authorize page, the component token,
 //!   code exchange, refresh and `sns/userinfo` endpoints, failure injection and call counters
 //!   (also over HTTP under `/_sim/admin/`, for scripts such as `bench/soak.sh`).
-//! - [`pusher`]: encrypted, signed `component_verify_ticket` pushes to the proxy's events URL.
+//! - [`pusher`]: encrypted, signed `component_verify_ticket` and authorization-change
+//!   (`authorized`, `updateauthorized`, `unauthorized`) pushes to the proxy's events URL.
 //! - [`upstream`]: [`DemoUpstream`](upstream::DemoUpstream), a page that shows what the proxy
 //!   forwarded (identity headers, decoded JWT claims) and a JSON echo for tests.
 //!
@@ -24,10 +25,13 @@ pub mod wechat;
 mod admin;
 mod api;
 mod authorize;
+mod grants;
 mod http;
 mod state;
 
-pub use state::{AuthMode, Endpoint, Failure, PusherConfig, SimConfig, SimUser};
+pub use state::{
+    AuthMode, DEFAULT_FUNC_IDS, Endpoint, Failure, PusherConfig, SimAuthorizer, SimConfig, SimUser,
+};
 pub use wechat::SimWeChat;
 
 /// User number `i` of a synthetic population with realistic field sizes (28-character openid
@@ -77,6 +81,13 @@ pub enum SimError {
     /// The push could not be delivered (connection refused, timeout).
     #[error("ticket push not delivered: {0}")]
     PushTransport(#[source] reqwest::Error),
+    /// An authorization change should be pushed but no events URL is known (neither
+    /// [`SimConfig::pusher`] nor [`SimWeChat::set_events_url`]); the change itself was made.
+    #[error("no events URL to push the authorization change to")]
+    NoEventsUrl,
+    /// The admin call names an official account the simulator does not know.
+    #[error("unknown official account {0}")]
+    UnknownAccount(String),
     /// The receiver answered something other than HTTP 200 with the body `success`.
     #[error("ticket push rejected: HTTP {status}, body {body:?}")]
     PushRejected {

@@ -1,6 +1,8 @@
-//! The ticket pusher: what WeChat does every ten minutes — POST an encrypted, signed
+//! The pusher: what WeChat does every ten minutes — POST an encrypted, signed
 //! `component_verify_ticket` event to the platform's 授权事件接收URL (docs/wechat-protocol.md §2, §4.6,
-//! §16) and expect the body `success`.
+//! §16) and expect the body `success` — and what it does when an official account authorizes,
+//! updates or revokes the platform (`authorized`, `updateauthorized`, `unauthorized`, with the
+//! `AuthorizationCode`), to the same URL, encrypted and signed the same way.
 //!
 //! The query carries all five parameters WeChat sends (`signature`, `timestamp`, `nonce`,
 //! `encrypt_type=aes`, `msg_signature`); the body is the `<xml><AppId/><Encrypt/></xml>`
@@ -14,9 +16,12 @@ use url::Url;
 use super::{SimError, state::Inner};
 use crate::clock::unix_now;
 use crate::wechat::{
-    VerifyTicket,
+    AuthorizerAppId, AuthorizerCode, PreAuthCode,
     crypto::MsgCrypt,
-    events::{seal_push, ticket_event_xml},
+    events::{
+        AuthorizationChange, AuthorizationGrant, authorization_event_xml, seal_push,
+        ticket_event_xml,
+    },
 };
 
 pub use super::state::PusherConfig;
@@ -44,12 +49,49 @@ pub(crate) fn client() -> Result<reqwest::Client, SimError> {
 pub(crate) async fn push(inner: &Inner, events_url: &Url) -> Result<(), SimError> {
     let ticket = inner.state().current_ticket();
     let config = &inner.config;
+    let event = ticket_event_xml(&config.component_appid, now(), &ticket);
+    tracing::debug!(events_url = %events_url, component_appid = %config.component_appid, "sim: pushing component_verify_ticket");
+    deliver(inner, events_url, &event).await
+}
+
+/// One authorization-change push for `appid`; `authorized` and `updateauthorized` carry a fresh
+/// `AuthorizationCode` (single use, for `api_query_auth`).
+pub(crate) async fn push_authorization(
+    inner: &Inner,
+    events_url: &Url,
+    change: AuthorizationChange,
+    appid: &AuthorizerAppId,
+) -> Result<(), SimError> {
+    let config = &inner.config;
+    let created = now();
+    let grant = if change == AuthorizationChange::Revoked {
+        AuthorizationGrant::default()
+    } else {
+        let ttl = config.authorization_code_ttl;
+        let code = inner.state().issue_auth_code(appid.as_str(), ttl);
+        AuthorizationGrant {
+            authorization_code: Some(AuthorizerCode::new(code)),
+            code_expired_time: Some(
+                created.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(0)),
+            ),
+            pre_auth_code: Some(PreAuthCode::new(format!(
+                "preauthcode@@@{}",
+                super::http::random_token(32)
+            ))),
+        }
+    };
+    let event = authorization_event_xml(&config.component_appid, created, change, appid, &grant);
+    tracing::debug!(events_url = %events_url, %appid, info_type = change.info_type(), "sim: pushing an authorization change");
+    deliver(inner, events_url, &event).await
+}
+
+/// Encrypts, signs and POSTs one event; the receiver must answer 200 `success`.
+async fn deliver(inner: &Inner, events_url: &Url, event: &str) -> Result<(), SimError> {
     let timestamp = unix_now().to_string();
     let nonce = super::http::random_hex(10);
-    let (query, body) = seal(inner, &ticket, &timestamp, &nonce)?;
+    let (query, body) = seal(inner, event, &timestamp, &nonce)?;
     let mut url = events_url.clone();
     url.set_query(Some(&query));
-    tracing::debug!(events_url = %events_url, component_appid = %config.component_appid, "sim: pushing component_verify_ticket");
     let response = inner
         .client
         .post(url)
@@ -94,10 +136,10 @@ pub(crate) async fn run(inner: Arc<Inner>, events_url: Url, every: Duration) {
     }
 }
 
-/// Encrypts and signs the ticket event: `(query, body)`.
+/// Encrypts and signs an event: `(query, body)`.
 fn seal(
     inner: &Inner,
-    ticket: &VerifyTicket,
+    event: &str,
     timestamp: &str,
     nonce: &str,
 ) -> Result<(String, String), SimError> {
@@ -108,7 +150,10 @@ fn seal(
         config.component_appid.clone(),
     )
     .map_err(SimError::Crypto)?;
-    let create_time = crate::wechat::token::now_unix();
-    let event = ticket_event_xml(&config.component_appid, create_time, ticket);
-    Ok(seal_push(&crypt, &event, timestamp, nonce))
+    Ok(seal_push(&crypt, event, timestamp, nonce))
+}
+
+/// `CreateTime` of a push: now, Unix seconds.
+fn now() -> i64 {
+    crate::wechat::token::now_unix()
 }

@@ -6,7 +6,7 @@
 //! that dependencies run one way: `wechat` → handlers → `state`, `http`.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -15,7 +15,10 @@ use url::Url;
 
 use crate::{
     secret::SecretString,
-    wechat::{AppSecret, AuthorizerAppId, ComponentAppId, Scope, VerifyTicket, oauth::OAuthMode},
+    wechat::{
+        AppSecret, AuthorizerAppId, ComponentAppId, Scope, VerifyTicket, oauth::OAuthMode,
+        tenants::TenantSettings,
+    },
 };
 
 /// How long a `component_verify_ticket` stays usable after it was issued (WeChat: 12 h).
@@ -40,9 +43,16 @@ pub struct SimConfig {
     pub message_token: SecretString,
     /// The 43-character EncodingAESKey used to encrypt ticket pushes.
     pub encoding_aes_key: SecretString,
-    /// The official account that authorized the component; also the appid of the
-    /// official-account direct mode.
+    /// The primary official account: it authorized the component (with every permission set,
+    /// unless [`authorizers`](Self::authorizers) lists it otherwise), the test users' openids
+    /// are theirs under it, and it is the appid of the official-account direct mode.
     pub authorizer_appid: AuthorizerAppId,
+    /// More official accounts (or the primary one with other settings), each with its own
+    /// permission sets and authorization state. A test user's openid differs per account, as
+    /// in WeChat; the unionid does not. Empty by default: the primary account alone.
+    pub authorizers: Vec<SimAuthorizer>,
+    /// Lifetime of the `AuthorizationCode` of an authorization push (for `api_query_auth`).
+    pub authorization_code_ttl: Duration,
     /// The official account's own secret, for official-account direct mode.
     pub official_account_secret: AppSecret,
     /// Allowed `redirect_uri` hosts (公众号开发域名); the port is ignored.
@@ -71,6 +81,8 @@ impl Default for SimConfig {
             message_token: SecretString::new("component_token_demo"),
             encoding_aes_key: SecretString::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"),
             authorizer_appid: AuthorizerAppId::new("wxa1b2c3d4e5f60708"),
+            authorizers: Vec::new(),
+            authorization_code_ttl: Duration::from_secs(600),
             official_account_secret: AppSecret::new("sim_official_account_secret_0123"),
             redirect_hosts: vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
             token_ttl: Duration::from_secs(7200),
@@ -84,6 +96,50 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
+    /// The default configuration with these official accounts besides the primary one (see
+    /// [`authorizers`](Self::authorizers)).
+    pub fn with_authorizers(authorizers: Vec<SimAuthorizer>) -> Self {
+        SimConfig {
+            authorizers,
+            ..SimConfig::default()
+        }
+    }
+
+    /// Every official account the simulator starts with: the primary one (with
+    /// [`DEFAULT_FUNC_IDS`]) unless listed, then [`authorizers`](Self::authorizers) in order.
+    pub fn accounts(&self) -> Vec<SimAuthorizer> {
+        let mut all = Vec::with_capacity(self.authorizers.len() + 1);
+        if !self
+            .authorizers
+            .iter()
+            .any(|a| a.appid == self.authorizer_appid)
+        {
+            all.push(SimAuthorizer::new(
+                self.authorizer_appid.clone(),
+                "模拟公众号 / Sim account",
+            ));
+        }
+        all.extend(self.authorizers.iter().cloned());
+        all
+    }
+
+    /// Component-mode [`OAuthMode`] for a proxy serving every account this simulator starts
+    /// authorized with permission set 4 (static tenant mode; one account is the single-tenant
+    /// shorthand).
+    pub fn multi_tenant_mode(&self) -> OAuthMode {
+        let configured = self
+            .accounts()
+            .into_iter()
+            .filter(|a| a.authorized && a.func_ids.contains(&4))
+            .map(|a| a.appid)
+            .collect();
+        let mut mode = self.component_mode();
+        if let OAuthMode::Component { tenants, .. } = &mut mode {
+            tenants.configured = configured;
+        }
+        mode
+    }
+
     /// Component-mode [`OAuthMode`] for a proxy talking to a simulator started with this
     /// configuration (same appids, secret, message token and EncodingAESKey; no previous key).
     /// Tests and benches pair it with their own client and token settings.
@@ -91,11 +147,60 @@ impl SimConfig {
         OAuthMode::Component {
             component_appid: self.component_appid.clone(),
             component_secret: self.component_secret.clone(),
-            authorizer_appid: self.authorizer_appid.clone(),
+            tenants: TenantSettings::single(self.authorizer_appid.clone()),
             message_token: self.message_token.clone(),
             encoding_aes_key: self.encoding_aes_key.clone(),
             previous_encoding_aes_key: None,
         }
+    }
+}
+
+/// The permission sets a simulated account grants the platform by default: 消息管理 (1),
+/// 用户管理 (2), 账号服务 (3), 网页服务 (4), 群发与通知 (7), 素材管理 (11), 菜单管理 (15).
+pub const DEFAULT_FUNC_IDS: [u32; 7] = [1, 2, 3, 4, 7, 11, 15];
+
+/// An official account of the simulated WeChat and its relation to our platform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimAuthorizer {
+    /// Its appid.
+    pub appid: AuthorizerAppId,
+    /// Its name (`nick_name` in `api_get_authorizer_info`).
+    pub nick_name: String,
+    /// Whether it has authorized the platform (at start; admin calls change it).
+    pub authorized: bool,
+    /// The permission set ids it grants; without 4 the authorize page answers 10015.
+    pub func_ids: Vec<u32>,
+    /// `service_type_info.id` (2: service account).
+    pub service_type: i64,
+    /// `verify_type_info.id` (0: WeChat-verified).
+    pub verify_type: i64,
+}
+
+impl SimAuthorizer {
+    /// A verified service account that authorized the platform with [`DEFAULT_FUNC_IDS`].
+    pub fn new(appid: AuthorizerAppId, nick_name: impl Into<String>) -> Self {
+        SimAuthorizer {
+            appid,
+            nick_name: nick_name.into(),
+            authorized: true,
+            func_ids: DEFAULT_FUNC_IDS.to_vec(),
+            service_type: 2,
+            verify_type: 0,
+        }
+    }
+
+    /// The same account granting only `func_ids`.
+    #[must_use]
+    pub fn with_funcs(mut self, func_ids: &[u32]) -> Self {
+        self.func_ids = func_ids.to_vec();
+        self
+    }
+
+    /// The same account, not (yet) authorized.
+    #[must_use]
+    pub fn unauthorized(mut self) -> Self {
+        self.authorized = false;
+        self
     }
 }
 
@@ -155,6 +260,27 @@ impl SimUser {
         ]
     }
 
+    /// This user as seen by official account `appid`: under the primary account (`primary`) the
+    /// configured openid, under any other a different one derived from both (stable, 28
+    /// characters), as WeChat gives every account its own openids. The unionid is the same.
+    pub fn for_account(&self, appid: &str, primary: &str) -> SimUser {
+        if appid == primary {
+            return self.clone();
+        }
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::new()
+            .chain_update(appid.as_bytes())
+            .chain_update([0u8])
+            .chain_update(self.openid.as_bytes())
+            .finalize();
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest);
+        SimUser {
+            openid: format!("o{}", &encoded[..27]),
+            ..self.clone()
+        }
+    }
+
     /// A snapshot-page virtual user ("微信用户", grey avatar, `snapshot: true`). Not in the
     /// default list; program it with [`SimWeChat::set_next_user`](super::SimWeChat::set_next_user).
     pub fn snapshot_user() -> SimUser {
@@ -201,6 +327,12 @@ pub enum Endpoint {
     OaRefresh,
     /// `GET /sns/userinfo`.
     UserInfo,
+    /// `POST /cgi-bin/component/api_query_auth`.
+    QueryAuth,
+    /// `POST /cgi-bin/component/api_get_authorizer_info`.
+    AuthorizerInfo,
+    /// `POST /cgi-bin/component/api_get_authorizer_list`.
+    AuthorizerList,
 }
 
 /// How an injected failure answers (see [`SimWeChat::inject`](super::SimWeChat::inject)).
@@ -266,6 +398,35 @@ pub(crate) struct ComponentTokenEntry {
     pub(crate) expires_at: Instant,
 }
 
+/// An official account's relation to the platform, as it changes.
+#[derive(Clone, Debug)]
+pub(crate) struct AccountState {
+    pub(crate) nick_name: String,
+    pub(crate) authorized: bool,
+    pub(crate) func_ids: Vec<u32>,
+    pub(crate) service_type: i64,
+    pub(crate) verify_type: i64,
+    /// When it (last) authorized the platform, Unix seconds.
+    pub(crate) auth_time: i64,
+    /// Order of the (last) authorization, for a stable list.
+    pub(crate) seq: u64,
+}
+
+impl AccountState {
+    /// Whether the authorize page lets users log in on its behalf (authorized with set 4).
+    pub(crate) fn allows_web_oauth(&self) -> bool {
+        self.authorized && self.func_ids.contains(&4)
+    }
+}
+
+/// An `AuthorizationCode` of an authorization push, for `api_query_auth`.
+#[derive(Clone, Debug)]
+pub(crate) struct AuthCodeEntry {
+    pub(crate) appid: String,
+    pub(crate) expires_at: Instant,
+    pub(crate) used: bool,
+}
+
 /// A validated authorize request waiting for the user's choice on the interactive page.
 #[derive(Clone, Debug)]
 pub(crate) struct PendingAuthorize {
@@ -293,9 +454,64 @@ pub(crate) struct State {
     pub(crate) pending: HashMap<String, PendingAuthorize>,
     pub(crate) failures: HashMap<Endpoint, VecDeque<(Failure, u32)>>,
     pub(crate) calls: HashMap<Endpoint, u64>,
+    /// The official accounts by appid.
+    pub(crate) accounts: BTreeMap<String, AccountState>,
+    /// Counter behind [`AccountState::seq`].
+    pub(crate) next_seq: u64,
+    /// Authorization codes handed out in pushes.
+    pub(crate) auth_codes: HashMap<String, AuthCodeEntry>,
+    /// Where authorization pushes go (from [`SimConfig::pusher`], or set later).
+    pub(crate) events_url: Option<Url>,
 }
 
 impl State {
+    /// Adds (or replaces) an account as configured.
+    pub(crate) fn put_account(&mut self, account: &SimAuthorizer) {
+        self.next_seq += 1;
+        self.accounts.insert(
+            account.appid.as_str().to_owned(),
+            AccountState {
+                nick_name: account.nick_name.clone(),
+                authorized: account.authorized,
+                func_ids: account.func_ids.clone(),
+                service_type: account.service_type,
+                verify_type: account.verify_type,
+                auth_time: i64::try_from(crate::clock::unix_now()).unwrap_or(0),
+                seq: self.next_seq,
+            },
+        );
+    }
+
+    /// Whether `appid` has authorized the platform with permission set 4.
+    pub(crate) fn allows_web_oauth(&self, appid: &str) -> bool {
+        self.accounts
+            .get(appid)
+            .is_some_and(AccountState::allows_web_oauth)
+    }
+
+    /// Whether `appid` has authorized the platform (any permission sets).
+    pub(crate) fn is_authorized(&self, appid: &str) -> bool {
+        self.accounts.get(appid).is_some_and(|a| a.authorized)
+    }
+
+    /// Hands out an `AuthorizationCode` for `appid` (single use, expires after `ttl`).
+    pub(crate) fn issue_auth_code(&mut self, appid: &str, ttl: Duration) -> String {
+        if self.auth_codes.len() > PRUNE_ABOVE {
+            let now = Instant::now();
+            self.auth_codes.retain(|_, c| now < c.expires_at);
+        }
+        let code = format!("queryauthcode@@@{}", super::http::random_token(48));
+        self.auth_codes.insert(
+            code.clone(),
+            AuthCodeEntry {
+                appid: appid.to_owned(),
+                expires_at: Instant::now() + ttl,
+                used: false,
+            },
+        );
+        code
+    }
+
     /// The ticket issued most recently.
     pub(crate) fn current_ticket(&mut self) -> VerifyTicket {
         match self.tickets.last() {

@@ -18,8 +18,14 @@
 //! | `GET /sns/oauth2/component/access_token`, `…/refresh_token` | component code exchange and refresh |
 //! | `GET /sns/oauth2/access_token`, `/sns/oauth2/refresh_token` | official-account direct mode (answers `text/plain`) |
 //! | `GET /sns/userinfo` | user info |
+//! | `POST /cgi-bin/component/api_query_auth` | an authorization push's `AuthorizationCode` → the grant (single use, expires) |
+//! | `POST /cgi-bin/component/api_get_authorizer_info`, `…/api_get_authorizer_list` | one account's grant and details; the authorizers, paged (`count` ≤ 500) |
 //! | `GET /` | a page describing the simulator |
-//! | `/_sim/admin/…` | fault toggles for scripts outside the process (see `admin.rs`: `fault`, `clear`, `invalidate_token`, `calls`) |
+//! | `/_sim/admin/…` | fault toggles and account changes for scripts outside the process (see `admin.rs`: `fault`, `clear`, `invalidate_token`, `calls`, `authorize`, `update`, `revoke`, `events_url`) |
+//!
+//! Several official accounts can authorize the platform ([`SimConfig::authorizers`]); each has
+//! its permission sets and its own openid per test user. The authorize page answers 10015 for an
+//! account that has not authorized the platform or lacks permission set 4, as WeChat does.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), wechat_oauth_proxy::sim::SimError> {
@@ -47,14 +53,18 @@ use hyper::body::Incoming;
 use url::Url;
 
 use super::{
-    SimError, admin, api, authorize,
+    SimError, admin, api, authorize, grants,
     http::{Resp, Server},
     pusher,
     state::{CodeEntry, Inner, State},
 };
-use crate::wechat::{AuthorizationCode, Scope, VerifyTicket};
+use crate::wechat::{
+    AuthorizationCode, AuthorizerAppId, Scope, VerifyTicket, events::AuthorizationChange,
+};
 
-pub use super::state::{AuthMode, Endpoint, Failure, PusherConfig, SimConfig, SimUser};
+pub use super::state::{
+    AuthMode, Endpoint, Failure, PusherConfig, SimAuthorizer, SimConfig, SimUser,
+};
 
 /// A running simulated WeChat. Dropping it stops the server (and the configured pusher).
 pub struct SimWeChat {
@@ -95,8 +105,12 @@ impl SimWeChat {
         let client = pusher::client()?;
         let mut state = State {
             token_ttl: config.token_ttl,
+            events_url: config.pusher.as_ref().map(|p| p.events_url.clone()),
             ..State::default()
         };
+        for account in config.accounts() {
+            state.put_account(&account);
+        }
         state.rotate_ticket();
         let listener = Server::bind(addr).await?;
         let local = listener
@@ -228,16 +242,105 @@ impl SimWeChat {
     /// Mints a code for `user` without going through the authorize page, as if the user had
     /// just consented. Handy for client tests that only exercise the code exchange.
     pub fn issue_code(&self, user: SimUser, scope: Scope, mode: AuthMode) -> AuthorizationCode {
+        let appid = self.inner.config.authorizer_appid.clone();
+        self.issue_code_for(&appid, user, scope, mode)
+    }
+
+    /// [`issue_code`](Self::issue_code) for official account `appid`: the code exchange then
+    /// answers the user's openid under that account ([`user_for`](Self::user_for)).
+    pub fn issue_code_for(
+        &self,
+        appid: &AuthorizerAppId,
+        user: SimUser,
+        scope: Scope,
+        mode: AuthMode,
+    ) -> AuthorizationCode {
         let expires_at = Instant::now() + self.inner.config.code_ttl;
-        let appid = self.inner.config.authorizer_appid.as_str().to_owned();
+        let user = self.user_for(appid, &user);
         AuthorizationCode::new(self.inner.state().issue_code(CodeEntry {
             mode,
-            appid,
+            appid: appid.as_str().to_owned(),
             user,
             scope,
             expires_at,
             used: false,
         }))
+    }
+
+    /// `user` as official account `appid` sees them (its own openid; the primary account sees
+    /// the configured one).
+    pub fn user_for(&self, appid: &AuthorizerAppId, user: &SimUser) -> SimUser {
+        user.for_account(appid.as_str(), self.inner.config.authorizer_appid.as_str())
+    }
+
+    /// Where authorization-change pushes go from now on (default: [`SimConfig::pusher`]'s URL).
+    pub fn set_events_url(&self, events_url: Url) {
+        self.inner.state().events_url = Some(events_url);
+    }
+
+    /// Adds or replaces an official account silently (no push), e.g. to prepare a
+    /// reconciliation.
+    pub fn put_account(&self, account: &SimAuthorizer) {
+        self.inner.state().put_account(account);
+    }
+
+    /// Whether `appid` has currently authorized the platform, and with which permission sets.
+    pub fn account_grant(&self, appid: &AuthorizerAppId) -> Option<(bool, Vec<u32>)> {
+        self.inner
+            .state()
+            .accounts
+            .get(appid.as_str())
+            .map(|a| (a.authorized, a.func_ids.clone()))
+    }
+
+    /// Official account `appid` authorizes the platform with `func_ids` (a new account is
+    /// created), then an `authorized` push with a fresh `AuthorizationCode` goes to the events
+    /// URL.
+    ///
+    /// # Errors
+    /// [`SimError::NoEventsUrl`] (the change is made, nothing pushed) or a push failure.
+    pub async fn authorize_account(
+        &self,
+        appid: &AuthorizerAppId,
+        func_ids: &[u32],
+    ) -> Result<(), SimError> {
+        admin::change_account(
+            &self.inner,
+            AuthorizationChange::Authorized,
+            appid,
+            Some(func_ids),
+        )
+        .await
+    }
+
+    /// Official account `appid` changes the permission sets it grants to `func_ids`, then an
+    /// `updateauthorized` push goes to the events URL.
+    ///
+    /// # Errors
+    /// [`SimError::UnknownAccount`], [`SimError::NoEventsUrl`] (the change is made, nothing
+    /// pushed) or a push failure.
+    pub async fn update_account(
+        &self,
+        appid: &AuthorizerAppId,
+        func_ids: &[u32],
+    ) -> Result<(), SimError> {
+        admin::change_account(
+            &self.inner,
+            AuthorizationChange::Updated,
+            appid,
+            Some(func_ids),
+        )
+        .await
+    }
+
+    /// Official account `appid` revokes its authorization, then an `unauthorized` push goes to
+    /// the events URL.
+    ///
+    /// # Errors
+    /// [`SimError::UnknownAccount`], [`SimError::NoEventsUrl`] (the change is made, nothing
+    /// pushed) or a push failure.
+    pub async fn revoke_account(&self, appid: &AuthorizerAppId) -> Result<(), SimError> {
+        admin::change_account(&self.inner, AuthorizationChange::Revoked, appid, None).await
     }
 
     /// Stops the server (and the pusher configured in [`SimConfig::pusher`]); open connections
@@ -276,8 +379,38 @@ async fn route(inner: Arc<Inner>, req: http::Request<Incoming>) -> Resp {
             api::refresh(&inner, AuthMode::OfficialAccount, &query).await
         }
         "/sns/userinfo" => api::userinfo(&inner, &query).await,
+        "/cgi-bin/component/api_query_auth" => {
+            grants::handle(
+                &inner,
+                Endpoint::QueryAuth,
+                &method,
+                &query,
+                req.into_body(),
+            )
+            .await
+        }
+        "/cgi-bin/component/api_get_authorizer_info" => {
+            grants::handle(
+                &inner,
+                Endpoint::AuthorizerInfo,
+                &method,
+                &query,
+                req.into_body(),
+            )
+            .await
+        }
+        "/cgi-bin/component/api_get_authorizer_list" => {
+            grants::handle(
+                &inner,
+                Endpoint::AuthorizerList,
+                &method,
+                &query,
+                req.into_body(),
+            )
+            .await
+        }
         "/" if method == Method::GET => authorize::index(&inner),
-        p if p.starts_with(admin::PREFIX) => admin::handle(&inner, &method, p, &query),
+        p if p.starts_with(admin::PREFIX) => admin::handle(&inner, &method, p, &query).await,
         _ => super::http::respond(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",

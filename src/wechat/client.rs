@@ -34,7 +34,18 @@ pub mod endpoint {
     pub const OA_REFRESH: &str = "sns/oauth2/refresh_token";
     /// `GET sns/userinfo`.
     pub const USER_INFO: &str = "sns/userinfo";
+    /// `POST cgi-bin/component/api_query_auth`.
+    pub const QUERY_AUTH: &str = "cgi-bin/component/api_query_auth";
+    /// `POST cgi-bin/component/api_get_authorizer_info`.
+    pub const AUTHORIZER_INFO: &str = "cgi-bin/component/api_get_authorizer_info";
+    /// `POST cgi-bin/component/api_get_authorizer_list`.
+    pub const AUTHORIZER_LIST: &str = "cgi-bin/component/api_get_authorizer_list";
 }
+
+mod authorization;
+pub use authorization::{
+    Authorization, AuthorizerDetails, AuthorizerListPage, ListedAuthorizer, MAX_LIST_COUNT,
+};
 
 /// Largest reply body we read; WeChat's JSON replies are a few hundred bytes.
 const MAX_REPLY_BYTES: usize = 256 * 1024;

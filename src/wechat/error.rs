@@ -11,7 +11,10 @@
 
 use std::fmt::Write as _;
 
-use super::{crypto::CryptoError, events::PushError, persist::StoreError};
+use super::{
+    AuthorizerAppId, crypto::CryptoError, events::PushError, persist::StoreError,
+    tenants::TenantStatus,
+};
 
 /// Why a call to WeChat (or an operation around it) failed.
 ///
@@ -69,6 +72,17 @@ pub enum WeChatError {
     /// The platform store (ticket and token persistence) failed.
     #[error("platform store failed: {0}")]
     Store(#[from] StoreError),
+    /// The official account is not a tenant that may log users in right now (unknown, revoked,
+    /// or without the web permission set): no authorize URL is built and no code is exchanged
+    /// for it. The auth layer shows its own page for this (by `status`); its class is
+    /// [`ErrorClass::Configuration`].
+    #[error("official account {appid} cannot log users in: tenant status {status}")]
+    Tenant {
+        /// The official account asked for.
+        appid: AuthorizerAppId,
+        /// Its status in the tenant registry.
+        status: TenantStatus,
+    },
     /// The settings cannot work (bad EncodingAESKey, HTTP client cannot be built, an operation
     /// that does not exist in the configured mode).
     #[error("WeChat settings are unusable: {reason}")]
@@ -112,9 +126,10 @@ impl WeChatError {
             | WeChatError::BadReply { .. }
             | WeChatError::Store(_) => ErrorClass::Retry,
             WeChatError::NoTicket => ErrorClass::Ticket,
-            WeChatError::Push(_) | WeChatError::Crypto(_) | WeChatError::Misconfigured { .. } => {
-                ErrorClass::Configuration
-            }
+            WeChatError::Push(_)
+            | WeChatError::Crypto(_)
+            | WeChatError::Tenant { .. }
+            | WeChatError::Misconfigured { .. } => ErrorClass::Configuration,
         }
     }
 

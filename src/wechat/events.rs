@@ -12,7 +12,7 @@ use quick_xml::{Reader, events::Event};
 use serde::Deserialize;
 
 use crate::wechat::{
-    AuthorizerAppId, ComponentAppId, VerifyTicket,
+    AuthorizerAppId, AuthorizerCode, ComponentAppId, PreAuthCode, VerifyTicket,
     crypto::{CryptoError, MsgCrypt},
 };
 
@@ -199,6 +199,8 @@ pub enum PushEvent {
         authorizer_appid: AuthorizerAppId,
         /// `CreateTime`, Unix seconds.
         create_time: i64,
+        /// The grant details of the authorization (code, expiry, pre-auth code).
+        grant: AuthorizationGrant,
     },
     /// An official account changed the permissions it grants the platform.
     UpdateAuthorized {
@@ -208,6 +210,8 @@ pub enum PushEvent {
         authorizer_appid: AuthorizerAppId,
         /// `CreateTime`, Unix seconds.
         create_time: i64,
+        /// The grant details of the update (code, expiry, pre-auth code).
+        grant: AuthorizationGrant,
     },
     /// An official account revoked its authorization: OAuth on its behalf will now fail.
     Unauthorized {
@@ -225,6 +229,20 @@ pub enum PushEvent {
     },
 }
 
+/// What an `authorized` / `updateauthorized` push carries besides the appids (protocol §2.2).
+/// The fields are optional: WeChat always sends them, but a push without them is still a valid
+/// notification (the permission sets are then looked up with `api_get_authorizer_info`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct AuthorizationGrant {
+    /// `AuthorizationCode`: single use, for `api_query_auth`. Secret.
+    pub authorization_code: Option<AuthorizerCode>,
+    /// `AuthorizationCodeExpiredTime` as sent (seconds; whether absolute or a duration is not
+    /// documented, so it is not interpreted).
+    pub code_expired_time: Option<i64>,
+    /// `PreAuthCode`: the pre-authorization code the authorization started from. Secret.
+    pub pre_auth_code: Option<PreAuthCode>,
+}
+
 #[derive(Deserialize)]
 struct RawEvent {
     #[serde(rename = "AppId")]
@@ -237,6 +255,13 @@ struct RawEvent {
     ticket: Option<String>,
     #[serde(rename = "AuthorizerAppid")]
     authorizer_appid: Option<String>,
+    #[serde(rename = "AuthorizationCode")]
+    authorization_code: Option<String>,
+    /// Kept as text: an odd value must not make a genuine push unreadable.
+    #[serde(rename = "AuthorizationCodeExpiredTime")]
+    code_expired_time: Option<String>,
+    #[serde(rename = "PreAuthCode")]
+    pre_auth_code: Option<String>,
 }
 
 /// Parses a decrypted push message (CDATA or plain text elements), without checking whom it is
@@ -265,6 +290,19 @@ fn parse_event_with_appid(xml: &str) -> Result<(ComponentAppId, PushEvent), Even
     let create_time = raw.create_time.ok_or(EventError::Missing("CreateTime"));
     let authorizer =
         |value: Option<String>| non_empty(value, "AuthorizerAppid").map(AuthorizerAppId::new);
+    let grant = AuthorizationGrant {
+        authorization_code: raw
+            .authorization_code
+            .filter(|c| !c.is_empty())
+            .map(AuthorizerCode::new),
+        code_expired_time: raw
+            .code_expired_time
+            .and_then(|t| t.trim().parse::<i64>().ok()),
+        pre_auth_code: raw
+            .pre_auth_code
+            .filter(|c| !c.is_empty())
+            .map(PreAuthCode::new),
+    };
     let event = match info_type.as_str() {
         INFO_TICKET => PushEvent::ComponentVerifyTicket {
             app_id: app_id.clone(),
@@ -275,11 +313,13 @@ fn parse_event_with_appid(xml: &str) -> Result<(ComponentAppId, PushEvent), Even
             app_id: app_id.clone(),
             authorizer_appid: authorizer(raw.authorizer_appid)?,
             create_time: create_time?,
+            grant,
         },
         INFO_UPDATE_AUTHORIZED => PushEvent::UpdateAuthorized {
             app_id: app_id.clone(),
             authorizer_appid: authorizer(raw.authorizer_appid)?,
             create_time: create_time?,
+            grant,
         },
         INFO_UNAUTHORIZED => PushEvent::Unauthorized {
             app_id: app_id.clone(),
@@ -458,6 +498,67 @@ pub fn ticket_event_xml(
         cdata(INFO_TICKET),
         cdata(ticket.expose_secret()),
     )
+}
+
+/// Which authorization change an [`authorization_event_xml`] push announces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthorizationChange {
+    /// `authorized`: the account authorized the platform.
+    Authorized,
+    /// `updateauthorized`: the account changed the permission sets it grants.
+    Updated,
+    /// `unauthorized`: the account revoked its authorization.
+    Revoked,
+}
+
+impl AuthorizationChange {
+    /// The `InfoType` WeChat sends for it.
+    pub fn info_type(self) -> &'static str {
+        match self {
+            AuthorizationChange::Authorized => INFO_AUTHORIZED,
+            AuthorizationChange::Updated => INFO_UPDATE_AUTHORIZED,
+            AuthorizationChange::Revoked => INFO_UNAUTHORIZED,
+        }
+    }
+}
+
+/// The plaintext of an authorization-change push, formatted like WeChat's (CDATA, `\n` between
+/// elements). The grant's fields are written for `authorized` / `updateauthorized` only;
+/// `unauthorized` carries the authorizer appid alone (protocol §2.2).
+pub fn authorization_event_xml(
+    app_id: &ComponentAppId,
+    create_time: i64,
+    change: AuthorizationChange,
+    authorizer_appid: &AuthorizerAppId,
+    grant: &AuthorizationGrant,
+) -> String {
+    let mut xml = format!(
+        "<xml><AppId>{}</AppId>\n<CreateTime>{create_time}</CreateTime>\n<InfoType>{}</InfoType>\n<AuthorizerAppid>{}</AuthorizerAppid>\n",
+        cdata(app_id.as_str()),
+        cdata(change.info_type()),
+        cdata(authorizer_appid.as_str()),
+    );
+    if change != AuthorizationChange::Revoked {
+        if let Some(code) = &grant.authorization_code {
+            xml.push_str(&format!(
+                "<AuthorizationCode>{}</AuthorizationCode>\n",
+                cdata(code.expose_secret())
+            ));
+        }
+        if let Some(expires) = grant.code_expired_time {
+            xml.push_str(&format!(
+                "<AuthorizationCodeExpiredTime>{expires}</AuthorizationCodeExpiredTime>\n"
+            ));
+        }
+        if let Some(pre) = &grant.pre_auth_code {
+            xml.push_str(&format!(
+                "<PreAuthCode>{}</PreAuthCode>\n",
+                cdata(pre.expose_secret())
+            ));
+        }
+    }
+    xml.push_str("</xml>");
+    xml
 }
 
 /// Wraps text in CDATA; a `]]>` inside is split across two sections so it cannot end it early.

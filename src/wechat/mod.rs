@@ -4,6 +4,7 @@
 //! This module knows nothing about serving HTTP, sessions or the crate's configuration file; each
 //! part takes its own settings struct.
 
+pub mod authorizer;
 pub mod client;
 pub mod crypto;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod oauth;
 pub mod persist;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod tenants;
 pub mod token;
 
 use crate::ids::AppId;
@@ -34,6 +36,15 @@ secret_type!(
 secret_type!(
     /// The OAuth `state` parameter: random, single use, bound to the browser.
     OAuthState
+);
+secret_type!(
+    /// The `AuthorizationCode` of an `authorized` / `updateauthorized` push (授权码): single
+    /// use, traded for the account's permission sets with `api_query_auth`.
+    AuthorizerCode
+);
+secret_type!(
+    /// The `PreAuthCode` of an authorization push (预授权码).
+    PreAuthCode
 );
 secret_type!(
     /// The `component_verify_ticket` WeChat pushes every ten minutes.
@@ -83,6 +94,8 @@ mod tests {
             format!("{:?}", UserAccessToken::new(value)),
             format!("{:?}", UserRefreshToken::new(value)),
             format!("{:?}", AppSecret::new(value)),
+            format!("{:?}", AuthorizerCode::new(value)),
+            format!("{:?}", PreAuthCode::new(value)),
         ];
         for s in shown {
             assert!(!s.contains(value), "{s}");

@@ -1,13 +1,16 @@
 //! The one interface the auth layer calls: WeChat web OAuth in either mode.
 //!
-//! - **Component** (third-party platform on behalf of an official account, docs/wechat-protocol.md
+//! - **Component** (third-party platform on behalf of official accounts, docs/wechat-protocol.md
 //!   §8–§10): code exchange with the platform's `component_access_token` (managed by
-//!   [`ComponentTokenManager`]), ticket pushes accepted through [`WeChatOAuth::accept_push`].
+//!   [`ComponentTokenManager`]), ticket and authorization pushes accepted through
+//!   [`WeChatOAuth::accept_push`], and any number of official accounts (tenants) whose state
+//!   follows WeChat ([`Tenants`], kept in step by the `authorizer` module).
 //! - **Official account** (the account's own secret, §11.1): code exchange with the secret; no
-//!   ticket, no platform token.
+//!   ticket, no platform token, exactly one account.
 //!
-//! The layer does not need to know which mode runs: it builds the authorize URL, exchanges the
-//! code, fetches the profile, asks for readiness — all through [`WeChatOAuth`].
+//! The layer does not need to know which mode runs: it asks the tenant registry, builds the
+//! authorize URL, exchanges the code, fetches the profile, asks for readiness — all through
+//! [`WeChatOAuth`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,11 +19,13 @@ use tokio::task::JoinHandle;
 
 use super::{
     AppSecret, AuthorizationCode, AuthorizerAppId, ComponentAppId, OAuthState, Scope,
+    authorizer::{AuthorizerSync, ReconcileReport},
     client::{ClientSettings, UserInfo, UserToken, WeChatClient},
     crypto::MsgCrypt,
-    error::{ErrorClass, WeChatError},
+    error::WeChatError,
     events::{PushEvent, PushQuery, open_push},
     persist::{PlatformStore, StoredTicket},
+    tenants::{TenantMode, TenantSettings, TenantStatus, Tenants},
     token::{ComponentTokenManager, PlatformStatus, TokenSettings, now_unix},
 };
 use crate::secret::SecretString;
@@ -28,14 +33,16 @@ use crate::secret::SecretString;
 /// Which flow runs, with its credentials. `Debug` shows appids only (secrets are redacted).
 #[derive(Clone, Debug)]
 pub enum OAuthMode {
-    /// Third-party platform web OAuth on behalf of an official account.
+    /// Third-party platform web OAuth on behalf of official accounts.
     Component {
         /// Our platform's appid.
         component_appid: ComponentAppId,
         /// Our platform's appsecret.
         component_secret: AppSecret,
-        /// The official account users log in to (it authorized our platform).
-        authorizer_appid: AuthorizerAppId,
+        /// The official accounts users log in to (they authorized our platform), and how their
+        /// state is kept in step with WeChat. [`TenantSettings::single`] is the one-account
+        /// set-up.
+        tenants: TenantSettings,
         /// The platform's message token (消息校验Token) for push signatures.
         message_token: SecretString,
         /// The platform's EncodingAESKey (43 characters).
@@ -86,14 +93,17 @@ pub struct WeChatOAuth {
 struct Inner {
     client: WeChatClient,
     store: Arc<dyn PlatformStore>,
+    tenants: Tenants,
+    /// The one appid of the single-tenant shorthand (or of official-account mode).
+    single_appid: Option<AuthorizerAppId>,
     mode: Mode,
 }
 
 enum Mode {
     Component {
         component_appid: ComponentAppId,
-        authorizer_appid: AuthorizerAppId,
         tokens: ComponentTokenManager,
+        sync: AuthorizerSync,
         crypt: MsgCrypt,
     },
     OfficialAccount {
@@ -108,46 +118,74 @@ impl std::fmt::Debug for WeChatOAuth {
         match &self.inner.mode {
             Mode::Component {
                 component_appid,
-                authorizer_appid,
                 tokens,
-                crypt: _,
+                ..
             } => d
                 .field("mode", &"component")
                 .field("component_appid", component_appid)
-                .field("authorizer_appid", authorizer_appid)
                 .field("platform", &tokens.status()),
             Mode::OfficialAccount { appid, .. } => {
                 d.field("mode", &"official_account").field("appid", appid)
             }
         };
-        d.field("login_deadline", &self.login_deadline)
+        d.field("tenants", &self.inner.tenants)
+            .field("login_deadline", &self.login_deadline)
             .field("store", &self.inner.store)
             .finish_non_exhaustive()
     }
 }
 
+/// Aborts a background task when dropped (so aborting [`WeChatOAuth::start_background`]'s
+/// handle stops every task it started).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Future for AbortOnDrop {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl WeChatOAuth {
-    /// Builds the client (and, in component mode, the token manager and push decryption).
-    /// Nothing is fetched yet; call [`start_background`](Self::start_background) to fetch and
-    /// keep the platform token fresh.
+    /// Builds the client (and, in component mode, the token manager, push decryption and the
+    /// tenant registry with the configured accounts). Nothing is fetched or read yet; call
+    /// [`start_background`](Self::start_background) to read the stored tenant states, fetch and
+    /// keep the platform token fresh and follow WeChat.
     ///
     /// # Errors
-    /// [`WeChatError::Misconfigured`] if the HTTP client cannot be built or the EncodingAESKey
-    /// is unusable.
+    /// [`WeChatError::Misconfigured`] if the HTTP client cannot be built or component mode has
+    /// no tenant in static mode; [`WeChatError::Crypto`] if the EncodingAESKey is unusable.
     pub fn new(
         settings: WeChatSettings,
         store: Arc<dyn PlatformStore>,
     ) -> Result<Self, WeChatError> {
         let client = WeChatClient::new(settings.client)?;
-        let mode = match settings.mode {
+        let (mode, tenants, single_appid) = match settings.mode {
             OAuthMode::Component {
                 component_appid,
                 component_secret,
-                authorizer_appid,
+                tenants: tenant_settings,
                 message_token,
                 encoding_aes_key,
                 previous_encoding_aes_key,
             } => {
+                if tenant_settings.mode == TenantMode::Static
+                    && tenant_settings.configured.is_empty()
+                {
+                    return Err(WeChatError::Misconfigured {
+                        reason: "static tenant mode needs at least one configured official account"
+                            .to_owned(),
+                    });
+                }
                 let mut crypt =
                     MsgCrypt::new(&message_token, &encoding_aes_key, component_appid.clone())?;
                 if let Some(previous) = &previous_encoding_aes_key {
@@ -160,19 +198,39 @@ impl WeChatOAuth {
                     Arc::clone(&store),
                     settings.token,
                 );
-                Mode::Component {
+                let tenants = Tenants::new(tenant_settings.mode, &tenant_settings.configured);
+                let single = match tenant_settings.configured.as_slice() {
+                    [only] => Some(only.clone()),
+                    _ => None,
+                };
+                let sync = AuthorizerSync::new(
+                    component_appid.clone(),
+                    client.clone(),
+                    tokens.clone(),
+                    Arc::clone(&store),
+                    tenants.clone(),
+                    tenant_settings,
+                );
+                let mode = Mode::Component {
                     component_appid,
-                    authorizer_appid,
                     tokens,
+                    sync,
                     crypt,
-                }
+                };
+                (mode, tenants, single)
             }
-            OAuthMode::OfficialAccount { appid, secret } => Mode::OfficialAccount { appid, secret },
+            OAuthMode::OfficialAccount { appid, secret } => {
+                let tenants = Tenants::new(TenantMode::Static, std::slice::from_ref(&appid));
+                let single = Some(appid.clone());
+                (Mode::OfficialAccount { appid, secret }, tenants, single)
+            }
         };
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
                 store,
+                tenants,
+                single_appid,
                 mode,
             }),
             login_deadline: DEFAULT_LOGIN_DEADLINE,
@@ -197,7 +255,8 @@ impl WeChatOAuth {
 
     /// Whether a login can be started now. In component mode a `component_verify_ticket` (or a
     /// still valid platform token) must be held — otherwise the login would fail at the
-    /// callback, after the user consented; the official-account mode always can.
+    /// callback, after the user consented; the official-account mode always can. Whether the
+    /// account itself may log in is [`Tenants::status`].
     ///
     /// # Errors
     /// [`WeChatError::NoTicket`] (rendered as "platform not ready", 503 with `Retry-After`).
@@ -208,15 +267,31 @@ impl WeChatOAuth {
         }
     }
 
-    /// The official account users log in to (`appid` on the authorize page; the callback's
-    /// `appid` parameter must equal it in component mode).
-    pub fn authorizer_appid(&self) -> &AuthorizerAppId {
-        match &self.inner.mode {
-            Mode::Component {
-                authorizer_appid, ..
-            } => authorizer_appid,
-            Mode::OfficialAccount { appid, .. } => appid,
-        }
+    /// The tenant registry: which official accounts may log users in right now
+    /// ([`Tenants::status`], O(1), no I/O), their records and a stream of status changes. In
+    /// official-account mode it holds the one account, [`TenantStatus::Configured`].
+    pub fn tenants(&self) -> &Tenants {
+        &self.inner.tenants
+    }
+
+    /// The one official account when exactly one is configured (official-account mode, or the
+    /// single-tenant shorthand `wechat.appid` in component mode); `None` with several tenants,
+    /// where the request decides the account.
+    pub fn single_appid(&self) -> Option<&AuthorizerAppId> {
+        self.inner.single_appid.as_ref()
+    }
+
+    /// [`single_appid`](Self::single_appid) for callers that cannot choose an account (the
+    /// one-tenant set-up).
+    ///
+    /// # Errors
+    /// [`WeChatError::Misconfigured`] when several (or no) official accounts are configured.
+    pub fn default_appid(&self) -> Result<&AuthorizerAppId, WeChatError> {
+        self.single_appid()
+            .ok_or_else(|| WeChatError::Misconfigured {
+                reason: "several official accounts are configured: the request must name one"
+                    .to_owned(),
+            })
     }
 
     /// Our platform's appid in component mode, `None` in official-account mode.
@@ -237,65 +312,88 @@ impl WeChatOAuth {
         }
     }
 
-    /// The authorize page URL to send the browser to (with `#wechat_redirect`).
-    /// `redirect_uri` is our callback URL, unencoded; it is percent-encoded here.
-    pub fn authorize_url(&self, redirect_uri: &str, scope: Scope, state: &OAuthState) -> String {
-        self.inner.client.authorize_url(
-            self.authorizer_appid(),
+    /// `Ok` when `appid` may log users in now ([`TenantStatus::allows_login`]).
+    ///
+    /// # Errors
+    /// [`WeChatError::Tenant`] with the account's status otherwise.
+    pub fn check_tenant(&self, appid: &AuthorizerAppId) -> Result<(), WeChatError> {
+        let status = self.inner.tenants.status(appid);
+        if status.allows_login() {
+            Ok(())
+        } else {
+            Err(WeChatError::Tenant {
+                appid: appid.clone(),
+                status,
+            })
+        }
+    }
+
+    /// The authorize page URL for official account `appid` (with `#wechat_redirect`; in
+    /// component mode with our `component_appid`). `redirect_uri` is our callback URL,
+    /// unencoded; it is percent-encoded here.
+    ///
+    /// # Errors
+    /// [`WeChatError::Tenant`] when `appid` may not log users in now (unknown, revoked, no web
+    /// permission): the proxy never sends a browser to WeChat for an account it does not serve.
+    pub fn authorize_url(
+        &self,
+        appid: &AuthorizerAppId,
+        redirect_uri: &str,
+        scope: Scope,
+        state: &OAuthState,
+    ) -> Result<String, WeChatError> {
+        self.check_tenant(appid)?;
+        Ok(self.inner.client.authorize_url(
+            appid,
             redirect_uri,
             scope,
             state,
             self.component_appid(),
-        )
+        ))
     }
 
-    /// Exchanges the callback's `code` for the user's token and openid.
+    /// Exchanges the callback's `code`, issued for official account `appid`, for the user's
+    /// token and openid (the openid is the user's id under that account).
     ///
     /// In component mode, if WeChat rejects the platform token (`40001`/`42001`/`40014`), exactly
     /// that token is invalidated, a new one is fetched (single flight) and the exchange is
     /// retried once.
     ///
     /// # Errors
-    /// Any [`WeChatError`]; [`ErrorClass::Reauthorize`] (`40029`, `40163`, `42003`) means the
-    /// code is used, expired or foreign — restart the login.
-    pub async fn exchange_code(&self, code: &AuthorizationCode) -> Result<UserToken, WeChatError> {
+    /// [`WeChatError::Tenant`] when `appid` may not log users in now (e.g. it revoked the
+    /// platform during the login), or in official-account mode is not the account; any other
+    /// [`WeChatError`]; [`ErrorClass::Reauthorize`](super::error::ErrorClass::Reauthorize)
+    /// (`40029`, `40163`, `42003`) means the code is used, expired or foreign — restart the
+    /// login.
+    pub async fn exchange_code(
+        &self,
+        appid: &AuthorizerAppId,
+        code: &AuthorizationCode,
+    ) -> Result<UserToken, WeChatError> {
+        self.check_tenant(appid)?;
         let client = &self.inner.client;
         match &self.inner.mode {
-            Mode::OfficialAccount { appid, secret } => {
-                client.oa_code_exchange(appid, secret, code).await
+            Mode::OfficialAccount { appid: own, secret } => {
+                if own != appid {
+                    return Err(WeChatError::Tenant {
+                        appid: appid.clone(),
+                        status: TenantStatus::Unknown,
+                    });
+                }
+                client.oa_code_exchange(own, secret, code).await
             }
             Mode::Component {
                 component_appid,
-                authorizer_appid,
                 tokens,
                 ..
             } => {
-                let token = tokens.token().await?;
-                match client
-                    .component_code_exchange(authorizer_appid, code, component_appid, &token)
-                    .await
-                {
-                    Err(e) if e.class() == ErrorClass::RefreshToken => {
-                        tracing::info!(
-                            code = e.code(),
-                            "component_access_token rejected during code exchange; fetching a new one and retrying once"
-                        );
-                        if let Err(e) = tokens.invalidate(&token).await {
-                            // Memory is already updated; the store catches up on the next save.
-                            tracing::warn!(error = %e, "cannot invalidate the stored component_access_token");
-                        }
-                        let fresh = tokens.token().await?;
+                tokens
+                    .with_token(|token| async move {
                         client
-                            .component_code_exchange(
-                                authorizer_appid,
-                                code,
-                                component_appid,
-                                &fresh,
-                            )
+                            .component_code_exchange(appid, code, component_appid, &token)
                             .await
-                    }
-                    other => other,
-                }
+                    })
+                    .await
             }
         }
     }
@@ -313,13 +411,23 @@ impl WeChatOAuth {
     }
 
     /// Accepts a push to the 授权事件接收URL (component mode): verifies `msg_signature`,
-    /// decrypts, checks the component appid, then stores a `component_verify_ticket` (persisted
-    /// before this returns, so answer WeChat `success` only after `Ok`), logs `unauthorized` at
-    /// warn and ignores other kinds. The event is returned for the caller's own use.
+    /// decrypts, checks the component appid, then:
+    ///
+    /// - `component_verify_ticket`: stores the ticket (persisted before this returns);
+    /// - `unauthorized`: the tenant is [`TenantStatus::Revoked`] at once (persisted before this
+    ///   returns, broadcast to [`Tenants::subscribe`]);
+    /// - `authorized` / `updateauthorized`: starts learning the account's permission sets in a
+    ///   background task (`api_query_auth`, retried, then `api_get_authorizer_info`) and returns
+    ///   at once;
+    /// - anything else is ignored.
+    ///
+    /// In static tenant mode, authorization pushes for accounts that are not configured are
+    /// ignored (logged with the appid). Answer WeChat `success` only after `Ok`. The event is
+    /// returned for the caller's own use.
     ///
     /// # Errors
     /// [`WeChatError::Push`] for a forged, foreign or garbled push (answer 4xx, nothing was
-    /// stored); [`WeChatError::Store`] if the ticket cannot be persisted;
+    /// stored); [`WeChatError::Store`] if the ticket or a revocation cannot be persisted;
     /// [`WeChatError::Misconfigured`] in official-account mode, which receives no pushes.
     pub async fn accept_push(
         &self,
@@ -327,8 +435,8 @@ impl WeChatOAuth {
         body: &[u8],
     ) -> Result<PushEvent, WeChatError> {
         let Mode::Component {
-            authorizer_appid,
             tokens,
+            sync,
             crypt,
             ..
         } = &self.inner.mode
@@ -354,22 +462,22 @@ impl WeChatOAuth {
                 tracing::debug!(create_time, "stored a pushed component_verify_ticket");
             }
             PushEvent::Unauthorized {
-                authorizer_appid: revoked,
-                ..
+                authorizer_appid, ..
             } => {
-                if revoked == authorizer_appid {
-                    tracing::warn!(authorizer_appid = %revoked, "the configured official account revoked its authorization of the platform: logins will fail (10015) until it authorizes again");
-                } else {
-                    tracing::warn!(authorizer_appid = %revoked, "an official account revoked its authorization of the platform");
-                }
+                sync.revoke(authorizer_appid).await?;
             }
             PushEvent::Authorized {
-                authorizer_appid, ..
+                authorizer_appid,
+                grant,
+                ..
             }
             | PushEvent::UpdateAuthorized {
-                authorizer_appid, ..
+                authorizer_appid,
+                grant,
+                ..
             } => {
                 tracing::info!(authorizer_appid = %authorizer_appid, "an official account authorized (or updated) the platform");
+                drop(sync.learn_in_background(authorizer_appid, grant.authorization_code.clone()));
             }
             other => {
                 tracing::debug!(event = ?other, "ignoring a push of another kind");
@@ -378,8 +486,38 @@ impl WeChatOAuth {
         Ok(event)
     }
 
+    /// Reads the tenant records from the platform store now (also done at start and every
+    /// [`TenantSettings::store_sync_interval`] by [`start_background`](Self::start_background)).
+    /// Returns how many records changed the registry; always 0 in official-account mode.
+    ///
+    /// # Errors
+    /// [`WeChatError::Store`] if the store cannot be read (the registry is unchanged).
+    pub async fn reload_tenants(&self) -> Result<usize, WeChatError> {
+        match &self.inner.mode {
+            Mode::Component { sync, .. } => sync.load_from_store().await,
+            Mode::OfficialAccount { .. } => Ok(0),
+        }
+    }
+
+    /// Runs one reconciliation with WeChat's authorizer list now (also done by
+    /// [`start_background`](Self::start_background) when
+    /// [`TenantSettings::reconcile_interval`] is set).
+    ///
+    /// # Errors
+    /// The list cannot be fetched (no component token yet, WeChat unreachable; nothing
+    /// changed); [`WeChatError::Misconfigured`] in official-account mode.
+    pub async fn reconcile_tenants(&self) -> Result<ReconcileReport, WeChatError> {
+        match &self.inner.mode {
+            Mode::Component { sync, .. } => sync.reconcile().await,
+            Mode::OfficialAccount { .. } => Err(WeChatError::Misconfigured {
+                reason: "tenant reconciliation exists only in component mode".to_owned(),
+            }),
+        }
+    }
+
     /// Whether new logins can work: the store answers, and in component mode a ticket and a
-    /// valid platform token are held.
+    /// valid platform token are held. A tenant's state never makes the platform unready (see
+    /// [`Tenants::list`] for them).
     pub async fn readiness(&self) -> Readiness {
         let mut reasons = Vec::new();
         if let Err(e) = self.inner.store.ping().await {
@@ -408,195 +546,24 @@ impl WeChatOAuth {
         }
     }
 
-    /// Starts the background token refresher (component mode); `None` in official-account
-    /// mode, which has nothing to refresh.
+    /// Starts the background work of component mode — the token refresher, the tenant store
+    /// sync (at once, then every [`TenantSettings::store_sync_interval`]) and the reconciliation
+    /// with WeChat (at start once a token exists, then every
+    /// [`TenantSettings::reconcile_interval`]) — as one task; aborting it stops them all.
+    /// `None` in official-account mode, which has nothing to refresh.
     pub fn start_background(&self) -> Option<JoinHandle<()>> {
         match &self.inner.mode {
-            Mode::Component { tokens, .. } => Some(tokens.spawn_refresher()),
+            Mode::Component { tokens, sync, .. } => {
+                let refresher = AbortOnDrop(tokens.spawn_refresher());
+                let tenants = AbortOnDrop(sync.spawn());
+                Some(tokio::spawn(async move {
+                    tokio::join!(refresher, tenants);
+                }))
+            }
             Mode::OfficialAccount { .. } => None,
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::wechat::{
-        VerifyTicket,
-        events::{PushQuery, seal_push, ticket_event_xml},
-        persist::MemoryPlatformStore,
-    };
-
-    const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
-
-    fn component_settings() -> WeChatSettings {
-        WeChatSettings {
-            mode: OAuthMode::Component {
-                component_appid: ComponentAppId::new("wx0123456789abcdef"),
-                component_secret: AppSecret::new("component-secret-value"),
-                authorizer_appid: AuthorizerAppId::new("wxa1b2c3d4e5f60708"),
-                message_token: SecretString::new("message-token-value"),
-                encoding_aes_key: SecretString::new(AES_KEY),
-                previous_encoding_aes_key: None,
-            },
-            client: ClientSettings::default(),
-            token: TokenSettings::default(),
-        }
-    }
-
-    fn oa_settings() -> WeChatSettings {
-        WeChatSettings {
-            mode: OAuthMode::OfficialAccount {
-                appid: AuthorizerAppId::new("wxa1b2c3d4e5f60708"),
-                secret: AppSecret::new("oa-secret-value"),
-            },
-            client: ClientSettings::default(),
-            token: TokenSettings::default(),
-        }
-    }
-
-    fn sealed_ticket(token: &str, key: &str, create_time: i64) -> (PushQuery, String) {
-        let appid = ComponentAppId::new("wx0123456789abcdef");
-        let crypt = MsgCrypt::new(
-            &SecretString::new(token),
-            &SecretString::new(key),
-            appid.clone(),
-        )
-        .unwrap();
-        let xml = ticket_event_xml(
-            &appid,
-            create_time,
-            &VerifyTicket::new("ticket@@@pushed-ticket-value"),
-        );
-        let (query, body) = seal_push(&crypt, &xml, "1700000000", "42");
-        (PushQuery::from_query(&query).unwrap(), body)
-    }
-
-    #[tokio::test]
-    async fn a_valid_ticket_push_is_stored() {
-        let store = Arc::new(MemoryPlatformStore::new());
-        let oauth = WeChatOAuth::new(component_settings(), store.clone()).unwrap();
-        let (query, body) = sealed_ticket("message-token-value", AES_KEY, 1_700_000_000);
-        let event = oauth.accept_push(&query, body.as_bytes()).await.unwrap();
-        assert!(matches!(event, PushEvent::ComponentVerifyTicket { .. }));
-        let stored = store
-            .load_ticket(&ComponentAppId::new("wx0123456789abcdef"))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            stored.ticket,
-            VerifyTicket::new("ticket@@@pushed-ticket-value")
-        );
-        assert_eq!(stored.create_time, 1_700_000_000);
-        let readiness = oauth.readiness().await;
-        assert!(!readiness.ready);
-        assert_eq!(
-            readiness.reasons,
-            vec!["no valid component_access_token yet".to_owned()]
-        );
-    }
-
-    #[tokio::test]
-    async fn a_push_under_the_previous_key_is_accepted_during_rotation() {
-        let old_key = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
-        let mut settings = component_settings();
-        if let OAuthMode::Component {
-            previous_encoding_aes_key,
-            ..
-        } = &mut settings.mode
-        {
-            *previous_encoding_aes_key = Some(SecretString::new(old_key));
-        }
-        let store = Arc::new(MemoryPlatformStore::new());
-        let oauth = WeChatOAuth::new(settings, store.clone()).unwrap();
-        let (query, body) = sealed_ticket("message-token-value", old_key, 1);
-        oauth.accept_push(&query, body.as_bytes()).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_forged_push_is_refused_and_nothing_is_stored() {
-        let store = Arc::new(MemoryPlatformStore::new());
-        let oauth = WeChatOAuth::new(component_settings(), store.clone()).unwrap();
-        let (query, body) = sealed_ticket("someone-elses-token", AES_KEY, 1);
-        let e = oauth
-            .accept_push(&query, body.as_bytes())
-            .await
-            .unwrap_err();
-        assert!(matches!(e, WeChatError::Push(_)), "{e:?}");
-        let e = oauth
-            .accept_push(&query, b"<xml>garbage")
-            .await
-            .unwrap_err();
-        assert!(matches!(e, WeChatError::Push(_)), "{e:?}");
-        assert_eq!(
-            store
-                .load_ticket(&ComponentAppId::new("wx0123456789abcdef"))
-                .await
-                .unwrap(),
-            None
-        );
-        assert!(!oauth.token_manager().unwrap().status().ticket_present);
-    }
-
-    #[tokio::test]
-    async fn official_account_mode_has_no_pushes_and_is_ready() {
-        let oauth = WeChatOAuth::new(oa_settings(), Arc::new(MemoryPlatformStore::new())).unwrap();
-        let (query, body) = sealed_ticket("message-token-value", AES_KEY, 1);
-        let e = oauth
-            .accept_push(&query, body.as_bytes())
-            .await
-            .unwrap_err();
-        assert!(matches!(e, WeChatError::Misconfigured { .. }));
-        assert_eq!(oauth.component_appid(), None);
-        assert!(oauth.start_background().is_none());
-        assert!(oauth.readiness().await.ready);
-    }
-
-    #[test]
-    fn a_bad_aes_key_is_refused_at_construction() {
-        let mut settings = component_settings();
-        if let OAuthMode::Component {
-            encoding_aes_key, ..
-        } = &mut settings.mode
-        {
-            *encoding_aes_key = SecretString::new("too-short");
-        }
-        let e = WeChatOAuth::new(settings, Arc::new(MemoryPlatformStore::new())).unwrap_err();
-        assert!(matches!(e, WeChatError::Crypto(_)), "{e:?}");
-    }
-
-    #[test]
-    fn authorize_url_depends_on_the_mode() {
-        let store: Arc<dyn PlatformStore> = Arc::new(MemoryPlatformStore::new());
-        let state = OAuthState::new("st4te");
-        let component = WeChatOAuth::new(component_settings(), Arc::clone(&store)).unwrap();
-        let url = component.authorize_url("https://a.example/cb", Scope::UserInfo, &state);
-        assert!(url.starts_with(
-            "https://open.weixin.qq.com/connect/oauth2/authorize?appid=wxa1b2c3d4e5f60708&"
-        ));
-        assert!(url.ends_with("&component_appid=wx0123456789abcdef#wechat_redirect"));
-        let oa = WeChatOAuth::new(oa_settings(), store).unwrap();
-        let url = oa.authorize_url("https://a.example/cb", Scope::Base, &state);
-        assert!(url.ends_with("&state=st4te&connect_redirect=1#wechat_redirect"));
-        assert_eq!(oa.authorizer_appid().as_str(), "wxa1b2c3d4e5f60708");
-    }
-
-    #[test]
-    fn debug_shows_no_secrets() {
-        let settings = component_settings();
-        let shown_settings = format!("{settings:?}");
-        let oauth = WeChatOAuth::new(settings, Arc::new(MemoryPlatformStore::new())).unwrap();
-        let oa = WeChatOAuth::new(oa_settings(), Arc::new(MemoryPlatformStore::new())).unwrap();
-        let shown = format!("{shown_settings} {oauth:?} {oa:?}");
-        for secret in [
-            "component-secret-value",
-            "message-token-value",
-            AES_KEY,
-            "oa-secret-value",
-        ] {
-            assert!(!shown.contains(secret), "{secret} in {shown}");
-        }
-        assert!(shown.contains("wx0123456789abcdef"));
-    }
-}
+mod tests;

@@ -1,5 +1,6 @@
-//! Persistence of the platform credentials: the `component_verify_ticket` and the
-//! `component_access_token`.
+//! Persistence of the platform credentials — the `component_verify_ticket` and the
+//! `component_access_token` — and of what the platform learned about its tenants (the official
+//! accounts it serves, [`TenantRecord`]).
 //!
 //! Losing the ticket on restart blocks every token fetch until the next push (up to ten minutes)
 //! — the most common complaint about WeChat SDKs (docs/wechat-protocol.md §6, §14). So both values go
@@ -20,7 +21,9 @@ use std::{
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{ComponentAccessToken, ComponentAppId, VerifyTicket};
+use super::{
+    AuthorizerAppId, ComponentAccessToken, ComponentAppId, VerifyTicket, tenants::TenantRecord,
+};
 
 /// A `component_verify_ticket` as pushed by WeChat, with when it was made and received.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +96,19 @@ pub trait PlatformStore: Send + Sync + Debug + 'static {
         appid: &ComponentAppId,
         failed: &ComponentAccessToken,
     ) -> Result<bool, StoreError>;
+    /// Every tenant record stored for the platform `component`, in no particular order. A
+    /// corrupt record is logged and skipped, never an error.
+    async fn load_tenants(
+        &self,
+        component: &ComponentAppId,
+    ) -> Result<Vec<(AuthorizerAppId, TenantRecord)>, StoreError>;
+    /// Replaces the record of tenant `appid` of the platform `component`.
+    async fn save_tenant(
+        &self,
+        component: &ComponentAppId,
+        appid: &AuthorizerAppId,
+        record: &TenantRecord,
+    ) -> Result<(), StoreError>;
     /// Checks that the store is reachable (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
     /// Takes the cross-instance refresh lock for `appid` for at most `ttl`; `false` means another
@@ -122,11 +138,16 @@ struct PlatformRecord {
     token: Option<StoredToken>,
 }
 
+/// The tenants of one component appid, by authorizer appid (the file store keeps them in their
+/// own file, so a tenant update never rewrites the ticket and the token).
+type TenantFile = std::collections::BTreeMap<AuthorizerAppId, TenantRecord>;
+
 /// In-memory [`PlatformStore`] for tests and for embedders that persist elsewhere. Nothing
 /// survives the process.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryPlatformStore {
     records: Arc<Mutex<HashMap<ComponentAppId, PlatformRecord>>>,
+    tenants: Arc<Mutex<HashMap<ComponentAppId, TenantFile>>>,
 }
 
 impl MemoryPlatformStore {
@@ -139,6 +160,13 @@ impl MemoryPlatformStore {
         // A panic elsewhere while holding the lock cannot leave a record half-written (every
         // update is a single assignment), so a poisoned lock is still consistent.
         self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn tenants(&self) -> MutexGuard<'_, HashMap<ComponentAppId, TenantFile>> {
+        // Same reasoning as `records`: single assignments only.
+        self.tenants
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -191,6 +219,30 @@ impl PlatformStore for MemoryPlatformStore {
         Ok(false)
     }
 
+    async fn load_tenants(
+        &self,
+        component: &ComponentAppId,
+    ) -> Result<Vec<(AuthorizerAppId, TenantRecord)>, StoreError> {
+        Ok(self
+            .tenants()
+            .get(component)
+            .map(|all| all.iter().map(|(a, r)| (a.clone(), r.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    async fn save_tenant(
+        &self,
+        component: &ComponentAppId,
+        appid: &AuthorizerAppId,
+        record: &TenantRecord,
+    ) -> Result<(), StoreError> {
+        self.tenants()
+            .entry(component.clone())
+            .or_default()
+            .insert(appid.clone(), record.clone());
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -230,7 +282,17 @@ impl FileStore {
     /// configuration: anything outside `[A-Za-z0-9_-]` is percent-escaped so a file name can
     /// never leave the directory.
     fn path_for(&self, appid: &ComponentAppId) -> PathBuf {
-        let mut name = String::from("platform-");
+        self.file_for("platform-", appid)
+    }
+
+    /// The file holding the tenant records of `appid` (`tenants-<appid>.json`).
+    fn tenants_path_for(&self, appid: &ComponentAppId) -> PathBuf {
+        self.file_for("tenants-", appid)
+    }
+
+    /// `<dir>/<kind><escaped appid>.json`.
+    fn file_for(&self, kind: &str, appid: &ComponentAppId) -> PathBuf {
+        let mut name = String::from(kind);
         for b in appid.as_str().bytes() {
             if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
                 name.push(char::from(b));
@@ -252,9 +314,22 @@ impl FileStore {
         appid: &ComponentAppId,
         record: PlatformRecord,
     ) -> Result<(), StoreError> {
-        let path = self.path_for(appid);
+        self.write_file(self.path_for(appid), record).await
+    }
+
+    /// Writes any record to `path` atomically, off the async threads.
+    async fn write_file<R: Serialize + Send + 'static>(
+        &self,
+        path: PathBuf,
+        record: R,
+    ) -> Result<(), StoreError> {
         let dir = Arc::clone(&self.dir);
         blocking(move || write_record(&dir, &path, &record)).await
+    }
+
+    async fn read_tenants(&self, appid: &ComponentAppId) -> Result<TenantFile, StoreError> {
+        let path = self.tenants_path_for(appid);
+        blocking(move || Ok(read_record(&path))).await
     }
 
     /// Read-modify-write under the in-process lock. `update` returns whether to write.
@@ -326,6 +401,25 @@ impl PlatformStore for FileStore {
         .await
     }
 
+    async fn load_tenants(
+        &self,
+        component: &ComponentAppId,
+    ) -> Result<Vec<(AuthorizerAppId, TenantRecord)>, StoreError> {
+        Ok(self.read_tenants(component).await?.into_iter().collect())
+    }
+
+    async fn save_tenant(
+        &self,
+        component: &ComponentAppId,
+        appid: &AuthorizerAppId,
+        record: &TenantRecord,
+    ) -> Result<(), StoreError> {
+        let _guard = self.lock.lock().await;
+        let mut all = self.read_tenants(component).await?;
+        all.insert(appid.clone(), record.clone());
+        self.write_file(self.tenants_path_for(component), all).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let dir = Arc::clone(&self.dir);
         blocking(move || match std::fs::metadata(dir.as_path()) {
@@ -375,13 +469,13 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Reads a record; a missing file is empty, an unreadable or corrupt one is logged and empty.
-fn read_record(path: &Path) -> PlatformRecord {
+fn read_record<R: serde::de::DeserializeOwned + Default>(path: &Path) -> R {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return PlatformRecord::default(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return R::default(),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot read platform state file; treating it as empty");
-            return PlatformRecord::default();
+            return R::default();
         }
     };
     match serde_json::from_slice(&bytes) {
@@ -394,14 +488,14 @@ fn read_record(path: &Path) -> PlatformRecord {
                 column = e.column(),
                 "corrupt platform state file; treating it as empty (it is replaced on the next write)"
             );
-            PlatformRecord::default()
+            R::default()
         }
     }
 }
 
 /// Writes a record atomically: temporary file (0600) in the same directory, fsync, rename over
 /// the old file, fsync the directory.
-fn write_record(dir: &Path, path: &Path, record: &PlatformRecord) -> Result<(), StoreError> {
+fn write_record<R: Serialize>(dir: &Path, path: &Path, record: &R) -> Result<(), StoreError> {
     let json = serde_json::to_vec_pretty(record)
         .map_err(|e| StoreError::Backend(format!("serialising platform state: {e}")))?;
     let file_name = path

@@ -1,6 +1,7 @@
 //! The shared platform store on Redis (feature `redis`): the `component_verify_ticket`, the
 //! `component_access_token` and the cross-instance refresh lock, so that several proxy
-//! instances use one token and only one of them asks WeChat for a new one.
+//! instances use one token and only one of them asks WeChat for a new one; and the tenant
+//! records, so that a push received by one instance reaches the others.
 //!
 //! Layout (every key starts with the configured prefix, e.g. `wxauth:`):
 //!
@@ -9,10 +10,13 @@
 //! | `<prefix>wechat:ticket:<appid>`    | [`StoredTicket`] (JSON)                | none (like the file)|
 //! | `<prefix>wechat:token:<appid>`     | [`StoredToken`] (JSON)                 | at its `expires_at` |
 //! | `<prefix>wechat:lock:<appid>`      | random owner id of the refreshing one  | lock TTL            |
+//! | `<prefix>tenant:<authorizer appid>`| [`TenantRecord`] (JSON)                | none                |
+//! | `<prefix>tenants:<appid>`          | set of the component's authorizer appids | none              |
 //!
 //! Atomicity (Lua): a ticket never replaces a newer one (by `CreateTime`); `invalidate_token_if`
 //! is compare-and-delete; the lock is `SET NX PX` and is released by compare-and-delete with the
-//! owner id, so an instance whose lock expired cannot release another's.
+//! owner id, so an instance whose lock expired cannot release another's. A tenant record and its
+//! index entry are written in one `MULTI`.
 //!
 //! **Stale-view guard.** The token manager reads the store, then asks for the lock. Between the
 //! two another instance may have fetched, saved a token and released the lock; granting the lock
@@ -36,8 +40,12 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands as _, RedisError, Script};
 
 use super::persist::{PlatformStore, StoreError, StoredTicket, StoredToken};
-use super::{ComponentAccessToken, ComponentAppId};
+use super::tenants::TenantRecord;
+use super::{AuthorizerAppId, ComponentAccessToken, ComponentAppId};
 use crate::redis_util::{self, millis};
+
+/// Tenant records read per `MGET` when loading them all.
+const TENANT_BATCH: usize = 500;
 
 /// Default bound on every Redis call (connect included).
 pub const DEFAULT_OP_TIMEOUT: Duration = redis_util::DEFAULT_OP_TIMEOUT;
@@ -173,6 +181,16 @@ impl RedisPlatformStore {
         format!("{}wechat:{kind}:{}", self.prefix, appid.as_str())
     }
 
+    /// `<prefix>tenant:<authorizer appid>`: one tenant's record.
+    fn tenant_key(&self, appid: &str) -> String {
+        format!("{}tenant:{appid}", self.prefix)
+    }
+
+    /// `<prefix>tenants:<component appid>`: the set of the component's tenant appids.
+    fn tenant_index_key(&self, component: &ComponentAppId) -> String {
+        format!("{}tenants:{}", self.prefix, component.as_str())
+    }
+
     fn locks(&self) -> MutexGuard<'_, HashMap<ComponentAppId, String>> {
         // Updates are single inserts/removes: a poisoned map is still consistent.
         self.locks
@@ -214,7 +232,7 @@ fn encode<T: serde::Serialize>(what: &str, value: &T) -> Result<String, StoreErr
 /// the file store: the next push or fetch replaces it.
 fn decode<T: serde::de::DeserializeOwned>(
     what: &str,
-    appid: &ComponentAppId,
+    appid: &impl std::fmt::Display,
     raw: &str,
 ) -> Option<T> {
     match serde_json::from_str(raw) {
@@ -315,6 +333,52 @@ impl PlatformStore for RedisPlatformStore {
             self.seen().insert(appid.clone(), None);
         }
         Ok(removed == 1)
+    }
+
+    async fn load_tenants(
+        &self,
+        component: &ComponentAppId,
+    ) -> Result<Vec<(AuthorizerAppId, TenantRecord)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut appids: Vec<String> = self
+            .run(
+                "load tenant index",
+                conn.smembers(self.tenant_index_key(component)),
+            )
+            .await?;
+        appids.sort();
+        let mut out = Vec::with_capacity(appids.len());
+        for batch in appids.chunks(TENANT_BATCH) {
+            let keys: Vec<String> = batch.iter().map(|a| self.tenant_key(a)).collect();
+            let mut cmd = redis::cmd("MGET");
+            cmd.arg(&keys);
+            let raws: Vec<Option<String>> =
+                self.run("load tenants", cmd.query_async(&mut conn)).await?;
+            for (appid, raw) in batch.iter().zip(raws) {
+                if let Some(record) = raw.and_then(|raw| decode("tenant", appid, &raw)) {
+                    out.push((AuthorizerAppId::new(appid.as_str()), record));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn save_tenant(
+        &self,
+        component: &ComponentAppId,
+        appid: &AuthorizerAppId,
+        record: &TenantRecord,
+    ) -> Result<(), StoreError> {
+        let encoded = encode("tenant", record)?;
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .set(self.tenant_key(appid.as_str()), encoded)
+            .ignore()
+            .sadd(self.tenant_index_key(component), appid.as_str())
+            .ignore();
+        let () = self.run("save tenant", pipe.query_async(&mut conn)).await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -271,6 +271,36 @@ impl ComponentTokenManager {
             })
     }
 
+    /// Runs one WeChat call with the current token; if WeChat rejects the token
+    /// (`40001`/`42001`/`40014`), exactly that token is invalidated, a new one is fetched
+    /// (single flight) and the call is made once more with it.
+    ///
+    /// # Errors
+    /// The call's error, or the token fetch's.
+    pub async fn with_token<T, F, Fut>(&self, mut call: F) -> Result<T, WeChatError>
+    where
+        F: FnMut(ComponentAccessToken) -> Fut,
+        Fut: Future<Output = Result<T, WeChatError>>,
+    {
+        let token = self.token().await?;
+        match call(token.clone()).await {
+            Err(e) if e.class() == ErrorClass::RefreshToken => {
+                tracing::info!(
+                    appid = %self.inner.appid,
+                    code = e.code(),
+                    "component_access_token rejected; fetching a new one and retrying once"
+                );
+                if let Err(e) = self.invalidate(&token).await {
+                    // Memory is already updated; the store catches up on the next save.
+                    tracing::warn!(appid = %self.inner.appid, error = %e, "cannot invalidate the stored component_access_token");
+                }
+                let fresh = self.token().await?;
+                call(fresh).await
+            }
+            other => other,
+        }
+    }
+
     /// `Ok` when a login can complete as far as the platform is concerned: a
     /// `component_verify_ticket` is known (in memory, else in the store, read at most once per
     /// second) or a valid token is held.
@@ -1156,6 +1186,26 @@ mod tests {
             f: &ComponentAccessToken,
         ) -> Result<bool, crate::wechat::persist::StoreError> {
             self.0.invalidate_token_if(a, f).await
+        }
+        async fn load_tenants(
+            &self,
+            a: &ComponentAppId,
+        ) -> Result<
+            Vec<(
+                crate::wechat::AuthorizerAppId,
+                crate::wechat::tenants::TenantRecord,
+            )>,
+            crate::wechat::persist::StoreError,
+        > {
+            self.0.load_tenants(a).await
+        }
+        async fn save_tenant(
+            &self,
+            a: &ComponentAppId,
+            t: &crate::wechat::AuthorizerAppId,
+            r: &crate::wechat::tenants::TenantRecord,
+        ) -> Result<(), crate::wechat::persist::StoreError> {
+            self.0.save_tenant(a, t, r).await
         }
         async fn ping(&self) -> Result<(), crate::wechat::persist::StoreError> {
             Ok(())

@@ -30,7 +30,7 @@ use std::{
     time::Duration,
 };
 
-use super::{STEP, bounded};
+use super::{STEP, bounded, cookie_pair};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full};
@@ -121,13 +121,6 @@ pub async fn session_cookie(store: &MemoryStore, identity: Identity) -> (Session
         .expect("create session");
     let cookie = cookie_pair(&cookie_codec().session_cookie(&id));
     (id, cookie)
-}
-
-/// The `name=value` pair of a `Set-Cookie` header value.
-pub fn cookie_pair(set_cookie: &HeaderValue) -> String {
-    let text = set_cookie.to_str().expect("ascii set-cookie");
-    let cookie = cookie::Cookie::parse(text.to_owned()).expect("set-cookie parses");
-    format!("{}={}", cookie.name(), cookie.value())
 }
 
 /// The session id a `name=value` session cookie decrypts to.

@@ -1,7 +1,7 @@
 //! The one test harness. Every integration test binary declares `mod support;` and takes what
 //! it needs:
 //!
-//! - here: [`STEP`] and [`bounded`] (every network or store await in every suite goes through
+//! - here: [`STEP`] and [`bounded`], [`cookie_pair`] (every network or store await in every suite goes through
 //!   it, so a hung peer fails the test instead of hanging it), [`TempDir`] and [`start_sim`]
 //!   (the simulated WeChat on `127.0.0.1:0`);
 //! - [`layer`] (re-exported here): the layer suites' parts: [`Echo`], the layer's collaborators,
@@ -38,6 +38,13 @@ pub async fn bounded<F: Future>(future: F) -> F::Output {
         Ok(output) => output,
         Err(_) => panic!("step did not finish within {STEP:?}"),
     }
+}
+
+/// The `name=value` pair of a `Set-Cookie` header value (parsed with the `cookie` crate).
+pub fn cookie_pair(set_cookie: &http::HeaderValue) -> String {
+    let text = set_cookie.to_str().expect("ascii set-cookie");
+    let cookie = cookie::Cookie::parse(text.to_owned()).expect("set-cookie parses");
+    format!("{}={}", cookie.name(), cookie.value())
 }
 
 /// The user of the session store suites, `openid` apart: a unionid, a nickname with CJK and an

@@ -36,6 +36,7 @@
 
 mod negotiate;
 mod path;
+mod prefix;
 #[cfg(test)]
 mod tests;
 
@@ -46,6 +47,7 @@ pub use self::negotiate::{
     ClientKind, accept_prefers_html, is_browser_navigation, is_cors_preflight,
 };
 pub use self::path::{NormalizedPath, PathError, SkipRule, SkipRuleError, normalize_path};
+pub use self::prefix::{Prefix, PrefixError};
 
 /// What the layer does with a request (the outcome of [`dispatch`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,11 +121,12 @@ impl Route {
     }
 }
 
-/// The inputs of [`dispatch`] that come from configuration (a view of the layer settings).
-#[derive(Clone, Debug)]
+/// The inputs of [`dispatch`] that come from configuration: the classification part of the
+/// layer's settings (`LayerSettings::dispatch`, their only home).
+#[derive(Clone, Debug, Default)]
 pub struct DispatchSettings {
-    /// Reserved prefix, normalized, without trailing `/` (`/_wxauth`).
-    pub prefix: String,
+    /// Reserved prefix (`/_wxauth`).
+    pub prefix: Prefix,
     /// Public routes.
     pub skip: Vec<SkipRule>,
     /// Path prefixes that are always API (401, never a redirect), e.g. `/api`. Same matching as
@@ -134,17 +137,6 @@ pub struct DispatchSettings {
     /// credentials cannot succeed otherwise. Off by default (the upstream then sees anonymous
     /// `OPTIONS` requests); identity headers are stripped either way.
     pub skip_preflight: bool,
-}
-
-impl Default for DispatchSettings {
-    fn default() -> Self {
-        Self {
-            prefix: "/_wxauth".to_owned(),
-            skip: Vec::new(),
-            api_prefixes: Vec::new(),
-            skip_preflight: false,
-        }
-    }
 }
 
 /// Classifies a request. Pure: reads method, URI and headers, never the body, never I/O.

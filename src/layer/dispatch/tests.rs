@@ -7,7 +7,7 @@ use super::*;
 
 fn settings() -> DispatchSettings {
     DispatchSettings {
-        prefix: "/_wxauth".into(),
+        prefix: Prefix::default(),
         skip: vec![
             SkipRule::new(Some(Method::GET), "/public/*").expect("rule"),
             SkipRule::new(None, "/healthz").expect("rule"),

@@ -112,7 +112,7 @@ fn state_of(parts: &Parts) -> Result<(FlowKey, FlowBinding), AuthError> {
                 && s.bytes().all(|b| b.is_ascii_alphanumeric())
         })
         .ok_or(AuthError::InvalidState)?;
-    let binding = super::flow_binding(&state);
+    let binding = FlowBinding::for_state(&state);
     Ok((FlowKey::new(state), binding))
 }
 
@@ -196,7 +196,7 @@ fn granted_code(auth: &AuthState, parts: &Parts) -> Result<String, AuthError> {
     };
     if auth.wechat.component_appid().is_some() {
         let appid = query_param(parts, "appid");
-        if appid.as_deref() != Some(auth.wechat.authorizer_appid().as_str()) {
+        if appid.as_deref() != Some(auth.wechat.default_appid()?.as_str()) {
             tracing::warn!("callback appid does not match the configured authorizer appid");
             return Err(AuthError::AppIdMismatch);
         }
@@ -250,13 +250,13 @@ async fn open_session(
 async fn fetch_identity(auth: &AuthState, code: String) -> Result<Identity, AuthError> {
     let token = auth
         .wechat
-        .exchange_code(&AuthorizationCode::new(code))
+        .exchange_code(auth.wechat.default_appid()?, &AuthorizationCode::new(code))
         .await?;
     if token.is_snapshot_user {
         tracing::info!("snapshot-mode user; no session created");
         return Err(AuthError::SnapshotUser);
     }
-    let appid = AppId::from(auth.wechat.authorizer_appid());
+    let appid = AppId::from(auth.wechat.default_appid()?);
     // Profile only when we asked for it and WeChat granted it (else snsapi_base: openid only).
     let wants_profile = auth.settings.scope == Scope::UserInfo && token.has_scope(Scope::UserInfo);
     Ok(if wants_profile {

@@ -2,7 +2,7 @@
 //!
 //! A flow is a fresh OAuth `state` (32 alphanumeric characters from the OS CSPRNG, ~190 bits;
 //! WeChat allows `[A-Za-z0-9]` up to 128 bytes). Nothing is written on the server: the pending
-//! flow — the state's browser binding (a digest of the state, see `routes::flow_binding`), the
+//! flow — the state's browser binding (a digest of the state, see `FlowBinding::for_state`), the
 //! validated return path and the start time — goes into the browser's encrypted flow cookie (at
 //! most three pending flows per browser, expired ones dropped), and the browser is sent to
 //! WeChat's authorize page with our callback URL. A flood of login starts therefore costs the
@@ -28,7 +28,7 @@ use crate::{
         respond::{add_cookie, redirect},
         state::AuthState,
     },
-    session::{LoginFlow, ReturnPath},
+    session::{FlowBinding, LoginFlow, ReturnPath},
     wechat::OAuthState,
 };
 
@@ -57,16 +57,17 @@ pub(in crate::layer) async fn start(
     let mut pending = auth.cookies.read_flow(headers).unwrap_or_default();
     pending.remove_expired(now, auth.settings.flow_ttl);
     pending.push(LoginFlow {
-        binding: super::flow_binding(&state),
+        binding: FlowBinding::for_state(&state),
         return_path,
         created_at: now,
     });
 
     let url = auth.wechat.authorize_url(
+        auth.wechat.default_appid()?,
         &auth.callback_url,
         auth.settings.scope,
         &OAuthState::new(state),
-    );
+    )?;
     let mut response = redirect(&url);
     add_cookie(&mut response, auth.cookies.flow_cookie(&pending));
     Ok(response)

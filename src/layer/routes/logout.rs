@@ -44,7 +44,7 @@ pub(super) fn confirm_url(auth: &AuthState, parts: &Parts) -> String {
     let query: String = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("return", return_param(parts).as_str())
         .finish();
-    format!("{}/logout?{query}", auth.settings.prefix)
+    format!("{}/logout?{query}", auth.settings.dispatch.prefix)
 }
 
 /// Whether the request carries a cookie named like our session cookie (valid or not).

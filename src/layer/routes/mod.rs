@@ -28,7 +28,7 @@ use tower::BoxError;
 use crate::{
     layer::{body::OwnResponse, dispatch::Route, error::AuthError, state::AuthState},
     negotiate::Answer,
-    session::{FlowBinding, ReturnPath},
+    session::ReturnPath,
 };
 
 /// Answers a reserved route. Never fails: errors become pages or JSON here.
@@ -65,21 +65,6 @@ where
     })
 }
 
-/// The browser binding of the login flow `state`: the first 128 bits of SHA-256(state),
-/// base64url.
-///
-/// Derived from the state (rather than random) so that the callback can check that *this*
-/// browser was issued the state — its flow cookie, which it cannot forge (authenticated
-/// encryption), holds the binding — before consuming anything: a state from another browser, a
-/// tampered one or a replay then never burns someone's pending login. The binding is also kept
-/// in the server-side flow and compared again after the flow is taken.
-pub(super) fn flow_binding(state: &str) -> FlowBinding {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(state.as_bytes());
-    FlowBinding::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]))
-}
-
 /// The first value of a query parameter (form-decoded), if any.
 pub(super) fn query_param(parts: &Parts, name: &str) -> Option<String> {
     let query = parts.uri.query()?;
@@ -96,19 +81,5 @@ pub(super) fn return_param(parts: &Parts) -> ReturnPath {
             ReturnPath::default()
         }),
         None => ReturnPath::default(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flow_binding_is_a_128_bit_digest_of_the_state() {
-        let a = flow_binding("AbCdEfGhIjKlMnOpQrStUvWxYz012345");
-        assert_eq!(a, flow_binding("AbCdEfGhIjKlMnOpQrStUvWxYz012345"));
-        assert_ne!(a, flow_binding("AbCdEfGhIjKlMnOpQrStUvWxYz012346"));
-        assert_eq!(a.expose_secret().len(), 22);
-        assert!(!a.expose_secret().contains("AbCd"));
     }
 }

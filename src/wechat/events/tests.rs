@@ -136,6 +136,11 @@ fn authorized_and_updateauthorized_with_their_extra_fields() {
     let app_id = ComponentAppId::new(APPID);
     let authorizer_appid = AuthorizerAppId::new("wxaaaabbbbccccdddd");
     let create_time = 1_413_192_760;
+    let grant = AuthorizationGrant {
+        authorization_code: Some(AuthorizerCode::new("queryauthcode@@@abc")),
+        code_expired_time: Some(1_413_196_360),
+        pre_auth_code: Some(PreAuthCode::new("preauthcode@@@xyz")),
+    };
     let cases = [
         (
             "authorized",
@@ -143,6 +148,7 @@ fn authorized_and_updateauthorized_with_their_extra_fields() {
                 app_id: app_id.clone(),
                 authorizer_appid: authorizer_appid.clone(),
                 create_time,
+                grant: grant.clone(),
             },
         ),
         (
@@ -151,6 +157,7 @@ fn authorized_and_updateauthorized_with_their_extra_fields() {
                 app_id,
                 authorizer_appid,
                 create_time,
+                grant,
             },
         ),
     ];
