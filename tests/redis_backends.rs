@@ -708,6 +708,90 @@ mod two_instances {
         assert!(matches!(e, WeChatError::Store(_)), "{e:?}");
         assert_eq!(sim.calls(Endpoint::ComponentToken), 0);
     }
+
+    /// Tenant state is shared through Redis: a revocation pushed to instance A reaches
+    /// instance B at its next store read (explicit, or its background sync), with a broadcast
+    /// change on B; an authorization learned by A reaches B the same way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn tenant_state_is_shared_between_instances() {
+        use wechat_oauth_proxy::{
+            sim::{SimAuthorizer, SimConfig},
+            wechat::{
+                AuthorizerAppId,
+                oauth::OAuthMode,
+                tenants::{TenantMode, TenantSettings, TenantStatus},
+            },
+        };
+        let server = RedisServer::start();
+        let other = AuthorizerAppId::new("wxb00000000000001");
+        let sim = bounded(SimWeChat::start(
+            SimConfig::with_authorizers(vec![
+                SimAuthorizer::new(other.clone(), "B").unauthorized(),
+            ]),
+            ([127, 0, 0, 1], 0).into(),
+        ))
+        .await
+        .unwrap();
+        let primary = sim.config().authorizer_appid.clone();
+        let prefix = prefix();
+        let instance = |sync: Option<Duration>| {
+            let mut settings = WeChatSettings {
+                mode: sim.config().component_mode(),
+                client: ClientSettings {
+                    api_base: sim.base_url(),
+                    open_base: sim.base_url(),
+                    ..ClientSettings::default()
+                },
+                token: TokenSettings::default(),
+            };
+            if let OAuthMode::Component { tenants, .. } = &mut settings.mode {
+                *tenants = TenantSettings {
+                    store_sync_interval: sync,
+                    ..TenantSettings::new(TenantMode::Static, vec![primary.clone(), other.clone()])
+                };
+            }
+            settings
+        };
+        let a = WeChatOAuth::new(
+            instance(None),
+            Arc::new(platform_store(&server, &prefix).await),
+        )
+        .unwrap();
+        let b = WeChatOAuth::new(
+            instance(Some(Duration::from_millis(50))),
+            Arc::new(platform_store(&server, &prefix).await),
+        )
+        .unwrap();
+        support::events::give_ticket(&sim, &a).await;
+        let receiver = support::events::EventsReceiver::start(a.clone()).await;
+        sim.set_events_url(receiver.url.clone());
+
+        // Revocation: explicit re-read on B.
+        let mut changes = b.tenants().subscribe();
+        bounded(sim.revoke_account(&primary)).await.unwrap();
+        assert_eq!(a.tenants().status(&primary), TenantStatus::Revoked);
+        assert_eq!(b.tenants().status(&primary), TenantStatus::Configured);
+        assert_eq!(bounded(b.reload_tenants()).await.unwrap(), 1);
+        assert_eq!(b.tenants().status(&primary), TenantStatus::Revoked);
+        let change = changes.try_recv().unwrap();
+        assert_eq!(
+            (change.appid, change.status),
+            (primary.clone(), TenantStatus::Revoked)
+        );
+
+        // Authorization learned by A: B's background sync picks it up.
+        let background = b.start_background().unwrap();
+        bounded(sim.authorize_account(&other, &[4])).await.unwrap();
+        let mut rounds = 0;
+        while b.tenants().status(&other) != TenantStatus::Active {
+            rounds += 1;
+            assert!(rounds < 1_000, "B never saw the authorization");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(a.tenants().status(&other), TenantStatus::Active);
+        assert_eq!(b.tenants().status(&primary), TenantStatus::Revoked);
+        background.abort();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,8 +6,11 @@
 //!   (the simulated WeChat on `127.0.0.1:0`);
 //! - [`layer`] (re-exported here): the layer suites' parts: [`Echo`], the layer's collaborators,
 //!   [`wechat_settings`] (component mode against the simulator), [`World`] and [`Browser`];
+//! - [`events`]: a minimal events URL that hands pushes to `WeChatOAuth::accept_push`;
 //! - [`proxy`]: a tiny hyper upstream, the proxy under test and raw hyper clients;
-//! - [`redis`]: a throw-away `redis-server` per test and a session store that owns its server.
+//! - [`redis`]: a throw-away `redis-server` per test and a session store that owns its server;
+//! - [`sidecar`]: the real binary in development mode, a login through its simulated WeChat's
+//!   consent page, and other programs run with a deadline.
 //!
 //! Every loop in the harness is bounded.
 #![allow(
@@ -20,11 +23,14 @@
 
 use std::{future::Future, time::Duration};
 
+pub mod events;
 #[cfg(feature = "sim")]
 pub mod layer;
 pub mod proxy;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "sim")]
+pub mod sidecar;
 
 #[cfg(feature = "sim")]
 pub use layer::*;
