@@ -92,6 +92,56 @@ async fn inspector(server: &RedisServer) -> redis::aio::MultiplexedConnection {
 // ---------------------------------------------------------------------------------------------
 // Sessions
 
+/// The per-appid index behind `end_sessions_of` stays bounded by itself: a logout removes its
+/// entry, logins drop the entries of sessions that expired, and the set expires with its newest
+/// session.
+#[tokio::test]
+async fn the_appid_index_cleans_itself() {
+    let server = RedisServer::start();
+    let settings = SessionSettings {
+        idle_timeout: Duration::from_secs(1),
+        ..SessionSettings::default()
+    };
+    let store = bounded(RedisSessionStore::new(&server.url(), "ix:", settings))
+        .await
+        .unwrap();
+    let index = format!("ix:appid:{}", identity("o").appid.as_str());
+    let mut conn = inspector(&server).await;
+    let mut members = async || -> u64 {
+        bounded(redis::cmd("SCARD").arg(&index).query_async(&mut conn))
+            .await
+            .unwrap()
+    };
+    let out = bounded(store.create(SessionRecord::new(identity("o-out"))))
+        .await
+        .unwrap();
+    assert_eq!(members().await, 1);
+    bounded(store.delete(&out)).await.unwrap();
+    assert_eq!(members().await, 0);
+
+    for i in 0..50 {
+        let record = SessionRecord::new(identity(&format!("o-idle-{i}")));
+        bounded(store.create(record)).await.unwrap();
+    }
+    assert_eq!(members().await, 50);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in 0..60 {
+        let record = SessionRecord::new(identity(&format!("o-new-{i}")));
+        bounded(store.create(record)).await.unwrap();
+    }
+    let left = members().await;
+    assert!(left <= 70, "{left} entries for 60 live sessions");
+    let ttl: i64 = bounded(
+        redis::cmd("PTTL")
+            .arg(&index)
+            .query_async(&mut inspector(&server).await),
+    )
+    .await
+    .unwrap();
+    let max = i64::try_from(SessionSettings::default().ttl.as_millis()).unwrap();
+    assert!(ttl > 0 && ttl <= max, "{ttl}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sessions_and_flows_are_shared_between_instances() {
     let server = RedisServer::start();
