@@ -18,7 +18,9 @@
 #   (a) upstream direct, (b) nginx, (c) sidecar + session, (d) sidecar + re-mint every request,
 #   (e) sidecar, no session, browser navigation (302 into the login flow), and for attribution
 #   (p) the sidecar's accept loop + upstream client without the auth layer
-#   (examples/bench_bare_proxy.rs); (k) and (m) the sidecar with 1 k and 1 M sessions prefilled
+#   (examples/bench_bare_proxy.rs); (f) nginx with the shipped forward-auth config
+#   (deploy/nginx/forward-auth.conf: auth_request to sidecar (c), same session cookie) in front of
+#   the same upstream, where CPU/req is the sidecar's CPU for one auth answer (compare with (c)); (k) and (m) the sidecar with 1 k and 1 M sessions prefilled
 #   (dev.prefill_sessions), wrk cycling through 1 024 users' cookies (a Lua script), whose ratio
 #   is the "throughput at 1 M sessions vs 1 k" target; then rows a, b, c again with ONE connection (LATENCY_ROWS),
 #   where p50/p99 are what the proxy adds rather than time spent queueing behind other requests.
@@ -38,14 +40,14 @@ DURATION=${DURATION:-10}          # seconds per measured row
 WARMUP=${WARMUP:-3}               # seconds of unmeasured load before each row
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
-ROWS=${ROWS:-"a b p c d e k m"}
+ROWS=${ROWS:-"a b p c d e f k m"}
 PREFILL_K=${PREFILL_K:-1024}        # sessions in the store for row (k) (1 024 users: like (m))
 PREFILL_M=${PREFILL_M:-1000000}     # sessions in the store for row (m)
 ROUNDS=${ROUNDS:-3}               # every row is measured this often (interleaved); medians reported
 PORT_BASE=${PORT_BASE:-18080}
 RSS_SIZES=${RSS_SIZES-"100000 1000000"}
 KEEP=${KEEP:-0}                   # 1: keep the work directory (logs, configs)
-LATENCY_ROWS=${LATENCY_ROWS-"a b c"}  # rows also measured with ONE connection (no queueing)
+LATENCY_ROWS=${LATENCY_ROWS-"a b c f"}  # rows also measured with ONE connection (no queueing)
 LATENCY_DURATION=${LATENCY_DURATION:-10}
 
 PORT_PROXY=$PORT_BASE
@@ -55,6 +57,7 @@ PORT_REMINT=$((PORT_BASE + 3))
 PORT_BARE=$((PORT_BASE + 4))
 PORT_K=$((PORT_BASE + 5))
 PORT_M=$((PORT_BASE + 6))
+PORT_FA=$((PORT_BASE + 7))
 PATH_UNDER_TEST=/app/page?id=42
 
 log() { echo "[load.sh] $*" >&2; }
@@ -78,7 +81,7 @@ install_missing
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust: https://rustup.rs)"
 
-for port in $PORT_PROXY $PORT_UP $PORT_NGINX $PORT_REMINT $PORT_BARE $PORT_K $PORT_M; do
+for port in $PORT_PROXY $PORT_UP $PORT_NGINX $PORT_REMINT $PORT_BARE $PORT_K $PORT_M $PORT_FA; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
     die "port $port is in use; set PORT_BASE to a free range"
   fi
@@ -126,8 +129,10 @@ wait_http() { # url [expected status]
   return 1
 }
 
-nginx_conf() { # dir port body-of-server-block [extra-http-block]
+nginx_conf() { # dir port body-of-server-block [extra-http-block] (no port: no server block)
   mkdir -p "$1/logs" "$1/tmp"
+  local server=""
+  [ -z "$2" ] || server="server { listen 127.0.0.1:$2 backlog=4096; $3 }"
   cat >"$1/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -144,10 +149,7 @@ http {
   uwsgi_temp_path $1/tmp;
   scgi_temp_path $1/tmp;
   ${4:-}
-  server {
-    listen 127.0.0.1:$2 backlog=4096;
-    $3
-  }
+  $server
 }
 EOF
 }
@@ -302,11 +304,27 @@ if [[ " $ROWS " == *" p "* ]]; then
   wait_http "http://127.0.0.1:$PORT_BARE/" && BARE_OK=1
 fi
 
+# (f) nginx with the shipped forward-auth config, asking sidecar (c) (forward auth enabled in
+# bench/config.toml) on every request, in front of the same upstream.
+FA_OK=0
+if [[ " $ROWS " == *" f "* ]]; then
+  mkdir -p "$WORK/nginx-fa"
+  sed -e "s/server 127.0.0.1:8080;/server 127.0.0.1:$PORT_PROXY;/" \
+    -e "s/server 127.0.0.1:3000;/server 127.0.0.1:$PORT_UP;/" \
+    -e "s/listen 80;/listen 127.0.0.1:$PORT_FA backlog=4096;/" \
+    "$ROOT/deploy/nginx/forward-auth.conf" >"$WORK/nginx-fa/forward-auth.conf"
+  nginx_conf "$WORK/nginx-fa" "" "" "include $WORK/nginx-fa/forward-auth.conf;"
+  start_nginx "$WORK/nginx-fa"
+  wait_http "http://127.0.0.1:$PORT_FA/_wxauth/health" && FA_OK=1
+fi
+
 UPSTREAM_WORKERS=$(nginx_workers "$WORK/upstream")
 PROC[a]=$UPSTREAM_WORKERS
 PROC[b]=$(nginx_workers "$WORK/nginx-proxy")
 PROC[c]=$SIDECAR_C
 PROC[e]=$SIDECAR_C
+# (f): the sidecar's CPU per request is the cost of one auth answer; nginx's own is not counted.
+PROC[f]=$SIDECAR_C
 declare -A RSS_AFTER
 
 # wrk run; fills RPS/P50/P99 for the row. Latencies are converted to microseconds.
@@ -386,6 +404,7 @@ NG=http://127.0.0.1:$PORT_NGINX$PATH_UNDER_TEST
 SC=http://127.0.0.1:$PORT_PROXY$PATH_UNDER_TEST
 RM=http://127.0.0.1:$PORT_REMINT$PATH_UNDER_TEST
 BP=http://127.0.0.1:$PORT_BARE$PATH_UNDER_TEST
+FA=http://127.0.0.1:$PORT_FA$PATH_UNDER_TEST
 
 for round in $(seq 1 "$ROUNDS"); do
 for row in $ROWS; do
@@ -421,12 +440,18 @@ for row in $ROWS; do
       elif expect_status "$SC" 302 -H "$HDR_ACCEPT"; then
         run_row e "$SC" -H "$HDR_ACCEPT" -H "$HDR_UA"
       else fail_row e "a browser request without session is not answered 302"; fi ;;
+    f)
+      if [ "$FA_OK" != 1 ]; then fail_row f "nginx with the forward-auth config did not start: $(tail -3 "$WORK/nginx-fa/logs/error.log" 2>/dev/null)"
+      elif [ -z "$COOKIE" ]; then fail_row f "no session (sidecar start or login failed)"
+      elif expect_status "$FA" 200 -H "Cookie: $COOKIE" -H "$HDR_ACCEPT" && expect_jwt "http://127.0.0.1:$PORT_FA" "$COOKIE"; then
+        run_row f "$FA" -H "$HDR_ACCEPT" -H "$HDR_UA" -H "Cookie: $COOKIE"
+      else fail_row f "nginx + auth_request does not answer 200 with a JWT"; fi ;;
     k|m)
       if [ "${CYCLE_OK[$row]:-}" != 1 ]; then fail_row "$row" "the prefilled sidecar did not start or wrote no cookies (see $WORK/sidecar-$row/sidecar.log)"
       elif expect_status "${CYCLE_URL[$row]}" 200 -H "Cookie: $(head -n 1 "$WORK/sidecar-$row/state/bench-cookies.txt")" -H "$HDR_ACCEPT"; then
         run_row "$row" "${CYCLE_URL[$row]}" -s "$WORK/cycle-$row.lua" -H "$HDR_ACCEPT" -H "$HDR_UA"
       else fail_row "$row" "a prefilled session is not answered 200"; fi ;;
-    *) die "unknown row $row (rows: a b p c d e k m)" ;;
+    *) die "unknown row $row (rows: a b p c d e f k m)" ;;
   esac
   if [[ "$row" == [ce] ]] && [ -n "$SIDECAR_C" ] && kill -0 "$SIDECAR_C" 2>/dev/null; then
     RSS_AFTER[$row]=$(rss_kib "$SIDECAR_C")
@@ -465,6 +490,7 @@ for row in $LATENCY_ROWS; do
     c) url=$SC; extra=(-H "Cookie: ${COOKIE:-}") ;;
     d) url=$RM; extra=(-H "Cookie: ${REMINT_COOKIE:-}") ;;
     e) url=$SC; extra=() ;;
+    f) url=$FA; extra=(-H "Cookie: ${COOKIE:-}") ;;
     *) continue ;;
   esac
   "${PIN_LOAD[@]}" wrk -t1 -c1 -d"${WARMUP}s" -H "$HDR_ACCEPT" -H "$HDR_UA" "${extra[@]}" "$url" >/dev/null 2>&1 || true
@@ -509,6 +535,7 @@ label() {
     c) echo "(c) sidecar, session + cached JWT" ;;
     d) echo "(d) sidecar, JWT re-minted per request" ;;
     e) echo "(e) sidecar, no session -> 302" ;;
+    f) echo "(f) nginx + auth_request to sidecar" ;;
     k) echo "(k) sidecar, $PREFILL_K sessions, users cycle" ;;
     m) echo "(m) sidecar, $PREFILL_M sessions, users cycle" ;;
   esac

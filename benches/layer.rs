@@ -21,8 +21,8 @@ use wechat_oauth_proxy::jwt::{JwtIssuer, JwtSettings};
 use wechat_oauth_proxy::layer::{DispatchSettings, LayerSettings, WeChatAuthLayer};
 use wechat_oauth_proxy::secret::SecretString;
 use wechat_oauth_proxy::session::{
-    CookieCodec, CookieSettings, MemoryStore, SessionId, SessionRecord, SessionSettings,
-    SessionStore,
+    CookieCodec, CookieSettings, DurableSettings, DurableStore, MemoryStore, SessionId,
+    SessionRecord, SessionSettings, SessionStore,
 };
 use wechat_oauth_proxy::wechat::client::ClientSettings;
 use wechat_oauth_proxy::wechat::oauth::{OAuthMode, WeChatOAuth, WeChatSettings};
@@ -77,11 +77,16 @@ async fn noop(req: Request<Empty<Bytes>>) -> Result<Response<Empty<Bytes>>, Infa
 
 struct Fixture {
     layer: WeChatAuthLayer,
-    store: Arc<MemoryStore>,
+    store: Arc<dyn SessionStore>,
     codec: CookieCodec,
 }
 
 fn fixture(plain_headers: bool, jwt_cache: bool) -> Fixture {
+    let store = Arc::new(MemoryStore::new(SessionSettings::default()));
+    fixture_on(store, plain_headers, jwt_cache)
+}
+
+fn fixture_on(store: Arc<dyn SessionStore>, plain_headers: bool, jwt_cache: bool) -> Fixture {
     let closed: url::Url = "http://127.0.0.1:9/".parse().unwrap();
     let wechat = WeChatOAuth::new(
         WeChatSettings {
@@ -109,7 +114,6 @@ fn fixture(plain_headers: bool, jwt_cache: bool) -> Fixture {
         &master,
     )
     .unwrap();
-    let store = Arc::new(MemoryStore::new(SessionSettings::default()));
     let layer = WeChatAuthLayer::new(
         LayerSettings {
             public_url: "https://app.example.com".parse().unwrap(),
@@ -124,7 +128,7 @@ fn fixture(plain_headers: bool, jwt_cache: bool) -> Fixture {
             ..LayerSettings::default()
         },
         wechat,
-        store.clone() as Arc<dyn SessionStore>,
+        Arc::clone(&store),
         codec.clone(),
         jwt,
     )
@@ -264,12 +268,28 @@ fn layer(c: &mut Criterion) {
         })
     });
 
-    for (label, plain, cache) in [
-        ("session_hit", false, true),
-        ("session_hit+plain_headers", true, true),
-        ("session_hit+jwt_remint", false, false),
+    // The durable store (the sidecar's default) answers a hit from the same memory: its file is
+    // only written behind it.
+    let durable_dir =
+        std::env::temp_dir().join(format!("wxauth-bench-layer-{}", std::process::id()));
+    let durable: Arc<dyn SessionStore> = Arc::new(
+        rt.block_on(DurableStore::open(
+            &durable_dir,
+            SessionSettings::default(),
+            DurableSettings::default(),
+        ))
+        .unwrap(),
+    );
+    for (label, plain, cache, durable) in [
+        ("session_hit", false, true, None),
+        ("session_hit+plain_headers", true, true, None),
+        ("session_hit+jwt_remint", false, false, None),
+        ("session_hit+durable_store", false, true, Some(durable)),
     ] {
-        let f = fixture(plain, cache);
+        let f = match durable {
+            Some(store) => fixture_on(store, plain, cache),
+            None => fixture(plain, cache),
+        };
         let id = rt
             .block_on(f.store.create(SessionRecord::new(identity(1))))
             .unwrap();
@@ -300,9 +320,12 @@ fn layer(c: &mut Criterion) {
         });
     }
 
+    std::fs::remove_dir_all(&durable_dir).ok();
+
     // The session hit with many sessions in the store (lookups miss the CPU caches).
     for n in [1_000usize, 100_000, 1_000_000] {
-        let f = fixture(false, true);
+        let memory = Arc::new(MemoryStore::new(SessionSettings::default()));
+        let f = fixture_on(memory.clone(), false, true);
         let ids: Vec<SessionId> = rt.block_on(async {
             let mut ids = Vec::with_capacity(n);
             for i in 0..n {
@@ -313,7 +336,7 @@ fn layer(c: &mut Criterion) {
                         .unwrap(),
                 );
             }
-            f.store.run_pending_tasks().await;
+            memory.run_pending_tasks().await;
             ids
         });
         // 1 024 distinct users cycling, each with its own cookie and cached token.

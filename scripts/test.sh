@@ -28,16 +28,25 @@ SYSTEM_PACKAGES=(
   "build-essential|type -P cc|a C compiler: ring, aws-lc-sys and mimalloc compile C code"
   "procps|type -P kill|tests/binary_e2e.rs stops the real binary with kill -TERM"
   "redis-server|type -P redis-server|the Redis backends' tests start their own server on a loopback port"
+  "php-cli|php -r 'exit(function_exists(\"sodium_crypto_sign_verify_detached\") ? 0 : 1);'|examples/verify/php (built-in sodium) and the PHP demo upstream under php -S (tests/verifiers.rs, tests/php_upstream.rs)"
+  "golang-go|type -P go|examples/verify/go, standard library only (tests/verifiers.rs)"
+  "default-jdk-headless|type -P javac|examples/verify/java, Java 17+ standard library only (tests/verifiers.rs)"
+  "nodejs|node -e 'process.exit(process.features.require_module ? 0 : 1)'|examples/verify/node with jose (tests/verifiers.rs); jose 6 is an ES module that the example loads with require(), which needs Node.js 20.19+ or 22.12+"
+  "nginx|test -x /usr/sbin/nginx|tests/front_proxies.rs runs the shipped deploy/nginx/ config (auth_request) in front of a login"
+  "caddy|type -P caddy|tests/front_proxies.rs runs the shipped deploy/caddy/Caddyfile (forward_auth) in front of a login"
 )
 
 # npm packages, installed with `npm install` into target/test-deps/npm (their binaries on PATH,
 # their modules on NODE_PATH). One line per package: "name@exact-version|why".
 NPM_PACKAGES=(
+  "jose@6.2.18|examples/verify/node verifies the identity JWT with it (tests/verifiers.rs)"
 )
 
 # PyPI packages, installed with pip into the virtualenv target/test-deps/venv (its bin/ first on
 # PATH, so `python3` in a test is the venv's). One line per package: "name==exact-version|why".
 PYPI_PACKAGES=(
+  "PyJWT==2.15.1|examples/verify/python verifies the identity JWT with it (tests/verifiers.rs)"
+  "cryptography==50.0.2|PyJWT's EdDSA (Ed25519) support (tests/verifiers.rs)"
 )
 # ---------------------------------------------------------------------------------------------
 

@@ -2,18 +2,26 @@
 //!
 //! ```text
 //! wechat-oauth-proxy [--config config.toml] [--check] [--listen ADDR] [--public-url URL] [--state-dir DIR]
+//! wechat-oauth-proxy jwt verify --jwks <URL|FILE> [--iss ISS] [--aud AUD] [--alg EdDSA] < token
 //! ```
 //! Exit codes: 0 after a clean shutdown (or a good `--check`), 64 for a bad configuration,
 //! 1 when serving fails. Before serving, the soft open-file limit is raised to the hard one.
+//!
+//! `jwt verify` (for operators) checks one identity JWT against a JWKS with the library's
+//! [`JwksVerifier`]: 0 and the claims as JSON on stdout when it is valid, 1 and the reason on
+//! stderr otherwise (2 for wrong usage).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use std::io::Read as _;
+
+use clap::{Parser, Subcommand};
 use wechat_oauth_proxy::app;
 use wechat_oauth_proxy::config::{Config, ConfigError};
+use wechat_oauth_proxy::jwt::{Expected, JwksSource, JwksVerifier, JwtAlgorithm};
 
 /// WeChat login in front of any upstream: a reverse proxy that runs WeChat web OAuth and forwards
 /// requests with a signed identity JWT.
@@ -35,7 +43,40 @@ struct Cli {
     /// Override `server.state_dir`.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// A tool instead of the server.
+    #[command(subcommand)]
+    command: Option<Command>,
 }
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Identity JWT tools for operators.
+    #[command(subcommand)]
+    Jwt(JwtCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum JwtCommand {
+    /// Verify the JWT on standard input against a JWKS (pinned algorithm, key by `kid`, `exp`,
+    /// `nbf`, and `iss`/`aud` when given); print its claims as JSON.
+    Verify {
+        /// The JWKS: an http(s) URL (e.g. https://example.com/_wxauth/jwks.json) or a file.
+        #[arg(long)]
+        jwks: JwksSource,
+        /// The expected `iss` (`[jwt] issuer`); not checked when absent.
+        #[arg(long)]
+        iss: Option<String>,
+        /// The expected `aud` (`[jwt] audience`); not checked when absent.
+        #[arg(long)]
+        aud: Option<String>,
+        /// The one algorithm accepted (`[jwt] algorithm`): EdDSA, ES256 or RS256.
+        #[arg(long, default_value = "EdDSA")]
+        alg: JwtAlgorithm,
+    },
+}
+
+/// Largest token `jwt verify` reads from standard input.
+const MAX_TOKEN_BYTES: u64 = 64 * 1024;
 
 /// `EX_CONFIG`-style exit code for a bad configuration (sysexits' EX_USAGE).
 const EXIT_BAD_CONFIG: u8 = 64;
@@ -47,6 +88,20 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Jwt(JwtCommand::Verify {
+        jwks,
+        iss,
+        aud,
+        alg,
+    })) = cli.command
+    {
+        let expected = Expected {
+            algorithm: alg,
+            issuer: iss,
+            audience: aud,
+        };
+        return jwt_verify(&jwks, expected);
+    }
     init_tracing();
 
     let env: HashMap<String, String> = std::env::vars().collect();
@@ -106,6 +161,50 @@ fn main() -> ExitCode {
         Err(err) => {
             tracing::error!(error = %err, "wechat-oauth-proxy stopped");
             eprintln!("wechat-oauth-proxy: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `jwt verify`: the token from standard input, the verdict of the library's `JwksVerifier`.
+fn jwt_verify(jwks: &JwksSource, expected: Expected) -> ExitCode {
+    for (claim, value) in [("iss", &expected.issuer), ("aud", &expected.audience)] {
+        if value.is_none() {
+            eprintln!("note: {claim} is not checked (no --{claim})");
+        }
+    }
+    let mut token = String::new();
+    if let Err(err) = std::io::stdin()
+        .take(MAX_TOKEN_BYTES)
+        .read_to_string(&mut token)
+    {
+        eprintln!("rejected: cannot read the token from standard input: {err}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let verified = runtime.block_on(JwksVerifier::load(jwks, expected));
+    match verified.and_then(|verifier| verifier.verify(token.trim())) {
+        Ok(claims) => match serde_json::to_string(&claims) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("rejected: {err}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(err) => {
+            eprintln!("rejected: {err}");
             ExitCode::FAILURE
         }
     }

@@ -128,15 +128,11 @@ fn location(resp: &reqwest::Response) -> String {
         .to_owned()
 }
 
-#[tokio::test]
-async fn shipped_config_runs_a_whole_login_through_the_simulated_wechat() {
-    let state = temp_dir("login");
-    let proxy = start(&repo_file("config.toml"), &state);
-    let http = client();
-    wait_for_200(&http, &format!("{}/_wxauth/health", proxy.base), 300).await;
+/// Steps 1–3 of a login through the simulated WeChat: `/hello?x=1` without a session, the
+/// consent page, the callback; the browser's cookies after the callback's redirect.
+async fn log_in(http: &reqwest::Client, proxy: &Proxy) -> Jar {
     // The simulator pushes a ticket at start; the component token follows.
-    wait_for_200(&http, &format!("{}/_wxauth/ready", proxy.base), 300).await;
-
+    wait_for_200(http, &format!("{}/_wxauth/ready", proxy.base), 300).await;
     let mut jar = Jar::default();
     // 1. A browser navigation without a session is sent to the (simulated) WeChat.
     let resp = bounded(
@@ -220,6 +216,39 @@ async fn shipped_config_runs_a_whole_login_through_the_simulated_wechat() {
     );
     jar.take(&back);
     assert_eq!(location(&back), "/hello?x=1");
+    jar
+}
+
+/// `/_wxauth/whoami`'s nickname for the browser's cookies; `None` when it has no session (401).
+async fn whoami(http: &reqwest::Client, proxy: &Proxy, jar: &Jar) -> Option<serde_json::Value> {
+    let who = bounded(
+        http.get(format!("{}/_wxauth/whoami", proxy.base))
+            .header(COOKIE, jar.header())
+            .send(),
+    )
+    .await
+    .unwrap();
+    match who.status().as_u16() {
+        200 => Some(who.json::<serde_json::Value>().await.unwrap()["nickname"].clone()),
+        401 => None,
+        other => panic!("whoami answered {other}"),
+    }
+}
+
+/// The binary on `state` with the shipped config, once it answers its health check.
+async fn start_healthy(http: &reqwest::Client, state: &PathBuf) -> Proxy {
+    let proxy = start(&repo_file("config.toml"), state);
+    wait_for_200(http, &format!("{}/_wxauth/health", proxy.base), 300).await;
+    proxy
+}
+
+#[tokio::test]
+async fn shipped_config_runs_a_whole_login_through_the_simulated_wechat() {
+    let state = temp_dir("login");
+    let proxy = start(&repo_file("config.toml"), &state);
+    let http = client();
+    wait_for_200(&http, &format!("{}/_wxauth/health", proxy.base), 300).await;
+    let jar = log_in(&http, &proxy).await;
 
     // 4. The demo upstream now receives the identity.
     let landed = http
@@ -235,15 +264,7 @@ async fn shipped_config_runs_a_whole_login_through_the_simulated_wechat() {
     assert!(page.contains("openid"), "demo page shows the claims");
 
     // 5. whoami agrees; a forged identity header never reaches the upstream.
-    let who = http
-        .get(format!("{}/_wxauth/whoami", proxy.base))
-        .header(COOKIE, jar.header())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(who.status(), 200);
-    let who: serde_json::Value = who.json().await.unwrap();
-    assert_eq!(who["nickname"], "张三");
+    assert_eq!(whoami(&http, &proxy, &jar).await.unwrap(), "张三");
 
     let echo = http
         .get(format!("{}/_echo", proxy.base))
@@ -265,6 +286,65 @@ async fn shipped_config_runs_a_whole_login_through_the_simulated_wechat() {
     // The ticket and token were persisted in the state directory.
     let files: Vec<_> = std::fs::read_dir(&state).unwrap().collect();
     assert!(!files.is_empty(), "state dir holds the platform state");
+    drop(proxy);
+    std::fs::remove_dir_all(&state).ok();
+}
+
+/// The shipped configuration keeps sessions in `state_dir/sessions.redb`: a user logged in
+/// before a SIGKILL is still logged in, with the same cookie, after a restart — and after a
+/// clean restart too.
+#[tokio::test]
+async fn a_login_survives_sigkill_and_a_restart() {
+    let state = temp_dir("sigkill");
+    let http = client();
+    let mut proxy = start_healthy(&http, &state).await;
+    let jar = log_in(&http, &proxy).await;
+    assert_eq!(whoami(&http, &proxy, &jar).await.unwrap(), "张三");
+
+    // kill -9 right after the login: no shutdown code runs.
+    proxy.child.kill().unwrap(); // SIGKILL on Unix
+    proxy.child.wait().unwrap();
+    let mut proxy = start_healthy(&http, &state).await;
+    assert_eq!(whoami(&http, &proxy, &jar).await.unwrap(), "张三");
+
+    // SIGTERM: a clean stop, then the same.
+    let pid = proxy.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut stopped = false;
+    for _ in 0..100 {
+        if proxy.child.try_wait().unwrap().is_some() {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stopped, "no exit after SIGTERM");
+    let proxy = start_healthy(&http, &state).await;
+    assert_eq!(whoami(&http, &proxy, &jar).await.unwrap(), "张三");
+
+    // Logged out stays logged out across a SIGKILL.
+    let logout = bounded(
+        http.post(format!("{}/_wxauth/logout", proxy.base))
+            .header(COOKIE, jar.header())
+            .header("Origin", &proxy.base)
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        logout.status().is_redirection() || logout.status().is_success(),
+        "{}",
+        logout.status()
+    );
+    drop(proxy); // SIGKILL
+    let proxy = start_healthy(&http, &state).await;
+    assert_eq!(whoami(&http, &proxy, &jar).await, None);
     drop(proxy);
     std::fs::remove_dir_all(&state).ok();
 }

@@ -6,14 +6,15 @@
 
 mod support;
 
-use support::{TempDir, bounded, start_sim};
+use support::{
+    TempDir, bounded,
+    events::{EventsReceiver, give_ticket},
+    start_sim,
+};
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper::StatusCode;
 use url::Url;
 use wechat_oauth_proxy::{
     secret::SecretString,
@@ -25,7 +26,7 @@ use wechat_oauth_proxy::{
         error::{ErrorClass, WeChatError},
         events,
         oauth::{WeChatOAuth, WeChatSettings},
-        persist::{FileStore, MemoryPlatformStore, PlatformStore, StoredTicket},
+        persist::{FileStore, MemoryPlatformStore, PlatformStore},
         token::{TokenSettings, now_unix},
     },
 };
@@ -57,58 +58,6 @@ fn oauth(sim: &SimWeChat, store: Arc<dyn PlatformStore>, token: TokenSettings) -
     WeChatOAuth::new(settings(sim, token), store).expect("valid settings")
 }
 
-/// Gives the manager the sim's current ticket, as a push would.
-async fn give_ticket(sim: &SimWeChat, oauth: &WeChatOAuth) {
-    bounded(oauth.token_manager().unwrap().set_ticket(StoredTicket {
-        ticket: sim.current_ticket(),
-        create_time: now_unix(),
-        received_at: now_unix(),
-    }))
-    .await
-    .unwrap();
-}
-
-/// A minimal 授权事件接收URL: hands every POST to `accept_push`, answers `success` on Ok.
-struct EventsReceiver {
-    url: Url,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl EventsReceiver {
-    async fn start(oauth: WeChatOAuth) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = Url::parse(&format!(
-            "http://{}/_wxauth/events",
-            listener.local_addr().unwrap()
-        ))
-        .unwrap();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let oauth = oauth.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let oauth = oauth.clone();
-                        async move { Ok::<_, Infallible>(receive(&oauth, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        Self { url, task }
-    }
-}
-
-impl Drop for EventsReceiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// POSTs an encrypted, signed ticket push of the sim's current ticket, sealed with `token` (the
 /// sim's message token unless forging); returns the receiver's status and body.
 async fn push_ticket(sim: &SimWeChat, url: &Url, token: &SecretString) -> (StatusCode, String) {
@@ -123,25 +72,6 @@ async fn push_ticket(sim: &SimWeChat, url: &Url, token: &SecretString) -> (Statu
         .unwrap();
     let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
     (status, bounded(response.text()).await.unwrap())
-}
-
-async fn receive(oauth: &WeChatOAuth, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, body: &'static str| {
-        let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-        *r.status_mut() = status;
-        r
-    };
-    let Ok(query) = events::PushQuery::from_query(req.uri().query().unwrap_or("")) else {
-        return reply(StatusCode::BAD_REQUEST, "bad query");
-    };
-    let Ok(body) = Limited::new(req.into_body(), 64 * 1024).collect().await else {
-        return reply(StatusCode::PAYLOAD_TOO_LARGE, "too large");
-    };
-    match oauth.accept_push(&query, &body.to_bytes()).await {
-        Ok(_) => reply(StatusCode::OK, "success"),
-        Err(WeChatError::Push(_)) => reply(StatusCode::BAD_REQUEST, "refused"),
-        Err(_) => reply(StatusCode::SERVICE_UNAVAILABLE, "try again"),
-    }
 }
 
 #[tokio::test]

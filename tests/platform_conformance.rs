@@ -4,10 +4,13 @@
 //!
 //! - `platform_conformance!` (all backends): ticket and token round trip, keyed by appid;
 //!   overwrite (a newer ticket or a new token replaces the stored one, and neither touches the
-//!   other); compare-before-invalidate; the refresh lock can be taken, released and taken again.
+//!   other); compare-before-invalidate; the refresh lock can be taken, released and taken again;
+//!   tenant records round trip, are replaced per tenant, are kept per component and never touch
+//!   the ticket or the token.
 //! - `durable_conformance!` (file and Redis, whose data outlives the instance): a second
-//!   instance on the same storage reads what the first wrote, and a corrupt stored record reads
-//!   as absent (never an error, never a panic) and is repaired by the next save.
+//!   instance on the same storage reads what the first wrote (tenant records included), and a
+//!   corrupt stored record reads as absent (never an error, never a panic) and is repaired by the
+//!   next save.
 //!
 //! What only one backend does stays in its own suite: the Redis lock's exclusivity across
 //! instances and the ticket's `CreateTime` ordering (`tests/redis_backends.rs`), the file
@@ -22,8 +25,9 @@ use std::{sync::Arc, time::Duration};
 
 use support::{TempDir, bounded};
 use wechat_oauth_proxy::wechat::{
-    ComponentAccessToken, ComponentAppId, VerifyTicket,
+    AuthorizerAppId, ComponentAccessToken, ComponentAppId, VerifyTicket,
     persist::{FileStore, MemoryPlatformStore, PlatformStore, StoredTicket, StoredToken},
+    tenants::{TenantRecord, TenantStatus},
     token::now_unix,
 };
 
@@ -50,6 +54,36 @@ fn token(value: &str) -> StoredToken {
         token: ComponentAccessToken::new(value),
         expires_at: now_unix() + 7200,
     }
+}
+
+fn tenant_a() -> AuthorizerAppId {
+    AuthorizerAppId::new("wxa1b2c3d4e5f60708")
+}
+
+fn tenant_b() -> AuthorizerAppId {
+    AuthorizerAppId::new("wxb1b2c3d4e5f60708")
+}
+
+/// A learned tenant record with every field set.
+fn active_record(updated_at: i64) -> TenantRecord {
+    TenantRecord {
+        func_ids: vec![1, 4, 15],
+        nick_name: Some("A 店 🏪".to_owned()),
+        service_type: Some(2),
+        verify_type: Some(0),
+        account_status: Some(1),
+        ..TenantRecord::with_status(TenantStatus::Active, updated_at)
+    }
+}
+
+/// The tenant records stored for `component`, sorted by appid.
+async fn tenants_of(
+    store: &Arc<dyn PlatformStore>,
+    component: &ComponentAppId,
+) -> Vec<(AuthorizerAppId, TenantRecord)> {
+    let mut all = bounded(store.load_tenants(component)).await.unwrap();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
 }
 
 /// Where a backend keeps its data, so that it can be reopened and corrupted from outside.
@@ -120,7 +154,7 @@ impl Backend {
         }
     }
 
-    /// Replaces what the storage holds for `appid` (ticket and token) with bytes that are not
+    /// Replaces what the storage holds for `appid` (ticket, token, tenant A's record) with bytes that are not
     /// a stored record, from outside the store.
     fn corrupt(&self, appid: &ComponentAppId) {
         match &self.storage {
@@ -131,9 +165,19 @@ impl Backend {
                     .join("state")
                     .join(format!("platform-{}.json", appid.as_str()));
                 std::fs::write(path, b"{\"ticket\": {\"ticket\": \"ticket@@@trunc").unwrap();
+                let tenants = dir
+                    .0
+                    .join("state")
+                    .join(format!("tenants-{}.json", appid.as_str()));
+                std::fs::write(tenants, b"{\"wxa1b2c3d4e5f60708\": {\"status\": \"act").unwrap();
             }
             #[cfg(feature = "redis")]
             Storage::Redis(server, prefix) => {
+                let reply = support::redis::raw_command(
+                    server.port(),
+                    &format!("SET {prefix}tenant:{} {{trunc", tenant_a().as_str()),
+                );
+                assert_eq!(reply, "+OK");
                 for kind in ["ticket", "token"] {
                     let key = format!("{prefix}wechat:{kind}:{}", appid.as_str());
                     let reply =
@@ -300,6 +344,50 @@ async fn the_refresh_lock_is_taken_released_and_taken_again(backend: Backend) {
     bounded(store.unlock_refresh(&appid())).await.unwrap();
 }
 
+/// Tenant records load back equal, one per tenant, replaced per tenant, kept per component,
+/// and beside (never instead of) the ticket and the token.
+async fn tenant_records_round_trip_per_component(backend: Backend) {
+    let store = &backend.store;
+    assert!(tenants_of(store, &appid()).await.is_empty());
+    bounded(store.save_ticket(&appid(), &ticket(1_700_000_000)))
+        .await
+        .unwrap();
+    bounded(store.save_tenant(&appid(), &tenant_a(), &active_record(10)))
+        .await
+        .unwrap();
+    let revoked = TenantRecord::with_status(TenantStatus::Revoked, 11);
+    bounded(store.save_tenant(&appid(), &tenant_b(), &revoked))
+        .await
+        .unwrap();
+    assert_eq!(
+        tenants_of(store, &appid()).await,
+        vec![
+            (tenant_a(), active_record(10)),
+            (tenant_b(), revoked.clone())
+        ]
+    );
+    // Replacing one tenant's record keeps the other's.
+    let no_web = TenantRecord {
+        func_ids: vec![1],
+        ..TenantRecord::with_status(TenantStatus::NoWebPermission, 12)
+    };
+    bounded(store.save_tenant(&appid(), &tenant_a(), &no_web))
+        .await
+        .unwrap();
+    assert_eq!(
+        tenants_of(store, &appid()).await,
+        vec![(tenant_a(), no_web), (tenant_b(), revoked)]
+    );
+    // Another platform has its own tenants.
+    assert!(tenants_of(store, &other_appid()).await.is_empty());
+    // The ticket is untouched, and no token appeared.
+    assert_eq!(
+        bounded(store.load_ticket(&appid())).await.unwrap(),
+        Some(ticket(1_700_000_000))
+    );
+    assert_eq!(bounded(store.load_token(&appid())).await.unwrap(), None);
+}
+
 macro_rules! platform_conformance {
     ($module:ident, $make:path) => {
         mod $module {
@@ -328,6 +416,10 @@ macro_rules! platform_conformance {
             #[tokio::test]
             async fn the_refresh_lock_is_taken_released_and_taken_again() {
                 super::the_refresh_lock_is_taken_released_and_taken_again($make().await).await;
+            }
+            #[tokio::test]
+            async fn tenant_records_round_trip_per_component() {
+                super::tenant_records_round_trip_per_component($make().await).await;
             }
         }
     };
@@ -360,6 +452,17 @@ async fn another_instance_reads_what_one_wrote(backend: Backend) {
             .await
             .unwrap()
     );
+    bounded(
+        backend
+            .store
+            .save_tenant(&appid(), &tenant_a(), &active_record(7)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        tenants_of(&other, &appid()).await,
+        vec![(tenant_a(), active_record(7))]
+    );
     assert_eq!(
         bounded(backend.store.load_token(&appid())).await.unwrap(),
         None
@@ -379,8 +482,19 @@ async fn corrupt_records_read_as_absent_and_are_repaired(backend: Backend) {
     bounded(store.save_ticket(&other_appid(), &ticket(1_700_000_000)))
         .await
         .unwrap();
+    bounded(store.save_tenant(&appid(), &tenant_a(), &active_record(1)))
+        .await
+        .unwrap();
 
     backend.corrupt(&appid());
+    assert!(tenants_of(store, &appid()).await.is_empty());
+    bounded(store.save_tenant(&appid(), &tenant_a(), &active_record(2)))
+        .await
+        .unwrap();
+    assert_eq!(
+        tenants_of(store, &appid()).await,
+        vec![(tenant_a(), active_record(2))]
+    );
     assert_eq!(bounded(store.load_ticket(&appid())).await.unwrap(), None);
     assert_eq!(bounded(store.load_token(&appid())).await.unwrap(), None);
     assert_eq!(

@@ -92,6 +92,56 @@ async fn inspector(server: &RedisServer) -> redis::aio::MultiplexedConnection {
 // ---------------------------------------------------------------------------------------------
 // Sessions
 
+/// The per-appid index behind `end_sessions_of` stays bounded by itself: a logout removes its
+/// entry, logins drop the entries of sessions that expired, and the set expires with its newest
+/// session.
+#[tokio::test]
+async fn the_appid_index_cleans_itself() {
+    let server = RedisServer::start();
+    let settings = SessionSettings {
+        idle_timeout: Duration::from_secs(1),
+        ..SessionSettings::default()
+    };
+    let store = bounded(RedisSessionStore::new(&server.url(), "ix:", settings))
+        .await
+        .unwrap();
+    let index = format!("ix:appid:{}", identity("o").appid.as_str());
+    let mut conn = inspector(&server).await;
+    let mut members = async || -> u64 {
+        bounded(redis::cmd("SCARD").arg(&index).query_async(&mut conn))
+            .await
+            .unwrap()
+    };
+    let out = bounded(store.create(SessionRecord::new(identity("o-out"))))
+        .await
+        .unwrap();
+    assert_eq!(members().await, 1);
+    bounded(store.delete(&out)).await.unwrap();
+    assert_eq!(members().await, 0);
+
+    for i in 0..50 {
+        let record = SessionRecord::new(identity(&format!("o-idle-{i}")));
+        bounded(store.create(record)).await.unwrap();
+    }
+    assert_eq!(members().await, 50);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in 0..60 {
+        let record = SessionRecord::new(identity(&format!("o-new-{i}")));
+        bounded(store.create(record)).await.unwrap();
+    }
+    let left = members().await;
+    assert!(left <= 70, "{left} entries for 60 live sessions");
+    let ttl: i64 = bounded(
+        redis::cmd("PTTL")
+            .arg(&index)
+            .query_async(&mut inspector(&server).await),
+    )
+    .await
+    .unwrap();
+    let max = i64::try_from(SessionSettings::default().ttl.as_millis()).unwrap();
+    assert!(ttl > 0 && ttl <= max, "{ttl}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sessions_and_flows_are_shared_between_instances() {
     let server = RedisServer::start();
@@ -657,6 +707,90 @@ mod two_instances {
             .unwrap_err();
         assert!(matches!(e, WeChatError::Store(_)), "{e:?}");
         assert_eq!(sim.calls(Endpoint::ComponentToken), 0);
+    }
+
+    /// Tenant state is shared through Redis: a revocation pushed to instance A reaches
+    /// instance B at its next store read (explicit, or its background sync), with a broadcast
+    /// change on B; an authorization learned by A reaches B the same way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn tenant_state_is_shared_between_instances() {
+        use wechat_oauth_proxy::{
+            sim::{SimAuthorizer, SimConfig},
+            wechat::{
+                AuthorizerAppId,
+                oauth::OAuthMode,
+                tenants::{TenantMode, TenantSettings, TenantStatus},
+            },
+        };
+        let server = RedisServer::start();
+        let other = AuthorizerAppId::new("wxb00000000000001");
+        let sim = bounded(SimWeChat::start(
+            SimConfig::with_authorizers(vec![
+                SimAuthorizer::new(other.clone(), "B").unauthorized(),
+            ]),
+            ([127, 0, 0, 1], 0).into(),
+        ))
+        .await
+        .unwrap();
+        let primary = sim.config().authorizer_appid.clone();
+        let prefix = prefix();
+        let instance = |sync: Option<Duration>| {
+            let mut settings = WeChatSettings {
+                mode: sim.config().component_mode(),
+                client: ClientSettings {
+                    api_base: sim.base_url(),
+                    open_base: sim.base_url(),
+                    ..ClientSettings::default()
+                },
+                token: TokenSettings::default(),
+            };
+            if let OAuthMode::Component { tenants, .. } = &mut settings.mode {
+                *tenants = TenantSettings {
+                    store_sync_interval: sync,
+                    ..TenantSettings::new(TenantMode::Static, vec![primary.clone(), other.clone()])
+                };
+            }
+            settings
+        };
+        let a = WeChatOAuth::new(
+            instance(None),
+            Arc::new(platform_store(&server, &prefix).await),
+        )
+        .unwrap();
+        let b = WeChatOAuth::new(
+            instance(Some(Duration::from_millis(50))),
+            Arc::new(platform_store(&server, &prefix).await),
+        )
+        .unwrap();
+        support::events::give_ticket(&sim, &a).await;
+        let receiver = support::events::EventsReceiver::start(a.clone()).await;
+        sim.set_events_url(receiver.url.clone());
+
+        // Revocation: explicit re-read on B.
+        let mut changes = b.tenants().subscribe();
+        bounded(sim.revoke_account(&primary)).await.unwrap();
+        assert_eq!(a.tenants().status(&primary), TenantStatus::Revoked);
+        assert_eq!(b.tenants().status(&primary), TenantStatus::Configured);
+        assert_eq!(bounded(b.reload_tenants()).await.unwrap(), 1);
+        assert_eq!(b.tenants().status(&primary), TenantStatus::Revoked);
+        let change = changes.try_recv().unwrap();
+        assert_eq!(
+            (change.appid, change.status),
+            (primary.clone(), TenantStatus::Revoked)
+        );
+
+        // Authorization learned by A: B's background sync picks it up.
+        let background = b.start_background().unwrap();
+        bounded(sim.authorize_account(&other, &[4])).await.unwrap();
+        let mut rounds = 0;
+        while b.tenants().status(&other) != TenantStatus::Active {
+            rounds += 1;
+            assert!(rounds < 1_000, "B never saw the authorization");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(a.tenants().status(&other), TenantStatus::Active);
+        assert_eq!(b.tenants().status(&primary), TenantStatus::Revoked);
+        background.abort();
     }
 }
 

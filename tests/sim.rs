@@ -14,11 +14,11 @@ use sha2::{Digest as _, Sha256};
 use url::Url;
 use wechat_oauth_proxy::{
     sim::{
-        AuthMode, Endpoint, Failure, PusherConfig, SimConfig, SimError, SimUser, SimWeChat,
-        upstream::DemoUpstream,
+        AuthMode, Endpoint, Failure, PusherConfig, SimAuthorizer, SimConfig, SimError, SimUser,
+        SimWeChat, upstream::DemoUpstream,
     },
     wechat::{
-        Scope, VerifyTicket,
+        AuthorizerAppId, Scope, VerifyTicket,
         crypto::MsgCrypt,
         events::{PushError, PushEvent, PushQuery, open_push},
     },
@@ -141,7 +141,21 @@ async fn component_token(sim: &SimWeChat, client: &reqwest::Client) -> String {
 }
 
 async fn post_token(sim: &SimWeChat, client: &reqwest::Client, body: Value) -> Value {
-    let url = url_with(sim, "cgi-bin/component/api_component_token", &[]);
+    post_api(sim, client, "api_component_token", None, body).await
+}
+
+/// `POST cgi-bin/component/<name>[?component_access_token=…]` with a JSON body.
+async fn post_api(
+    sim: &SimWeChat,
+    client: &reqwest::Client,
+    name: &str,
+    token: Option<&str>,
+    body: Value,
+) -> Value {
+    let pairs: Vec<(&str, &str)> = token
+        .map(|t| vec![("component_access_token", t)])
+        .unwrap_or_default();
+    let url = url_with(sim, &format!("cgi-bin/component/{name}"), &pairs);
     json_of(
         bounded(client.post(url).json(&body).send())
             .await
@@ -1391,4 +1405,292 @@ async fn the_pusher_pushes_at_start_and_then_periodically() {
     assert_eq!(pushed, sim.current_ticket());
     bounded(sim.shutdown()).await;
     receiver_task.abort();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several official accounts
+
+fn account(n: u32) -> AuthorizerAppId {
+    AuthorizerAppId::new(format!("wxc{n:015x}"))
+}
+
+/// The component authorize URL of `appid` (the primary account's form, another appid).
+fn authorize_for(sim: &SimWeChat, appid: &AuthorizerAppId) -> Url {
+    let c = sim.config();
+    url_with(
+        sim,
+        "connect/oauth2/authorize",
+        &[
+            ("appid", appid.as_str()),
+            ("redirect_uri", CALLBACK),
+            ("response_type", "code"),
+            ("scope", "snsapi_base"),
+            ("state", "st"),
+            ("component_appid", c.component_appid.as_str()),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn the_authorize_page_serves_only_accounts_with_set_4_and_openids_differ() {
+    let sim = start(SimConfig::with_authorizers(vec![
+        SimAuthorizer::new(account(1), "not yet").unauthorized(),
+        SimAuthorizer::new(account(2), "no web").with_funcs(&[1, 2, 3]),
+        SimAuthorizer::new(account(3), "web"),
+    ]))
+    .await;
+    let client = client();
+    for refused in [account(1), account(2), account(9)] {
+        let page = get(&client, authorize_for(&sim, &refused)).await;
+        assert_eq!(page.headers()["x-sim-error"], "10015", "{refused}");
+    }
+    let index = text(get(&client, sim.base_url()).await).await;
+    assert!(index.contains(account(2).as_str()), "{index}");
+    assert!(
+        index.contains("authorized without set 4 (10015)"),
+        "{index}"
+    );
+    let token = component_token(&sim, &client).await;
+    let c = sim.config().clone();
+    let mut openids = Vec::new();
+    for served in [c.authorizer_appid.clone(), account(3)] {
+        let redirect = get(&client, authorize_for(&sim, &served)).await;
+        assert_eq!(redirect.status().as_u16(), 302);
+        let back = query_of(&location(&redirect));
+        assert_eq!(back["appid"], served.as_str());
+        let url = url_with(
+            &sim,
+            "sns/oauth2/component/access_token",
+            &[
+                ("appid", served.as_str()),
+                ("code", &back["code"]),
+                ("grant_type", "authorization_code"),
+                ("component_appid", c.component_appid.as_str()),
+                ("component_access_token", &token),
+            ],
+        );
+        let reply = json_of(get(&client, url).await).await;
+        assert_eq!(errcode(&reply), 0, "{reply}");
+        openids.push(reply["openid"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        openids[0], c.users[0].openid,
+        "the primary account keeps the openid"
+    );
+    assert_ne!(openids[0], openids[1]);
+    assert_eq!(openids[1].len(), 28);
+    assert_eq!(openids[1], sim.user_for(&account(3), &c.users[0]).openid);
+    // Granting set 4 opens the page.
+    sim.put_account(&SimAuthorizer::new(account(2), "now web"));
+    let redirect = get(&client, authorize_for(&sim, &account(2))).await;
+    assert_eq!(redirect.status().as_u16(), 302);
+}
+
+#[tokio::test]
+async fn authorization_pushes_carry_a_single_use_code_for_query_auth() {
+    let sim = start(SimConfig::with_authorizers(vec![
+        SimAuthorizer::new(account(1), "B").unauthorized(),
+    ]))
+    .await;
+    let client = client();
+    let c = sim.config().clone();
+    // No events URL yet: the change is made, nothing is pushed.
+    let e = bounded(sim.authorize_account(&account(1), &[1, 4]))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SimError::NoEventsUrl), "{e:?}");
+    assert_eq!(sim.account_grant(&account(1)), Some((true, vec![1, 4])));
+
+    let (url, mut pushes, receiver_task) = receiver(crypt_for(&c), "success").await;
+    sim.set_events_url(url);
+    bounded(sim.update_account(&account(1), &[1, 2, 4]))
+        .await
+        .unwrap();
+    let code = match bounded(pushes.recv()).await.unwrap().event {
+        Ok(PushEvent::UpdateAuthorized {
+            authorizer_appid,
+            grant,
+            ..
+        }) => {
+            assert_eq!(authorizer_appid, account(1));
+            assert!(grant.pre_auth_code.is_some());
+            assert!(grant.code_expired_time.is_some());
+            grant.authorization_code.expect("a code")
+        }
+        other => panic!("{other:?}"),
+    };
+    let token = component_token(&sim, &client).await;
+    let body = json!({
+        "component_appid": c.component_appid.as_str(),
+        "authorization_code": code.expose_secret(),
+    });
+    let reply = post_api(&sim, &client, "api_query_auth", Some(&token), body.clone()).await;
+    let info = &reply["authorization_info"];
+    assert_eq!(info["authorizer_appid"], account(1).as_str());
+    assert!(info["authorizer_access_token"].is_string());
+    assert_eq!(
+        info["func_info"],
+        json!([
+            {"funcscope_category": {"id": 1}},
+            {"funcscope_category": {"id": 2}},
+            {"funcscope_category": {"id": 4}}
+        ])
+    );
+    let again = post_api(&sim, &client, "api_query_auth", Some(&token), body).await;
+    assert_eq!(errcode(&again), 61009, "single use");
+    let foreign = post_api(
+        &sim,
+        &client,
+        "api_query_auth",
+        Some("not-the-token"),
+        json!({"component_appid": c.component_appid.as_str(), "authorization_code": "x"}),
+    )
+    .await;
+    assert_eq!(errcode(&foreign), 40001);
+
+    // Revocation over the admin HTTP API: an `unauthorized` push without a code.
+    let response = bounded(
+        client
+            .post(url_with(
+                &sim,
+                "_sim/admin/revoke",
+                &[("appid", account(1).as_str())],
+            ))
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    match bounded(pushes.recv()).await.unwrap().event {
+        Ok(PushEvent::Unauthorized {
+            authorizer_appid, ..
+        }) => assert_eq!(authorizer_appid, account(1)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sim.account_grant(&account(1)), Some((false, vec![1, 2, 4])));
+    let response = bounded(
+        client
+            .post(url_with(
+                &sim,
+                "_sim/admin/update",
+                &[("appid", account(1).as_str())],
+            ))
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        400,
+        "a revoked account cannot update"
+    );
+    receiver_task.abort();
+}
+
+#[tokio::test]
+async fn expired_authorization_codes_answer_61010() {
+    let sim = start(SimConfig {
+        authorization_code_ttl: Duration::ZERO,
+        ..SimConfig::default()
+    })
+    .await;
+    let c = sim.config().clone();
+    let (url, mut pushes, receiver_task) = receiver(crypt_for(&c), "success").await;
+    sim.set_events_url(url);
+    bounded(sim.authorize_account(&account(1), &[4]))
+        .await
+        .unwrap();
+    let code = match bounded(pushes.recv()).await.unwrap().event {
+        Ok(PushEvent::Authorized { grant, .. }) => grant.authorization_code.unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let client = client();
+    let token = component_token(&sim, &client).await;
+    let reply = post_api(
+        &sim,
+        &client,
+        "api_query_auth",
+        Some(&token),
+        json!({"component_appid": c.component_appid.as_str(), "authorization_code": code.expose_secret()}),
+    )
+    .await;
+    assert_eq!(errcode(&reply), 61010);
+    receiver_task.abort();
+}
+
+#[tokio::test]
+async fn authorizer_list_pages_and_authorizer_info() {
+    let sim = start(SimConfig::with_authorizers(vec![
+        SimAuthorizer::new(account(1), "B"),
+        SimAuthorizer::new(account(2), "C").unauthorized(),
+        SimAuthorizer::new(account(3), "D").with_funcs(&[1]),
+    ]))
+    .await;
+    let client = client();
+    let c = sim.config().clone();
+    let token = component_token(&sim, &client).await;
+    let list = |offset: u64, count: u64| {
+        post_api(
+            &sim,
+            &client,
+            "api_get_authorizer_list",
+            Some(&token),
+            json!({"component_appid": c.component_appid.as_str(), "offset": offset, "count": count}),
+        )
+    };
+    let first = list(0, 2).await;
+    assert_eq!(first["total_count"], 3, "{first}");
+    let page: Vec<&str> = first["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["authorizer_appid"].as_str().unwrap())
+        .collect();
+    assert_eq!(page, [c.authorizer_appid.as_str(), account(1).as_str()]);
+    let second = list(2, 2).await;
+    assert_eq!(second["list"][0]["authorizer_appid"], account(3).as_str());
+    assert_eq!(second["list"].as_array().unwrap().len(), 1);
+    assert_eq!(errcode(&list(0, 501).await), 40097);
+    assert_eq!(errcode(&list(0, 0).await), 40097);
+
+    let info = |appid: &AuthorizerAppId| {
+        post_api(
+            &sim,
+            &client,
+            "api_get_authorizer_info",
+            Some(&token),
+            json!({"component_appid": c.component_appid.as_str(), "authorizer_appid": appid.as_str()}),
+        )
+    };
+    let d = info(&account(3)).await;
+    assert_eq!(d["authorizer_info"]["nick_name"], "D");
+    assert_eq!(d["authorizer_info"]["service_type_info"]["id"], 2);
+    assert_eq!(
+        d["authorization_info"]["func_info"],
+        json!([{"funcscope_category": {"id": 1}}])
+    );
+    assert_eq!(errcode(&info(&account(2)).await), 61003);
+    assert_eq!(errcode(&info(&account(9)).await), 61003);
+    sim.inject(Endpoint::AuthorizerInfo, Failure::ErrCode(45009), 1);
+    assert_eq!(errcode(&info(&account(1)).await), 45009);
+    assert_eq!(sim.calls(Endpoint::AuthorizerInfo), 4);
+    assert_eq!(sim.calls(Endpoint::AuthorizerList), 4);
+}
+
+#[test]
+fn multi_tenant_mode_configures_the_accounts_that_allow_web_oauth() {
+    use wechat_oauth_proxy::wechat::{oauth::OAuthMode, tenants::TenantMode};
+    let config = SimConfig::with_authorizers(vec![
+        SimAuthorizer::new(account(1), "web"),
+        SimAuthorizer::new(account(2), "not yet").unauthorized(),
+        SimAuthorizer::new(account(3), "no web").with_funcs(&[1]),
+    ]);
+    let OAuthMode::Component { tenants, .. } = config.multi_tenant_mode() else {
+        panic!("component mode");
+    };
+    assert_eq!(tenants.mode, TenantMode::Static);
+    assert_eq!(
+        tenants.configured,
+        vec![config.authorizer_appid.clone(), account(1)]
+    );
 }

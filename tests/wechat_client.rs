@@ -1,5 +1,6 @@
 //! The WeChat HTTP client and `WeChatOAuth` in official-account mode against the simulated
-//! WeChat over real loopback sockets: exchanges, refreshes, userinfo, error mapping, timeouts.
+//! WeChat over real loopback sockets: exchanges, refreshes, userinfo, the platform's
+//! authorization-management calls, error mapping, timeouts.
 #![cfg(feature = "sim")]
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -418,4 +419,121 @@ async fn component_authorize_url_is_accepted_by_the_sim() {
     assert_eq!(pairs["appid"], c.authorizer_appid.as_str());
     assert!(pairs.contains_key("code"));
     assert_eq!(sim.calls(Endpoint::Authorize), 1);
+}
+
+/// `api_get_authorizer_list`, `api_get_authorizer_info` and `api_query_auth` through the
+/// client: typed replies without authorizer tokens, WeChat errcodes as `Api` errors, garbled
+/// replies and timeouts as clean retryable errors.
+#[tokio::test]
+async fn authorization_management_calls_are_typed_and_fail_cleanly() {
+    use wechat_oauth_proxy::{
+        sim::{SimAuthorizer, SimConfig},
+        wechat::{AuthorizerAppId, AuthorizerCode},
+    };
+    let other = AuthorizerAppId::new("wxd000000000000001");
+    let sim = bounded(SimWeChat::start(
+        SimConfig::with_authorizers(vec![
+            SimAuthorizer::new(other.clone(), "店").with_funcs(&[1, 4]),
+        ]),
+        ([127, 0, 0, 1], 0).into(),
+    ))
+    .await
+    .unwrap();
+    let c = sim.config().clone();
+    let wx = WeChatClient::new(ClientSettings {
+        request_timeout: Duration::from_millis(500),
+        ..client_settings(&sim)
+    })
+    .unwrap();
+    let (token, _) = bounded(wx.component_token(
+        &c.component_appid,
+        &c.component_secret,
+        &sim.current_ticket(),
+    ))
+    .await
+    .unwrap();
+
+    let page = bounded(wx.authorizer_list(&c.component_appid, &token, 0, 10_000))
+        .await
+        .unwrap();
+    assert_eq!(page.total_count, 2);
+    let listed: Vec<_> = page.entries.iter().map(|e| e.appid.clone()).collect();
+    assert_eq!(listed, vec![c.authorizer_appid.clone(), other.clone()]);
+    assert!(page.entries.iter().all(|e| e.auth_time.is_some()));
+    let rest = bounded(wx.authorizer_list(&c.component_appid, &token, 1, 1))
+        .await
+        .unwrap();
+    assert_eq!(rest.entries.len(), 1);
+
+    let details = bounded(wx.authorizer_info(&c.component_appid, &token, &other))
+        .await
+        .unwrap();
+    assert_eq!(details.authorization.func_ids, vec![1, 4]);
+    assert_eq!(details.nick_name.as_deref(), Some("店"));
+    assert_eq!(
+        (details.service_type, details.verify_type),
+        (Some(2), Some(0))
+    );
+    assert_eq!(details.account_status, Some(1));
+    assert!(!format!("{details:?}").contains("refreshtoken@@@"));
+
+    let unknown = AuthorizerAppId::new("wxd0000000000000ff");
+    let e = bounded(wx.authorizer_info(&c.component_appid, &token, &unknown))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(61003), "{e:?}");
+    let e = bounded(wx.query_auth(
+        &c.component_appid,
+        &token,
+        &AuthorizerCode::new("queryauthcode@@@nope"),
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Some(61009), "{e:?}");
+    let e = bounded(wx.authorizer_list(
+        &c.component_appid,
+        &ComponentAccessToken::new("stale"),
+        0,
+        500,
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::RefreshToken, "{e:?}");
+
+    for (failure, endpoint) in [
+        (Failure::NotJson, Endpoint::AuthorizerInfo),
+        (Failure::Http500, Endpoint::AuthorizerList),
+        (Failure::Hang, Endpoint::QueryAuth),
+    ] {
+        sim.inject(endpoint, failure, 1);
+        let e = match endpoint {
+            Endpoint::AuthorizerInfo => {
+                bounded(wx.authorizer_info(&c.component_appid, &token, &other))
+                    .await
+                    .map(|_| ())
+            }
+            Endpoint::AuthorizerList => {
+                bounded(wx.authorizer_list(&c.component_appid, &token, 0, 1))
+                    .await
+                    .map(|_| ())
+            }
+            _ => bounded(wx.query_auth(
+                &c.component_appid,
+                &token,
+                &AuthorizerCode::new("queryauthcode@@@x"),
+            ))
+            .await
+            .map(|_| ()),
+        }
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                WeChatError::BadReply { .. } | WeChatError::Timeout { .. }
+            ),
+            "{failure:?}: {e:?}"
+        );
+        assert_eq!(e.class(), ErrorClass::Retry);
+        assert!(!format!("{e}").contains(token.expose_secret()));
+    }
 }

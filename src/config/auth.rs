@@ -117,6 +117,7 @@ impl Config {
                 plain_headers: self.jwt.plain_headers,
             },
             tenants: self.tenants.as_ref().map(super::TenantsConfig::routing),
+            forward_auth: self.forward_auth.settings(),
             ..LayerSettings::default()
         })
     }

@@ -2,8 +2,8 @@
 //!
 //! One file per TOML section ([`server`](ServerConfig), [`upstream`](UpstreamConfig),
 //! [`auth`](AuthConfig), [`wechat`](WeChatConfig), [`tenants`](TenantsConfig),
-//! [`session`](SessionConfig),
-//! [`jwt`](JwtConfig), [`dev`](DevConfig)). Each section deserializes straight into the library's
+//! [`session`](SessionConfig), [`jwt`](JwtConfig), [`dev`](DevConfig),
+//! [`forward_auth`](ForwardAuthConfig)). Each section deserializes straight into the library's
 //! own types where they exist ([`Scope`](crate::wechat::Scope),
 //! [`JwtAlgorithm`](crate::jwt::JwtAlgorithm), [`IpNet`](ipnet::IpNet), the appid types,
 //! [`SkipRule`](crate::layer::SkipRule)), takes its defaults from the settings structs of the
@@ -31,6 +31,7 @@ use crate::secret::SecretString;
 
 mod auth;
 mod dev;
+mod forward_auth;
 mod jwt;
 mod server;
 mod session;
@@ -40,6 +41,7 @@ mod wechat;
 
 pub use self::auth::{AuthConfig, parse_skip_rule};
 pub use self::dev::DevConfig;
+pub use self::forward_auth::ForwardAuthConfig;
 pub use self::jwt::JwtConfig;
 pub use self::server::ServerConfig;
 pub use self::session::{SessionConfig, StoreKind};
@@ -147,6 +149,9 @@ pub struct Config {
     /// Development mode: the simulated WeChat and the demo upstream in the same process.
     #[serde(default)]
     pub dev: DevConfig,
+    /// The forward-auth endpoints for front proxies (off unless enabled).
+    #[serde(default)]
+    pub forward_auth: ForwardAuthConfig,
 }
 
 /// Secrets resolved from the file, `*_file` keys or the environment.
@@ -281,6 +286,7 @@ impl Config {
         self.session.check(secrets, problems);
         self.jwt.check(secrets, problems);
         self.dev.check(self, problems);
+        self.forward_auth.check(problems);
     }
 }
 

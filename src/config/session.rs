@@ -142,3 +142,36 @@ impl SessionConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use super::StoreKind;
+    use crate::config::Config;
+
+    fn shipped_session_with(store_line: &str) -> Result<StoreKind, String> {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+            .expect("shipped config.toml")
+            .replace("store = \"durable\"\n", store_line);
+        Config::from_toml_str(&text, Path::new("."), &HashMap::new())
+            .map(|(config, _)| config.session.store)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn sessions_are_durable_unless_memory_or_redis_is_chosen() {
+        assert_eq!(
+            shipped_session_with("store = \"durable\"\n"),
+            Ok(StoreKind::Durable)
+        );
+        assert_eq!(shipped_session_with(""), Ok(StoreKind::Durable));
+        assert_eq!(
+            shipped_session_with("store = \"memory\"\n"),
+            Ok(StoreKind::Memory)
+        );
+        let refused = shipped_session_with("store = \"disk\"\n").unwrap_err();
+        assert!(refused.contains("session.store"), "{refused}");
+    }
+}

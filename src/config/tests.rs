@@ -439,3 +439,44 @@ fn unchecked_tenant_hosts_are_a_warning_not_an_error() {
     let (cfg, _) = Config::from_toml_str(&text, Path::new("."), &env()).unwrap();
     assert!(cfg.tenants.unwrap().unchecked_hosts_warning().is_some());
 }
+
+#[test]
+fn forward_auth_section_defaults_off_and_refuses_trusting_everyone() {
+    let (cfg, _) = Config::from_toml_str(&good(), Path::new("."), &env()).unwrap();
+    let settings = cfg.layer_settings().unwrap().forward_auth;
+    assert_eq!(settings, crate::layer::ForwardAuthSettings::default());
+    assert!(!settings.enabled && !settings.apply_skip_rules);
+    let text = format!(
+        "{}
+[forward_auth]
+enabled = true
+allowed_callers = [\"10.0.0.0/8\", \"192.0.2.7\"]
+apply_skip_rules = true
+",
+        good()
+    );
+    let (cfg, _) = Config::from_toml_str(&text, Path::new("."), &env()).unwrap();
+    let settings = cfg.layer_settings().unwrap().forward_auth;
+    assert!(settings.enabled && settings.apply_skip_rules);
+    assert_eq!(settings.allowed_callers.len(), 2);
+    assert!(settings.allows(Some("192.0.2.7".parse().unwrap())));
+    for (callers, key) in [
+        ("[\"0.0.0.0/0\"]", "forward_auth.allowed_callers"),
+        ("[]", "forward_auth.allowed_callers"),
+        ("[\"not-an-ip\"]", "forward_auth.allowed_callers[0]"),
+    ] {
+        let text = format!(
+            "{}\n[forward_auth]\nenabled = true\nallowed_callers = {callers}\n",
+            good()
+        );
+        let Err(ConfigError::Invalid(problems)) =
+            Config::from_toml_str(&text, Path::new("."), &env())
+        else {
+            panic!("{callers} must be refused");
+        };
+        assert!(
+            problems.iter().any(|p| p.key == key),
+            "{callers}: {problems:?}"
+        );
+    }
+}

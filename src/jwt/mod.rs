@@ -13,7 +13,9 @@
 //! Files: this one holds the settings, the errors and [`JwtIssuer`] (start-up, minting,
 //! verifying); `keys.rs` the key material (per-algorithm loading, the derived Ed25519 key, `kid`s,
 //! the previous key, the JWKS document); `claims.rs` [`Claims`]; `cache.rs` the per-session
-//! token cache ([`JwtIssuer::token_for`]); `tests.rs` the unit tests.
+//! token cache ([`JwtIssuer::token_for`]); `verify.rs` the one verification path (pinned
+//! algorithm, `kid`, claims) shared by [`JwtIssuer::verify`] and [`JwksVerifier`], which verifies
+//! with nothing but a JWKS (`wechat-oauth-proxy jwt verify`); `tests.rs` the unit tests.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,9 +33,11 @@ use crate::secret::SecretString;
 mod cache;
 mod claims;
 mod keys;
+mod verify;
 
 pub use cache::refresh_after;
 pub use claims::Claims;
+pub use verify::{Expected, JWKS_FETCH_TIMEOUT, JwksSource, JwksVerifier, MAX_JWKS_BYTES};
 
 /// Minimum length of an HS256 secret and of the master secret used to derive a key (256 bits).
 pub const MIN_SECRET_LEN: usize = 32;
@@ -59,6 +63,23 @@ pub enum JwtAlgorithm {
     RS256,
     /// HMAC-SHA256 with a shared secret: simplest, but every verifier can also mint tokens.
     HS256,
+}
+
+impl std::str::FromStr for JwtAlgorithm {
+    type Err = JwtError;
+
+    /// The names `config.toml` uses: `EdDSA`, `ES256`, `RS256`, `HS256` (exact case).
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "EdDSA" => Ok(JwtAlgorithm::EdDSA),
+            "ES256" => Ok(JwtAlgorithm::ES256),
+            "RS256" => Ok(JwtAlgorithm::RS256),
+            "HS256" => Ok(JwtAlgorithm::HS256),
+            _ => Err(JwtError::InvalidSetting(
+                "algorithm must be one of EdDSA, ES256, RS256, HS256",
+            )),
+        }
+    }
 }
 
 impl JwtAlgorithm {
@@ -144,9 +165,12 @@ pub enum JwtError {
     /// Signing failed.
     #[error("JWT signing failed: {0}")]
     Sign(String),
-    /// The token could not be verified (tests, `verify`).
+    /// The token could not be verified (tests, `verify`, [`JwksVerifier`]).
     #[error("JWT verification failed: {0}")]
     Verify(String),
+    /// A JWKS document could not be loaded or holds no usable key ([`JwksVerifier`]).
+    #[error("{0}")]
+    Jwks(String),
     /// The signed token is not a valid header value (not expected).
     #[error("JWT is not a valid header value")]
     HeaderValue,
@@ -318,42 +342,28 @@ impl JwtIssuer {
     }
 
     /// Verifies a token we issued (current or previous key, pinned algorithm, exact `iss` and
-    /// `aud`, `exp` and `nbf` checked with the default 60 s leeway).
+    /// `aud`, `exp` and `nbf` checked with the default 60 s leeway). A token without `kid` is
+    /// tried with the current key.
     pub fn verify(&self, token: &str) -> Result<Claims, JwtError> {
         self.verify_for(token, &self.inner.audience)
     }
 
     /// [`verify`](Self::verify) expecting `aud` = `audience` (a tenant's own audience).
     pub fn verify_for(&self, token: &str, audience: &str) -> Result<Claims, JwtError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| JwtError::Verify(e.kind_name()))?;
+        let header = verify::read_header(token, self.inner.algorithm.to_jsonwebtoken())?;
         let kid = header.kid.as_deref().unwrap_or(&self.inner.kid);
-        let key = self
-            .inner
-            .verify_keys
-            .iter()
-            .find(|k| k.kid == kid)
-            .ok_or_else(|| JwtError::Verify("unknown kid".to_owned()))?;
-        let mut validation = self.validation_for(key.algorithm);
-        validation.set_audience(&[audience]);
-        jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
-            .map(|data| data.claims)
-            .map_err(|e| JwtError::Verify(e.kind_name()))
+        let key = verify::find_key(&self.inner.verify_keys, kid)?;
+        verify::decode(key, token, Some(&self.inner.issuer), Some(audience))
     }
 
     /// The validation rules an upstream should apply (pinned algorithm, our `iss` and `aud`,
     /// `exp` and `nbf` required and checked).
     pub fn validation(&self) -> Validation {
-        self.validation_for(self.inner.algorithm.to_jsonwebtoken())
-    }
-
-    fn validation_for(&self, algorithm: Algorithm) -> Validation {
-        let mut validation = Validation::new(algorithm);
-        validation.set_issuer(&[&self.inner.issuer]);
-        validation.set_audience(&[&self.inner.audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation
+        verify::validation(
+            self.inner.algorithm.to_jsonwebtoken(),
+            Some(&self.inner.issuer),
+            Some(&self.inner.audience),
+        )
     }
 
     fn header_value(

@@ -302,12 +302,10 @@ fn derived_key_is_shared_by_instances_with_the_same_master_secret() {
     );
 }
 
-#[test]
-fn previous_key_is_published_and_accepted_during_rotation() {
-    // Old deployment signed with the fixture key; the new one derives a key and lists the
-    // fixture's public key as previous.
+/// A rotation: the old deployment signed with the fixture key; the new one derives a key and
+/// lists the fixture's public key as previous.
+fn rotated() -> (JwtIssuer, JwtIssuer) {
     let old = issuer(JwtAlgorithm::EdDSA, Some(ED25519_PEM));
-    let old_token = old.mint(&identity()).unwrap();
     let new = JwtIssuer::new(
         JwtSettings {
             previous_public_key_pem: Some(ED25519_PUB_PEM.to_owned()),
@@ -316,6 +314,13 @@ fn previous_key_is_published_and_accepted_during_rotation() {
         &master(),
     )
     .unwrap();
+    (old, new)
+}
+
+#[test]
+fn previous_key_is_published_and_accepted_during_rotation() {
+    let (old, new) = rotated();
+    let old_token = old.mint(&identity()).unwrap();
     let jwks: JwkSet = serde_json::from_slice(&new.jwks_json()).unwrap();
     assert_eq!(jwks.keys.len(), 2);
     assert!(jwks.find(new.kid()).is_some());
@@ -539,4 +544,230 @@ async fn near_expiry_tokens_are_reminted() {
     // And the new one is cached again.
     let third = issuer.token_for(&key, &identity()).await.unwrap();
     assert_eq!(third.as_bytes().as_ptr(), second.as_bytes().as_ptr());
+}
+
+// ---------------------------------------------------------------------------------------------
+// JwksVerifier: verifying with nothing but the JWKS
+// ---------------------------------------------------------------------------------------------
+
+fn expected() -> Expected {
+    Expected {
+        algorithm: JwtAlgorithm::EdDSA,
+        issuer: Some("https://auth.example.com".to_owned()),
+        audience: Some("legacy-php".to_owned()),
+    }
+}
+
+/// A token signed with the fixture Ed25519 key (`kid` given) carrying `claims`.
+fn signed_with_fixture(kid: &str, claims: &serde_json::Value) -> String {
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(kid.to_owned());
+    let key = EncodingKey::from_ed_pem(ED25519_PEM.as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+fn refusal(verifier: &JwksVerifier, token: &str) -> String {
+    match verifier.verify(token) {
+        Err(JwtError::Verify(reason)) => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn jwks_verifier_accepts_current_and_previous_key_by_kid() {
+    let (old, new) = rotated();
+    let verifier = JwksVerifier::from_jwks(&new.jwks_json(), expected()).unwrap();
+    assert_eq!(
+        verifier.kids().collect::<Vec<_>>(),
+        [new.kid(), old.kid()],
+        "current key first, then the previous one"
+    );
+    let claims = verifier.verify(&new.mint(&identity()).unwrap()).unwrap();
+    check_claims(&claims, &new);
+    let old_claims = verifier.verify(&old.mint(&identity()).unwrap()).unwrap();
+    assert_eq!(old_claims.nickname, identity().nickname);
+
+    // Without the previous key in the JWKS, the old token is refused.
+    let alone = JwksVerifier::from_jwks(&issuer(JwtAlgorithm::EdDSA, None).jwks_json(), expected())
+        .unwrap();
+    assert_eq!(
+        refusal(&alone, &old.mint(&identity()).unwrap()),
+        "no key with this kid"
+    );
+}
+
+#[test]
+fn jwks_verifier_refuses_bad_claims_algorithms_and_signatures() {
+    let issuer = issuer(JwtAlgorithm::EdDSA, Some(ED25519_PEM));
+    let verifier = JwksVerifier::from_jwks(&issuer.jwks_json(), expected()).unwrap();
+    let kid = issuer.kid();
+    let now = unix_now();
+    let good = serde_json::to_value(issuer.claims(&identity())).unwrap();
+    assert!(verifier.verify(&signed_with_fixture(kid, &good)).is_ok());
+    let with = |name: &str, value: serde_json::Value| {
+        let mut claims = good.clone();
+        claims[name] = value;
+        signed_with_fixture(kid, &claims)
+    };
+    let cases = [
+        (with("exp", (now - 3600).into()), "expired"),
+        (with("aud", "someone-else".into()), "aud"),
+        (with("iss", "https://evil.example.com".into()), "iss"),
+        (with("nbf", (now + 3600).into()), "nbf"),
+        (with("iat", (now + 3600).into()), "iat"),
+    ];
+    for (token, expected_reason) in cases {
+        let reason = refusal(&verifier, &token);
+        assert!(
+            reason.contains(expected_reason),
+            "{expected_reason}: {reason}"
+        );
+    }
+    let mut no_exp = good.clone();
+    no_exp.as_object_mut().unwrap().remove("exp");
+    let reason = refusal(&verifier, &signed_with_fixture(kid, &no_exp));
+    assert!(reason.contains("exp"), "{reason}");
+
+    let token = issuer.mint(&identity()).unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    // alg none, with our kid and payload and no signature.
+    let none_header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","kid":"{kid}"}}"#));
+    let none = format!("{none_header}.{}.", parts[1]);
+    assert_eq!(
+        refusal(&verifier, &none),
+        r#"alg "none" is not allowed (only EdDSA)"#
+    );
+    // HS256 keyed with the public key bytes (algorithm confusion).
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(kid.to_owned());
+    let jwks: JwkSet = serde_json::from_slice(&issuer.jwks_json()).unwrap();
+    let AlgorithmParameters::OctetKeyPair(okp) = &jwks.keys[0].algorithm else {
+        panic!()
+    };
+    let confused =
+        jsonwebtoken::encode(&header, &good, &EncodingKey::from_secret(okp.x.as_bytes())).unwrap();
+    assert!(refusal(&verifier, &confused).contains("not allowed"));
+    // Tampered payload; signature by another key under our kid; no kid.
+    let mut claims = good.clone();
+    claims["nickname"] = "Mallory".into();
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap()),
+        parts[2]
+    );
+    assert_eq!(refusal(&verifier, &tampered), "bad signature");
+    let stranger = JwtIssuer::new(
+        settings(JwtAlgorithm::EdDSA, None),
+        &SecretString::new("another-master-secret-0123456789abcdef"),
+    )
+    .unwrap();
+    let foreign = stranger.mint(&identity()).unwrap();
+    let foreign_parts: Vec<&str> = foreign.split('.').collect();
+    let under_our_kid = format!("{}.{}.{}", parts[0], foreign_parts[1], foreign_parts[2]);
+    assert_eq!(refusal(&verifier, &under_our_kid), "bad signature");
+    let mut no_kid = Header::new(Algorithm::EdDSA);
+    no_kid.kid = None;
+    let key = EncodingKey::from_ed_pem(ED25519_PEM.as_bytes()).unwrap();
+    let no_kid = jsonwebtoken::encode(&no_kid, &good, &key).unwrap();
+    assert_eq!(refusal(&verifier, &no_kid), "the token has no kid");
+    assert_eq!(
+        refusal(&verifier, "not-a-jwt"),
+        "not a JWT (unreadable header)"
+    );
+}
+
+#[test]
+fn jwks_verifier_checks_iss_and_aud_only_when_expected() {
+    let issuer = issuer(JwtAlgorithm::EdDSA, None);
+    let lax = JwksVerifier::from_jwks(
+        &issuer.jwks_json(),
+        Expected {
+            issuer: None,
+            audience: None,
+            ..expected()
+        },
+    )
+    .unwrap();
+    let claims = lax.verify(&issuer.mint(&identity()).unwrap()).unwrap();
+    assert_eq!(claims.aud, "legacy-php");
+}
+
+#[test]
+fn jwks_verifier_keeps_only_keys_of_the_pinned_algorithm() {
+    let ed = issuer(JwtAlgorithm::EdDSA, None);
+    let es = issuer(JwtAlgorithm::ES256, Some(P256_PEM));
+    let pinned_es = Expected {
+        algorithm: JwtAlgorithm::ES256,
+        ..expected()
+    };
+    match JwksVerifier::from_jwks(&ed.jwks_json(), pinned_es.clone()) {
+        Err(JwtError::Jwks(why)) => assert!(why.contains("no ES256"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let verifier = JwksVerifier::from_jwks(&es.jwks_json(), pinned_es).unwrap();
+    assert!(verifier.verify(&es.mint(&identity()).unwrap()).is_ok());
+    // An EdDSA token is refused by an ES256 verifier before any key is looked at.
+    assert!(refusal(&verifier, &ed.mint(&identity()).unwrap()).contains("not allowed"));
+    // HS256 is never verifiable from a JWKS; garbage is not a JWKS.
+    let hs = Expected {
+        algorithm: JwtAlgorithm::HS256,
+        ..expected()
+    };
+    assert!(matches!(
+        JwksVerifier::from_jwks(br#"{"keys":[]}"#, hs),
+        Err(JwtError::Jwks(_))
+    ));
+    assert!(matches!(
+        JwksVerifier::from_jwks(b"<html>", expected()),
+        Err(JwtError::Jwks(_))
+    ));
+}
+
+#[test]
+fn jwks_source_and_algorithm_parse_from_the_command_line() {
+    assert_eq!(
+        "https://auth.example.com/_wxauth/jwks.json"
+            .parse::<JwksSource>()
+            .unwrap(),
+        JwksSource::Url(
+            "https://auth.example.com/_wxauth/jwks.json"
+                .parse()
+                .unwrap()
+        )
+    );
+    assert!(matches!(
+        "HTTP://127.0.0.1:8080/_wxauth/jwks.json".parse::<JwksSource>(),
+        Ok(JwksSource::Url(_))
+    ));
+    assert_eq!(
+        "./jwks.json".parse::<JwksSource>().unwrap(),
+        JwksSource::File("./jwks.json".into())
+    );
+    assert!("http://".parse::<JwksSource>().is_err());
+    assert_eq!(
+        "EdDSA".parse::<JwtAlgorithm>().unwrap(),
+        JwtAlgorithm::EdDSA
+    );
+    assert_eq!(
+        "RS256".parse::<JwtAlgorithm>().unwrap(),
+        JwtAlgorithm::RS256
+    );
+    assert!("eddsa".parse::<JwtAlgorithm>().is_err());
+    assert!("none".parse::<JwtAlgorithm>().is_err());
+}
+
+#[tokio::test]
+async fn jwks_source_reads_a_file_and_refuses_a_missing_one() {
+    let issuer = issuer(JwtAlgorithm::EdDSA, None);
+    let path = std::env::temp_dir().join(format!("wop-jwks-{}.json", std::process::id()));
+    std::fs::write(&path, issuer.jwks_json()).unwrap();
+    let source = JwksSource::File(path.clone());
+    let verifier = JwksVerifier::load(&source, expected()).await.unwrap();
+    assert_eq!(verifier.kids().collect::<Vec<_>>(), [issuer.kid()]);
+    std::fs::remove_file(&path).unwrap();
+    match JwksVerifier::load(&source, expected()).await {
+        Err(JwtError::Jwks(why)) => assert!(why.contains("cannot load the JWKS"), "{why}"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -9,6 +9,7 @@ use url::Url;
 use super::{
     LayerSettings, WeChatAuthLayer,
     dispatch::{Prefix, SkipRule, SkipRuleError},
+    forward::ForwardAuthSettings,
     state::AuthState,
     tenant::{LOG_LABEL_MAX_TENANTS, ResolverError, TenantResolver, TenantRouting},
 };
@@ -53,6 +54,9 @@ pub enum BuildError {
     /// routing).
     #[error("tenants: {0}")]
     InvalidTenants(#[from] ResolverError),
+    /// The forward-auth settings are unusable (see [`ForwardAuthSettings::problem`]).
+    #[error("forward_auth: {0}")]
+    InvalidForwardAuth(&'static str),
 }
 
 /// Builds a [`WeChatAuthLayer`]: `WeChatAuthLayer::builder().wechat(..).sessions(..)
@@ -199,6 +203,13 @@ impl WeChatAuthLayerBuilder {
         self
     }
 
+    /// The forward-auth endpoints for front proxies (default off); see
+    /// [`ForwardAuthSettings`].
+    pub fn forward_auth(mut self, settings: ForwardAuthSettings) -> Self {
+        self.settings.forward_auth = settings;
+        self
+    }
+
     /// Validates everything and builds the layer.
     ///
     /// # Errors
@@ -239,6 +250,9 @@ impl WeChatAuthLayerBuilder {
         }
         if settings.flow_ttl.is_zero() || settings.flow_ttl > Duration::from_secs(600) {
             return Err(BuildError::InvalidFlowTtl);
+        }
+        if let Some(problem) = settings.forward_auth.problem() {
+            return Err(BuildError::InvalidForwardAuth(problem));
         }
 
         let callback_url = format!("{origin}{}/callback", settings.dispatch.prefix);

@@ -89,6 +89,14 @@ pub enum AuthError {
     /// A bug of ours.
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// A forward-auth request from a peer outside `forward_auth.allowed_callers` (or with no
+    /// known peer): only the front proxies named there may ask.
+    #[error("forward-auth caller not allowed")]
+    UntrustedCaller,
+    /// A forward-auth request whose description of the original request is missing, repeated or
+    /// malformed: refused, never "allow".
+    #[error("bad forward-auth metadata: {0}")]
+    BadForwardMetadata(#[from] super::forward::ForwardError),
 }
 
 /// Which row a WeChat failure is answered with.
@@ -407,6 +415,26 @@ const CROSS_SITE_LOGOUT: Row = Row {
     ..LOGIN_AGAIN
 };
 
+const UNTRUSTED_CALLER: Row = Row {
+    status: StatusCode::FORBIDDEN,
+    code: "untrusted_caller",
+    zh_title: "拒绝访问",
+    zh: "只有配置的前端代理可以使用此认证接口。",
+    en_title: "Forbidden",
+    en: "Only the configured front proxies may use this authentication endpoint.",
+    ..NO_LINK
+};
+
+const BAD_FORWARD_METADATA: Row = Row {
+    status: StatusCode::BAD_REQUEST,
+    code: "bad_forward_metadata",
+    zh_title: "请求无效",
+    zh: "前端代理转发的原始请求信息缺失、重复或格式不正确。",
+    en_title: "Bad request",
+    en: "The front proxy's description of the original request is missing, repeated or malformed.",
+    ..NO_LINK
+};
+
 impl AuthError {
     /// The row that describes how this error is answered.
     fn row(&self) -> &'static Row {
@@ -437,6 +465,8 @@ impl AuthError {
             AuthError::MethodNotAllowed { .. } => &METHOD_NOT_ALLOWED,
             AuthError::BadPath(_) => &BAD_PATH,
             AuthError::CrossSiteLogout => &CROSS_SITE_LOGOUT,
+            AuthError::UntrustedCaller => &UNTRUSTED_CALLER,
+            AuthError::BadForwardMetadata(_) => &BAD_FORWARD_METADATA,
         }
     }
 

@@ -13,6 +13,10 @@
 //! 5. no session: a browser navigation is redirected (302) into the WeChat login flow; anything
 //!    else (API, XHR, POST) gets `401` JSON `{ "error": "unauthenticated", "login_url": … }`.
 //!
+//! With forward auth enabled ([`ForwardAuthSettings`]), a front proxy can ask the same question
+//! about a request it holds instead (`{prefix}/auth/request`, `auth/forward`,
+//! `auth/envoy/…`): the answer comes from the same classification and session code.
+//!
 //! The layer never fails with an error of its own: `Error = S::Error`, and every failure is a
 //! response (HTML for browsers, JSON for API clients, rendered by [`AuthError`]),
 //! so it works under `axum::Router::layer` without `HandleErrorLayer`. Store failures fail
@@ -32,6 +36,7 @@
 //! | `mod.rs` | [`WeChatAuthLayer`], [`WeChatAuth<S>`] (the tower `Layer` and `Service`), [`LayerSettings`] |
 //! | `builder.rs` | [`WeChatAuthLayerBuilder`], [`BuildError`]: validation, precomputed URLs |
 //! | `pipeline.rs` | the steps above for one request; the "no session" answer |
+//! | `forward/` | forward auth: the original request a front proxy asks about, read once from its metadata ([`ForwardAuthSettings`], [`ForwardError`]) |
 //! | `dispatch/` | the pure decision: `path.rs` (normalization, [`SkipRule`]), `prefix.rs` ([`Prefix`]), `negotiate.rs` (browser or API client), `mod.rs` ([`Route`], [`dispatch()`](dispatch::dispatch)) |
 //! | `routes/` | the reserved endpoints, one file each |
 //! | `state.rs` | what every request shares (collaborators, settings, URLs) and two small queries |
@@ -84,6 +89,7 @@ pub mod tenant;
 mod body;
 mod builder;
 mod error;
+mod forward;
 mod pipeline;
 mod respond;
 mod revocation;
@@ -106,10 +112,11 @@ use url::Url;
 pub use self::body::{OwnResponse, ResponseBody};
 pub use self::builder::{BuildError, WeChatAuthLayerBuilder};
 pub use self::dispatch::{
-    ClientKind, Decision, DispatchSettings, NormalizedPath, PathError, Prefix, PrefixError, Route,
-    SkipRule, SkipRuleError,
+    ClientKind, Decision, DispatchSettings, ForwardAuthKind, NormalizedPath, PathError, Prefix,
+    PrefixError, Route, SkipRule, SkipRuleError,
 };
 pub use self::error::AuthError;
+pub use self::forward::{ForwardAuthSettings, ForwardError};
 use self::state::AuthState;
 use self::tenant::TenantRouting;
 use crate::identity::HeaderSettings;
@@ -145,6 +152,9 @@ pub struct LayerSettings {
     /// How requests find their official account (tenant); `None` (default) is the
     /// single-tenant shorthand: every request is for the WeChat side's one account.
     pub tenants: Option<TenantRouting>,
+    /// The forward-auth endpoints for front proxies (nginx, Traefik, Caddy, Envoy): off by
+    /// default; see [`ForwardAuthSettings`].
+    pub forward_auth: ForwardAuthSettings,
 }
 
 impl Default for LayerSettings {
@@ -156,6 +166,7 @@ impl Default for LayerSettings {
             headers: HeaderSettings::default(),
             flow_ttl: Duration::from_secs(10 * 60),
             tenants: None,
+            forward_auth: ForwardAuthSettings::default(),
         }
     }
 }

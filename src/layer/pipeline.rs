@@ -12,6 +12,7 @@ use super::{
     body::{OwnResponse, ResponseBody, wrap_own},
     dispatch::{Classified, ClientKind, Route, classify, client_kind, normalize_path},
     error::AuthError,
+    forward::{self, ForwardError},
     routes,
     sanitize::{strip_method_overrides, strip_unauthorized_upgrade},
     state::AuthState,
@@ -58,6 +59,16 @@ where
     // One path decides and is forwarded: the canonical form of the normalized path, or 400.
     // The tenant is resolved on it; a tenant mounted by path prefix classifies the rest.
     let (classified, tenant, rewrite) = match normalize_path(parts.uri.path()) {
+        Ok(path)
+            if forward::escapes_envoy_prefix(
+                parts.uri.path(),
+                path.decoded(),
+                &state.settings.dispatch.prefix,
+            ) =>
+        {
+            let error = AuthError::BadForwardMetadata(ForwardError::Escape);
+            return Ok(wrap_own(error.render(Answer::Json, None)));
+        }
         Ok(path) => {
             let tenant = state.resolver.resolve(host.as_deref(), path.decoded());
             let local = tenant
@@ -206,7 +217,14 @@ async fn session_tenant(
 fn platform_wide(route: Route) -> bool {
     matches!(
         route,
-        Route::Events | Route::Jwks | Route::Health | Route::Ready | Route::NotFound
+        Route::Events
+            | Route::Jwks
+            | Route::Health
+            | Route::Ready
+            | Route::NotFound
+            // A front proxy asks about an original request whose account forward auth
+            // resolves from the original host and path.
+            | Route::ForwardAuth(_)
     )
 }
 

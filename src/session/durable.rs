@@ -239,6 +239,7 @@ impl DurableStore {
                     %error,
                     "the session database cannot be read; moved it aside and starting with an empty one (users log in again)"
                 );
+                lock(&evicted).clear(); // what the failed attempt's memory dropped
                 restore(&path, &settings, &durable, &evicted)
                     .await
                     .map_err(|e| backend("open a fresh file", e))?
@@ -460,7 +461,10 @@ impl SessionStore for DurableStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        if self.inner.shared.healthy.load(Ordering::Relaxed) {
+        let inner = &self.inner;
+        if inner.writer.as_ref().is_none_or(|w| w.is_finished()) {
+            Err(backend("ping", "the writer stopped"))
+        } else if inner.shared.healthy.load(Ordering::Relaxed) {
             Ok(())
         } else {
             Err(backend("ping", "the last commit failed"))

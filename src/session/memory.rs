@@ -621,6 +621,40 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn an_identity_beyond_64_kib_is_refused_not_cut() {
+        let mut huge = identity("o-huge");
+        huge.nickname = "长".repeat(30_000); // 90 000 bytes
+        let err = MemoryStore::default()
+            .create(SessionRecord::new(huge))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Encode(_)), "{err}");
+    }
+
+    #[test]
+    fn a_restored_record_keeps_its_age_and_last_use() {
+        let record = SessionRecord {
+            created_at: 1_000,
+            last_seen: 1_040,
+            ..SessionRecord::new(identity("o-old"))
+        };
+        let packed = CompactRecord::restored(&record, 1_100_500).unwrap();
+        assert_eq!(packed.age_at_insert, 101); // 100.5 s, rounded up
+        let expiry = SessionExpiry {
+            ttl: Duration::from_secs(1_000),
+            idle: Duration::from_secs(100),
+        };
+        // Idle for 61 s of its 100: 39 s left (the absolute deadline is 899 s away).
+        assert_eq!(expiry.at_insert(&packed), Duration::from_secs(39));
+        assert!(!packed.note_use(1_050, 60));
+        assert!(packed.note_use(1_100, 60));
+        assert!(
+            !packed.note_use(1_100, 60),
+            "only one caller writes it down"
+        );
+    }
+
     #[test]
     fn debug_shows_counts_not_contents() {
         let shown = format!("{:?}", MemoryStore::default());

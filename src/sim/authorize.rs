@@ -474,13 +474,30 @@ pub(crate) fn index(inner: &Inner) -> Resp {
             escape(&user.openid)
         ));
     }
+    let mut accounts = String::new();
+    for (appid, account) in &inner.state().accounts {
+        accounts.push_str(&format!(
+            "<li><code>{}</code> {} <span class=\"muted\">{} · permission sets {:?}</span></li>",
+            escape(appid),
+            escape(&account.nick_name),
+            if account.allows_web_oauth() {
+                "web OAuth allowed"
+            } else if account.authorized {
+                "authorized without set 4 (10015)"
+            } else {
+                "not authorized (10015)"
+            },
+            account.func_ids,
+        ));
+    }
     let body = format!(
         "<div class=\"card\"><h2>模拟微信 / Simulated WeChat</h2>\
          <p>This server imitates <code>open.weixin.qq.com</code> (authorize page) and \
          <code>api.weixin.qq.com</code> (component token, code exchange, user info) for local \
          development and tests. It listens on loopback only and hands out fake identities.</p>\
          <p class=\"muted\">component_appid <code>{}</code> · authorizer appid <code>{}</code> · \
-         {} mode</p></div><div class=\"card\"><h3>Test users</h3><ul>{users}</ul></div>",
+         {} mode</p></div><div class=\"card\"><h3>Official accounts</h3><ul>{accounts}</ul></div>\
+         <div class=\"card\"><h3>Test users</h3><ul>{users}</ul></div>",
         escape(config.component_appid.as_str()),
         escape(config.authorizer_appid.as_str()),
         if config.interactive {

@@ -1,5 +1,7 @@
 //! Everything that speaks WeChat: typed protocol values, message crypto (WXBizMsgCrypt), push
-//! events, the HTTP client, the component token manager and the platform store.
+//! events, the HTTP client, the component token manager, the platform store, and the official
+//! accounts a platform serves (`tenants`: the registry; `authorizer`: keeping it in step with
+//! WeChat's pushes and authorizer list).
 //!
 //! This module knows nothing about serving HTTP, sessions or the crate's configuration file; each
 //! part takes its own settings struct.

@@ -42,7 +42,7 @@ use wechat_oauth_proxy::{
     identity::HeaderSettings,
     ids::Scope,
     jwt::{JwtIssuer, JwtSettings},
-    layer::{WeChatAuthLayer, WeChatAuthLayerBuilder, tenant::TenantRouting},
+    layer::{ForwardAuthSettings, WeChatAuthLayer, WeChatAuthLayerBuilder, tenant::TenantRouting},
     secret::SecretString,
     server::{self, ServerSettings},
     session::{
@@ -370,6 +370,11 @@ pub struct Options {
     pub tenants: Option<TenantRouting>,
     /// The WeChat side's tenant settings with `tenants` (default: from the simulator).
     pub tenant_settings: Option<TenantSettings>,
+    /// The forward-auth endpoints (`None`: the library default, off).
+    pub forward_auth: Option<ForwardAuthSettings>,
+    /// The public URL (`None`: the proxy's own `http://127.0.0.1:<port>/`), e.g. the address of
+    /// a front proxy that browsers go through.
+    pub public_url: Option<Url>,
 }
 
 impl Default for Options {
@@ -386,6 +391,8 @@ impl Default for Options {
             sim: SimConfig::default(),
             tenants: None,
             tenant_settings: None,
+            forward_auth: None,
+            public_url: None,
         }
     }
 }
@@ -460,12 +467,16 @@ impl World {
             plain_headers: options.plain_headers,
             ..HeaderSettings::default()
         };
-        let mut builder = builder(base.clone(), wechat.clone(), sessions.clone());
+        let public_url = options.public_url.clone().unwrap_or_else(|| base.clone());
+        let mut builder = builder(public_url, wechat.clone(), sessions.clone());
         if let Some(ttl) = options.flow_ttl {
             builder = builder.flow_ttl(ttl);
         }
         if let Some(routing) = &options.tenants {
             builder = builder.tenants(routing.clone());
+        }
+        if let Some(forward_auth) = options.forward_auth.clone() {
+            builder = builder.forward_auth(forward_auth);
         }
         let layer = builder
             .headers(headers)

@@ -1,13 +1,16 @@
 //! The one test harness. Every integration test binary declares `mod support;` and takes what
 //! it needs:
 //!
-//! - here: [`STEP`] and [`bounded`], [`cookie_pair`] (every network or store await in every suite goes through
+//! - here: [`STEP`] and [`bounded`], [`cookie_pair`], [`raw_status`] (every network or store await in every suite goes through
 //!   it, so a hung peer fails the test instead of hanging it), [`TempDir`] and [`start_sim`]
 //!   (the simulated WeChat on `127.0.0.1:0`);
 //! - [`layer`] (re-exported here): the layer suites' parts: [`Echo`], the layer's collaborators,
 //!   [`wechat_settings`] (component mode against the simulator), [`World`] and [`Browser`];
+//! - [`events`]: a minimal events URL that hands pushes to `WeChatOAuth::accept_push`;
 //! - [`proxy`]: a tiny hyper upstream, the proxy under test and raw hyper clients;
-//! - [`redis`]: a throw-away `redis-server` per test and a session store that owns its server.
+//! - [`redis`]: a throw-away `redis-server` per test and a session store that owns its server;
+//! - [`sidecar`]: the real binary in development mode, a login through its simulated WeChat's
+//!   consent page, and other programs run with a deadline.
 //!
 //! Every loop in the harness is bounded.
 #![allow(
@@ -20,11 +23,14 @@
 
 use std::{future::Future, time::Duration};
 
+pub mod events;
 #[cfg(feature = "sim")]
 pub mod layer;
 pub mod proxy;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "sim")]
+pub mod sidecar;
 
 #[cfg(feature = "sim")]
 pub use layer::*;
@@ -38,6 +44,28 @@ pub async fn bounded<F: Future>(future: F) -> F::Output {
         Ok(output) => output,
         Err(_) => panic!("step did not finish within {STEP:?}"),
     }
+}
+
+/// Sends `request` (raw HTTP/1.1 text, which should say `Connection: close`) to `addr` and
+/// returns the status code of the answer: for targets and headers an HTTP client would clean up
+/// or refuse to send.
+pub async fn raw_status(addr: impl tokio::net::ToSocketAddrs, request: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = bounded(tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    bounded(stream.write_all(request.as_bytes()))
+        .await
+        .expect("write");
+    let mut response = Vec::new();
+    bounded(stream.read_to_end(&mut response))
+        .await
+        .expect("read");
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text}"))
 }
 
 /// The `name=value` pair of a `Set-Cookie` header value (parsed with the `cookie` crate).

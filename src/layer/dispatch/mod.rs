@@ -86,8 +86,22 @@ pub enum Route {
     Health,
     /// `ready`: readiness (store, ticket, token).
     Ready,
+    /// `auth/request`, `auth/forward`, `auth/envoy/<original path>`: a front proxy asks whether
+    /// the request it holds may pass, and as whom (off unless forward auth is enabled).
+    ForwardAuth(ForwardAuthKind),
     /// Anything else under the prefix: 404.
     NotFound,
+}
+
+/// Which front proxy's protocol a forward-auth request speaks (see [`Route::ForwardAuth`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardAuthKind {
+    /// `auth/request`: nginx `auth_request`, ingress-nginx `auth-url` (`X-Original-*`).
+    Request,
+    /// `auth/forward`: Traefik `ForwardAuth`, Caddy `forward_auth` (`X-Forwarded-*`).
+    Forward,
+    /// `auth/envoy/<original path>`: Envoy's HTTP `ext_authz` (the original request line).
+    Envoy,
 }
 
 impl Route {
@@ -102,6 +116,9 @@ impl Route {
             Route::WhoAmI => "/whoami",
             Route::Health => "/health",
             Route::Ready => "/ready",
+            Route::ForwardAuth(ForwardAuthKind::Request) => "/auth/request",
+            Route::ForwardAuth(ForwardAuthKind::Forward) => "/auth/forward",
+            Route::ForwardAuth(ForwardAuthKind::Envoy) => ENVOY_SUFFIX,
             Route::NotFound => return None,
         })
     }
@@ -116,10 +133,16 @@ impl Route {
             "/whoami" => Route::WhoAmI,
             "/health" => Route::Health,
             "/ready" => Route::Ready,
+            "/auth/request" => Route::ForwardAuth(ForwardAuthKind::Request),
+            "/auth/forward" => Route::ForwardAuth(ForwardAuthKind::Forward),
+            _ if under_prefix(suffix, ENVOY_SUFFIX) => Route::ForwardAuth(ForwardAuthKind::Envoy),
             _ => Route::NotFound,
         }
     }
 }
+
+/// The Envoy route's path under the prefix; the original path follows it.
+pub(super) const ENVOY_SUFFIX: &str = "/auth/envoy";
 
 /// The inputs of [`dispatch`] that come from configuration: the classification part of the
 /// layer's settings (`LayerSettings::dispatch`, their only home).
@@ -198,11 +221,17 @@ pub(super) fn classify(
     if settings.skip_preflight && body_is_empty && is_cors_preflight(method, headers) {
         return Classified::Skip;
     }
-    let api_path = settings
+    Classified::Protected {
+        api_path: is_api_path(path, settings),
+    }
+}
+
+/// Whether a [normalized](normalize_path) path lies under a configured API prefix.
+pub(super) fn is_api_path(path: &str, settings: &DispatchSettings) -> bool {
+    settings
         .api_prefixes
         .iter()
-        .any(|prefix| under_prefix(path, prefix));
-    Classified::Protected { api_path }
+        .any(|prefix| under_prefix(path, prefix))
 }
 
 fn under_prefix(path: &str, prefix: &str) -> bool {

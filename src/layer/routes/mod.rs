@@ -10,12 +10,15 @@
 //! | `whoami` | GET, HEAD | the current identity as JSON, or 401 |
 //! | `health` | GET, HEAD | liveness: `ok` |
 //! | `ready` | GET, HEAD | readiness: 200, or 503 with the reasons as JSON |
+//! | `auth/request`, `auth/forward` | GET, HEAD | forward auth for nginx / Traefik, Caddy: 200 with identity, or the login |
+//! | `auth/envoy/<path>` | the original's | forward auth for Envoy's HTTP `ext_authz` |
 //!
 //! Every failure is an [`AuthError`] rendered here, in one function, by
 //! [`AuthError::render`] (HTML when the client prefers it, JSON otherwise).
 
 mod callback;
 mod events;
+mod forward_auth;
 mod health;
 mod jwks;
 pub(super) mod login;
@@ -69,6 +72,7 @@ where
         },
         Route::Health if read_only => Ok(health::health()),
         Route::Ready if read_only => Ok(health::ready(auth).await),
+        Route::ForwardAuth(kind) => Ok(forward_auth::serve(auth, kind, &parts).await),
         Route::NotFound => Err(AuthError::NotFound),
         Route::Events => Err(AuthError::MethodNotAllowed { allow: "POST" }),
         Route::Logout => Err(AuthError::MethodNotAllowed {

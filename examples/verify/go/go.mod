@@ -1,0 +1,3 @@
+module example.com/wechat-jwt-verify
+
+go 1.19
