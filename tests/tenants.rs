@@ -758,3 +758,67 @@ async fn query_selection_is_opt_in_and_the_session_names_the_account_afterwards(
     let reply = a.get(on(&a, "/page")).await;
     assert_eq!(query(&reply.location(), "appid").as_deref(), Some(A));
 }
+
+/// Forward auth (nginx `auth_request`) decides per account exactly as the layer does: the
+/// original request's host names the account; another account's session is no session there.
+#[tokio::test]
+async fn forward_auth_resolves_the_original_requests_account() {
+    use wechat_oauth_proxy::layer::ForwardAuthSettings;
+    let world = World::start_with(Options {
+        sim: sim(vec![]),
+        tenants: Some(by_host()),
+        forward_auth: Some(ForwardAuthSettings {
+            enabled: true,
+            ..ForwardAuthSettings::default()
+        }),
+        ..Options::default()
+    })
+    .await;
+    let a = browser(&world, HOST_A);
+    login(&a, "/page").await;
+    let session = format!(
+        "{}={}",
+        support::SESSION,
+        a.cookie(support::SESSION).unwrap()
+    );
+    let port = addr(&world).port();
+    let ask = |host: &str| {
+        let url = format!("http://{host}:{port}/orders");
+        let session = session.clone();
+        let platform = world.browser().fresh();
+        let check = world.url("/_wxauth/auth/request");
+        async move {
+            platform
+                .get_with(
+                    check,
+                    &[
+                        ("x-original-method", "GET"),
+                        ("x-original-url", url.as_str()),
+                        ("cookie", session.as_str()),
+                    ],
+                )
+                .await
+        }
+    };
+    let on_a = ask(HOST_A).await;
+    assert_eq!(on_a.status, StatusCode::OK, "{}", on_a.body);
+    let jwt = on_a.headers["x-wechat-jwt"].to_str().unwrap().to_owned();
+    let claims = jwt_issuer().verify_for(&jwt, "shop-a").unwrap();
+    assert_eq!(claims.appid.as_str(), A);
+
+    let on_b = ask(HOST_B).await;
+    assert_eq!(on_b.status, StatusCode::UNAUTHORIZED, "{}", on_b.body);
+    let login_url = on_b.headers["x-wechat-login-url"].to_str().unwrap();
+    assert!(
+        login_url.starts_with(&format!("http://{HOST_B}:{port}/_wxauth/login?")),
+        "{login_url}"
+    );
+
+    let elsewhere = ask("other.test").await;
+    assert_eq!(
+        elsewhere.status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        elsewhere.body
+    );
+}
