@@ -11,8 +11,8 @@ use support::{
     events::{EventsReceiver, give_ticket},
     eventually, start_sim,
     wechat::{
-        component_oauth as oauth, component_settings, exchange_a_code, token_settings,
-        tokens_at_once,
+        component_oauth as oauth, component_settings, exchange_a_code, the_same_token,
+        token_settings, tokens_at_once,
     },
 };
 
@@ -56,15 +56,8 @@ async fn two_hundred_concurrent_callers_cause_exactly_one_token_fetch() {
     let oauth = oauth(&sim, Arc::new(MemoryPlatformStore::new()), token_settings());
     give_ticket(&sim, &oauth).await;
     let manager = oauth.token_manager().unwrap();
-    let tokens: Vec<_> = tokens_at_once(200, |_| manager.clone())
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    assert!(
-        tokens.windows(2).all(|w| w[0] == w[1]),
-        "everyone got the same token"
-    );
+    let answers = tokens_at_once(200, |_| manager.clone()).await;
+    the_same_token(answers, "everyone got the same token");
     assert_eq!(sim.calls(Endpoint::ComponentToken), 1);
     assert_eq!(sim.issued_component_tokens(), 1);
 }

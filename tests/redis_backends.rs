@@ -470,7 +470,8 @@ mod two_instances {
         events::give_ticket,
         eventually,
         wechat::{
-            component_oauth, component_settings, exchange_a_code, token_settings, tokens_at_once,
+            component_oauth, component_settings, exchange_a_code, the_same_token, token_settings,
+            tokens_at_once,
         },
     };
     use wechat_oauth_proxy::{
@@ -509,18 +510,13 @@ mod two_instances {
             // The push reached instance A only.
             give_ticket(&sim, &a).await;
 
-            let tokens: Vec<_> = tokens_at_once(100, |i| {
+            let answers = tokens_at_once(100, |i| {
                 let instance = if i % 2 == 0 { &a } else { &b };
                 instance.token_manager().unwrap().clone()
             })
-            .await
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
-            assert!(
-                tokens.windows(2).all(|w| w[0] == w[1]),
-                "round {round}: both instances serve the same token"
-            );
+            .await;
+            let what = format!("round {round}: both instances serve the same token");
+            the_same_token(answers, &what);
             assert_eq!(
                 sim.calls(Endpoint::ComponentToken),
                 round,

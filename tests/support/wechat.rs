@@ -74,6 +74,17 @@ pub async fn tokens_at_once(
     answers
 }
 
+/// The one token every answer of [`tokens_at_once`] carries; fails the test, saying `what`,
+/// on an error or a second token.
+pub fn the_same_token(
+    answers: Vec<Result<ComponentAccessToken, WeChatError>>,
+    what: &str,
+) -> ComponentAccessToken {
+    let tokens: Vec<_> = answers.into_iter().map(Result::unwrap).collect();
+    assert!(tokens.windows(2).all(|w| w[0] == w[1]), "{what}");
+    tokens[0].clone()
+}
+
 /// The simulator issues a code for its first user (component mode, `snsapi_userinfo`) and
 /// `oauth` exchanges it: succeeds only with the component token WeChat accepts now.
 pub async fn exchange_a_code(
