@@ -51,7 +51,9 @@ fi
 for s in "${SECRETS[@]}"; do
     [ ! -e "$ETC/$s" ] || fail "$ETC/$s exists: the test would overwrite it"
 done
+tmp=$(mktemp -d)
 cleanup() {
+    rm -rf "$tmp"
     $SUDO dpkg -P "$PKG" >/dev/null 2>&1 || true
     for s in "${SECRETS[@]}"; do $SUDO rm -f "$ETC/$s"; done
     $SUDO rmdir "$ETC" 2>/dev/null || true
@@ -86,8 +88,7 @@ secret master_secret "$(head -c 48 /dev/urandom | base64 -w0)"
 $SUDO runuser -u "$PKG" -- /usr/bin/$PKG --check --config "$CONFIG" \
     || fail "--check as the service user refused the configuration with its secret files"
 
-# The shipped binary has the Redis backends (item: scale out without recompiling) ...
-tmp=$(mktemp -d)
+# The shipped binary has the Redis backends (scaling out needs no recompiling) ...
 sed -e 's/^store = "durable"/store = "redis"/' -e 's/^# redis_url = /redis_url = /' \
     "$CONFIG" >"$tmp/redis.toml"
 grep -q '^store = "redis"' "$tmp/redis.toml" || fail "could not switch the config to Redis"
@@ -97,7 +98,6 @@ set +e
 out=$(timeout 20 /usr/bin/$PKG --config config.toml --state-dir "$tmp/state" --listen 127.0.0.1:0 2>&1)
 rc=$?
 set -e
-rm -rf "$tmp"
 [ "$rc" -eq 1 ] && grep -q 'needs a build with the `sim` feature' <<<"$out" \
     || fail "the packaged binary started [dev] (exit $rc): $out"
 
