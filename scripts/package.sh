@@ -102,6 +102,13 @@ rc=$?
 set -e
 [ "$rc" -eq 1 ] && grep -q 'needs a build with the `sim` feature' <<<"$out" \
     || fail "the packaged binary started [dev] (exit $rc): $out"
+# ... and --check refuses it the same way (what ExecStartPre runs), exit 64.
+set +e
+out=$(/usr/bin/$PKG --check --config config.toml 2>&1)
+rc=$?
+set -e
+[ "$rc" -eq 64 ] && grep -q 'needs a build with the `sim` feature' <<<"$out" \
+    || fail "--check of the packaged binary accepted [dev] (exit $rc): $out"
 
 # An empty secret file is refused, never taken as a secret.
 $SUDO truncate -s 0 "$ETC/master_secret"

@@ -18,6 +18,11 @@ const PREFILL_COOKIES: usize = 1024;
 /// Seconds between simulated ticket pushes unless `dev.push_interval_secs` says otherwise.
 const DEFAULT_PUSH_INTERVAL_SECS: u64 = 600;
 
+/// `[dev]` is valid in this build (it has the simulator): nothing to refuse.
+pub(super) fn check(_: &Config) -> Result<(), AppError> {
+    Ok(())
+}
+
 /// The development services of `[dev]` that are running.
 #[derive(Debug, Default)]
 pub(super) struct DevServices {

@@ -35,13 +35,19 @@ mod dev {
     #[derive(Debug)]
     pub(super) struct DevServices;
 
+    /// Refuses `[dev]`: this build has no simulator (`--check` and start-up alike).
+    pub(super) fn check(config: &Config) -> Result<(), AppError> {
+        if config.dev.enabled() {
+            return Err(setup("dev")(
+                "[dev] needs a build with the `sim` feature (on by default)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     impl DevServices {
         pub(super) async fn start(config: &Config, _: &ResolvedSecrets) -> Result<Self, AppError> {
-            if config.dev.enabled() {
-                return Err(setup("dev")(
-                    "[dev] needs a build with the `sim` feature (on by default)".into(),
-                ));
-            }
+            check(config)?;
             Ok(DevServices)
         }
         pub(super) fn sim_url(&self) -> Option<url::Url> {
@@ -172,6 +178,7 @@ pub async fn run(
 pub fn check(config: &Config, secrets: &ResolvedSecrets) -> Result<(), AppError> {
     let wechat = wechat(config, secrets, None, Arc::new(MemoryPlatformStore::new()))?;
     stores::check(config)?;
+    dev::check(config)?;
     let (cookies, jwt) = codecs(config, secrets)?;
     let sessions = Arc::new(MemoryStore::new(config.session.session_settings()));
     auth_layer(config, wechat, sessions, cookies, jwt)?;
