@@ -117,6 +117,7 @@ impl Config {
                 plain_headers: self.jwt.plain_headers,
             },
             forward_auth: self.forward_auth.settings(),
+            trusted_proxies: self.server.trusted_proxies.clone(),
             ..LayerSettings::default()
         })
     }
