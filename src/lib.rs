@@ -114,6 +114,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod audit;
 mod clock;
 pub mod config;
 mod html;

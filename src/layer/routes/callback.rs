@@ -235,12 +235,13 @@ async fn open_session(
         auth.sessions.delete(&old).await?;
         auth.jwt.invalidate(old.expose_bytes()).await;
     }
+    let login = crate::audit::Login::of(&identity);
     let id = auth.sessions.create(SessionRecord::new(identity)).await?;
     if let Err(e) = auth.sessions.remember_completed(key, &id, marker_ttl).await {
         // The login itself succeeded; only duplicate detection is weakened.
         tracing::warn!(error = %e, "could not remember the completed login flow");
     }
-    tracing::info!(session = %id.fingerprint(), "login completed");
+    login.completed(&id);
     let mut response = redirect(return_path.as_str());
     add_cookie(&mut response, auth.cookies.session_cookie(&id));
     Ok(response)

@@ -30,7 +30,7 @@ pub(super) async fn logout(auth: &AuthState, parts: &Parts) -> Result<OwnRespons
         // A store failure is an error page: the user must not believe they are logged out.
         auth.sessions.delete(&id).await?;
         auth.jwt.invalidate(id.expose_bytes()).await;
-        tracing::info!(session = %id.fingerprint(), "logged out");
+        crate::audit::logout(auth.wechat.default_appid().ok().map(|a| a.as_str()), &id);
     }
     let mut response = redirect(return_param(parts).as_str());
     if has_session_cookie(auth, &parts.headers) {
