@@ -21,7 +21,8 @@
 //!   extensions ([`RequestId`]);
 //! - in the response's `X-Request-Id` (every response, the inner service's included);
 //! - a field of the `request` span that wraps the whole request in the layer, so every log line
-//!   written for the request carries `request_id`;
+//!   written for the request carries `request_id`, the access line (target `access`, `debug`)
+//!   included;
 //! - on the layer's error pages ("请求编号 / Request ID") and in their JSON (`request_id`), read
 //!   with [`RequestId::current`].
 //!
@@ -176,16 +177,30 @@ pub(crate) fn tag<B>(request: &mut Request<B>, trusted: &[IpNet]) -> Tagged {
 
 impl Tagged {
     /// Runs `serve` (the layer's pipeline for this request) inside the request's span and with
-    /// [`RequestId::current`] set, then puts the id into the response's `X-Request-Id`.
+    /// [`RequestId::current`] set, then puts the id into the response's `X-Request-Id` and
+    /// writes the access line (target `access`, level `debug`: status and time to the
+    /// response head; `level = "info,access=debug"` gives an access log).
     pub(crate) async fn run<F, B, E>(self, serve: F) -> Result<Response<B>, E>
     where
         F: Future<Output = Result<Response<B>, E>>,
     {
         let Tagged { id, span } = self;
-        let mut response = CURRENT.scope(id.clone(), serve).instrument(span).await?;
+        let started = std::time::Instant::now();
+        let mut response = CURRENT
+            .scope(id.clone(), serve)
+            .instrument(span.clone())
+            .await?;
         response
             .headers_mut()
             .insert(REQUEST_ID_HEADER, id.header_value());
+        span.in_scope(|| {
+            tracing::debug!(
+                target: "access",
+                status = response.status().as_u16(),
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "request answered"
+            );
+        });
         Ok(response)
     }
 }
