@@ -163,6 +163,11 @@ async fn a_whole_login_in_json_logs_carries_request_ids_and_no_secret() {
     let header = |name: &str| echoed["headers"][name][0].as_str().unwrap().to_owned();
     let jwt = header("x-wechat-jwt");
     let openid = header("x-wechat-openid");
+    let unionid = header("x-wechat-unionid");
+    let nickname = percent_encoding::percent_decode_str(&header("x-wechat-nickname"))
+        .decode_utf8()
+        .unwrap()
+        .into_owned();
     assert_eq!(header("x-request-id"), echo_id, "the upstream gets the id");
 
     // An error page, then the logout.
@@ -175,6 +180,15 @@ async fn a_whole_login_in_json_logs_carries_request_ids_and_no_secret() {
         "{}",
         missing.body
     );
+    // A forged push: refused, and audited as such.
+    let forged = client(None)
+        .post(sidecar.url("/_wxauth/events?msg_signature=00&timestamp=1&nonce=2&encrypt_type=aes"))
+        .body("<xml><AppId>wx0123456789abcdef</AppId><Encrypt>AAAA</Encrypt></xml>")
+        .send()
+        .await
+        .unwrap();
+    assert!(forged.status().is_client_error(), "{}", forged.status());
+    let forged_id = id_of(forged.headers());
     let logout = browser.get(sidecar.url("/_wxauth/logout")).await;
     assert!(logout.status.is_redirection());
     let logout_id = id_of(&logout.headers);
@@ -204,6 +218,7 @@ async fn a_whole_login_in_json_logs_carries_request_ids_and_no_secret() {
         ("state".into(), state),
         ("JWT".into(), jwt.clone()),
         ("openid".into(), openid.clone()),
+        ("unionid".into(), unionid),
     ];
     for token in issued["user_access_tokens"].as_array().unwrap() {
         secrets.push(("user access token".into(), token.as_str().unwrap().into()));
@@ -231,6 +246,11 @@ async fn a_whole_login_in_json_logs_carries_request_ids_and_no_secret() {
     let log = sidecar.log();
     let lines = json_lines(&log);
     assert!(lines.len() > 20, "a debug log of a login: {log}");
+    // The nickname (张三: short, but nothing else in an ASCII log spells it).
+    assert!(
+        !nickname.is_empty() && !log.contains(&nickname),
+        "the nickname appears in the log"
+    );
     for (what, value) in &secrets {
         assert!(
             value.len() >= 8,
@@ -275,6 +295,17 @@ async fn a_whole_login_in_json_logs_carries_request_ids_and_no_secret() {
         .find(|l| l["target"] == "audit" && l["event"] == "logout")
         .unwrap_or_else(|| panic!("no logout audit line for {logout_id}: {log}"));
     assert_eq!(logout_line["session"], login["session"]);
+    let refused = lines_of(&lines, &forged_id)
+        .into_iter()
+        .find(|l| l["target"] == "audit" && l["event"] == "push")
+        .unwrap_or_else(|| panic!("no push audit line for {forged_id}: {log}"));
+    assert_eq!(refused["outcome"], "refused");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("push_")),
+        "{refused}"
+    );
     // Every request has its access line, under its id, with its status.
     for (id, status) in [
         (&callback_id, 302),
