@@ -5,13 +5,16 @@
 //! No network: WeChat is never called on these paths (the base URLs point at a closed port).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Empty;
 use tower::{Service, ServiceExt};
@@ -141,14 +144,7 @@ fn fixture_on(store: Arc<dyn SessionStore>, plain_headers: bool, jwt_cache: bool
 }
 
 fn cookie_pair(codec: &CookieCodec, id: &SessionId) -> String {
-    let set_cookie = codec.session_cookie(id);
-    set_cookie
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
+    support::cookie_pair(&codec.session_cookie(id))
 }
 
 /// Runs `iters` requests built from `(method, path, headers)` through `svc`, timing the loop.
@@ -172,6 +168,24 @@ where
         black_box(response);
     }
     start.elapsed()
+}
+
+/// Benchmarks `GET path` with `headers` through `svc` under `name`, timing [`drive`].
+fn bench_get<S>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    svc: &mut S,
+    path: &str,
+    headers: &HeaderMap,
+    expect: StatusCode,
+) where
+    S: Service<Request<Empty<Bytes>>, Error = Infallible>,
+    S::Response: HasStatus,
+{
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| rt.block_on(drive(svc, iters, &Method::GET, path, headers, expect)))
+    });
 }
 
 trait HasStatus {
@@ -255,18 +269,15 @@ fn layer(c: &mut Criterion) {
     // Baseline: the same request through the bare no-op service.
     let anonymous = browser_headers(&[("cookie", "_ga=GA1.2.1; lang=zh_CN")]);
     let mut bare = tower::service_fn(noop);
-    group.bench_function("no_layer_baseline", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(drive(
-                &mut bare,
-                iters,
-                &get,
-                "/app/page?x=1",
-                &anonymous,
-                StatusCode::OK,
-            ))
-        })
-    });
+    bench_get(
+        &mut group,
+        &rt,
+        "no_layer_baseline",
+        &mut bare,
+        "/app/page?x=1",
+        &anonymous,
+        StatusCode::OK,
+    );
 
     // The durable store (the sidecar's default) answers a hit from the same memory: its file is
     // only written behind it.
@@ -306,18 +317,15 @@ fn layer(c: &mut Criterion) {
             })
             .unwrap();
         assert_eq!(first.status(), StatusCode::OK, "{label}");
-        group.bench_function(label, |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(drive(
-                    &mut svc,
-                    iters,
-                    &get,
-                    "/app/page?x=1",
-                    &headers,
-                    StatusCode::OK,
-                ))
-            })
-        });
+        bench_get(
+            &mut group,
+            &rt,
+            label,
+            &mut svc,
+            "/app/page?x=1",
+            &headers,
+            StatusCode::OK,
+        );
     }
 
     std::fs::remove_dir_all(&durable_dir).ok();
@@ -379,32 +387,26 @@ fn layer(c: &mut Criterion) {
     let mut svc = tower::ServiceBuilder::new()
         .layer(f.layer.clone())
         .service_fn(noop);
-    group.bench_function("no_session_browser_302", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(drive(
-                &mut svc,
-                iters,
-                &get,
-                "/app/page?x=1",
-                &anonymous,
-                StatusCode::FOUND,
-            ))
-        })
-    });
+    bench_get(
+        &mut group,
+        &rt,
+        "no_session_browser_302",
+        &mut svc,
+        "/app/page?x=1",
+        &anonymous,
+        StatusCode::FOUND,
+    );
     // ... and an API client gets 401 JSON with the login URL.
     let api = browser_headers(&[("accept", "application/json")]);
-    group.bench_function("no_session_api_401", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(drive(
-                &mut svc,
-                iters,
-                &get,
-                "/api/items",
-                &api,
-                StatusCode::UNAUTHORIZED,
-            ))
-        })
-    });
+    bench_get(
+        &mut group,
+        &rt,
+        "no_session_api_401",
+        &mut svc,
+        "/api/items",
+        &api,
+        StatusCode::UNAUTHORIZED,
+    );
     group.finish();
 }
 

@@ -8,13 +8,17 @@
 //! time reported is per batch of 1 000 logins.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
+use support::cookie_pair;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
 use tower::ServiceExt;
 use wechat_oauth_proxy::jwt::{JwtIssuer, JwtSettings};
@@ -77,16 +81,6 @@ async fn fresh_layer(sim: &SimWeChat) -> WeChatAuthLayer {
     .unwrap()
 }
 
-fn first_pair(value: &HeaderValue) -> String {
-    value
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 /// One browser: start, consent (a code from the simulator), callback. Returns the session cookie.
 async fn login(layer: WeChatAuthLayer, sim: Arc<SimWeChat>, n: usize) -> String {
     let svc = tower::ServiceBuilder::new().layer(layer).service_fn(noop);
@@ -103,7 +97,7 @@ async fn login(layer: WeChatAuthLayer, sim: Arc<SimWeChat>, n: usize) -> String 
         .find(|(k, _)| k == "state")
         .map(|(_, v)| v.into_owned())
         .unwrap();
-    let flow_cookie = first_pair(&response.headers()[header::SET_COOKIE]);
+    let flow_cookie = cookie_pair(&response.headers()[header::SET_COOKIE]);
 
     let config = sim.config();
     let code = sim.issue_code(
@@ -133,7 +127,7 @@ async fn login(layer: WeChatAuthLayer, sim: Arc<SimWeChat>, n: usize) -> String 
         .headers()
         .get_all(header::SET_COOKIE)
         .iter()
-        .map(first_pair)
+        .map(cookie_pair)
         .find(|c| c.contains("wxauth_session="))
         .expect("a session cookie")
 }

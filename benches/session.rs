@@ -6,11 +6,14 @@
 //! Lookups walk the ids in a scrambled order so that the large sizes pay their cache misses.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, header};
 use wechat_oauth_proxy::Identity;
 use wechat_oauth_proxy::secret::SecretString;
@@ -30,14 +33,7 @@ fn identity(i: usize) -> Identity {
 }
 
 fn cookie_header(codec: &CookieCodec, id: &SessionId, others: bool) -> HeaderMap {
-    let set_cookie = codec.session_cookie(id);
-    let pair = set_cookie
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let pair = support::cookie_pair(&codec.session_cookie(id));
     let value = if others {
         format!("_ga=GA1.2.1234567890.1700000000; lang=zh_CN; {pair}; theme=dark")
     } else {
@@ -98,6 +94,30 @@ fn cookie(c: &mut Criterion) {
     group.finish();
 }
 
+/// Benchmarks `call` on one session id per iteration, walking `ids` `STRIDE` apart.
+fn hits(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    ids: &[SessionId],
+    call: impl AsyncFn(&SessionId),
+) {
+    let n = ids.len();
+    group.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
+        let mut next = 0usize;
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    next = (next + STRIDE) % n;
+                    call(black_box(&ids[next])).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+}
+
 fn store_lookup(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -133,31 +153,11 @@ fn store_lookup(c: &mut Criterion) {
         let probe = rt.block_on(store.load(&ids[n / 2])).unwrap().unwrap();
         assert_eq!(probe.identity, identity(n / 2));
 
-        group.bench_with_input(BenchmarkId::new("load/hit", n), &n, |b, &n| {
-            let mut next = 0usize;
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        next = (next + STRIDE) % n;
-                        black_box(store.load(black_box(&ids[next])).await.unwrap());
-                    }
-                    start.elapsed()
-                })
-            })
+        hits(&mut group, &rt, "load/hit", &ids, async |id| {
+            black_box(store.load(id).await.unwrap());
         });
-        group.bench_with_input(BenchmarkId::new("touch/hit", n), &n, |b, &n| {
-            let mut next = 0usize;
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        next = (next + STRIDE) % n;
-                        black_box(store.touch(black_box(&ids[next])).await.unwrap());
-                    }
-                    start.elapsed()
-                })
-            })
+        hits(&mut group, &rt, "touch/hit", &ids, async |id| {
+            black_box(store.touch(id).await.unwrap());
         });
         let unknown = SessionId::generate();
         group.bench_with_input(BenchmarkId::new("load/miss", n), &n, |b, _| {

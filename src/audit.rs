@@ -6,9 +6,12 @@
 //! | `event` | where | fields |
 //! |---|---|---|
 //! | `login` | a session was created (`callback`) | `appid` (the official account), `session` (the session's fingerprint, [`SessionId::fingerprint`]), `user` ([`user`]: a pseudonym of the openid) |
-//! | `logout` | a session was ended by the user (`logout`) | `appid` (single-account set-ups), `session` |
+//! | `logout` | a session was ended by the user (`logout`) | `appid` (the official account), `session` |
 //! | `push` | a platform push to `events`: `outcome = "accepted"` with `info_type` (and `authorizer_appid` for authorization changes), or `outcome = "refused"` with `reason` (the error code: `push_forged`, `push_malformed`, …) | |
 //! | `component_token_refresh` | a new `component_access_token` was fetched | `appid` (the platform), `expires_in` |
+//!
+//! The `appid` is in every `login` and `logout` line whatever `tenants.log_label` says: an
+//! audit line must name the account, and it is a field, not a label of bounded cardinality.
 //!
 //! Never in an audit line (nor in any other): a secret, token, ticket, code, `state`, cookie
 //! value, session id, JWT, openid, unionid or nickname. The openid is personal data: the `user`
@@ -58,7 +61,7 @@ impl Login {
 }
 
 /// The `logout` audit line.
-pub(crate) fn logout(appid: Option<&str>, session: &SessionId) {
+pub(crate) fn logout(appid: &str, session: &SessionId) {
     tracing::info!(
         target: "audit",
         event = "logout",

@@ -9,7 +9,11 @@ mod support;
 use support::{
     TempDir, bounded,
     events::{EventsReceiver, give_ticket},
-    start_sim,
+    eventually, start_sim,
+    wechat::{
+        component_oauth as oauth, component_settings, exchange_a_code, the_same_token,
+        token_settings, tokens_at_once,
+    },
 };
 
 use std::{sync::Arc, time::Duration};
@@ -21,42 +25,14 @@ use wechat_oauth_proxy::{
     sim::{AuthMode, Endpoint, Failure, SimWeChat},
     wechat::{
         Scope,
-        client::ClientSettings,
         crypto::MsgCrypt,
         error::{ErrorClass, WeChatError},
         events,
-        oauth::{WeChatOAuth, WeChatSettings},
+        oauth::WeChatOAuth,
         persist::{FileStore, MemoryPlatformStore, PlatformStore},
         token::{TokenSettings, now_unix},
     },
 };
-
-/// Test settings: fast retries, short cool-downs for transient failures.
-fn token_settings() -> TokenSettings {
-    TokenSettings {
-        retry_backoff: Duration::from_millis(20),
-        min_refetch_interval: Duration::from_millis(100),
-        ..TokenSettings::default()
-    }
-}
-
-fn settings(sim: &SimWeChat, token: TokenSettings) -> WeChatSettings {
-    let c = sim.config();
-    WeChatSettings {
-        mode: c.component_mode(),
-        client: ClientSettings {
-            api_base: sim.base_url(),
-            open_base: sim.base_url(),
-            request_timeout: Duration::from_secs(5),
-            ..ClientSettings::default()
-        },
-        token,
-    }
-}
-
-fn oauth(sim: &SimWeChat, store: Arc<dyn PlatformStore>, token: TokenSettings) -> WeChatOAuth {
-    WeChatOAuth::new(settings(sim, token), store).expect("valid settings")
-}
 
 /// POSTs an encrypted, signed ticket push of the sim's current ticket, sealed with `token` (the
 /// sim's message token unless forging); returns the receiver's status and body.
@@ -79,25 +55,9 @@ async fn two_hundred_concurrent_callers_cause_exactly_one_token_fetch() {
     let sim = start_sim().await;
     let oauth = oauth(&sim, Arc::new(MemoryPlatformStore::new()), token_settings());
     give_ticket(&sim, &oauth).await;
-    let barrier = Arc::new(tokio::sync::Barrier::new(200));
-    let tasks: Vec<_> = (0..200)
-        .map(|_| {
-            let manager = oauth.token_manager().unwrap().clone();
-            let barrier = Arc::clone(&barrier);
-            tokio::spawn(async move {
-                barrier.wait().await;
-                manager.token().await
-            })
-        })
-        .collect();
-    let mut tokens = Vec::new();
-    for task in tasks {
-        tokens.push(bounded(task).await.unwrap().unwrap());
-    }
-    assert!(
-        tokens.windows(2).all(|w| w[0] == w[1]),
-        "everyone got the same token"
-    );
+    let manager = oauth.token_manager().unwrap();
+    let answers = tokens_at_once(200, |_| manager.clone()).await;
+    the_same_token(answers, "everyone got the same token");
     assert_eq!(sim.calls(Endpoint::ComponentToken), 1);
     assert_eq!(sim.issued_component_tokens(), 1);
 }
@@ -127,24 +87,18 @@ async fn the_background_refresher_fetches_before_expiry_without_any_caller() {
         .start_background()
         .expect("component mode has a refresher");
     // Nobody calls token() now; the refresher alone must fetch before the 6 s expiry.
-    let mut rounds = 0;
-    while sim.calls(Endpoint::ComponentToken) < 2 {
-        rounds += 1;
-        assert!(rounds < 400, "no background refresh within 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "no background refresh within 20 s",
+        400,
+        Duration::from_millis(50),
+        async || sim.calls(Endpoint::ComponentToken) >= 2,
+    )
+    .await;
     let second = bounded(manager.token()).await.unwrap();
     assert_ne!(second, first, "the refreshed token is served");
     assert!(manager.status().token_present);
     // The refreshed token is the one WeChat accepts now.
-    let code = sim.issue_code(
-        sim.config().users[0].clone(),
-        Scope::UserInfo,
-        AuthMode::Component,
-    );
-    bounded(oauth.exchange_code(oauth.default_appid().unwrap(), &code))
-        .await
-        .unwrap();
+    exchange_a_code(&sim, &oauth).await.unwrap();
     refresher.abort();
 }
 
@@ -164,18 +118,19 @@ async fn callers_inside_the_margin_get_the_old_token_while_it_is_replaced() {
     give_ticket(&sim, &oauth).await;
     let manager = oauth.token_manager().unwrap().clone();
     let first = bounded(manager.token()).await.unwrap();
-    let mut rounds = 0;
-    let second = loop {
-        rounds += 1;
-        assert!(rounds < 400, "no early refresh within 20 s");
-        // Every call answers (from memory) while the old token is still valid.
-        let t = bounded(manager.token()).await.unwrap();
-        if t != first {
-            break t;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_ne!(second, first);
+    let mut second = None;
+    eventually(
+        "no early refresh within 20 s",
+        400,
+        Duration::from_millis(50),
+        async || {
+            // Every call answers (from memory) while the old token is still valid.
+            let t = bounded(manager.token()).await.unwrap();
+            second = Some(t).filter(|t| *t != first);
+            second.is_some()
+        },
+    )
+    .await;
     assert!(sim.calls(Endpoint::ComponentToken) >= 2);
 }
 
@@ -219,14 +174,7 @@ async fn a_second_rejection_after_the_refetch_is_returned_not_looped() {
         .await
         .unwrap();
     sim.inject(Endpoint::ComponentCodeExchange, Failure::ErrCode(40001), 5);
-    let code = sim.issue_code(
-        sim.config().users[0].clone(),
-        Scope::UserInfo,
-        AuthMode::Component,
-    );
-    let e = bounded(oauth.exchange_code(oauth.default_appid().unwrap(), &code))
-        .await
-        .unwrap_err();
+    let e = exchange_a_code(&sim, &oauth).await.unwrap_err();
     assert_eq!(e.code(), Some(40001));
     assert_eq!(e.class(), ErrorClass::RefreshToken);
     assert_eq!(sim.calls(Endpoint::ComponentCodeExchange), 2);
@@ -237,14 +185,7 @@ async fn a_second_rejection_after_the_refetch_is_returned_not_looped() {
 async fn without_a_ticket_the_error_is_no_ticket_and_wechat_is_not_called() {
     let sim = start_sim().await;
     let oauth = oauth(&sim, Arc::new(MemoryPlatformStore::new()), token_settings());
-    let code = sim.issue_code(
-        sim.config().users[0].clone(),
-        Scope::UserInfo,
-        AuthMode::Component,
-    );
-    let e = bounded(oauth.exchange_code(oauth.default_appid().unwrap(), &code))
-        .await
-        .unwrap_err();
+    let e = exchange_a_code(&sim, &oauth).await.unwrap_err();
     assert!(matches!(e, WeChatError::NoTicket), "{e:?}");
     assert_eq!(e.class(), ErrorClass::Ticket);
     assert_eq!(sim.calls(Endpoint::ComponentToken), 0);
@@ -269,12 +210,13 @@ async fn a_pushed_ticket_and_the_token_survive_a_restart() {
         assert!(oauth.token_manager().unwrap().status().ticket_present);
         let refresher = oauth.start_background().unwrap();
         // The push wakes the refresher, which fetches the first token.
-        let mut rounds = 0;
-        while !bounded(oauth.readiness()).await.ready {
-            rounds += 1;
-            assert!(rounds < 400, "not ready within 20 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            "not ready within 20 s",
+            400,
+            Duration::from_millis(50),
+            async || bounded(oauth.readiness()).await.ready,
+        )
+        .await;
         refresher.abort();
         bounded(oauth.token_manager().unwrap().token())
             .await
@@ -293,14 +235,7 @@ async fn a_pushed_ticket_and_the_token_survive_a_restart() {
             .unwrap(),
         token_before
     );
-    let code = sim.issue_code(
-        sim.config().users[0].clone(),
-        Scope::UserInfo,
-        AuthMode::Component,
-    );
-    bounded(oauth.exchange_code(oauth.default_appid().unwrap(), &code))
-        .await
-        .unwrap();
+    exchange_a_code(&sim, &oauth).await.unwrap();
     assert_eq!(
         sim.calls(Endpoint::ComponentToken),
         1,
@@ -343,14 +278,8 @@ async fn quota_exhaustion_does_not_cause_a_retry_storm() {
     let oauth = oauth(&sim, Arc::new(MemoryPlatformStore::new()), token_settings());
     give_ticket(&sim, &oauth).await;
     let manager = oauth.token_manager().unwrap().clone();
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let manager = manager.clone();
-            tokio::spawn(async move { manager.token().await })
-        })
-        .collect();
-    for task in tasks {
-        let e = bounded(task).await.unwrap().unwrap_err();
+    for answer in tokens_at_once(50, |_| manager.clone()).await {
+        let e = answer.unwrap_err();
         assert_eq!(e.class(), ErrorClass::Quota, "{e:?}");
     }
     for _ in 0..50 {
@@ -381,7 +310,7 @@ async fn token_error(sim: &SimWeChat, failure: Failure, request_timeout: Duratio
         _ => 3,
     };
     sim.inject(Endpoint::ComponentToken, failure, times);
-    let mut settings = settings(sim, token_settings());
+    let mut settings = component_settings(sim, token_settings());
     settings.client.request_timeout = request_timeout;
     let oauth = WeChatOAuth::new(settings, Arc::new(MemoryPlatformStore::new())).unwrap();
     give_ticket(sim, &oauth).await;

@@ -512,6 +512,7 @@ mod cookies {
                             return_path: ReturnPath::parse(&format!("/page/{i}?q=1"))
                                 .expect("a valid return path"),
                             created_at: 1_700_000_000 + i as u64,
+                            appid: None,
                         });
                     }
                     (codec.flow_cookie(&payload), None, Some(payload))

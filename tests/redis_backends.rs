@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 use support::{
-    bounded,
+    bounded, eventually,
     redis::{RedisServer, raw_command},
 };
 use wechat_oauth_proxy::{
@@ -325,31 +325,23 @@ async fn garbled_stored_values_are_errors_not_panics() {
 // ---------------------------------------------------------------------------------------------
 // Platform store
 
+/// What only Redis shows; the round trip, per-appid keys, a second instance reading what one
+/// wrote and compare-before-invalidate are `tests/platform_conformance.rs` (`redis`,
+/// `redis_durable`).
 #[tokio::test]
-async fn platform_values_round_trip_and_are_shared() {
+async fn platform_values_are_per_prefix_ordered_and_expire() {
     let server = RedisServer::start();
     let prefix = prefix();
     let a = platform_store(&server, &prefix).await;
     let b = platform_store(&server, &prefix).await;
-    let other = ComponentAppId::new("wxfedcba9876543210");
-
-    assert_eq!(bounded(a.load_ticket(&appid())).await.unwrap(), None);
-    assert_eq!(bounded(a.load_token(&appid())).await.unwrap(), None);
-    bounded(a.ping()).await.unwrap();
 
     bounded(a.save_ticket(&appid(), &ticket(100)))
         .await
         .unwrap();
-    let stored = token("tok-a", 3600);
-    bounded(a.save_token(&appid(), &stored)).await.unwrap();
-    assert_eq!(
-        bounded(b.load_ticket(&appid())).await.unwrap(),
-        Some(ticket(100))
-    );
-    assert_eq!(bounded(b.load_token(&appid())).await.unwrap(), Some(stored));
-    // Other appids and other prefixes see nothing.
-    assert_eq!(bounded(b.load_ticket(&other)).await.unwrap(), None);
-    assert_eq!(bounded(b.load_token(&other)).await.unwrap(), None);
+    bounded(a.save_token(&appid(), &token("tok-a", 3600)))
+        .await
+        .unwrap();
+    // Other prefixes see nothing.
     let elsewhere = platform_store(&server, "elsewhere:").await;
     assert_eq!(bounded(elsewhere.load_token(&appid())).await.unwrap(), None);
 
@@ -378,48 +370,18 @@ async fn platform_values_round_trip_and_are_shared() {
     bounded(a.save_token(&appid(), &token("short", 1)))
         .await
         .unwrap();
-    let mut gone = false;
-    for _ in 0..40 {
-        if bounded(b.load_token(&appid())).await.unwrap().is_none() {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(gone, "an expired token stayed in redis");
+    eventually(
+        "an expired token stayed in redis",
+        40,
+        Duration::from_millis(100),
+        async || bounded(b.load_token(&appid())).await.unwrap().is_none(),
+    )
+    .await;
     // An already expired token is not stored at all.
     bounded(a.save_token(&appid(), &token("stale", -5)))
         .await
         .unwrap();
     assert_eq!(bounded(b.load_token(&appid())).await.unwrap(), None);
-}
-
-#[tokio::test]
-async fn invalidation_compares_before_deleting() {
-    let server = RedisServer::start();
-    let store = platform_store(&server, &prefix()).await;
-    let current = token("current", 3600);
-    bounded(store.save_token(&appid(), &current)).await.unwrap();
-    assert!(
-        !bounded(store.invalidate_token_if(&appid(), &ComponentAccessToken::new("older")))
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        bounded(store.load_token(&appid())).await.unwrap(),
-        Some(current.clone())
-    );
-    assert!(
-        bounded(store.invalidate_token_if(&appid(), &current.token))
-            .await
-            .unwrap()
-    );
-    assert_eq!(bounded(store.load_token(&appid())).await.unwrap(), None);
-    assert!(
-        !bounded(store.invalidate_token_if(&appid(), &current.token))
-            .await
-            .unwrap()
-    );
 }
 
 #[tokio::test]
@@ -450,15 +412,13 @@ async fn the_refresh_lock_is_exclusive_owned_and_expires() {
             .await
             .unwrap()
     );
-    let mut taken = false;
-    for _ in 0..50 {
-        if bounded(b.try_lock_refresh(&appid(), ttl)).await.unwrap() {
-            taken = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(taken, "an expired lock was never released");
+    eventually(
+        "an expired lock was never released",
+        50,
+        Duration::from_millis(100),
+        async || bounded(b.try_lock_refresh(&appid(), ttl)).await.unwrap(),
+    )
+    .await;
     // A's late release does not free B's lock.
     bounded(a.unlock_refresh(&appid())).await.unwrap();
     assert!(!bounded(a.try_lock_refresh(&appid(), ttl)).await.unwrap());
@@ -506,19 +466,21 @@ mod two_instances {
     use std::sync::Arc;
 
     use super::*;
-    use wechat_oauth_proxy::{
-        sim::{AuthMode, Endpoint, SimWeChat},
+    use support::{
+        events::give_ticket,
+        eventually,
         wechat::{
-            Scope,
-            client::ClientSettings,
-            error::WeChatError,
-            oauth::{WeChatOAuth, WeChatSettings},
-            token::TokenSettings,
+            component_oauth, component_settings, exchange_a_code, the_same_token, token_settings,
+            tokens_at_once,
         },
+    };
+    use wechat_oauth_proxy::{
+        sim::{Endpoint, SimWeChat},
+        wechat::{error::WeChatError, oauth::WeChatOAuth, token::TokenSettings},
     };
 
     fn oauth(sim: &SimWeChat, store: Arc<dyn PlatformStore>) -> WeChatOAuth {
-        oauth_with(sim, store, Duration::from_secs(15 * 60))
+        component_oauth(sim, store, token_settings())
     }
 
     fn oauth_with(
@@ -526,23 +488,11 @@ mod two_instances {
         store: Arc<dyn PlatformStore>,
         refresh_margin: Duration,
     ) -> WeChatOAuth {
-        let c = sim.config();
-        let settings = WeChatSettings {
-            mode: c.component_mode(),
-            client: ClientSettings {
-                api_base: sim.base_url(),
-                open_base: sim.base_url(),
-                request_timeout: Duration::from_secs(5),
-                ..ClientSettings::default()
-            },
-            token: TokenSettings {
-                refresh_margin,
-                retry_backoff: Duration::from_millis(20),
-                min_refetch_interval: Duration::from_millis(100),
-                ..TokenSettings::default()
-            },
+        let token = TokenSettings {
+            refresh_margin,
+            ..token_settings()
         };
-        WeChatOAuth::new(settings, store).unwrap()
+        component_oauth(sim, store, token)
     }
 
     /// Two instances sharing one Redis: a hundred concurrent `token()` calls spread over both
@@ -558,36 +508,15 @@ mod two_instances {
             let a = oauth(&sim, Arc::new(platform_store(&server, &prefix).await));
             let b = oauth(&sim, Arc::new(platform_store(&server, &prefix).await));
             // The push reached instance A only.
-            bounded(a.token_manager().unwrap().set_ticket(StoredTicket {
-                ticket: sim.current_ticket(),
-                create_time: now_unix(),
-                received_at: now_unix(),
-            }))
-            .await
-            .unwrap();
+            give_ticket(&sim, &a).await;
 
-            let barrier = Arc::new(tokio::sync::Barrier::new(100));
-            let tasks: Vec<_> = (0..100)
-                .map(|i| {
-                    let manager = if i % 2 == 0 { &a } else { &b }
-                        .token_manager()
-                        .unwrap()
-                        .clone();
-                    let barrier = Arc::clone(&barrier);
-                    tokio::spawn(async move {
-                        barrier.wait().await;
-                        manager.token().await
-                    })
-                })
-                .collect();
-            let mut tokens = Vec::new();
-            for task in tasks {
-                tokens.push(bounded(task).await.unwrap().unwrap());
-            }
-            assert!(
-                tokens.windows(2).all(|w| w[0] == w[1]),
-                "round {round}: both instances serve the same token"
-            );
+            let answers = tokens_at_once(100, |i| {
+                let instance = if i % 2 == 0 { &a } else { &b };
+                instance.token_manager().unwrap().clone()
+            })
+            .await;
+            let what = format!("round {round}: both instances serve the same token");
+            the_same_token(answers, &what);
             assert_eq!(
                 sim.calls(Endpoint::ComponentToken),
                 round,
@@ -596,14 +525,7 @@ mod two_instances {
             assert_eq!(sim.issued_component_tokens(), round);
 
             // The token B read from Redis works for B's code exchange.
-            let code = sim.issue_code(
-                sim.config().users[0].clone(),
-                Scope::UserInfo,
-                AuthMode::Component,
-            );
-            bounded(b.exchange_code(b.default_appid().unwrap(), &code))
-                .await
-                .unwrap();
+            exchange_a_code(&sim, &b).await.unwrap();
             assert_eq!(sim.calls(Endpoint::ComponentToken), round);
         }
     }
@@ -629,13 +551,7 @@ mod two_instances {
             Arc::new(platform_store(&server, &prefix).await),
             margin,
         );
-        bounded(a.token_manager().unwrap().set_ticket(StoredTicket {
-            ticket: sim.current_ticket(),
-            create_time: now_unix(),
-            received_at: now_unix(),
-        }))
-        .await
-        .unwrap();
+        give_ticket(&sim, &a).await;
         let (ma, mb) = (
             a.token_manager().unwrap().clone(),
             b.token_manager().unwrap().clone(),
@@ -646,29 +562,27 @@ mod two_instances {
 
         let refreshers = [a.start_background().unwrap(), b.start_background().unwrap()];
         // Nobody calls token(); one refresher must fetch before the 8 s expiry (bounded: 15 s).
-        let mut rounds = 0;
-        while sim.calls(Endpoint::ComponentToken) < 2 {
-            rounds += 1;
-            assert!(rounds < 300, "no background refresh");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            "no background refresh",
+            300,
+            Duration::from_millis(50),
+            async || sim.calls(Endpoint::ComponentToken) >= 2,
+        )
+        .await;
         // Both instances settle on the new token (bounded: 5 s).
-        let mut settled = None;
-        for _ in 0..100 {
-            let (ta, tb) = (
-                bounded(ma.token()).await.unwrap(),
-                bounded(mb.token()).await.unwrap(),
-            );
-            if ta == tb && ta != first {
-                settled = Some(ta);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(
-            settled.is_some(),
-            "the instances did not agree on the new token"
-        );
+        eventually(
+            "the instances did not agree on the new token",
+            100,
+            Duration::from_millis(50),
+            async || {
+                let (ta, tb) = (
+                    bounded(ma.token()).await.unwrap(),
+                    bounded(mb.token()).await.unwrap(),
+                );
+                ta == tb && ta != first
+            },
+        )
+        .await;
         assert_eq!(
             sim.calls(Endpoint::ComponentToken),
             2,
@@ -676,14 +590,7 @@ mod two_instances {
         );
         // The shared token is the one WeChat accepts now: no 40001, no further fetch.
         for oauth in [&a, &b] {
-            let code = sim.issue_code(
-                sim.config().users[0].clone(),
-                Scope::UserInfo,
-                AuthMode::Component,
-            );
-            bounded(oauth.exchange_code(oauth.default_appid().unwrap(), &code))
-                .await
-                .unwrap();
+            exchange_a_code(&sim, oauth).await.unwrap();
         }
         assert_eq!(sim.calls(Endpoint::ComponentToken), 2);
         for r in refreshers {
@@ -735,15 +642,7 @@ mod two_instances {
         let primary = sim.config().authorizer_appid.clone();
         let prefix = prefix();
         let instance = |sync: Option<Duration>| {
-            let mut settings = WeChatSettings {
-                mode: sim.config().component_mode(),
-                client: ClientSettings {
-                    api_base: sim.base_url(),
-                    open_base: sim.base_url(),
-                    ..ClientSettings::default()
-                },
-                token: TokenSettings::default(),
-            };
+            let mut settings = component_settings(&sim, TokenSettings::default());
             if let OAuthMode::Component { tenants, .. } = &mut settings.mode {
                 *tenants = TenantSettings {
                     store_sync_interval: sync,
@@ -762,7 +661,7 @@ mod two_instances {
             Arc::new(platform_store(&server, &prefix).await),
         )
         .unwrap();
-        support::events::give_ticket(&sim, &a).await;
+        give_ticket(&sim, &a).await;
         let receiver = support::events::EventsReceiver::start(a.clone()).await;
         sim.set_events_url(receiver.url.clone());
 
@@ -782,12 +681,13 @@ mod two_instances {
         // Authorization learned by A: B's background sync picks it up.
         let background = b.start_background().unwrap();
         bounded(sim.authorize_account(&other, &[4])).await.unwrap();
-        let mut rounds = 0;
-        while b.tenants().status(&other) != TenantStatus::Active {
-            rounds += 1;
-            assert!(rounds < 1_000, "B never saw the authorization");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(
+            "B never saw the authorization",
+            1_000,
+            Duration::from_millis(10),
+            async || b.tenants().status(&other) == TenantStatus::Active,
+        )
+        .await;
         assert_eq!(a.tenants().status(&other), TenantStatus::Active);
         assert_eq!(b.tenants().status(&primary), TenantStatus::Revoked);
         background.abort();
@@ -840,15 +740,13 @@ async fn a_redis_that_goes_away_fails_closed_and_recovers() {
 
     // A new (empty) server on the same address: the stores reconnect by themselves.
     server.restart();
-    let mut recovered = false;
-    for _ in 0..50 {
-        if bounded(sessions.ping()).await.is_ok() && bounded(platform.ping()).await.is_ok() {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(recovered, "the stores did not reconnect");
+    eventually(
+        "the stores did not reconnect",
+        50,
+        Duration::from_millis(100),
+        async || bounded(sessions.ping()).await.is_ok() && bounded(platform.ping()).await.is_ok(),
+    )
+    .await;
     // The old session died with the server; new ones work.
     assert_eq!(bounded(sessions.load(&id)).await.unwrap(), None);
     let id = bounded(sessions.create(SessionRecord::new(identity("o-back"))))
@@ -911,15 +809,13 @@ async fn while_redis_restarts_recently_read_sessions_are_served_and_nothing_else
     // Back with its data: served from Redis again; a session Redis no longer has is gone here
     // too.
     server.restart();
-    let mut back = false;
-    for _ in 0..50 {
-        if bounded(sessions.ping()).await.is_ok() {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(back, "the store did not reconnect");
+    eventually(
+        "the store did not reconnect",
+        50,
+        Duration::from_millis(100),
+        async || bounded(sessions.ping()).await.is_ok(),
+    )
+    .await;
     assert!(bounded(sessions.load(&read)).await.unwrap().is_some());
     let mut inspect = inspector(&server).await;
     let key = format!("{prefix}session:{}", sha256_hex(read.expose_bytes()));
@@ -954,15 +850,13 @@ async fn a_hung_redis_fails_within_the_operation_timeout() {
     assert!(e.to_string().contains("no reply within"), "{e}");
 
     // Afterwards the same stores work again.
-    let mut recovered = false;
-    for _ in 0..60 {
-        if bounded(sessions.ping()).await.is_ok() {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(recovered);
+    eventually(
+        "the store did not recover",
+        60,
+        Duration::from_millis(100),
+        async || bounded(sessions.ping()).await.is_ok(),
+    )
+    .await;
     bounded(platform.ping()).await.unwrap();
 }
 

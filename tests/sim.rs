@@ -193,8 +193,55 @@ async fn userinfo(sim: &SimWeChat, client: &reqwest::Client, token: &str, openid
     json_of(get(client, url).await).await
 }
 
+/// POSTs the simulator's admin action `_sim/admin/<action>?appid=<appid>`; the status.
+async fn admin(
+    sim: &SimWeChat,
+    client: &reqwest::Client,
+    action: &str,
+    appid: &AuthorizerAppId,
+) -> u16 {
+    let url = url_with(
+        sim,
+        &format!("_sim/admin/{action}"),
+        &[("appid", appid.as_str())],
+    );
+    let response = bounded(client.post(url).send()).await.unwrap();
+    response.status().as_u16()
+}
+
+/// `sns/userinfo` with the access token and openid of code exchange `reply`.
+async fn userinfo_of(sim: &SimWeChat, client: &reqwest::Client, reply: &Value) -> Value {
+    let token = reply["access_token"].as_str().unwrap();
+    userinfo(sim, client, token, reply["openid"].as_str().unwrap()).await
+}
+
 fn errcode(reply: &Value) -> i64 {
     reply["errcode"].as_i64().unwrap_or(0)
+}
+
+/// The component authorize query in WeChat's order, valid but for `changes`: `Some(value)`
+/// replaces a parameter's value, `None` leaves the parameter out.
+fn authorize_query<'a>(
+    oa: &'a str,
+    comp: &'a str,
+    changes: &[(&str, Option<&'a str>)],
+) -> Vec<(&'a str, &'a str)> {
+    [
+        ("appid", oa),
+        ("redirect_uri", CALLBACK),
+        ("response_type", "code"),
+        ("scope", "snsapi_base"),
+        ("state", "s"),
+        ("component_appid", comp),
+    ]
+    .into_iter()
+    .filter_map(
+        |(name, value)| match changes.iter().find(|(n, _)| *n == name) {
+            Some((_, change)) => change.map(|v| (name, v)),
+            None => Some((name, value)),
+        },
+    )
+    .collect()
 }
 
 #[tokio::test]
@@ -204,38 +251,11 @@ async fn authorize_errors_are_shown_on_the_page_with_their_code() {
     let c = sim.config().clone();
     let (oa, comp) = (c.authorizer_appid.as_str(), c.component_appid.as_str());
     let long_state = "s".repeat(129);
+    let q = |changes: &[(&str, Option<&'static str>)]| authorize_query(oa, comp, changes);
     let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
-        (
-            "10012",
-            vec![
-                ("redirect_uri", CALLBACK),
-                ("response_type", "code"),
-                ("scope", "snsapi_base"),
-                ("state", "s"),
-                ("component_appid", comp),
-            ],
-        ),
-        (
-            "10011",
-            vec![
-                ("appid", oa),
-                ("redirect_uri", ""),
-                ("response_type", "code"),
-                ("scope", "snsapi_base"),
-                ("state", "s"),
-                ("component_appid", comp),
-            ],
-        ),
-        (
-            "10010",
-            vec![
-                ("appid", oa),
-                ("redirect_uri", CALLBACK),
-                ("response_type", "code"),
-                ("state", "s"),
-                ("component_appid", comp),
-            ],
-        ),
+        ("10012", q(&[("appid", None)])),
+        ("10011", q(&[("redirect_uri", Some(""))])),
+        ("10010", q(&[("scope", None)])),
         (
             "order",
             vec![
@@ -270,123 +290,38 @@ async fn authorize_errors_are_shown_on_the_page_with_their_code() {
                 ("component_appid", comp),
             ],
         ),
-        (
-            "response_type",
-            vec![
-                ("appid", oa),
-                ("redirect_uri", CALLBACK),
-                ("response_type", "token"),
-                ("scope", "snsapi_base"),
-                ("state", "s"),
-                ("component_appid", comp),
-            ],
-        ),
+        ("response_type", q(&[("response_type", Some("token"))])),
+        ("10016", authorize_query(oa, comp, &[("appid", Some(comp))])),
         (
             "10016",
-            vec![
-                ("appid", comp),
-                ("redirect_uri", CALLBACK),
-                ("response_type", "code"),
-                ("scope", "snsapi_base"),
-                ("state", "s"),
-                ("component_appid", comp),
-            ],
+            authorize_query(
+                oa,
+                comp,
+                &[("appid", Some(comp)), ("component_appid", None)],
+            ),
         ),
-        (
-            "10016",
-            vec![
-                ("appid", comp),
-                ("redirect_uri", CALLBACK),
-                ("response_type", "code"),
-                ("scope", "snsapi_base"),
-                ("state", "s"),
-            ],
-        ),
+        ("10015", q(&[("appid", Some("wxffffffffffffffff"))])),
         (
             "10015",
-            vec![
-                ("appid", "wxffffffffffffffff"),
-                ("redirect_uri", CALLBACK),
-                ("response_type", "code"),
-                ("scope", "snsapi_base"),
-                ("state", "s"),
-                ("component_appid", comp),
-            ],
-        ),
-        (
-            "10015",
-            vec![
-                ("appid", oa),
-                ("redirect_uri", CALLBACK),
-                ("response_type", "code"),
-                ("scope", "snsapi_base"),
-                ("state", "s"),
-                ("component_appid", "wxeeeeeeeeeeeeeeee"),
-            ],
+            q(&[("component_appid", Some("wxeeeeeeeeeeeeeeee"))]),
         ),
         (
             "10003",
-            vec![
-                ("appid", oa),
-                ("redirect_uri", "https://evil.example/cb"),
-                ("response_type", "code"),
-                ("scope", "snsapi_base"),
-                ("state", "s"),
-                ("component_appid", comp),
-            ],
+            q(&[("redirect_uri", Some("https://evil.example/cb"))]),
         ),
-        (
-            "10003",
-            vec![
-                ("appid", oa),
-                ("redirect_uri", "/relative/cb"),
-                ("response_type", "code"),
-                ("scope", "snsapi_base"),
-                ("state", "s"),
-                ("component_appid", comp),
-            ],
-        ),
-        (
-            "10005",
-            vec![
-                ("appid", oa),
-                ("redirect_uri", CALLBACK),
-                ("response_type", "code"),
-                ("scope", "snsapi_login"),
-                ("state", "s"),
-                ("component_appid", comp),
-            ],
-        ),
-        (
-            "10013",
-            vec![
-                ("appid", oa),
-                ("redirect_uri", CALLBACK),
-                ("response_type", "code"),
-                ("scope", "snsapi_base"),
-                ("component_appid", comp),
-            ],
-        ),
+        ("10003", q(&[("redirect_uri", Some("/relative/cb"))])),
+        ("10005", q(&[("scope", Some("snsapi_login"))])),
+        ("10013", q(&[("state", None)])),
         (
             "state",
-            vec![
-                ("appid", oa),
-                ("redirect_uri", CALLBACK),
-                ("response_type", "code"),
-                ("scope", "snsapi_base"),
-                ("state", &long_state),
-                ("component_appid", comp),
-            ],
+            authorize_query(oa, comp, &[("state", Some(&long_state))]),
         ),
         (
             "appid",
-            vec![
-                ("appid", "wxffffffffffffffff"),
-                ("redirect_uri", CALLBACK),
-                ("response_type", "code"),
-                ("scope", "snsapi_base"),
-                ("state", "s"),
-            ],
+            q(&[
+                ("appid", Some("wxffffffffffffffff")),
+                ("component_appid", None),
+            ]),
         ),
     ];
     for (expected, pairs) in cases {
@@ -782,13 +717,7 @@ async fn expired_codes_and_user_tokens() {
     let token = component_token(&sim2, &client).await;
     let code = code_for(&sim2, &client, "snsapi_userinfo").await;
     let reply = exchange(&sim2, &client, &code, &token).await;
-    let info = userinfo(
-        &sim2,
-        &client,
-        reply["access_token"].as_str().unwrap(),
-        reply["openid"].as_str().unwrap(),
-    )
-    .await;
+    let info = userinfo_of(&sim2, &client, &reply).await;
     assert_eq!(errcode(&info), 42001);
 }
 
@@ -854,26 +783,14 @@ async fn userinfo_answers_and_refuses_like_wechat() {
     let code = code_for(&sim, &client, "snsapi_userinfo").await;
     let reply = exchange(&sim, &client, &code, &token).await;
     assert!(reply.get("unionid").is_none());
-    let info = userinfo(
-        &sim,
-        &client,
-        reply["access_token"].as_str().unwrap(),
-        reply["openid"].as_str().unwrap(),
-    )
-    .await;
+    let info = userinfo_of(&sim, &client, &reply).await;
     assert_eq!(info["nickname"], "李四😀");
     assert!(info.get("unionid").is_none());
 
     // snsapi_base token → 48001.
     let code = code_for(&sim, &client, "snsapi_base").await;
     let reply = exchange(&sim, &client, &code, &token).await;
-    let info = userinfo(
-        &sim,
-        &client,
-        reply["access_token"].as_str().unwrap(),
-        reply["openid"].as_str().unwrap(),
-    )
-    .await;
+    let info = userinfo_of(&sim, &client, &reply).await;
     assert_eq!(errcode(&info), 48001);
 
     // Snapshot user: flagged in the exchange, 48001 on userinfo.
@@ -888,13 +805,7 @@ async fn userinfo_answers_and_refuses_like_wechat() {
     let reply = exchange(&sim, &client, &code, &token).await;
     assert_eq!(reply["is_snapshotuser"], 1);
     assert_eq!(reply["openid"], snapshot.openid.as_str());
-    let info = userinfo(
-        &sim,
-        &client,
-        reply["access_token"].as_str().unwrap(),
-        &snapshot.openid,
-    )
-    .await;
+    let info = userinfo_of(&sim, &client, &reply).await;
     assert_eq!(errcode(&info), 48001);
     assert_eq!(sim.calls(Endpoint::UserInfo), 7);
 }
@@ -1549,18 +1460,7 @@ async fn authorization_pushes_carry_a_single_use_code_for_query_auth() {
     assert_eq!(errcode(&foreign), 40001);
 
     // Revocation over the admin HTTP API: an `unauthorized` push without a code.
-    let response = bounded(
-        client
-            .post(url_with(
-                &sim,
-                "_sim/admin/revoke",
-                &[("appid", account(1).as_str())],
-            ))
-            .send(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(admin(&sim, &client, "revoke", &account(1)).await, 200);
     match bounded(pushes.recv()).await.unwrap().event {
         Ok(PushEvent::Unauthorized {
             authorizer_appid, ..
@@ -1568,19 +1468,8 @@ async fn authorization_pushes_carry_a_single_use_code_for_query_auth() {
         other => panic!("{other:?}"),
     }
     assert_eq!(sim.account_grant(&account(1)), Some((false, vec![1, 2, 4])));
-    let response = bounded(
-        client
-            .post(url_with(
-                &sim,
-                "_sim/admin/update",
-                &[("appid", account(1).as_str())],
-            ))
-            .send(),
-    )
-    .await
-    .unwrap();
     assert_eq!(
-        response.status().as_u16(),
+        admin(&sim, &client, "update", &account(1)).await,
         400,
         "a revoked account cannot update"
     );

@@ -118,7 +118,8 @@ async fn platform_with(
 
 /// Polls until `status` is reached (bounded).
 async fn wait_for_status(oauth: &WeChatOAuth, appid: &AuthorizerAppId, status: TenantStatus) {
-    for _ in 0..600 {
+    // Up to 20 s: the background lookups run on a loaded 2-core CI machine.
+    for _ in 0..2_000 {
         if oauth.tenants().status(appid) == status {
             return;
         }
@@ -510,6 +511,21 @@ async fn tenant_state_survives_a_restart_with_the_file_store() {
             .await
             .unwrap();
         wait_for_status(&p.oauth, &appid(1), TenantStatus::Active).await;
+        // The status is applied in memory first and written right after: wait for the file.
+        let component = p.oauth.component_appid().unwrap().clone();
+        let mut persisted = false;
+        for _ in 0..2_000 {
+            let records = bounded(p.store.load_tenants(&component)).await.unwrap();
+            if records
+                .iter()
+                .any(|(a, r)| *a == appid(1) && r.status == TenantStatus::Active)
+            {
+                persisted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(persisted, "the learned status never reached the file store");
     }
     // A new process on the same state directory.
     let sim = start(two_accounts()).await;

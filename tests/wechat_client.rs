@@ -9,7 +9,7 @@ mod support;
 
 use support::{bounded, start_sim};
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use wechat_oauth_proxy::{
     sim::{AuthMode, Endpoint, Failure, SimUser, SimWeChat},
@@ -37,20 +37,41 @@ fn client(sim: &SimWeChat) -> WeChatClient {
     WeChatClient::new(client_settings(sim)).unwrap()
 }
 
-fn oa_oauth(sim: &SimWeChat) -> WeChatOAuth {
-    let c = sim.config();
+/// A `WeChatOAuth` in `mode` against the sim, over an empty memory store.
+fn oauth_in(sim: &SimWeChat, mode: OAuthMode) -> WeChatOAuth {
     WeChatOAuth::new(
         WeChatSettings {
-            mode: OAuthMode::OfficialAccount {
-                appid: c.authorizer_appid.clone(),
-                secret: c.official_account_secret.clone(),
-            },
+            mode,
             client: client_settings(sim),
             token: TokenSettings::default(),
         },
         Arc::new(MemoryPlatformStore::new()),
     )
     .unwrap()
+}
+
+fn oa_oauth(sim: &SimWeChat) -> WeChatOAuth {
+    let c = sim.config();
+    oauth_in(
+        sim,
+        OAuthMode::OfficialAccount {
+            appid: c.authorizer_appid.clone(),
+            secret: c.official_account_secret.clone(),
+        },
+    )
+}
+
+/// Opens authorize `url` without following redirects: the sim must redirect (302); the query
+/// of its `Location`.
+async fn authorize_redirect(url: &str) -> HashMap<String, String> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = bounded(http.get(url).send()).await.unwrap();
+    assert_eq!(response.status().as_u16(), 302, "{url}");
+    let location = url::Url::parse(response.headers()["location"].to_str().unwrap()).unwrap();
+    location.query_pairs().into_owned().collect()
 }
 
 fn user(sim: &SimWeChat, i: usize) -> SimUser {
@@ -123,15 +144,7 @@ async fn official_account_authorize_url_is_accepted_by_the_sim() {
             &OAuthState::new("abc123"),
         )
         .unwrap();
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let response = bounded(http.get(&url).send()).await.unwrap();
-    assert_eq!(response.status().as_u16(), 302, "{url}");
-    let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let location = url::Url::parse(&location).unwrap();
-    let pairs: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    let pairs = authorize_redirect(&url).await;
     assert_eq!(pairs["state"], "abc123");
     assert_eq!(pairs["next"], "/a");
     // The code from the redirect works.
@@ -390,15 +403,7 @@ async fn transport_errors_carry_no_token_or_url() {
 async fn component_authorize_url_is_accepted_by_the_sim() {
     let sim = start_sim().await;
     let c = sim.config().clone();
-    let oauth = WeChatOAuth::new(
-        WeChatSettings {
-            mode: c.component_mode(),
-            client: client_settings(&sim),
-            token: TokenSettings::default(),
-        },
-        Arc::new(MemoryPlatformStore::new()),
-    )
-    .unwrap();
+    let oauth = oauth_in(&sim, c.component_mode());
     let url = oauth
         .authorize_url(
             &c.authorizer_appid,
@@ -407,14 +412,7 @@ async fn component_authorize_url_is_accepted_by_the_sim() {
             &OAuthState::new("Zz09"),
         )
         .unwrap();
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let response = bounded(http.get(&url).send()).await.unwrap();
-    assert_eq!(response.status().as_u16(), 302, "{url}");
-    let location = url::Url::parse(response.headers()["location"].to_str().unwrap()).unwrap();
-    let pairs: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    let pairs = authorize_redirect(&url).await;
     assert_eq!(pairs["state"], "Zz09");
     assert_eq!(pairs["appid"], c.authorizer_appid.as_str());
     assert!(pairs.contains_key("code"));

@@ -9,7 +9,7 @@ use super::{AppError, setup};
 use crate::config::{Config, ResolvedSecrets, WeChatMode};
 use crate::session::{CookieCodec, SessionRecord, SessionStore};
 use crate::sim::upstream::DemoUpstream;
-use crate::sim::{SimConfig, SimWeChat};
+use crate::sim::{SimAuthorizer, SimConfig, SimWeChat};
 use crate::wechat::AppSecret;
 
 /// Number of prefilled sessions whose cookies are written for load tests.
@@ -114,16 +114,50 @@ impl DevServices {
     }
 }
 
-/// The simulator must accept exactly the appids and credentials the proxy will present.
+/// The simulator must accept exactly the appids and credentials the proxy will present: with
+/// `[tenants]`, every listed account (authorized with every permission set; the first is the
+/// primary one) and every tenant host as a redirect host.
 fn sim_config(config: &Config, secrets: &ResolvedSecrets) -> SimConfig {
+    let listed = config
+        .tenants
+        .as_ref()
+        .map(|t| t.authorizers.as_slice())
+        .unwrap_or_default();
     let mut sim = SimConfig {
-        authorizer_appid: config.wechat.appid.clone(),
         interactive: true,
         ..SimConfig::default()
     };
-    if let Some(host) = config.server.public_url.host_str() {
-        sim.redirect_hosts = vec![host.to_owned()];
+    if let Some(appid) = config
+        .wechat
+        .appid
+        .as_ref()
+        .or_else(|| listed.first().map(|a| &a.appid))
+    {
+        sim.authorizer_appid = appid.clone();
     }
+    sim.authorizers = listed
+        .iter()
+        .map(|a| {
+            SimAuthorizer::new(
+                a.appid.clone(),
+                a.name
+                    .clone()
+                    .unwrap_or_else(|| "模拟公众号 / Sim account".to_owned()),
+            )
+        })
+        .collect();
+    sim.redirect_hosts = config
+        .server
+        .public_url
+        .host_str()
+        .into_iter()
+        .map(str::to_owned)
+        .chain(
+            listed
+                .iter()
+                .flat_map(|a| a.hosts.iter().map(|h| h.as_str().to_owned())),
+        )
+        .collect();
     if let Some(appid) = &config.wechat.component_appid {
         sim.component_appid = appid.clone();
     }

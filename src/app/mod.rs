@@ -123,6 +123,7 @@ pub async fn run(
     let (cookies, jwt) = codecs(&config, &secrets)?;
     dev.prefill(&config, sessions.as_ref(), &cookies).await?;
     let layer = auth_layer(&config, wechat, sessions, cookies, jwt)?;
+    let _revocation = layer.start_background();
 
     let upstream_url = config
         .server
@@ -191,7 +192,7 @@ fn wechat(
     let api_base = sim_url.clone().unwrap_or_else(|| w.api_base_url.clone());
     let open_base = sim_url.unwrap_or_else(|| w.open_base_url.clone());
     let settings = w
-        .settings(secrets, api_base, open_base)
+        .settings(secrets, config.tenants.as_ref(), api_base, open_base)
         .map_err(refused("wechat"))?;
     Ok(WeChatOAuth::new(settings, platform_store)
         .map_err(|e| setup("wechat")(e.to_string()))?
@@ -222,6 +223,13 @@ fn auth_layer(
     cookies: CookieCodec,
     jwt: JwtIssuer,
 ) -> Result<WeChatAuthLayer, AppError> {
+    if let Some(warning) = config
+        .tenants
+        .as_ref()
+        .and_then(|t| t.unchecked_hosts_warning())
+    {
+        tracing::warn!("{warning}");
+    }
     let settings = config.layer_settings().map_err(refused("jwt"))?;
     WeChatAuthLayer::new(settings, wechat, sessions, cookies, jwt)
         .map_err(|e| setup("auth")(e.to_string()))

@@ -116,6 +116,7 @@ impl Config {
                 jwt: self.jwt.carrier()?,
                 plain_headers: self.jwt.plain_headers,
             },
+            tenants: self.tenants.as_ref().map(super::TenantsConfig::routing),
             forward_auth: self.forward_auth.settings(),
             trusted_proxies: self.server.trusted_proxies.clone(),
             ..LayerSettings::default()

@@ -1,9 +1,10 @@
 //! The configuration file (`config.toml`) of the sidecar.
 //!
 //! One file per TOML section ([`server`](ServerConfig), [`upstream`](UpstreamConfig),
-//! [`auth`](AuthConfig), [`wechat`](WeChatConfig), [`session`](SessionConfig),
-//! [`jwt`](JwtConfig), [`dev`](DevConfig), [`forward_auth`](ForwardAuthConfig)). Each section
-//! deserializes straight into the library's own types where they exist ([`Scope`](crate::wechat::Scope),
+//! [`auth`](AuthConfig), [`wechat`](WeChatConfig), [`tenants`](TenantsConfig),
+//! [`session`](SessionConfig), [`jwt`](JwtConfig), [`dev`](DevConfig),
+//! [`forward_auth`](ForwardAuthConfig)). Each section deserializes straight into the library's
+//! own types where they exist ([`Scope`](crate::wechat::Scope),
 //! [`JwtAlgorithm`](crate::jwt::JwtAlgorithm), [`IpNet`](ipnet::IpNet), the appid types,
 //! [`SkipRule`](crate::layer::SkipRule)), takes its defaults from the settings structs of the
 //! modules it configures, keeps its own cross-field checks and turns itself into those settings
@@ -35,6 +36,7 @@ mod jwt;
 mod log;
 mod server;
 mod session;
+mod tenants;
 mod upstream;
 mod wechat;
 
@@ -45,6 +47,7 @@ pub use self::jwt::JwtConfig;
 pub use self::log::LogConfig;
 pub use self::server::ServerConfig;
 pub use self::session::{SessionConfig, StoreKind};
+pub use self::tenants::{AuthorizerConfig, MAX_REDIRECT_DOMAINS, TenantsConfig};
 pub use self::upstream::UpstreamConfig;
 pub use self::wechat::{WeChatConfig, WeChatMode};
 
@@ -134,6 +137,9 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The WeChat side.
     pub wechat: WeChatConfig,
+    /// Many official accounts (component mode); absent: `wechat.appid` alone.
+    #[serde(default)]
+    pub tenants: Option<TenantsConfig>,
     /// Sessions and cookies.
     pub session: SessionConfig,
     /// The identity JWT and plain headers.
@@ -274,7 +280,14 @@ impl Config {
     fn check(&self, secrets: &ResolvedSecrets, problems: &mut Problems) {
         self.server.check(self, problems);
         self.auth.check(problems);
-        self.wechat.check(secrets, problems);
+        self.wechat.check(secrets, self.tenants.is_some(), problems);
+        if let Some(tenants) = &self.tenants {
+            tenants.check(
+                self.wechat.mode == WeChatMode::Component,
+                self.wechat.appid.is_some(),
+                problems,
+            );
+        }
         self.session.check(secrets, problems);
         self.jwt.check(secrets, problems);
         self.dev.check(self, problems);

@@ -294,6 +294,152 @@ fn a_bad_prefix_is_refused_at_its_key() {
     assert_eq!(config.auth.prefix.as_str(), "/auth");
 }
 
+/// `good()` with `wechat.appid` replaced by a `[tenants]` section.
+fn with_tenants(section: &str) -> String {
+    format!(
+        "{}\n{section}",
+        good().replace("appid = \"wxa1b2c3d4e5f60708\"\n", "")
+    )
+}
+
+fn problem_keys(text: &str) -> Vec<String> {
+    match Config::from_toml_str(text, Path::new("."), &env()) {
+        Err(ConfigError::Invalid(problems)) => problems.into_iter().map(|p| p.key).collect(),
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
+const TWO_TENANTS: &str = r#"
+[tenants]
+host_pattern = "{appid}.wx.example.com"
+path_prefix = "/t/{appid}"
+on_unauthorized = "end_sessions"
+reconcile_interval_secs = 0
+redirect_domains = ["Shop-A.example.com", "example.com", "wx.example.com"]
+
+[[tenants.authorizer]]
+appid = "wxa1b2c3d4e5f60708"
+hosts = ["Shop-A.example.com.", "wxa1b2c3d4e5f60708.example.com"]
+name = "A 店"
+audience = "shop-a"
+
+[[tenants.authorizer]]
+appid = "wxb1b2c3d4e5f60708"
+hosts = ["example.com"]
+"#;
+
+#[test]
+fn tenants_load_into_the_library_types() {
+    let (cfg, secrets) =
+        Config::from_toml_str(&with_tenants(TWO_TENANTS), Path::new("."), &env()).unwrap();
+    assert_eq!(cfg.wechat.appid, None);
+    let tenants = cfg.tenants.as_ref().unwrap();
+    let routing = tenants.routing();
+    assert_eq!(routing.sites.len(), 2);
+    assert_eq!(routing.sites[0].hosts[0].as_str(), "shop-a.example.com");
+    assert_eq!(routing.sites[0].audience.as_deref(), Some("shop-a"));
+    assert_eq!(
+        routing.on_unauthorized,
+        crate::layer::tenant::OnUnauthorized::EndSessions
+    );
+    let settings = tenants.tenant_settings();
+    assert_eq!(settings.configured.len(), 2);
+    assert_eq!(settings.reconcile_interval, None);
+    assert_eq!(tenants.unchecked_hosts_warning(), None);
+    let wechat = cfg
+        .wechat
+        .settings(
+            &secrets,
+            cfg.tenants.as_ref(),
+            "http://127.0.0.1:1".parse().unwrap(),
+            "http://127.0.0.1:1".parse().unwrap(),
+        )
+        .unwrap();
+    assert!(matches!(
+        wechat.mode,
+        crate::wechat::oauth::OAuthMode::Component { tenants, .. } if tenants.configured.len() == 2
+    ));
+    assert_eq!(cfg.layer_settings().unwrap().tenants, Some(routing));
+}
+
+#[test]
+fn tenant_problems_are_reported_at_their_keys() {
+    // Values serde refuses, each at its own key.
+    let text = with_tenants(
+        r#"
+[tenants]
+host_pattern = "*.wx.example.com"
+path_prefix = "/t"
+mode = "sometimes"
+on_unauthorized = "shrug"
+
+[[tenants.authorizer]]
+appid = "wxa1b2c3d4e5f60708"
+hosts = ["a.example.com:8443", "ok.example.com"]
+colour = "red"
+"#,
+    );
+    let keys = problem_keys(&text);
+    for key in [
+        "tenants.host_pattern",
+        "tenants.path_prefix",
+        "tenants.mode",
+        "tenants.on_unauthorized",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
+    }
+    // Cross-field rules.
+    let text = with_tenants(
+        r#"
+[tenants]
+host_pattern = "{appid}.wx.other.com"
+redirect_domains = ["example.com", "b.com", "c.com", "d.com"]
+
+[[tenants.authorizer]]
+appid = "wxA1b2c3d4e5f60708"
+hosts = ["shop.evil.com", "wxb1b2c3d4e5f60708.example.com"]
+audience = ""
+
+[[tenants.authorizer]]
+appid = "wxb1b2c3d4e5f60708"
+hosts = ["Shop.Evil.com"]
+"#,
+    );
+    let keys = problem_keys(&text);
+    for key in [
+        "tenants.redirect_domains",
+        "tenants.host_pattern",
+        "tenants.authorizer[0].appid",
+        "tenants.authorizer[0].audience",
+        "tenants.authorizer[0].hosts[0]",
+        "tenants.authorizer[0].hosts[1]",
+        "tenants.authorizer[1].hosts[0]",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
+    }
+    // wechat.appid and [tenants] are exclusive; static mode needs accounts; component only.
+    let text = format!("{}\n[tenants]\n", good()).replace(
+        "mode = \"component\"",
+        "mode = \"official_account\"\nofficial_account_secret = \"oa-secret-value-12345678\"",
+    );
+    let keys = problem_keys(&text);
+    for key in ["tenants", "wechat.appid", "tenants.authorizer"] {
+        assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
+    }
+    // Without [tenants], wechat.appid is required.
+    let keys = problem_keys(&good().replace("appid = \"wxa1b2c3d4e5f60708\"\n", ""));
+    assert!(keys.iter().any(|k| k == "wechat.appid"), "{keys:?}");
+}
+
+#[test]
+fn unchecked_tenant_hosts_are_a_warning_not_an_error() {
+    let text = with_tenants(
+        "[tenants]\n[[tenants.authorizer]]\nappid = \"wxa1b2c3d4e5f60708\"\nhosts = [\"localhost\"]\n",
+    );
+    let (cfg, _) = Config::from_toml_str(&text, Path::new("."), &env()).unwrap();
+    assert!(cfg.tenants.unwrap().unchecked_hosts_warning().is_some());
+}
+
 #[test]
 fn forward_auth_section_defaults_off_and_refuses_trusting_everyone() {
     let (cfg, _) = Config::from_toml_str(&good(), Path::new("."), &env()).unwrap();

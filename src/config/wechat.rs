@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigProblem, Problems, ResolvedSecrets, millis};
+use super::{ConfigProblem, Problems, ResolvedSecrets, TenantsConfig, millis};
 use crate::secret::SecretString;
 use crate::wechat::client::ClientSettings;
 use crate::wechat::oauth::{DEFAULT_LOGIN_DEADLINE, OAuthMode, WeChatSettings};
@@ -30,8 +30,10 @@ pub enum WeChatMode {
 pub struct WeChatConfig {
     /// `component` or `official_account`.
     pub mode: WeChatMode,
-    /// The official account users log in to (the authorizer appid in component mode).
-    pub appid: AuthorizerAppId,
+    /// The official account users log in to (the authorizer appid in component mode): the
+    /// single-tenant shorthand. Required unless `[tenants]` lists the accounts.
+    #[serde(default)]
+    pub appid: Option<AuthorizerAppId>,
     /// Component mode: the third-party platform's appid.
     #[serde(default)]
     pub component_appid: Option<ComponentAppId>,
@@ -122,13 +124,18 @@ fn valid_aes_key(k: &SecretString) -> bool {
 }
 
 impl WeChatConfig {
-    pub(super) fn check(&self, secrets: &ResolvedSecrets, problems: &mut Problems) {
+    pub(super) fn check(&self, secrets: &ResolvedSecrets, tenants: bool, problems: &mut Problems) {
         let mut bad = |key: &str, message: String| problems.bad(key, message);
-        if !looks_like_appid(self.appid.as_str()) {
-            bad(
+        match &self.appid {
+            Some(appid) if !looks_like_appid(appid.as_str()) => bad(
                 "wechat.appid",
                 "must look like wx followed by 16 hex characters".into(),
-            );
+            ),
+            None if !tenants => bad(
+                "wechat.appid",
+                "is required (or list the accounts in [tenants])".into(),
+            ),
+            _ => {}
         }
         match self.mode {
             WeChatMode::Component => {
@@ -141,10 +148,17 @@ impl WeChatConfig {
                         "wechat.component_appid",
                         "must look like wx followed by 16 hex characters".into(),
                     ),
-                    Some(a) if a.as_str() == self.appid.as_str() => bad(
-                        "wechat.component_appid",
-                        "must differ from wechat.appid (the official account)".into(),
-                    ),
+                    Some(a)
+                        if self
+                            .appid
+                            .as_ref()
+                            .is_some_and(|o| o.as_str() == a.as_str()) =>
+                    {
+                        bad(
+                            "wechat.component_appid",
+                            "must differ from wechat.appid (the official account)".into(),
+                        )
+                    }
                     Some(_) => {}
                 }
                 if secrets.component_secret.is_none() {
@@ -210,14 +224,16 @@ impl WeChatConfig {
         }
     }
 
-    /// `[wechat]` + its secrets → the WeChat client's settings, calling WeChat at `api_base`
-    /// and `open_base` (`wechat.*_base_url`, or the simulated WeChat in development mode).
+    /// `[wechat]` + its secrets (+ `[tenants]`, when given) → the WeChat client's settings,
+    /// calling WeChat at `api_base` and `open_base` (`wechat.*_base_url`, or the simulated
+    /// WeChat in development mode).
     ///
     /// # Errors
     /// A value the mode needs is missing (never after [`super::Config::validate`]).
     pub fn settings(
         &self,
         secrets: &ResolvedSecrets,
+        tenants: Option<&TenantsConfig>,
         api_base: url::Url,
         open_base: url::Url,
     ) -> Result<WeChatSettings, ConfigProblem> {
@@ -232,13 +248,16 @@ impl WeChatConfig {
                 component_secret: AppSecret::new(
                     need(&secrets.component_secret, "component_secret")?.expose_secret(),
                 ),
-                tenants: TenantSettings::single(self.appid.clone()),
+                tenants: match tenants {
+                    Some(t) => t.tenant_settings(),
+                    None => TenantSettings::single(need(&self.appid, "appid")?.clone()),
+                },
                 message_token: need(&secrets.message_token, "message_token")?.clone(),
                 encoding_aes_key: need(&secrets.encoding_aes_key, "encoding_aes_key")?.clone(),
                 previous_encoding_aes_key: self.previous_encoding_aes_key.clone(),
             },
             WeChatMode::OfficialAccount => OAuthMode::OfficialAccount {
-                appid: self.appid.clone(),
+                appid: need(&self.appid, "appid")?.clone(),
                 secret: AppSecret::new(
                     need(&secrets.official_account_secret, "official_account_secret")?
                         .expose_secret(),

@@ -1,6 +1,7 @@
 //! The per-session token cache: a hit is a lookup and a reference-count increment, a miss (or a
 //! token past four fifths of its life) mints a new one.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
@@ -27,20 +28,33 @@ impl JwtIssuer {
         cache_key: &[u8; CACHE_KEY_LEN],
         identity: &Identity,
     ) -> Result<HeaderValue, JwtError> {
+        self.token_for_audience(cache_key, identity, None).await
+    }
+
+    /// [`token_for`](Self::token_for) with `aud` = `audience` instead of the configured
+    /// audience (a tenant's own audience; `None`: the configured one). The cache key is the
+    /// session *and* the audience, so a token is never served for another audience.
+    pub async fn token_for_audience(
+        &self,
+        cache_key: &[u8; CACHE_KEY_LEN],
+        identity: &Identity,
+        audience: Option<&Arc<str>>,
+    ) -> Result<HeaderValue, JwtError> {
         let Some(cache) = &self.inner.cache else {
-            return self.header_value(identity);
+            return self.header_value(identity, audience.map(|a| &**a));
         };
         let now = Instant::now();
-        if let Some(hit) = cache.get(cache_key).await {
+        let key = (*cache_key, audience.cloned());
+        if let Some(hit) = cache.get(&key).await {
             if now < hit.refresh_at {
                 return Ok(hit.value);
             }
         }
-        let value = self.header_value(identity)?;
+        let value = self.header_value(identity, audience.map(|a| &**a))?;
         let refresh_at = now + refresh_after(self.inner.ttl);
         cache
             .insert(
-                *cache_key,
+                key,
                 CachedToken {
                     value: value.clone(),
                     refresh_at,
@@ -52,8 +66,18 @@ impl JwtIssuer {
 
     /// Drops the cached token of a session (logout).
     pub async fn invalidate(&self, cache_key: &[u8; CACHE_KEY_LEN]) {
+        self.invalidate_audience(cache_key, None).await;
+    }
+
+    /// Drops the cached token of a session minted for `audience` (see
+    /// [`token_for_audience`](Self::token_for_audience)).
+    pub async fn invalidate_audience(
+        &self,
+        cache_key: &[u8; CACHE_KEY_LEN],
+        audience: Option<&Arc<str>>,
+    ) {
         if let Some(cache) = &self.inner.cache {
-            cache.invalidate(cache_key).await;
+            cache.invalidate(&(*cache_key, audience.cloned())).await;
         }
     }
 }

@@ -48,6 +48,9 @@ pub const MIN_RSA_BITS: usize = 2048;
 /// Length of the per-session token cache key (the raw session id).
 pub const CACHE_KEY_LEN: usize = 16;
 
+/// A token cache key: the raw session id and the audience (`None`: the configured one).
+type CacheKey = ([u8; CACHE_KEY_LEN], Option<Arc<str>>);
+
 /// The signing algorithm of the identity JWT.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum JwtAlgorithm {
@@ -185,7 +188,8 @@ struct Inner {
     value_prefix: String,
     jwks: Bytes,
     verify_keys: Vec<keys::VerifyKey>,
-    cache: Option<moka::future::Cache<[u8; CACHE_KEY_LEN], cache::CachedToken>>,
+    /// Keyed by session and audience (`None`: the configured one).
+    cache: Option<moka::future::Cache<CacheKey, cache::CachedToken>>,
 }
 
 /// Mints identity JWTs, caches them per session, and publishes the JWKS.
@@ -289,11 +293,16 @@ impl JwtIssuer {
 
     /// The claims a token minted now for `identity` carries.
     pub fn claims(&self, identity: &Identity) -> Claims {
+        self.claims_for(identity, None)
+    }
+
+    /// [`claims`](Self::claims) with `aud` = `audience` (`None`: the configured audience).
+    pub fn claims_for(&self, identity: &Identity, audience: Option<&str>) -> Claims {
         let now = unix_now();
         let start = now.saturating_sub(self.inner.backdate.as_secs());
         Claims {
             iss: self.inner.issuer.clone(),
-            aud: self.inner.audience.clone(),
+            aud: audience.unwrap_or(&self.inner.audience).to_owned(),
             sub: identity.openid.clone(),
             iat: start,
             nbf: start,
@@ -309,9 +318,18 @@ impl JwtIssuer {
 
     /// Signs a fresh token for `identity` (no cache).
     pub fn mint(&self, identity: &Identity) -> Result<String, JwtError> {
+        self.mint_for(identity, None)
+    }
+
+    /// Signs a fresh token for `identity` with `aud` = `audience` (`None`: the configured one).
+    pub fn mint_for(
+        &self,
+        identity: &Identity,
+        audience: Option<&str>,
+    ) -> Result<String, JwtError> {
         jsonwebtoken::encode(
             &self.inner.header,
-            &self.claims(identity),
+            &self.claims_for(identity, audience),
             &self.inner.encoding,
         )
         .map_err(|e| JwtError::Sign(e.kind_name()))
@@ -327,15 +345,15 @@ impl JwtIssuer {
     /// `aud`, `exp` and `nbf` checked with the default 60 s leeway). A token without `kid` is
     /// tried with the current key.
     pub fn verify(&self, token: &str) -> Result<Claims, JwtError> {
+        self.verify_for(token, &self.inner.audience)
+    }
+
+    /// [`verify`](Self::verify) expecting `aud` = `audience` (a tenant's own audience).
+    pub fn verify_for(&self, token: &str, audience: &str) -> Result<Claims, JwtError> {
         let header = verify::read_header(token, self.inner.algorithm.to_jsonwebtoken())?;
         let kid = header.kid.as_deref().unwrap_or(&self.inner.kid);
         let key = verify::find_key(&self.inner.verify_keys, kid)?;
-        verify::decode(
-            key,
-            token,
-            Some(&self.inner.issuer),
-            Some(&self.inner.audience),
-        )
+        verify::decode(key, token, Some(&self.inner.issuer), Some(audience))
     }
 
     /// The validation rules an upstream should apply (pinned algorithm, our `iss` and `aud`,
@@ -348,8 +366,12 @@ impl JwtIssuer {
         )
     }
 
-    fn header_value(&self, identity: &Identity) -> Result<HeaderValue, JwtError> {
-        let token = self.mint(identity)?;
+    fn header_value(
+        &self,
+        identity: &Identity,
+        audience: Option<&str>,
+    ) -> Result<HeaderValue, JwtError> {
+        let token = self.mint_for(identity, audience)?;
         let text = if self.inner.value_prefix.is_empty() {
             token
         } else {

@@ -11,6 +11,7 @@ use super::{
     dispatch::{Prefix, SkipRule, SkipRuleError},
     forward::ForwardAuthSettings,
     state::AuthState,
+    tenant::{LOG_LABEL_MAX_TENANTS, ResolverError, TenantResolver, TenantRouting},
 };
 use crate::{
     identity::{HeaderSettings, JwtCarrier},
@@ -49,6 +50,10 @@ pub enum BuildError {
     /// The flow lifetime is zero or longer than WeChat's own limits make useful.
     #[error("flow_ttl must be between 1 second and 10 minutes")]
     InvalidFlowTtl,
+    /// The tenant routing is inconsistent (a host listed twice, several accounts without
+    /// routing).
+    #[error("tenants: {0}")]
+    InvalidTenants(#[from] ResolverError),
     /// The forward-auth settings are unusable (see [`ForwardAuthSettings::problem`]).
     #[error("forward_auth: {0}")]
     InvalidForwardAuth(&'static str),
@@ -191,6 +196,13 @@ impl WeChatAuthLayerBuilder {
         self
     }
 
+    /// How requests find their official account (see [`crate::layer::tenant`]); without it
+    /// (default) every request is for the WeChat side's one account.
+    pub fn tenants(mut self, routing: TenantRouting) -> Self {
+        self.settings.tenants = Some(routing);
+        self
+    }
+
     /// The front proxies whose `X-Request-Id` is kept (default none: every id is generated);
     /// see [`LayerSettings::trusted_proxies`](super::LayerSettings::trusted_proxies).
     pub fn trusted_proxies(mut self, nets: Vec<ipnet::IpNet>) -> Self {
@@ -252,6 +264,19 @@ impl WeChatAuthLayerBuilder {
 
         let callback_url = format!("{origin}{}/callback", settings.dispatch.prefix);
         let strip = settings.headers.strip_list();
+        let resolver = TenantResolver::new(
+            settings.tenants.as_ref(),
+            wechat.tenants().clone(),
+            wechat.single_appid(),
+            &settings.public_url,
+        )?;
+        let log_label = match &settings.tenants {
+            None => true,
+            Some(routing) => routing.log_label.unwrap_or_else(|| {
+                wechat.tenants().mode() == crate::wechat::tenants::TenantMode::Static
+                    && routing.sites.len() <= LOG_LABEL_MAX_TENANTS
+            }),
+        };
         Ok(WeChatAuthLayer {
             state: Arc::new(AuthState {
                 settings,
@@ -262,6 +287,8 @@ impl WeChatAuthLayerBuilder {
                 sessions,
                 cookies,
                 jwt,
+                resolver,
+                log_label,
             }),
         })
     }

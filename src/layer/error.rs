@@ -20,6 +20,7 @@
 
 use http::StatusCode;
 
+use super::tenant::{TenantRejection, rejection_for};
 use super::{
     body::OwnResponse,
     respond::{escape_html, html, json},
@@ -83,6 +84,11 @@ pub enum AuthError {
     /// `Referer`): refused, with a same-origin link to confirm.
     #[error("cross-site logout refused")]
     CrossSiteLogout,
+    /// The request has no usable official account (tenant): an unknown one (404), one that
+    /// revoked the platform or lacks the web permission set (403, logins only), or an
+    /// ambiguous host (400).
+    #[error(transparent)]
+    Tenant(#[from] TenantRejection),
     /// A bug of ours.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -330,6 +336,46 @@ const BAD_REQUEST: Row = Row {
     ..NO_LINK
 };
 
+const UNKNOWN_TENANT: Row = Row {
+    status: StatusCode::NOT_FOUND,
+    code: "unknown_tenant",
+    zh_title: "未知的公众号",
+    zh: "此地址不属于本平台服务的任何公众号。请检查链接。",
+    en_title: "Unknown account",
+    en: "This address does not belong to any official account served here. Please check the link.",
+    ..NO_LINK
+};
+
+const TENANT_REVOKED: Row = Row {
+    status: StatusCode::FORBIDDEN,
+    code: "tenant_revoked",
+    zh_title: "公众号已取消授权",
+    zh: "该公众号已取消对本平台的授权，暂时无法通过微信登录。请联系公众号运营者。",
+    en_title: "Account no longer authorized",
+    en: "This official account has revoked its authorization of the platform, so WeChat login is not available. Please contact the account's operator.",
+    ..NO_LINK
+};
+
+const TENANT_NO_WEB_PERMISSION: Row = Row {
+    status: StatusCode::FORBIDDEN,
+    code: "tenant_no_web_permission",
+    zh_title: "公众号未授权网页服务",
+    zh: "该公众号没有向本平台授权“网页服务”权限，因此无法通过微信登录。请联系公众号运营者。",
+    en_title: "Web login not granted",
+    en: "This official account has not granted the platform the web-page permission (网页服务), so WeChat login is not available. Please contact the account's operator.",
+    ..NO_LINK
+};
+
+const BAD_HOST: Row = Row {
+    status: StatusCode::BAD_REQUEST,
+    code: "bad_host",
+    zh_title: "请求无效",
+    zh: "请求的主机名无效或不一致。",
+    en_title: "Bad request",
+    en: "The request names no valid host, or two different ones.",
+    ..NO_LINK
+};
+
 const NOT_FOUND: Row = Row {
     status: StatusCode::NOT_FOUND,
     code: "not_found",
@@ -401,6 +447,10 @@ impl AuthError {
             AuthError::SnapshotUser => &SNAPSHOT_USER,
             AuthError::InvalidState => &INVALID_STATE,
             AuthError::AppIdMismatch => &APPID_MISMATCH,
+            AuthError::Tenant(rejection) => tenant_row(rejection),
+            AuthError::WeChat(WeChatError::Tenant { status, .. }) => {
+                rejection_for(*status).map_or(&MISCONFIGURED, |r| tenant_row(&r))
+            }
             AuthError::WeChat(e) => match wechat_kind(e) {
                 WeChatKind::CodeRejected => &CODE_REJECTED,
                 WeChatKind::Timeout => &WECHAT_TIMEOUT,
@@ -471,6 +521,15 @@ impl AuthError {
                 .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
         }
         response
+    }
+}
+
+fn tenant_row(rejection: &TenantRejection) -> &'static Row {
+    match rejection {
+        TenantRejection::BadHost => &BAD_HOST,
+        TenantRejection::Unknown => &UNKNOWN_TENANT,
+        TenantRejection::Revoked => &TENANT_REVOKED,
+        TenantRejection::NoWebPermission => &TENANT_NO_WEB_PERMISSION,
     }
 }
 

@@ -43,6 +43,8 @@
 //! | `error.rs` | [`AuthError`]: one row per kind (status, code, bilingual page, link) |
 //! | `body.rs`, `respond.rs` | [`ResponseBody`]; builders of our own answers (`no-store`) |
 //! | `sanitize.rs` | removal of method overrides and protocol switches the upstream must not see |
+//! | `tenant.rs` | request → tenant resolution (pure, built once): [`tenant::TenantResolver`], the typed host/pattern/prefix values |
+//! | `revocation.rs` | `on_unauthorized = end_sessions`: ends a revoked account's sessions |
 //!
 //! Whether an answer is a page or JSON is decided in one place for the whole crate
 //! ([`Answer`]), shared with the proxy's 502/504 pages.
@@ -82,6 +84,7 @@
 //! ```
 
 pub mod dispatch;
+pub mod tenant;
 
 mod body;
 mod builder;
@@ -89,6 +92,7 @@ mod error;
 mod forward;
 mod pipeline;
 mod respond;
+mod revocation;
 mod routes;
 mod sanitize;
 mod state;
@@ -114,6 +118,7 @@ pub use self::dispatch::{
 pub use self::error::AuthError;
 pub use self::forward::{ForwardAuthSettings, ForwardError};
 use self::state::AuthState;
+use self::tenant::TenantRouting;
 use crate::identity::HeaderSettings;
 #[cfg(doc)]
 use crate::identity::Identity;
@@ -145,6 +150,9 @@ pub struct LayerSettings {
     pub headers: HeaderSettings,
     /// Lifetime of a pending login (OAuth `state`), default 10 minutes.
     pub flow_ttl: Duration,
+    /// How requests find their official account (tenant); `None` (default) is the
+    /// single-tenant shorthand: every request is for the WeChat side's one account.
+    pub tenants: Option<TenantRouting>,
     /// The forward-auth endpoints for front proxies (nginx, Traefik, Caddy, Envoy): off by
     /// default; see [`ForwardAuthSettings`].
     pub forward_auth: ForwardAuthSettings,
@@ -162,6 +170,7 @@ impl Default for LayerSettings {
             scope: Scope::UserInfo,
             headers: HeaderSettings::default(),
             flow_ttl: Duration::from_secs(10 * 60),
+            tenants: None,
             forward_auth: ForwardAuthSettings::default(),
             trusted_proxies: Vec::new(),
         }
@@ -215,6 +224,36 @@ impl WeChatAuthLayer {
     /// The absolute callback URL given to WeChat (`public_url + prefix + "/callback"`).
     pub fn callback_url(&self) -> &str {
         &self.state.callback_url
+    }
+
+    /// The official account (tenant) of a request to `host` (normalized with
+    /// [`tenant::request_host`]) whose normalized path is `normalized_path`: the one resolution
+    /// the layer itself uses (exact host → host pattern → path prefix; the login's `appid`
+    /// parameter is the login endpoint's own). For other front ends (forward auth) that must
+    /// decide exactly as the layer does.
+    ///
+    /// # Errors
+    /// [`tenant::TenantRejection::Unknown`] when nothing matches (answer 404 `unknown_tenant`).
+    pub fn resolve(
+        &self,
+        host: Option<&str>,
+        normalized_path: &str,
+    ) -> Result<tenant::ResolvedTenant, tenant::TenantRejection> {
+        self.state.resolver.resolve(host, normalized_path)
+    }
+
+    /// Starts the layer's background work, if its settings ask for any: with
+    /// `on_unauthorized = EndSessions` ([`tenant::OnUnauthorized`]), a task that ends an
+    /// official account's sessions as soon as it revokes the platform. `None` when there is
+    /// nothing to run. Call it once, inside a Tokio runtime; abort the handle to stop it.
+    pub fn start_background(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let routing = self.state.settings.tenants.as_ref()?;
+        (routing.on_unauthorized == tenant::OnUnauthorized::EndSessions).then(|| {
+            revocation::spawn(
+                self.state.wechat.tenants().clone(),
+                Arc::clone(&self.state.sessions),
+            )
+        })
     }
 
     /// The absolute URL of the events endpoint (the platform's 授权事件接收URL).

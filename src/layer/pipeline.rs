@@ -10,12 +10,13 @@ use tower::{BoxError, Service};
 
 use super::{
     body::{OwnResponse, ResponseBody, wrap_own},
-    dispatch::{Classified, ClientKind, classify, client_kind, normalize_path},
+    dispatch::{Classified, ClientKind, Route, classify, client_kind, normalize_path},
     error::AuthError,
     forward::{self, ForwardError},
     routes,
     sanitize::{strip_method_overrides, strip_unauthorized_upgrade},
     state::AuthState,
+    tenant::{ResolvedTenant, TenantRejection, request_host},
 };
 use crate::{negotiate::Answer, session::ReturnPath};
 
@@ -50,8 +51,14 @@ where
     if strip_unauthorized_upgrade(&parts.method, parts.version, &mut parts.headers) {
         tracing::debug!("removed a protocol switch other than WebSocket");
     }
+    // One host, in one spelling; two different ones (or a repeated `Host`) are refused.
+    let host = match request_host(&parts.uri, &parts.headers) {
+        Ok(host) => host,
+        Err(rejection) => return Ok(wrap_own(refuse(&parts, rejection))),
+    };
     // One path decides and is forwarded: the canonical form of the normalized path, or 400.
-    let (classified, rewrite) = match normalize_path(parts.uri.path()) {
+    // The tenant is resolved on it; a tenant mounted by path prefix classifies the rest.
+    let (classified, tenant, rewrite) = match normalize_path(parts.uri.path()) {
         Ok(path)
             if forward::escapes_envoy_prefix(
                 parts.uri.path(),
@@ -62,16 +69,20 @@ where
             let error = AuthError::BadForwardMetadata(ForwardError::Escape);
             return Ok(wrap_own(error.render(Answer::Json, None)));
         }
-        Ok(path) => (
-            classify(
+        Ok(path) => {
+            let tenant = state.resolver.resolve(host.as_deref(), path.decoded());
+            let local = tenant
+                .as_ref()
+                .map_or(path.decoded(), |t| t.local_path(path.decoded()));
+            let classified = classify(
                 &parts.method,
-                path.decoded(),
+                local,
                 &parts.headers,
                 body.is_end_stream(),
                 &state.settings.dispatch,
-            ),
-            path.into_rewrite(),
-        ),
+            );
+            (classified, tenant, path.into_rewrite())
+        }
         Err(error) => {
             let answer = Answer::for_request(&parts.headers);
             return Ok(wrap_own(AuthError::BadPath(error).render(answer, None)));
@@ -88,11 +99,49 @@ where
             }
         }
     }
-    match classified {
-        Classified::Reserved(route) => {
-            Ok(wrap_own(routes::serve(&state, route, parts, body).await))
+    let tenant = match (classified, tenant) {
+        // Events, keys, health and readiness belong to the platform, not to an account.
+        (Classified::Reserved(route), _) if platform_wide(route) => {
+            return Ok(wrap_own(
+                routes::serve(&state, route, None, parts, body).await,
+            ));
         }
-        Classified::Skip => {
+        (_, Ok(tenant)) => Some(tenant),
+        // The seed's style, opt-in: the login endpoint names its account.
+        (Classified::Reserved(Route::Login), Err(TenantRejection::Unknown))
+            if state.resolver.allows_query() =>
+        {
+            let named = routes::query_param(&parts, "appid").unwrap_or_default();
+            match state.resolver.by_query(&named) {
+                Ok(tenant) => Some(tenant),
+                Err(rejection) => return Ok(wrap_own(refuse(&parts, rejection))),
+            }
+        }
+        // A login started by `appid` comes back on the platform's host: its flow names it.
+        (Classified::Reserved(Route::Callback), Err(TenantRejection::Unknown))
+            if state.resolver.allows_query() =>
+        {
+            None
+        }
+        // Query selection: elsewhere on the platform's host, the session names its account.
+        (_, Err(TenantRejection::Unknown)) if state.resolver.allows_query() => {
+            match session_tenant(&state, &parts).await {
+                Ok(Some(tenant)) => Some(tenant),
+                Ok(None) => return Ok(wrap_own(refuse(&parts, TenantRejection::Unknown))),
+                Err(e) => {
+                    return Ok(wrap_own(
+                        e.render(Answer::for_request(&parts.headers), None),
+                    ));
+                }
+            }
+        }
+        (_, Err(rejection)) => return Ok(wrap_own(refuse(&parts, rejection))),
+    };
+    match (classified, tenant) {
+        (Classified::Reserved(route), tenant) => Ok(wrap_own(
+            routes::serve(&state, route, tenant.as_ref(), parts, body).await,
+        )),
+        (Classified::Skip, Some(_)) => {
             // Skipped for its method: no header may turn it into another one.
             if strip_method_overrides(&mut parts.headers) > 0 {
                 tracing::debug!("removed method-override headers from a skipped request");
@@ -100,14 +149,14 @@ where
             state.cookies.strip_own_cookies(&mut parts.headers);
             call_inner(inner, Request::from_parts(parts, body)).await
         }
-        Classified::Protected { api_path } => {
+        (Classified::Protected { api_path }, Some(tenant)) => {
             // Only needed for an answer of our own; a session hit never parses `Accept`.
             let client = || client_kind(api_path, &parts.method, &parts.headers);
-            match state.session(&parts.headers).await {
+            match state.session(&parts.headers, &tenant).await {
                 Ok(Some((id, record))) => {
                     match state
                         .jwt
-                        .token_for(id.expose_bytes(), &record.identity)
+                        .token_for_audience(id.expose_bytes(), &record.identity, tenant.audience())
                         .await
                     {
                         Ok(jwt) => {
@@ -132,27 +181,79 @@ where
                         Err(e) => Ok(wrap_own(AuthError::from(e).render(client().answer(), None))),
                     }
                 }
-                Ok(None) => Ok(wrap_own(no_session(&state, client(), &parts).await)),
+                Ok(None) => Ok(wrap_own(
+                    no_session(&state, client(), &parts, &tenant).await,
+                )),
                 // Fail closed: a store we cannot read never means "allow".
                 Err(e) => Ok(wrap_own(e.render(client().answer(), None))),
             }
         }
+        // Only a callback can be without a tenant here (handled above).
+        (Classified::Skip | Classified::Protected { .. }, None) => Ok(wrap_own(
+            AuthError::Internal("no tenant").render(Answer::for_request(&parts.headers), None),
+        )),
     }
+}
+
+/// With `allow_query_appid`, on a host and path that name no account: the account of the
+/// request's session, if it has one and the account is still known. Never chooses an account
+/// for a request without a session (that would be OAuth for an arbitrary appid).
+async fn session_tenant(
+    state: &AuthState,
+    parts: &Parts,
+) -> Result<Option<ResolvedTenant>, AuthError> {
+    let Some(id) = state.cookies.read_session(&parts.headers) else {
+        return Ok(None);
+    };
+    Ok(state
+        .sessions
+        .load(&id)
+        .await?
+        .and_then(|record| state.resolver.by_query(record.identity.appid.as_str()).ok()))
+}
+
+/// Routes that belong to the platform rather than to one account: served on any host, never
+/// refused for a tenant.
+fn platform_wide(route: Route) -> bool {
+    matches!(
+        route,
+        Route::Events
+            | Route::Jwks
+            | Route::Health
+            | Route::Ready
+            | Route::NotFound
+            // A front proxy asks about an original request whose account forward auth
+            // resolves from the original host and path.
+            | Route::ForwardAuth(_)
+    )
+}
+
+/// The page (or JSON) for a request without a usable tenant.
+fn refuse(parts: &Parts, rejection: TenantRejection) -> OwnResponse {
+    AuthError::Tenant(rejection).render(Answer::for_request(&parts.headers), None)
 }
 
 /// The answer to a protected request without a session: into the login flow for a browser
 /// navigation, 401 JSON otherwise.
-async fn no_session(state: &AuthState, client: ClientKind, parts: &Parts) -> OwnResponse {
+async fn no_session(
+    state: &AuthState,
+    client: ClientKind,
+    parts: &Parts,
+    tenant: &ResolvedTenant,
+) -> OwnResponse {
     let return_path = ReturnPath::from_request_uri(&parts.uri);
+    let mount = tenant.mount();
     match client {
-        ClientKind::Browser => routes::login::start(state, &parts.headers, return_path)
+        ClientKind::Browser => routes::login::start(state, tenant, &parts.headers, return_path)
             .await
             .unwrap_or_else(|e| {
-                e.render(Answer::Html, Some(&state.login_url(&ReturnPath::default())))
+                e.render(
+                    Answer::Html,
+                    Some(&state.login_url(mount, &ReturnPath::default())),
+                )
             }),
-        ClientKind::Api => {
-            AuthError::Unauthenticated.render(Answer::Json, Some(&state.login_url(&return_path)))
-        }
+        ClientKind::Api => AuthError::Unauthenticated
+            .render(Answer::Json, Some(&state.login_url(mount, &return_path))),
     }
 }
 

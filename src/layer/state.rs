@@ -7,7 +7,11 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-use super::{LayerSettings, error::AuthError};
+use super::{
+    LayerSettings,
+    error::AuthError,
+    tenant::{ResolvedTenant, TenantResolver},
+};
 use crate::{
     identity::StripList,
     jwt::JwtIssuer,
@@ -28,19 +32,35 @@ pub(super) struct AuthState {
     pub(super) sessions: Arc<dyn SessionStore>,
     pub(super) cookies: CookieCodec,
     pub(super) jwt: JwtIssuer,
+    /// Request → tenant resolution, built once.
+    pub(super) resolver: TenantResolver,
+    /// Whether log lines name the tenant (bounded cardinality, see
+    /// [`LOG_LABEL_MAX_TENANTS`](super::tenant::LOG_LABEL_MAX_TENANTS)).
+    pub(super) log_label: bool,
 }
 
 impl AuthState {
-    /// The live session named by the request's cookie, if any. A missing, tampered or unknown
-    /// cookie is `Ok(None)`; a store failure is an error (fail closed).
+    /// The live session of `tenant` named by the request's cookie, if any. A missing,
+    /// tampered or unknown cookie is `Ok(None)`, and so is another tenant's session (a new
+    /// login for this one; the other session is untouched, never a cross-tenant JWT); a store
+    /// failure is an error (fail closed).
     pub(super) async fn session(
         &self,
         headers: &HeaderMap,
+        tenant: &ResolvedTenant,
     ) -> Result<Option<(SessionId, SessionRecord)>, AuthError> {
         let Some(id) = self.cookies.read_session(headers) else {
             return Ok(None);
         };
         match self.sessions.load(&id).await? {
+            Some(record) if record.identity.appid.as_str() != tenant.appid().as_str() => {
+                tracing::debug!(
+                    session = %id.fingerprint(),
+                    tenant = self.label(tenant),
+                    "the session belongs to another official account; no session for this one"
+                );
+                Ok(None)
+            }
             Some(record) => Ok(Some((id, record))),
             None => {
                 tracing::debug!(session = %id.fingerprint(), "session cookie names no live session");
@@ -49,12 +69,29 @@ impl AuthState {
         }
     }
 
-    /// The login endpoint that returns to `return_path` afterwards, as a same-origin path
+    /// The login endpoint of the tenant mounted at `mount` (`""`, or `/t/{appid}` by path
+    /// prefix) that returns to `return_path` afterwards, as a same-origin path
     /// (`/_wxauth/login?return=%2Fpage`): valid wherever our pages and API answers are read.
-    pub(super) fn login_url(&self, return_path: &ReturnPath) -> String {
+    pub(super) fn login_url(&self, mount: &str, return_path: &ReturnPath) -> String {
         let query: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("return", return_path.as_str())
             .finish();
-        format!("{}/login?{query}", self.settings.dispatch.prefix)
+        format!("{mount}{}/login?{query}", self.settings.dispatch.prefix)
+    }
+
+    /// The absolute callback URL (`redirect_uri`) of `tenant`: its origin, its mount, the
+    /// prefix, `/callback`.
+    pub(super) fn callback_url_for(&self, tenant: &ResolvedTenant) -> String {
+        format!(
+            "{}{}{}/callback",
+            tenant.origin(),
+            tenant.mount(),
+            self.settings.dispatch.prefix
+        )
+    }
+
+    /// The tenant's appid for a log line, when log lines name tenants.
+    pub(super) fn label<'t>(&self, tenant: &'t ResolvedTenant) -> Option<&'t str> {
+        self.log_label.then(|| tenant.appid().as_str())
     }
 }

@@ -586,6 +586,7 @@ mod tests {
             binding: FlowBinding::generate(),
             return_path: ReturnPath::parse(path).unwrap(),
             created_at: 1_700_000_000,
+            appid: None,
         }
     }
 

@@ -14,6 +14,7 @@ use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
 use super::return_path::{MAX_RETURN_PATH_LEN, ReturnPath};
+use crate::ids::AppId;
 use crate::secret_type;
 
 secret_type!(
@@ -72,6 +73,11 @@ pub struct LoginFlow {
     /// When the flow started (unix seconds).
     #[serde(rename = "t")]
     pub created_at: u64,
+    /// The official account (tenant) the login is for: the callback must come back for it and
+    /// the code is exchanged for it. `None` in a cookie written before tenants existed (valid
+    /// only in the single-tenant set-up).
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub appid: Option<AppId>,
 }
 
 impl LoginFlow {
@@ -187,6 +193,7 @@ mod tests {
             binding: FlowBinding::generate(),
             return_path: ReturnPath::parse(path).unwrap(),
             created_at,
+            appid: None,
         }
     }
 

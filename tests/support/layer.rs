@@ -42,7 +42,7 @@ use wechat_oauth_proxy::{
     identity::HeaderSettings,
     ids::Scope,
     jwt::{JwtIssuer, JwtSettings},
-    layer::{ForwardAuthSettings, WeChatAuthLayer, WeChatAuthLayerBuilder},
+    layer::{ForwardAuthSettings, WeChatAuthLayer, WeChatAuthLayerBuilder, tenant::TenantRouting},
     secret::SecretString,
     server::{self, ServerSettings},
     session::{
@@ -54,6 +54,7 @@ use wechat_oauth_proxy::{
         client::ClientSettings,
         oauth::{OAuthMode, WeChatOAuth, WeChatSettings},
         persist::MemoryPlatformStore,
+        tenants::TenantSettings,
         token::TokenSettings,
     },
 };
@@ -362,6 +363,13 @@ pub struct Options {
     pub login_deadline: Option<Duration>,
     /// The lifetime of a pending login (`None`: the library default).
     pub flow_ttl: Option<Duration>,
+    /// The simulator's configuration (accounts, redirect hosts).
+    pub sim: SimConfig,
+    /// Tenant routing: the proxy then serves every account the simulator starts authorized
+    /// with set 4 (static mode, unless `tenant_settings` says otherwise).
+    pub tenants: Option<TenantRouting>,
+    /// The WeChat side's tenant settings with `tenants` (default: from the simulator).
+    pub tenant_settings: Option<TenantSettings>,
     /// The forward-auth endpoints (`None`: the library default, off).
     pub forward_auth: Option<ForwardAuthSettings>,
     /// The public URL (`None`: the proxy's own `http://127.0.0.1:<port>/`), e.g. the address of
@@ -380,6 +388,9 @@ impl Default for Options {
             session: SessionSettings::default(),
             login_deadline: None,
             flow_ttl: None,
+            sim: SimConfig::default(),
+            tenants: None,
+            tenant_settings: None,
             forward_auth: None,
             public_url: None,
         }
@@ -398,6 +409,7 @@ pub struct World {
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     background: Option<JoinHandle<()>>,
+    layer_background: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for World {
@@ -416,12 +428,20 @@ impl World {
 
     pub async fn start_with(options: Options) -> World {
         let sim = bounded(SimWeChat::start(
-            SimConfig::default(),
+            options.sim.clone(),
             SocketAddr::from(([127, 0, 0, 1], 0)),
         ))
         .await
         .expect("sim starts");
         let mut settings = wechat_settings(sim.config(), sim.base_url(), options.request_timeout);
+        if options.tenants.is_some() {
+            settings.mode = sim.config().multi_tenant_mode();
+            if let (OAuthMode::Component { tenants, .. }, Some(wanted)) =
+                (&mut settings.mode, &options.tenant_settings)
+            {
+                *tenants = wanted.clone();
+            }
+        }
         if options.official_account {
             settings.mode = OAuthMode::OfficialAccount {
                 appid: sim.config().authorizer_appid.clone(),
@@ -452,6 +472,9 @@ impl World {
         if let Some(ttl) = options.flow_ttl {
             builder = builder.flow_ttl(ttl);
         }
+        if let Some(routing) = &options.tenants {
+            builder = builder.tenants(routing.clone());
+        }
         if let Some(forward_auth) = options.forward_auth.clone() {
             builder = builder.forward_auth(forward_auth);
         }
@@ -462,6 +485,7 @@ impl World {
             .api_prefix("/api")
             .build()
             .expect("layer");
+        let layer_background = layer.start_background();
         let echo = Echo::new();
         let service = layer.layer(echo.clone());
         let (tx, rx) = oneshot::channel::<()>();
@@ -481,7 +505,9 @@ impl World {
             shutdown: Some(tx),
             server: Some(server),
             background,
+            layer_background,
         };
+        world.sim.set_events_url(world.events_url());
         if options.ready && !options.official_account {
             world.push_ticket().await;
             world.wait_ready().await;
@@ -559,6 +585,9 @@ impl Drop for World {
             server.abort();
         }
         if let Some(background) = self.background.take() {
+            background.abort();
+        }
+        if let Some(background) = self.layer_background.take() {
             background.abort();
         }
     }
@@ -681,6 +710,28 @@ impl Browser {
             jar: Arc::default(),
             accept: Some(BROWSER_ACCEPT.to_owned()),
         }
+    }
+
+    /// A browser for the proxy at `http://<host>:<port of addr>/`, where `host` resolves to
+    /// `addr` (no DNS): one browser per tenant host, each with its host-only cookie jar.
+    pub fn for_host(host: &str, addr: SocketAddr) -> Self {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(STEP)
+            .resolve(host, addr)
+            .build()
+            .expect("client");
+        Self {
+            client,
+            origin: Url::parse(&format!("http://{host}:{}/", addr.port())).expect("origin"),
+            jar: Arc::default(),
+            accept: Some(BROWSER_ACCEPT.to_owned()),
+        }
+    }
+
+    /// The origin this browser's jar belongs to.
+    pub fn origin(&self) -> &Url {
+        &self.origin
     }
 
     /// Another browser (empty jar) sharing this one's connection pool.

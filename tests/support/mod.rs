@@ -11,6 +11,8 @@
 //! - [`redis`]: a throw-away `redis-server` per test and a session store that owns its server;
 //! - [`sidecar`]: the real binary in development mode, a login through its simulated WeChat's
 //!   consent page, and other programs run with a deadline.
+//! - [`wechat`]: `WeChatOAuth` against the simulator without the layer: component settings, many
+//!   `token()` calls at once, one code exchange.
 //!
 //! Every loop in the harness is bounded.
 #![allow(
@@ -31,6 +33,8 @@ pub mod proxy;
 pub mod redis;
 #[cfg(feature = "sim")]
 pub mod sidecar;
+#[cfg(feature = "sim")]
+pub mod wechat;
 
 #[cfg(feature = "sim")]
 pub use layer::*;
@@ -118,4 +122,21 @@ pub async fn start_sim() -> wechat_oauth_proxy::sim::SimWeChat {
     ))
     .await
     .expect("sim starts")
+}
+
+/// Checks `check` up to `tries` times, `every` apart, until it holds; fails the test with `what`
+/// when it never does. The bounded form of "wait until".
+pub async fn eventually(
+    what: &str,
+    tries: u32,
+    every: Duration,
+    mut check: impl AsyncFnMut() -> bool,
+) {
+    for _ in 0..tries {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(every).await;
+    }
+    panic!("{what}: not within {tries} checks {every:?} apart");
 }

@@ -38,13 +38,14 @@ use crate::{
         error::AuthError,
         respond::{add_cookie, redirect},
         state::AuthState,
+        tenant::ResolvedTenant,
     },
     negotiate::Answer,
     session::{
         FlowBinding, FlowCookie, FlowKey, LoginFlow, ReturnPath, SessionRecord,
         flow::FLOW_CLOCK_SKEW_SECS,
     },
-    wechat::{AuthorizationCode, Scope, error::WeChatError},
+    wechat::{AuthorizationCode, AuthorizerAppId, Scope, error::WeChatError},
 };
 
 /// How long a duplicate callback waits, in total, for the first one to complete
@@ -57,13 +58,20 @@ const MAX_STATE_LEN: usize = 64;
 
 /// `GET callback`. Always answers (errors are rendered here so the flow cookie is updated on
 /// every outcome).
-pub(super) async fn callback(auth: &AuthState, parts: &Parts) -> OwnResponse {
+pub(super) async fn callback(
+    auth: &AuthState,
+    tenant: Option<&ResolvedTenant>,
+    parts: &Parts,
+) -> OwnResponse {
     let mut pending = auth.cookies.read_flow(&parts.headers);
     let had_flow_cookie = pending.is_some();
     let mut return_path = None;
-    let result = run(auth, parts, &mut pending, &mut return_path).await;
+    let result = run(auth, tenant, parts, &mut pending, &mut return_path).await;
     let mut response = result.unwrap_or_else(|error| {
-        let retry = auth.login_url(return_path.as_ref().unwrap_or(&ReturnPath::default()));
+        let retry = auth.login_url(
+            tenant.map_or("", ResolvedTenant::mount),
+            return_path.as_ref().unwrap_or(&ReturnPath::default()),
+        );
         error.render(Answer::for_request(&parts.headers), Some(&retry))
     });
     if had_flow_cookie {
@@ -79,6 +87,7 @@ pub(super) async fn callback(auth: &AuthState, parts: &Parts) -> OwnResponse {
 /// one needs or ends the callback with an answer.
 async fn run(
     auth: &AuthState,
+    tenant: Option<&ResolvedTenant>,
     parts: &Parts,
     pending: &mut Option<FlowCookie>,
     return_path: &mut Option<ReturnPath>,
@@ -88,6 +97,7 @@ async fn run(
         Held::Live(flow) => flow,
         Held::Completed => return Ok(redirect("/")),
     };
+    let appid = flow_tenant(auth, tenant, &flow, parts)?;
     // The marker outlives the flow (its remaining lifetime plus clock slack), so the same cookie
     // and state can never be redeemed twice.
     let marker_ttl = auth.settings.flow_ttl + Duration::from_secs(2 * FLOW_CLOCK_SKEW_SECS + 1);
@@ -97,9 +107,41 @@ async fn run(
     if let Some(p) = pending.as_mut() {
         p.remove(&binding);
     }
-    let code = granted_code(auth, parts)?;
-    let identity = identity_within_deadline(auth, code).await?;
+    let code = granted_code(auth, parts, &appid)?;
+    let identity = identity_within_deadline(auth, &appid, code).await?;
     open_session(auth, parts, identity, &key, marker_ttl, &flow.return_path).await
+}
+
+/// Step 1b': the account the flow was started for, which the callback must come back for —
+/// checked before anything is consumed, so a callback for another account never burns the
+/// login: the tenant resolved for the callback request (when its host or path chose it) and
+/// the `appid` WeChat names (when it names one) must both be the flow's.
+fn flow_tenant(
+    auth: &AuthState,
+    resolved: Option<&ResolvedTenant>,
+    flow: &LoginFlow,
+    parts: &Parts,
+) -> Result<AuthorizerAppId, AuthError> {
+    let appid = match (&flow.appid, resolved) {
+        (Some(appid), _) => AuthorizerAppId::new(appid.as_str()),
+        // A flow cookie from before tenants existed: only the one account can be meant.
+        (None, Some(tenant)) if auth.resolver.is_single() => tenant.appid().clone(),
+        (None, _) => return Err(AuthError::InvalidState),
+    };
+    if let Some(tenant) = resolved.filter(|t| t.is_located()) {
+        if tenant.appid() != &appid {
+            tracing::warn!(
+                tenant = auth.label(tenant),
+                "callback arrived for another official account than the login's"
+            );
+            return Err(AuthError::AppIdMismatch);
+        }
+    }
+    if query_param(parts, "appid").is_some_and(|named| named != appid.as_str()) {
+        tracing::warn!("callback appid names another official account than the login's");
+        return Err(AuthError::AppIdMismatch);
+    }
+    Ok(appid)
 }
 
 /// Step 1a: the `state` parameter, if it looks like one we issue, as the flow key and the
@@ -188,16 +230,20 @@ async fn redeem(
 }
 
 /// Steps 2 and 3: the authorization code (none: the user refused), and in component mode the
-/// `appid` WeChat names must be our authorizer.
-fn granted_code(auth: &AuthState, parts: &Parts) -> Result<String, AuthError> {
+/// `appid` WeChat names must be the login's account.
+fn granted_code(
+    auth: &AuthState,
+    parts: &Parts,
+    appid: &AuthorizerAppId,
+) -> Result<String, AuthError> {
     let Some(code) = query_param(parts, "code").filter(|c| !c.is_empty()) else {
         tracing::info!("the user refused the authorization");
         return Err(AuthError::LoginRefused);
     };
     if auth.wechat.component_appid().is_some() {
-        let appid = query_param(parts, "appid");
-        if appid.as_deref() != Some(auth.wechat.default_appid()?.as_str()) {
-            tracing::warn!("callback appid does not match the configured authorizer appid");
+        let named = query_param(parts, "appid");
+        if named.as_deref() != Some(appid.as_str()) {
+            tracing::warn!("callback appid does not match the login's authorizer appid");
             return Err(AuthError::AppIdMismatch);
         }
     }
@@ -206,9 +252,13 @@ fn granted_code(auth: &AuthState, parts: &Parts) -> Result<String, AuthError> {
 
 /// Step 4: everything that waits on WeChat, under one deadline; nothing is stored when it runs
 /// out.
-async fn identity_within_deadline(auth: &AuthState, code: String) -> Result<Identity, AuthError> {
+async fn identity_within_deadline(
+    auth: &AuthState,
+    appid: &AuthorizerAppId,
+    code: String,
+) -> Result<Identity, AuthError> {
     let deadline = auth.wechat.login_deadline();
-    tokio::time::timeout(deadline, fetch_identity(auth, code))
+    tokio::time::timeout(deadline, fetch_identity(auth, appid, code))
         .await
         .map_err(|_| {
             tracing::warn!(
@@ -233,7 +283,10 @@ async fn open_session(
 ) -> Result<OwnResponse, AuthError> {
     if let Some(old) = auth.cookies.read_session(&parts.headers) {
         auth.sessions.delete(&old).await?;
-        auth.jwt.invalidate(old.expose_bytes()).await;
+        let authorizer = AuthorizerAppId::new(identity.appid.as_str());
+        auth.jwt
+            .invalidate_audience(old.expose_bytes(), auth.resolver.audience_of(&authorizer))
+            .await;
     }
     let login = crate::audit::Login::of(&identity);
     let id = auth.sessions.create(SessionRecord::new(identity)).await?;
@@ -248,16 +301,22 @@ async fn open_session(
 }
 
 /// The code exchange and, when the scope allows it, the profile: the user's identity.
-async fn fetch_identity(auth: &AuthState, code: String) -> Result<Identity, AuthError> {
+/// `unauthorized` arriving during the login makes the exchange refuse (the tenant's 403 page,
+/// no session).
+async fn fetch_identity(
+    auth: &AuthState,
+    authorizer: &AuthorizerAppId,
+    code: String,
+) -> Result<Identity, AuthError> {
     let token = auth
         .wechat
-        .exchange_code(auth.wechat.default_appid()?, &AuthorizationCode::new(code))
+        .exchange_code(authorizer, &AuthorizationCode::new(code))
         .await?;
     if token.is_snapshot_user {
         tracing::info!("snapshot-mode user; no session created");
         return Err(AuthError::SnapshotUser);
     }
-    let appid = AppId::from(auth.wechat.default_appid()?);
+    let appid = AppId::from(authorizer);
     // Profile only when we asked for it and WeChat granted it (else snsapi_base: openid only).
     let wants_profile = auth.settings.scope == Scope::UserInfo && token.has_scope(Scope::UserInfo);
     Ok(if wants_profile {

@@ -54,6 +54,7 @@ use crate::{
         forward::{self, OriginalRequest},
         respond::{redirect, text},
         state::AuthState,
+        tenant::{ResolvedTenant, normalize_host},
     },
     negotiate::Answer,
     server::ClientAddr,
@@ -93,7 +94,19 @@ async fn decide(
 ) -> OwnResponse {
     let headers = &parts.headers;
     let method = original.method();
-    let path = original.decoded_path();
+    // The original request's account, resolved exactly as the layer resolves a request it
+    // serves (issue 11); a tenant mounted by path prefix classifies the rest of the path.
+    let host = normalize_host(original.authority().as_str());
+    let tenant = match auth
+        .resolver
+        .resolve(host.as_deref(), original.decoded_path())
+    {
+        Ok(tenant) => tenant,
+        Err(rejection) => {
+            return AuthError::Tenant(rejection).render(Answer::for_request(headers), None);
+        }
+    };
+    let path = tenant.local_path(original.decoded_path());
     let dispatch = &auth.settings.dispatch;
     // The original request's body is not here; a preflight has none.
     let api_path = match classify(method, path, headers, true, dispatch) {
@@ -105,16 +118,16 @@ async fn decide(
         Classified::Protected { api_path } => api_path,
     };
     let client = || client_kind(api_path, method, headers);
-    match auth.session(headers).await {
+    match auth.session(headers, &tenant).await {
         Ok(Some((id, record))) => match auth
             .jwt
-            .token_for(id.expose_bytes(), &record.identity)
+            .token_for_audience(id.expose_bytes(), &record.identity, tenant.audience())
             .await
         {
             Ok(jwt) => allowed(auth, Some((&record.identity, jwt))),
             Err(e) => AuthError::from(e).render(client().answer(), None),
         },
-        Ok(None) => login_required(auth, kind, original, client()),
+        Ok(None) => login_required(auth, kind, original, &tenant, client()),
         // Fail closed: a store we cannot read never means "allow".
         Err(e) => e.render(client().answer(), None),
     }
@@ -157,10 +170,17 @@ fn login_required(
     auth: &AuthState,
     kind: ForwardAuthKind,
     original: &OriginalRequest<'_>,
+    tenant: &ResolvedTenant,
     client: ClientKind,
 ) -> OwnResponse {
-    let origin = served_origin(auth, original).unwrap_or(&auth.origin);
-    let login_url = format!("{origin}{}", auth.login_url(&original.return_path()));
+    // One account: `public_url`'s origin (see `served_origin`); several: the account's own.
+    let origin = if auth.resolver.is_single() {
+        served_origin(auth, original).unwrap_or(&auth.origin)
+    } else {
+        tenant.origin()
+    };
+    let return_path = original.return_path();
+    let login_url = format!("{origin}{}", auth.login_url(tenant.mount(), &return_path));
     match (kind, client) {
         (ForwardAuthKind::Forward | ForwardAuthKind::Envoy, ClientKind::Browser) => {
             redirect(&login_url)

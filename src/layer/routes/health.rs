@@ -17,7 +17,12 @@ pub(super) fn health() -> OwnResponse {
     text(StatusCode::OK, "ok")
 }
 
-/// `GET ready`: 200 `{"ready":true,"reasons":[]}` or 503 with the reasons (no secrets).
+/// Most tenants listed by `/ready` under `tenants` (the count is always complete).
+const MAX_LISTED_TENANTS: usize = 100;
+
+/// `GET ready`: 200 `{"ready":true,"reasons":[]}` or 503 with the reasons (no secrets). Tenants
+/// that cannot log users in (revoked, no web permission) are listed under `tenants` (at most
+/// 100, with `tenant_problems` counting them all) and never make the platform unready.
 pub(super) async fn ready(auth: &AuthState) -> OwnResponse {
     let (store, wechat) = tokio::join!(auth.sessions.ping(), auth.wechat.readiness());
     let mut reasons = Vec::new();
@@ -31,8 +36,25 @@ pub(super) async fn ready(auth: &AuthState) -> OwnResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let problems: Vec<_> = auth
+        .wechat
+        .tenants()
+        .list()
+        .into_iter()
+        .filter(|(_, record)| !record.status.allows_login())
+        .collect();
+    let listed: Vec<_> = problems
+        .iter()
+        .take(MAX_LISTED_TENANTS)
+        .map(|(appid, record)| serde_json::json!({ "appid": appid, "status": record.status }))
+        .collect();
     json(
         status,
-        &serde_json::json!({ "ready": reasons.is_empty(), "reasons": reasons }),
+        &serde_json::json!({
+            "ready": reasons.is_empty(),
+            "reasons": reasons,
+            "tenant_problems": problems.len(),
+            "tenants": listed,
+        }),
     )
 }

@@ -22,11 +22,13 @@ use rand::{Rng as _, distributions::Alphanumeric, rngs::OsRng};
 use super::return_param;
 use crate::{
     clock::unix_now,
+    ids::AppId,
     layer::{
         body::OwnResponse,
         error::AuthError,
         respond::{add_cookie, redirect},
         state::AuthState,
+        tenant::ResolvedTenant,
     },
     session::{FlowBinding, LoginFlow, ReturnPath},
     wechat::OAuthState,
@@ -36,17 +38,28 @@ use crate::{
 pub(super) const STATE_LEN: usize = 32;
 
 /// `GET login?return=/path`.
-pub(super) async fn login(auth: &AuthState, parts: &Parts) -> Result<OwnResponse, AuthError> {
-    start(auth, &parts.headers, return_param(parts)).await
+pub(super) async fn login(
+    auth: &AuthState,
+    tenant: &ResolvedTenant,
+    parts: &Parts,
+) -> Result<OwnResponse, AuthError> {
+    start(auth, tenant, &parts.headers, return_param(parts)).await
 }
 
-/// Starts a login flow that ends on `return_path`: 302 to WeChat, flow cookie set. Writes
-/// nothing on the server.
+/// Starts a login flow for `tenant` that ends on `return_path`: 302 to WeChat, flow cookie
+/// set. Writes nothing on the server. A tenant that may not log users in (revoked, no web
+/// permission) gets its 403 page instead of WeChat's cryptic 10015.
 pub(in crate::layer) async fn start(
     auth: &AuthState,
+    tenant: &ResolvedTenant,
     headers: &HeaderMap,
     return_path: ReturnPath,
 ) -> Result<OwnResponse, AuthError> {
+    // The status now, not when the request was resolved.
+    if let Err(rejection) = auth.wechat.check_tenant(tenant.appid()) {
+        tracing::info!(tenant = auth.label(tenant), reason = %rejection, "login refused for this official account");
+        return Err(rejection.into());
+    }
     // Fail fast: no point asking the user to consent to a login that cannot complete.
     auth.wechat.ensure_login_possible().await?;
 
@@ -60,11 +73,12 @@ pub(in crate::layer) async fn start(
         binding: FlowBinding::for_state(&state),
         return_path,
         created_at: now,
+        appid: Some(AppId::from(tenant.appid())),
     });
 
     let url = auth.wechat.authorize_url(
-        auth.wechat.default_appid()?,
-        &auth.callback_url,
+        tenant.appid(),
+        &auth.callback_url_for(tenant),
         auth.settings.scope,
         &OAuthState::new(state),
     )?;

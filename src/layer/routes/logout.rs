@@ -19,32 +19,52 @@ use crate::layer::{
     error::AuthError,
     respond::{add_cookie, redirect},
     state::AuthState,
+    tenant::ResolvedTenant,
 };
 
 /// `GET|POST logout`.
-pub(super) async fn logout(auth: &AuthState, parts: &Parts) -> Result<OwnResponse, AuthError> {
-    if started_by_another_site(&parts.headers, &auth.origin) {
+///
+/// Per tenant: only a session of `tenant` is ended. Another account's session (the same cookie
+/// on a path-prefix set-up) is left alone, cookie included.
+pub(super) async fn logout(
+    auth: &AuthState,
+    tenant: &ResolvedTenant,
+    parts: &Parts,
+) -> Result<OwnResponse, AuthError> {
+    if started_by_another_site(&parts.headers, tenant.origin()) {
         return Err(AuthError::CrossSiteLogout);
     }
+    let mut ours = true;
     if let Some(id) = auth.cookies.read_session(&parts.headers) {
-        // A store failure is an error page: the user must not believe they are logged out.
-        auth.sessions.delete(&id).await?;
-        auth.jwt.invalidate(id.expose_bytes()).await;
-        crate::audit::logout(auth.wechat.default_appid().ok().map(|a| a.as_str()), &id);
+        match auth.sessions.load(&id).await? {
+            Some(record) if record.identity.appid.as_str() != tenant.appid().as_str() => {
+                ours = false;
+            }
+            _ => {
+                // A store failure is an error page: the user must not believe they are logged
+                // out.
+                auth.sessions.delete(&id).await?;
+                auth.jwt
+                    .invalidate_audience(id.expose_bytes(), tenant.audience())
+                    .await;
+                crate::audit::logout(tenant.appid().as_str(), &id);
+            }
+        }
     }
     let mut response = redirect(return_param(parts).as_str());
-    if has_session_cookie(auth, &parts.headers) {
+    if ours && has_session_cookie(auth, &parts.headers) {
         add_cookie(&mut response, auth.cookies.removal_cookie());
     }
     Ok(response)
 }
 
-/// The same-origin link that confirms a refused cross-site logout (same `return` path).
-pub(super) fn confirm_url(auth: &AuthState, parts: &Parts) -> String {
+/// The same-origin link that confirms a refused cross-site logout (same `return` path), for
+/// the tenant mounted at `mount`.
+pub(super) fn confirm_url(auth: &AuthState, mount: &str, parts: &Parts) -> String {
     let query: String = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("return", return_param(parts).as_str())
         .finish();
-    format!("{}/logout?{query}", auth.settings.dispatch.prefix)
+    format!("{mount}{}/logout?{query}", auth.settings.dispatch.prefix)
 }
 
 /// Whether the request carries a cookie named like our session cookie (valid or not).

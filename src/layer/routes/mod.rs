@@ -29,13 +29,23 @@ use http::{Method, request::Parts};
 use tower::BoxError;
 
 use crate::{
-    layer::{body::OwnResponse, dispatch::Route, error::AuthError, state::AuthState},
+    layer::{
+        body::OwnResponse, dispatch::Route, error::AuthError, state::AuthState,
+        tenant::ResolvedTenant,
+    },
     negotiate::Answer,
     session::ReturnPath,
 };
 
-/// Answers a reserved route. Never fails: errors become pages or JSON here.
-pub(super) async fn serve<B>(auth: &AuthState, route: Route, parts: Parts, body: B) -> OwnResponse
+/// Answers a reserved route for `tenant` (`None` for the platform-wide routes, and for a
+/// callback whose flow names the account). Never fails: errors become pages or JSON here.
+pub(super) async fn serve<B>(
+    auth: &AuthState,
+    route: Route,
+    tenant: Option<&ResolvedTenant>,
+    parts: Parts,
+    body: B,
+) -> OwnResponse
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
@@ -43,13 +53,23 @@ where
 {
     let method = &parts.method;
     let read_only = *method == Method::GET || *method == Method::HEAD;
+    let need = || tenant.ok_or(AuthError::Internal("a tenant route without a tenant"));
     let result = match route {
-        Route::Login if read_only => login::login(auth, &parts).await,
-        Route::Callback if read_only => Ok(callback::callback(auth, &parts).await),
+        Route::Login if read_only => match need() {
+            Ok(t) => login::login(auth, t, &parts).await,
+            Err(e) => Err(e),
+        },
+        Route::Callback if read_only => Ok(callback::callback(auth, tenant, &parts).await),
         Route::Events if *method == Method::POST => events::events(auth, &parts, body).await,
-        Route::Logout if read_only || *method == Method::POST => logout::logout(auth, &parts).await,
+        Route::Logout if read_only || *method == Method::POST => match need() {
+            Ok(t) => logout::logout(auth, t, &parts).await,
+            Err(e) => Err(e),
+        },
         Route::Jwks if read_only => Ok(jwks::jwks(auth)),
-        Route::WhoAmI if read_only => whoami::whoami(auth, &parts).await,
+        Route::WhoAmI if read_only => match need() {
+            Ok(t) => whoami::whoami(auth, t, &parts).await,
+            Err(e) => Err(e),
+        },
         Route::Health if read_only => Ok(health::health()),
         Route::Ready if read_only => Ok(health::ready(auth).await),
         Route::ForwardAuth(kind) => Ok(forward_auth::serve(auth, kind, &parts).await),
@@ -61,9 +81,10 @@ where
         _ => Err(AuthError::MethodNotAllowed { allow: "GET, HEAD" }),
     };
     result.unwrap_or_else(|error| {
+        let mount = tenant.map_or("", ResolvedTenant::mount);
         let link = match error {
-            AuthError::CrossSiteLogout => logout::confirm_url(auth, &parts),
-            _ => auth.login_url(&ReturnPath::default()),
+            AuthError::CrossSiteLogout => logout::confirm_url(auth, mount, &parts),
+            _ => auth.login_url(mount, &ReturnPath::default()),
         };
         error.render(Answer::for_request(&parts.headers), Some(&link))
     })

@@ -3,11 +3,17 @@
 
 use http::{StatusCode, request::Parts};
 
-use crate::layer::{body::OwnResponse, error::AuthError, respond::json, state::AuthState};
+use crate::layer::{
+    body::OwnResponse, error::AuthError, respond::json, state::AuthState, tenant::ResolvedTenant,
+};
 
 /// `GET whoami`.
-pub(super) async fn whoami(auth: &AuthState, parts: &Parts) -> Result<OwnResponse, AuthError> {
-    match auth.session(&parts.headers).await? {
+pub(super) async fn whoami(
+    auth: &AuthState,
+    tenant: &ResolvedTenant,
+    parts: &Parts,
+) -> Result<OwnResponse, AuthError> {
+    match auth.session(&parts.headers, tenant).await? {
         Some((_, record)) => {
             let mut body = serde_json::to_value(&record.identity)
                 .map_err(|_| AuthError::Internal("identity does not serialize"))?;
