@@ -114,6 +114,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod audit;
 mod clock;
 pub mod config;
 mod html;
@@ -121,9 +122,11 @@ pub mod identity;
 pub mod ids;
 pub mod jwt;
 pub mod layer;
+pub mod logging;
 mod negotiate;
 pub mod proxy;
 mod redis_util;
+pub mod request_id;
 pub mod secret;
 pub mod server;
 pub mod session;

@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand};
 use wechat_oauth_proxy::app;
 use wechat_oauth_proxy::config::{Config, ConfigError};
 use wechat_oauth_proxy::jwt::{Expected, JwksSource, JwksVerifier, JwtAlgorithm};
+use wechat_oauth_proxy::logging::{self, LogSettings};
 
 /// WeChat login in front of any upstream: a reverse proxy that runs WeChat web OAuth and forwards
 /// requests with a signed identity JWT.
@@ -102,7 +103,6 @@ fn main() -> ExitCode {
         };
         return jwt_verify(&jwks, expected);
     }
-    init_tracing();
 
     let env: HashMap<String, String> = std::env::vars().collect();
     let loaded = Config::load(&cli.config, &env).and_then(|(mut config, secrets)| {
@@ -123,6 +123,13 @@ fn main() -> ExitCode {
             Err(ConfigError::Invalid(problems))
         }
     });
+    // The log as `[log]` says (text at `info` when the file is unusable), before anything logs.
+    init_tracing(
+        loaded
+            .as_ref()
+            .map(|(c, _)| c.log.settings())
+            .unwrap_or_default(),
+    );
     // What start-up would build, built once without I/O: `--check` refuses exactly what
     // start-up refuses.
     let loaded =
@@ -220,8 +227,9 @@ fn raise_fd_limit() {
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+/// The process-wide log: `[log]`'s format and level, `RUST_LOG` overriding the level.
+fn init_tracing(settings: LogSettings) {
+    if let Err(err) = logging::init(&settings) {
+        eprintln!("cannot set up logging: {err}");
+    }
 }

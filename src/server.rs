@@ -27,13 +27,14 @@
 //!   the service waits for the next frame.
 //!
 //! Every request reaches the service with a [`ClientAddr`] extension holding the TCP peer, which
-//! the proxy uses to decide whether `X-Forwarded-*` fields may be believed.
+//! the proxy uses to decide whether `X-Forwarded-*` fields may be believed and the layer whether
+//! a client's `X-Request-Id` may be kept: both with the one rule, [`is_trusted`].
 
 use std::{
     fmt,
     future::Future,
     io,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     pin::{Pin, pin},
     sync::{
         Arc,
@@ -72,6 +73,17 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// compares it with its trusted proxy list before believing `X-Forwarded-For`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
+
+/// Whether `peer` lies in one of the trusted proxy networks (`server.trusted_proxies`). An
+/// unknown peer is never trusted. The one trust rule of the crate: the proxy believes
+/// `X-Forwarded-*` and the layer keeps a client's `X-Request-Id` only from such a peer.
+///
+/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, as seen on dual-stack sockets) are compared as
+/// the IPv4 address they carry.
+pub fn is_trusted(peer: Option<IpAddr>, trusted: &[ipnet::IpNet]) -> bool {
+    peer.map(|ip| ip.to_canonical())
+        .is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)))
+}
 
 /// Limits and timeouts of the HTTP server.
 ///

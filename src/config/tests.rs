@@ -480,3 +480,23 @@ apply_skip_rules = true
         );
     }
 }
+
+#[test]
+fn log_section_defaults_to_text_at_info_and_reports_bad_values() {
+    let (cfg, _) = Config::from_toml_str(&good(), Path::new("."), &env()).unwrap();
+    assert_eq!(cfg.log.settings(), crate::logging::LogSettings::default());
+    let text = format!(
+        "{}\n[log]\nformat = \"json\"\nlevel = \"warn,audit=info\"\n",
+        good()
+    );
+    let (cfg, _) = Config::from_toml_str(&text, Path::new("."), &env()).unwrap();
+    assert_eq!(cfg.log.format, crate::logging::LogFormat::Json);
+    let text = format!("{}\n[log]\nformat = \"xml\"\nlevel = \"inof\"\n", good());
+    let ConfigError::Invalid(problems) =
+        Config::from_toml_str(&text, Path::new("."), &env()).unwrap_err()
+    else {
+        panic!("expected Invalid")
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["log.format", "log.level"], "{problems:#?}");
+}

@@ -203,6 +203,13 @@ impl WeChatAuthLayerBuilder {
         self
     }
 
+    /// The front proxies whose `X-Request-Id` is kept (default none: every id is generated);
+    /// see [`LayerSettings::trusted_proxies`](super::LayerSettings::trusted_proxies).
+    pub fn trusted_proxies(mut self, nets: Vec<ipnet::IpNet>) -> Self {
+        self.settings.trusted_proxies = nets;
+        self
+    }
+
     /// The forward-auth endpoints for front proxies (default off); see
     /// [`ForwardAuthSettings`].
     pub fn forward_auth(mut self, settings: ForwardAuthSettings) -> Self {

@@ -6,7 +6,9 @@
 //! - browsers get a short bilingual page (中文 / English) saying what happened and what to do,
 //!   with a retry link where retrying makes sense (a link, never an automatic redirect, so a
 //!   broken login cannot loop);
-//! - API clients get JSON `{ "error": <code>, "message": <English>, "login_url"?: <url> }`.
+//! - API clients get JSON `{ "error": <code>, "message": <English>, "login_url"?: <url>,
+//!   "request_id"?: <id> }`; pages show the id as "请求编号 / Request ID" (inside the layer every
+//!   request has one, [`crate::request_id`]), so that a user can quote it.
 //!
 //! Status classes: the client's fault → 4xx; WeChat down, slow or garbled → 502/503; the platform
 //! has no `component_verify_ticket` yet → 503 "platform not ready / 平台未就绪"; the session
@@ -25,6 +27,7 @@ use super::{
 };
 use crate::jwt::JwtError;
 use crate::negotiate::Answer;
+use crate::request_id::RequestId;
 use crate::session::StoreError;
 use crate::wechat::error::{ErrorClass, WeChatError};
 use crate::wechat::events::{EventError, PushError};
@@ -492,10 +495,14 @@ impl AuthError {
             tracing::debug!(error = %self, status = status.as_u16(), "request refused");
         }
         let link = link.filter(|_| row.retry);
+        let request_id = RequestId::current();
         let mut response = match answer {
-            Answer::Html => html(status, page(row, link)),
+            Answer::Html => html(status, page(row, link, request_id.as_ref())),
             Answer::Json => {
                 let mut body = serde_json::json!({ "error": row.code, "message": row.en });
+                if let Some(id) = &request_id {
+                    body["request_id"] = serde_json::Value::from(id.as_str());
+                }
                 if let Some(url) = link {
                     body[row.link_key] = serde_json::Value::from(url);
                 }
@@ -527,7 +534,16 @@ fn tenant_row(rejection: &TenantRejection) -> &'static Row {
 }
 
 /// The bilingual page. Every dynamic value is escaped; the static texts contain no markup.
-fn page(row: &Row, link: Option<&str>) -> String {
+/// The request id, when there is one, is shown so that the user can quote it.
+fn page(row: &Row, link: Option<&str>, request_id: Option<&RequestId>) -> String {
+    let request_id = request_id
+        .map(|id| {
+            format!(
+                "<p class=\"request-id\">请求编号 / Request ID: <code>{}</code></p>",
+                escape_html(id.as_str())
+            )
+        })
+        .unwrap_or_default();
     let (zh, en) = row.link;
     let retry = link
         .map(|url| {
@@ -549,7 +565,7 @@ max-width:36em;margin:3em auto;padding:0 1em;line-height:1.6;color:#222}}\
 h1{{font-size:1.4em}}h2{{font-size:1.1em;color:#555}}.retry a{{display:inline-block;padding:.5em 1em;\
 background:#07c160;color:#fff;border-radius:4px;text-decoration:none}}</style></head>\
 <body><main><h1>{zh_title}</h1><p>{zh}</p><h2 lang=\"en\">{en_title}</h2><p lang=\"en\">{en}</p>{retry}\
-</main></body></html>\n",
+{request_id}</main></body></html>\n",
         zh_title = escape_html(row.zh_title),
         en_title = escape_html(row.en_title),
         zh = escape_html(row.zh),

@@ -124,6 +124,7 @@ use crate::identity::HeaderSettings;
 use crate::identity::Identity;
 use crate::jwt::JwtIssuer;
 pub use crate::negotiate::Answer;
+use crate::request_id;
 use crate::session::{CookieCodec, SessionStore};
 use crate::wechat::Scope;
 use crate::wechat::oauth::WeChatOAuth;
@@ -155,6 +156,10 @@ pub struct LayerSettings {
     /// The forward-auth endpoints for front proxies (nginx, Traefik, Caddy, Envoy): off by
     /// default; see [`ForwardAuthSettings`].
     pub forward_auth: ForwardAuthSettings,
+    /// The peers (load balancers, front proxies) whose `X-Request-Id` is kept when it is sane;
+    /// from anyone else, or without a known peer, the id is generated. The sidecar passes
+    /// `server.trusted_proxies`. See [`crate::request_id`].
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for LayerSettings {
@@ -167,6 +172,7 @@ impl Default for LayerSettings {
             flow_ttl: Duration::from_secs(10 * 60),
             tenants: None,
             forward_auth: ForwardAuthSettings::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -312,12 +318,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         // Call the instance that was polled ready and leave a fresh clone in its place
         // (https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let state = Arc::clone(&self.state);
-        Box::pin(async move { pipeline::handle(state, request, inner).await })
+        // The request id, once, before anything else: span, response header, error pages.
+        let tagged = request_id::tag(&mut request, &state.settings.trusted_proxies);
+        Box::pin(async move { tagged.run(pipeline::handle(state, request, inner)).await })
     }
 }

@@ -49,7 +49,6 @@ use http::{
         TRANSFER_ENCODING, UPGRADE,
     },
 };
-use ipnet::IpNet;
 
 use crate::identity::{connection_tokens, same_header_name};
 
@@ -185,14 +184,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_websocket: bool) -> bool 
     websocket
 }
 
-/// Whether `peer` lies in one of the trusted proxy networks. An unknown peer is never trusted.
-///
-/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, as seen on dual-stack sockets) are compared as
-/// the IPv4 address they carry.
-pub fn is_trusted(peer: Option<IpAddr>, trusted: &[IpNet]) -> bool {
-    peer.map(|ip| ip.to_canonical())
-        .is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)))
-}
+/// Whether the direct peer is a trusted proxy: the crate's one trust rule, shared with the
+/// layer's `X-Request-Id` check.
+pub use crate::server::is_trusted;
 
 /// What the proxy knows about the request it received, used to fill in the `X-Forwarded-*` fields.
 #[derive(Clone, Debug)]

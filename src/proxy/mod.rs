@@ -55,6 +55,7 @@ use ipnet::IpNet;
 use tower::Service;
 
 use crate::negotiate::Answer;
+use crate::request_id::RequestId;
 use crate::server::{BodyTimeout, BoxError, ClientAddr};
 
 /// Body of every response [`Upstream`] returns: the upstream's streamed body, or a small error
@@ -595,28 +596,32 @@ impl Failure {
 }
 
 /// A small error page: HTML when the client prefers `text/html` (a browser; the same rule as
-/// the layer's pages, [`Answer`]), JSON otherwise.
+/// the layer's pages, [`Answer`]), JSON otherwise. Under the layer, the request id is shown
+/// ("请求编号 / Request ID", JSON `request_id`) so that a user can quote it.
 fn error_page(failure: Failure, accept: Option<&HeaderValue>) -> Response<ProxyBody> {
     let (status, code, message) = failure.describe();
+    // Request ids are sane (`[A-Za-z0-9._:-]`): nothing to escape.
+    let request_id = RequestId::current();
     let (content_type, body) = if Answer::for_accept(accept) == Answer::Html {
         let reason = status.canonical_reason().unwrap_or("Error");
+        let id = request_id
+            .map(|id| format!("<p>请求编号 / Request ID: <code>{id}</code></p>"))
+            .unwrap_or_default();
         (
             "text/html; charset=utf-8",
             format!(
                 "<!doctype html><html><head><meta charset=\"utf-8\"><title>{} {reason}</title></head>\
-                 <body><h1>{} {reason}</h1><p>{message}</p></body></html>\n",
+                 <body><h1>{} {reason}</h1><p>{message}</p>{id}</body></html>\n",
                 status.as_u16(),
                 status.as_u16()
             ),
         )
     } else {
-        (
-            "application/json",
-            format!(
-                "{}\n",
-                serde_json::json!({ "error": code, "message": message })
-            ),
-        )
+        let mut body = serde_json::json!({ "error": code, "message": message });
+        if let Some(id) = request_id {
+            body["request_id"] = serde_json::Value::from(id.as_str());
+        }
+        ("application/json", format!("{body}\n"))
     };
     let mut response = Response::new(
         Full::new(Bytes::from(body))

@@ -6,7 +6,7 @@
 //! | `POST /_sim/admin/fault?endpoint=E&failure=F[&times=N]` | the next `N` calls of `E` fail with `F` (default: until cleared) |
 //! | `POST /_sim/admin/clear` | drops every injected failure that is still pending |
 //! | `POST /_sim/admin/invalidate_token` | the current component access token answers 40001 from now on |
-//! | `GET /_sim/admin/calls` | per-endpoint call counters and tokens issued, as JSON |
+//! | `GET /_sim/admin/calls` | per-endpoint call counters and tokens issued, as JSON; also the current ticket and component token and the user tokens issued (the simulator's fake credentials, for leak tests) |
 //! | `POST /_sim/admin/authorize?appid=A[&func=1,2,4]` | account `A` authorizes the platform (default: every usual permission set) and an `authorized` push goes to the events URL |
 //! | `POST /_sim/admin/update?appid=A&func=1,2` | account `A` changes its permission sets; `updateauthorized` push |
 //! | `POST /_sim/admin/revoke?appid=A` | account `A` revokes the platform; `unauthorized` push |
@@ -262,7 +262,8 @@ fn inject(inner: &Inner, query: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `calls`: `{"calls": {"component_token": 3, …}, "issued_component_tokens": 2}`.
+/// `calls`: `{"calls": {"component_token": 3, …}, "issued_component_tokens": 2, "ticket": …,
+/// "component_access_token": …, "user_access_tokens": […], "refresh_tokens": […]}`.
 fn calls(inner: &Inner) -> Resp {
     let state = inner.state();
     let calls: serde_json::Map<String, serde_json::Value> = ENDPOINTS
@@ -275,6 +276,11 @@ fn calls(inner: &Inner) -> Resp {
     let body = json!({
         "calls": calls,
         "issued_component_tokens": state.issued_component_tokens,
+        // The simulator's own (fake) credentials, for tests that check they leak nowhere.
+        "ticket": state.tickets.last().map(|(ticket, _)| ticket.expose_secret()),
+        "component_access_token": state.component_token.as_ref().map(|t| t.value.as_str()),
+        "user_access_tokens": state.user_tokens.keys().collect::<Vec<_>>(),
+        "refresh_tokens": state.refresh_tokens.keys().collect::<Vec<_>>(),
     });
     respond(StatusCode::OK, "application/json", body.to_string())
 }

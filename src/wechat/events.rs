@@ -229,6 +229,35 @@ pub enum PushEvent {
     },
 }
 
+impl PushEvent {
+    /// The push's `InfoType` (as sent, for [`PushEvent::Other`]).
+    pub fn info_type(&self) -> &str {
+        match self {
+            PushEvent::ComponentVerifyTicket { .. } => INFO_TICKET,
+            PushEvent::Authorized { .. } => INFO_AUTHORIZED,
+            PushEvent::UpdateAuthorized { .. } => INFO_UPDATE_AUTHORIZED,
+            PushEvent::Unauthorized { .. } => INFO_UNAUTHORIZED,
+            PushEvent::Other { info_type } => info_type,
+        }
+    }
+
+    /// The official account an authorization change is about (`None` for other pushes).
+    pub fn authorizer_appid(&self) -> Option<&AuthorizerAppId> {
+        match self {
+            PushEvent::Authorized {
+                authorizer_appid, ..
+            }
+            | PushEvent::UpdateAuthorized {
+                authorizer_appid, ..
+            }
+            | PushEvent::Unauthorized {
+                authorizer_appid, ..
+            } => Some(authorizer_appid),
+            PushEvent::ComponentVerifyTicket { .. } | PushEvent::Other { .. } => None,
+        }
+    }
+}
+
 /// What an `authorized` / `updateauthorized` push carries besides the appids (protocol §2.2).
 /// The fields are optional: WeChat always sends them, but a push without them is still a valid
 /// notification (the permission sets are then looked up with `api_get_authorizer_info`).

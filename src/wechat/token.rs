@@ -621,7 +621,7 @@ impl ComponentTokenManager {
                     state.failure = None;
                     state.last_fetch = Some(Instant::now());
                 }
-                tracing::info!(appid = %inner.appid, expires_in = lifetime.as_secs(), "fetched a new component_access_token");
+                tracing::info!(target: "audit", event = "component_token_refresh", appid = %inner.appid, expires_in = lifetime.as_secs(), "fetched a new component_access_token");
                 if let Err(e) = inner.store.save_token(&inner.appid, &stored).await {
                     // The token works; only a restart would have to fetch again.
                     tracing::warn!(appid = %inner.appid, error = %e, "cannot persist the component_access_token");

@@ -24,6 +24,9 @@ use url::Url;
 use super::layer::{Browser, Reply};
 use super::{TempDir, bounded};
 
+/// Where [`Sidecar::start_logged`] writes the binary's standard output, in its directory.
+const LOG_FILE: &str = "stdout.log";
+
 /// The sidecar binary Cargo built for this test run.
 pub const BIN: &str = env!("CARGO_BIN_EXE_wechat-oauth-proxy");
 
@@ -91,13 +94,30 @@ impl Sidecar {
     /// directory overridden on the command line) and waits until it is ready: the simulator's
     /// first ticket push arrived and the component token was fetched.
     pub async fn start(label: &str, config: &str) -> Sidecar {
+        Self::start_with(label, config, false).await
+    }
+
+    /// [`start`](Self::start), with the binary's standard output (its log) written to
+    /// [`log_path`](Self::log_path) and `RUST_LOG` unset, so that `[log]` decides.
+    pub async fn start_logged(label: &str, config: &str) -> Sidecar {
+        Self::start_with(label, config, true).await
+    }
+
+    async fn start_with(label: &str, config: &str, logged: bool) -> Sidecar {
         let dir = TempDir::new(label);
         std::fs::create_dir_all(&dir.0).expect("temp dir");
         let path = dir.0.join("config.toml");
         std::fs::write(&path, config).expect("config written");
         let port = free_port();
         let base = Url::parse(&format!("http://127.0.0.1:{port}/")).expect("url");
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if logged {
+            let log = std::fs::File::create(dir.0.join(LOG_FILE)).expect("log file");
+            command.env_remove("RUST_LOG").stdout(log);
+        } else {
+            command.env("RUST_LOG", "warn").stdout(Stdio::null());
+        }
+        let child = command
             .arg("--config")
             .arg(&path)
             .arg("--listen")
@@ -106,9 +126,7 @@ impl Sidecar {
             .arg(base.as_str().trim_end_matches('/'))
             .arg("--state-dir")
             .arg(dir.0.join("state"))
-            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("the binary starts");
@@ -119,6 +137,11 @@ impl Sidecar {
         };
         wait_for_200(&sidecar.url("/_wxauth/ready"), 300).await;
         sidecar
+    }
+
+    /// The binary's standard output so far ([`start_logged`](Self::start_logged) only).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join(LOG_FILE)).expect("log file")
     }
 
     pub fn url(&self, path_and_query: &str) -> Url {
@@ -135,7 +158,14 @@ impl Sidecar {
     /// consent page, the browser follows the user's link, the callback sets the session and
     /// sends it back. Returns the page it lands on.
     pub async fn login(&self, browser: &Browser, path: &str, user: usize) -> Reply {
-        let replies = browser.navigate(self.url(path)).await;
+        let replies = self.login_replies(browser, path, user).await;
+        replies.into_iter().last().expect("landing page")
+    }
+
+    /// [`login`](Self::login), returning every reply in order: the redirect to WeChat, the
+    /// consent page, the user's choice (a redirect to the callback), the callback, the landing.
+    pub async fn login_replies(&self, browser: &Browser, path: &str, user: usize) -> Vec<Reply> {
+        let mut replies = browser.navigate(self.url(path)).await;
         let consent = replies.last().expect("a reply");
         assert_eq!(consent.status, StatusCode::OK, "{}", consent.body);
         assert!(
@@ -153,10 +183,11 @@ impl Sidecar {
             .unwrap_or_else(|| panic!("no link for user {user}: {}", consent.body));
         let href = href.trim_end_matches('"').replace("&amp;", "&");
         let chosen = consent.url.join(&href).expect("link resolves");
-        let replies = browser.navigate(chosen).await;
-        assert_eq!(replies.len(), 3, "choose, callback, landing: {replies:?}");
-        assert!(replies[1].sets_session(), "the callback sets a session");
-        replies.into_iter().last().expect("landing page")
+        let rest = browser.navigate(chosen).await;
+        assert_eq!(rest.len(), 3, "choose, callback, landing: {rest:?}");
+        assert!(rest[1].sets_session(), "the callback sets a session");
+        replies.extend(rest);
+        replies
     }
 }
 

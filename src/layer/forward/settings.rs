@@ -39,9 +39,9 @@ impl Default for ForwardAuthSettings {
 impl ForwardAuthSettings {
     /// Whether `peer` may use the endpoints. An unknown peer (no `ClientAddr`) never may;
     /// IPv4-mapped IPv6 addresses (dual-stack sockets) count as the IPv4 address they carry.
+    /// The crate's one trust rule ([`crate::server::is_trusted`]).
     pub fn allows(&self, peer: Option<IpAddr>) -> bool {
-        peer.map(|ip| ip.to_canonical())
-            .is_some_and(|ip| self.allowed_callers.iter().any(|net| net.contains(&ip)))
+        crate::server::is_trusted(peer, &self.allowed_callers)
     }
 
     /// What is wrong with these settings, if anything (checked when the layer is built):

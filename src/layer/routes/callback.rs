@@ -288,13 +288,13 @@ async fn open_session(
             .invalidate_audience(old.expose_bytes(), auth.resolver.audience_of(&authorizer))
             .await;
     }
-    let tenant = auth.log_label.then(|| identity.appid.clone());
+    let login = crate::audit::Login::of(&identity);
     let id = auth.sessions.create(SessionRecord::new(identity)).await?;
     if let Err(e) = auth.sessions.remember_completed(key, &id, marker_ttl).await {
         // The login itself succeeded; only duplicate detection is weakened.
         tracing::warn!(error = %e, "could not remember the completed login flow");
     }
-    tracing::info!(session = %id.fingerprint(), tenant = tenant.as_ref().map(|a| a.as_str()), "login completed");
+    login.completed(&id);
     let mut response = redirect(return_path.as_str());
     add_cookie(&mut response, auth.cookies.session_cookie(&id));
     Ok(response)

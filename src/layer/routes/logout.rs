@@ -47,7 +47,7 @@ pub(super) async fn logout(
                 auth.jwt
                     .invalidate_audience(id.expose_bytes(), tenant.audience())
                     .await;
-                tracing::info!(session = %id.fingerprint(), tenant = auth.label(tenant), "logged out");
+                crate::audit::logout(tenant.appid().as_str(), &id);
             }
         }
     }

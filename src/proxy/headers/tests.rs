@@ -1,4 +1,5 @@
 use super::*;
+use ipnet::IpNet;
 
 fn map(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut headers = HeaderMap::new();
