@@ -121,6 +121,7 @@ pub mod identity;
 pub mod ids;
 pub mod jwt;
 pub mod layer;
+pub mod metrics;
 mod negotiate;
 pub mod proxy;
 mod redis_util;

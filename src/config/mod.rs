@@ -33,6 +33,7 @@ mod auth;
 mod dev;
 mod forward_auth;
 mod jwt;
+mod metrics;
 mod server;
 mod session;
 mod tenants;
@@ -43,6 +44,7 @@ pub use self::auth::{AuthConfig, parse_skip_rule};
 pub use self::dev::DevConfig;
 pub use self::forward_auth::ForwardAuthConfig;
 pub use self::jwt::JwtConfig;
+pub use self::metrics::MetricsConfig;
 pub use self::server::ServerConfig;
 pub use self::session::{SessionConfig, StoreKind};
 pub use self::tenants::{AuthorizerConfig, MAX_REDIRECT_DOMAINS, TenantsConfig};
@@ -152,6 +154,9 @@ pub struct Config {
     /// The forward-auth endpoints for front proxies (off unless enabled).
     #[serde(default)]
     pub forward_auth: ForwardAuthConfig,
+    /// The Prometheus endpoint on its own listener (off unless `listen` is set).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// Secrets resolved from the file, `*_file` keys or the environment.
@@ -287,6 +292,7 @@ impl Config {
         self.jwt.check(secrets, problems);
         self.dev.check(self, problems);
         self.forward_auth.check(problems);
+        self.metrics.check(self, problems);
     }
 }
 

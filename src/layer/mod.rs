@@ -318,6 +318,11 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let state = Arc::clone(&self.state);
-        Box::pin(async move { pipeline::handle(state, request, inner).await })
+        Box::pin(async move {
+            let mut timer = crate::metrics::RequestTimer::start();
+            let response = pipeline::handle(state, request, inner, &mut timer.outcome).await;
+            timer.finish(response.as_ref().ok().map(Response::status));
+            response
+        })
     }
 }

@@ -16,16 +16,29 @@ use crate::{
     layer::{body::OwnResponse, error::AuthError, respond::text, state::AuthState},
     wechat::{
         error::WeChatError,
-        events::{MAX_PUSH_BODY, PushError, PushQuery},
+        events::{MAX_PUSH_BODY, PushError, PushEvent, PushQuery},
     },
 };
 
-/// `POST events`.
+/// `POST events`: the push is read, verified and applied, then counted
+/// (`wxauth_pushes_total`, [`crate::metrics::push`]).
 pub(super) async fn events<B>(
     auth: &AuthState,
     parts: &Parts,
     body: B,
 ) -> Result<OwnResponse, AuthError>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let received = receive(auth, parts, body).await;
+    crate::metrics::push(&received);
+    received.map(|_| text(StatusCode::OK, "success"))
+}
+
+/// Reads, verifies and applies one push.
+async fn receive<B>(auth: &AuthState, parts: &Parts, body: B) -> Result<PushEvent, AuthError>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
@@ -41,6 +54,5 @@ where
         Err(e) if e.is::<LengthLimitError>() => return Err(AuthError::PayloadTooLarge),
         Err(_) => return Err(AuthError::BadRequest("unreadable request body")),
     };
-    auth.wechat.accept_push(&query, &body).await?;
-    Ok(text(StatusCode::OK, "success"))
+    Ok(auth.wechat.accept_push(&query, &body).await?)
 }
