@@ -325,3 +325,75 @@ async fn the_tenant_label_is_refused_in_dynamic_mode() {
     let plain = dynamic.replace("tenant_label = true", "tenant_label = false");
     Config::from_toml_str(&plain, std::path::Path::new("."), &HashMap::new()).expect("valid");
 }
+
+/// Every series the dashboard and the alert rules query is one the crate exports.
+#[test]
+fn the_dashboard_and_the_alerts_query_only_exported_series() {
+    use wechat_oauth_proxy::metrics::names as n;
+    let exported = [
+        n::BUILD_INFO,
+        n::LOGINS_STARTED,
+        n::LOGIN_CALLBACKS,
+        n::LOGIN_DURATION,
+        n::WECHAT_REQUESTS,
+        n::WECHAT_DURATION,
+        n::TOKEN_REFRESHES,
+        n::TOKEN_EXPIRY,
+        n::PUSHES,
+        n::TICKET_LAST_ACCEPTED,
+        n::TENANTS,
+        n::SESSIONS_CREATED,
+        n::SESSIONS_ENDED,
+        n::SESSIONS_ACTIVE,
+        n::REQUESTS,
+        n::REQUEST_DURATION,
+        n::FORWARD_AUTH,
+    ];
+    let dashboard =
+        std::fs::read_to_string(repo_file("deploy/grafana/wechat-oauth-proxy.json")).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    assert!(parsed["panels"].as_array().unwrap().len() >= 10);
+    let alerts = std::fs::read_to_string(repo_file("deploy/prometheus/alerts.yml")).unwrap();
+    let mut seen = 0;
+    for text in [&dashboard, &alerts] {
+        for (at, _) in text.match_indices("wxauth_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(exported.contains(&base), "{name} is not exported");
+            seen += 1;
+        }
+    }
+    assert!(seen > 20, "{seen}");
+}
+
+/// The alert rules are valid and fire as intended (`promtool`, from Debian's `prometheus`).
+#[tokio::test]
+async fn the_alert_rules_pass_promtool() {
+    for args in [
+        ["check", "rules", "deploy/prometheus/alerts.yml"],
+        ["test", "rules", "deploy/prometheus/alerts_test.yml"],
+    ] {
+        let mut command = tokio::process::Command::new("promtool");
+        command.args(args).current_dir(repo_file(""));
+        let ran = support::sidecar::run(
+            command,
+            "",
+            Duration::from_secs(60),
+            "install Debian's prometheus package (scripts/test.sh does)",
+        )
+        .await;
+        assert_eq!(
+            ran.code,
+            Some(0),
+            "promtool {args:?}: {}{}",
+            ran.stdout,
+            ran.stderr
+        );
+    }
+}
