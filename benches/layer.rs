@@ -265,6 +265,15 @@ fn layer(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     let get = Method::GET;
+    // `WXAUTH_BENCH_METRICS=1`: with the sidecar's Prometheus recorder installed, so every
+    // request is really counted and timed (without it the `metrics` facade is a no-op).
+    if std::env::var_os("WXAUTH_BENCH_METRICS").is_some() {
+        let _handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets(wechat_oauth_proxy::metrics::REQUEST_BUCKETS)
+            .unwrap()
+            .install_recorder()
+            .unwrap();
+    }
 
     // Baseline: the same request through the bare no-op service.
     let anonymous = browser_headers(&[("cookie", "_ga=GA1.2.1; lang=zh_CN")]);

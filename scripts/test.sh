@@ -30,6 +30,7 @@ SYSTEM_PACKAGES=(
   "redis-server|type -P redis-server|the Redis backends' tests start their own server on a loopback port"
   "php-cli|php -r 'exit(function_exists(\"sodium_crypto_sign_verify_detached\") ? 0 : 1);'|examples/verify/php (built-in sodium) and the PHP demo upstream under php -S (tests/verifiers.rs, tests/php_upstream.rs)"
   "golang-go|type -P go|examples/verify/go, standard library only (tests/verifiers.rs)"
+  "prometheus|type -P promtool|promtool checks and unit-tests deploy/prometheus/alerts.yml (tests/metrics.rs)"
   "default-jdk-headless|type -P javac|examples/verify/java, Java 17+ standard library only (tests/verifiers.rs)"
   "nodejs|node -e 'process.exit(process.features.require_module ? 0 : 1)'|examples/verify/node with jose (tests/verifiers.rs); jose 6 is an ES module that the example loads with require(), which needs Node.js 20.19+ or 22.12+"
   "nginx|test -x /usr/sbin/nginx|tests/front_proxies.rs runs the shipped deploy/nginx/ config (auth_request) in front of a login"

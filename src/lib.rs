@@ -123,6 +123,7 @@ pub mod ids;
 pub mod jwt;
 pub mod layer;
 pub mod logging;
+pub mod metrics;
 mod negotiate;
 pub mod proxy;
 mod redis_util;

@@ -20,6 +20,7 @@ use crate::session::{CookieCodec, MemoryStore, SessionStore};
 use crate::wechat::oauth::WeChatOAuth;
 use crate::wechat::persist::{MemoryPlatformStore, PlatformStore};
 
+mod exporter;
 mod stores;
 
 #[cfg(feature = "sim")]
@@ -128,6 +129,8 @@ pub async fn run(
     let sessions = stores::session_store(&config).await?;
     let (cookies, jwt) = codecs(&config, &secrets)?;
     dev.prefill(&config, sessions.as_ref(), &cookies).await?;
+    let _metrics =
+        exporter::start(&config, wechat.tenants().clone(), Arc::clone(&sessions)).await?;
     let layer = auth_layer(&config, wechat, sessions, cookies, jwt)?;
     let _revocation = layer.start_background();
 

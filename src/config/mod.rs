@@ -34,6 +34,7 @@ mod dev;
 mod forward_auth;
 mod jwt;
 mod log;
+mod metrics;
 mod server;
 mod session;
 mod tenants;
@@ -45,6 +46,7 @@ pub use self::dev::DevConfig;
 pub use self::forward_auth::ForwardAuthConfig;
 pub use self::jwt::JwtConfig;
 pub use self::log::LogConfig;
+pub use self::metrics::MetricsConfig;
 pub use self::server::ServerConfig;
 pub use self::session::{SessionConfig, StoreKind};
 pub use self::tenants::{AuthorizerConfig, MAX_REDIRECT_DOMAINS, TenantsConfig};
@@ -157,6 +159,9 @@ pub struct Config {
     /// The log's format and level.
     #[serde(default)]
     pub log: LogConfig,
+    /// The Prometheus endpoint on its own listener (off unless `listen` is set).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// Secrets resolved from the file, `*_file` keys or the environment.
@@ -293,6 +298,7 @@ impl Config {
         self.dev.check(self, problems);
         self.forward_auth.check(problems);
         self.log.check(problems);
+        self.metrics.check(self, problems);
     }
 }
 

@@ -326,6 +326,13 @@ where
         let state = Arc::clone(&self.state);
         // The request id, once, before anything else: span, response header, error pages.
         let tagged = request_id::tag(&mut request, &state.settings.trusted_proxies);
-        Box::pin(async move { tagged.run(pipeline::handle(state, request, inner)).await })
+        Box::pin(async move {
+            let mut timer = crate::metrics::RequestTimer::start();
+            let response = tagged
+                .run(pipeline::handle(state, request, inner, &mut timer.outcome))
+                .await;
+            timer.finish(response.as_ref().ok().map(Response::status));
+            response
+        })
     }
 }

@@ -18,13 +18,14 @@ use super::{
     state::AuthState,
     tenant::{ResolvedTenant, TenantRejection, request_host},
 };
-use crate::{negotiate::Answer, session::ReturnPath};
+use crate::{metrics::Outcome, negotiate::Answer, session::ReturnPath};
 
 /// The whole pipeline for one request (see the module docs of `layer`).
 pub(super) async fn handle<S, ReqBody, ResBody>(
     state: Arc<AuthState>,
     request: Request<ReqBody>,
     inner: S,
+    outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -102,6 +103,7 @@ where
     let tenant = match (classified, tenant) {
         // Events, keys, health and readiness belong to the platform, not to an account.
         (Classified::Reserved(route), _) if platform_wide(route) => {
+            *outcome = Outcome::Reserved;
             return Ok(wrap_own(
                 routes::serve(&state, route, None, parts, body).await,
             ));
@@ -138,15 +140,19 @@ where
         (_, Err(rejection)) => return Ok(wrap_own(refuse(&parts, rejection))),
     };
     match (classified, tenant) {
-        (Classified::Reserved(route), tenant) => Ok(wrap_own(
-            routes::serve(&state, route, tenant.as_ref(), parts, body).await,
-        )),
+        (Classified::Reserved(route), tenant) => {
+            *outcome = Outcome::Reserved;
+            Ok(wrap_own(
+                routes::serve(&state, route, tenant.as_ref(), parts, body).await,
+            ))
+        }
         (Classified::Skip, Some(_)) => {
             // Skipped for its method: no header may turn it into another one.
             if strip_method_overrides(&mut parts.headers) > 0 {
                 tracing::debug!("removed method-override headers from a skipped request");
             }
             state.cookies.strip_own_cookies(&mut parts.headers);
+            *outcome = Outcome::Skipped;
             call_inner(inner, Request::from_parts(parts, body)).await
         }
         (Classified::Protected { api_path }, Some(tenant)) => {
@@ -168,6 +174,7 @@ where
                             );
                             state.cookies.strip_own_cookies(&mut parts.headers);
                             parts.extensions.insert(identity);
+                            *outcome = Outcome::Forwarded;
                             let mut response =
                                 call_inner(inner, Request::from_parts(parts, body)).await?;
                             // A page made for one user must never be served to another
@@ -181,9 +188,14 @@ where
                         Err(e) => Ok(wrap_own(AuthError::from(e).render(client().answer(), None))),
                     }
                 }
-                Ok(None) => Ok(wrap_own(
-                    no_session(&state, client(), &parts, &tenant).await,
-                )),
+                Ok(None) => {
+                    let client = client();
+                    *outcome = match client {
+                        ClientKind::Browser => Outcome::LoginRedirect,
+                        ClientKind::Api => Outcome::Unauthenticated,
+                    };
+                    Ok(wrap_own(no_session(&state, client, &parts, &tenant).await))
+                }
                 // Fail closed: a store we cannot read never means "allow".
                 Err(e) => Ok(wrap_own(e.render(client().answer(), None))),
             }

@@ -51,6 +51,7 @@ pub(super) fn spawn(tenants: Tenants, sessions: Arc<dyn SessionStore>) -> JoinHa
 async fn end_sessions(sessions: &dyn SessionStore, appid: &AuthorizerAppId) {
     match sessions.end_sessions_of(&AppId::from(appid)).await {
         Ok(ended) => {
+            crate::metrics::sessions_ended(crate::metrics::SessionEnd::Revoked, ended);
             tracing::info!(authorizer_appid = %appid, ended, "official account revoked the platform: its sessions ended");
         }
         Err(e) => {

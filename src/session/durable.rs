@@ -470,6 +470,10 @@ impl SessionStore for DurableStore {
             Err(backend("ping", "the last commit failed"))
         }
     }
+
+    fn active_sessions(&self) -> Option<u64> {
+        Some(self.session_count())
+    }
 }
 
 fn marker_job(hash: FlowHash, ttl: Duration, session: Option<IdBytes>) -> Job {

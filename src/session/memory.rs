@@ -319,13 +319,20 @@ impl MemoryStore {
                 ttl: settings.ttl,
                 idle: settings.idle_timeout,
             });
-        if let Some(evicted) = evicted {
-            sessions = sessions.eviction_listener(move |key: Arc<IdBytes>, _, cause| {
-                if cause == RemovalCause::Size {
+        // Counts the sessions that end by themselves (`wxauth_sessions_ended_total`); a delete
+        // (logout, revocation) is counted where it is asked for.
+        sessions = sessions.eviction_listener(move |key: Arc<IdBytes>, _, cause| match cause {
+            RemovalCause::Size => {
+                crate::metrics::sessions_ended(crate::metrics::SessionEnd::Evicted, 1);
+                if let Some(evicted) = &evicted {
                     evicted(*key);
                 }
-            });
-        }
+            }
+            RemovalCause::Expired => {
+                crate::metrics::sessions_ended(crate::metrics::SessionEnd::Expired, 1);
+            }
+            RemovalCause::Explicit | RemovalCause::Replaced => {}
+        });
         let markers = Cache::builder()
             .name("wxauth-redeemed-flows")
             .max_capacity(settings.consumed_capacity)
@@ -503,6 +510,10 @@ impl SessionStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn active_sessions(&self) -> Option<u64> {
+        Some(self.session_count())
     }
 }
 

@@ -305,6 +305,12 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Readiness check: `Ok` when the backend can serve requests.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Approximate number of live sessions, for the `wxauth_sessions_active` gauge, when the
+    /// backend knows it without a scan (memory and durable stores); `None` otherwise (Redis).
+    fn active_sessions(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// How many fresh ids `create` draws before giving up (a collision of 128-bit random ids is

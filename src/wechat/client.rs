@@ -402,8 +402,20 @@ impl WeChatClient {
         reply.into_user_token(ep)
     }
 
-    /// Sends one request and decodes the reply.
+    /// Sends one request and decodes the reply; counted and timed per endpoint
+    /// (`wxauth_wechat_api_*`).
     async fn call<T: DeserializeOwned>(
+        &self,
+        ep: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, WeChatError> {
+        let timer = crate::metrics::WeChatCallTimer::start(ep);
+        let result = self.send(ep, request).await;
+        timer.finish(&result);
+        result
+    }
+
+    async fn send<T: DeserializeOwned>(
         &self,
         ep: &'static str,
         request: reqwest::RequestBuilder,

@@ -622,6 +622,7 @@ impl ComponentTokenManager {
                     state.last_fetch = Some(Instant::now());
                 }
                 tracing::info!(target: "audit", event = "component_token_refresh", appid = %inner.appid, expires_in = lifetime.as_secs(), "fetched a new component_access_token");
+                crate::metrics::component_token_refresh(Ok(stored.expires_at));
                 if let Err(e) = inner.store.save_token(&inner.appid, &stored).await {
                     // The token works; only a restart would have to fetch again.
                     tracing::warn!(appid = %inner.appid, error = %e, "cannot persist the component_access_token");
@@ -640,6 +641,7 @@ impl ComponentTokenManager {
                     hold_secs = hold.as_secs_f32(),
                     "cannot fetch a component_access_token"
                 );
+                crate::metrics::component_token_refresh(Err(()));
                 self.state().failure = Some(RememberedFailure {
                     error: error.clone(),
                     until: Instant::now() + hold,
@@ -709,6 +711,7 @@ impl ComponentTokenManager {
         {
             return;
         }
+        crate::metrics::component_token_expiry(stored.expires_at);
         state.token = Some(MemToken {
             token: stored.token,
             expires_at,

@@ -67,6 +67,7 @@ pub(super) async fn callback(
     let had_flow_cookie = pending.is_some();
     let mut return_path = None;
     let result = run(auth, tenant, parts, &mut pending, &mut return_path).await;
+    crate::metrics::login_callback(&result, tenant.map(|t| t.appid().as_str()));
     let mut response = result.unwrap_or_else(|error| {
         let retry = auth.login_url(
             tenant.map_or("", ResolvedTenant::mount),
@@ -109,7 +110,9 @@ async fn run(
     }
     let code = granted_code(auth, parts, &appid)?;
     let identity = identity_within_deadline(auth, &appid, code).await?;
-    open_session(auth, parts, identity, &key, marker_ttl, &flow.return_path).await
+    let response = open_session(auth, parts, identity, &key, marker_ttl, &flow.return_path).await?;
+    crate::metrics::login_completed(flow.created_at, appid.as_str());
+    Ok(response)
 }
 
 /// Step 1b': the account the flow was started for, which the callback must come back for —

@@ -21,7 +21,8 @@ use crate::{
     },
 };
 
-/// `POST events`.
+/// `POST events`: the push is read, verified and applied, then counted
+/// (`wxauth_pushes_total`, [`crate::metrics::push`]) and written as an `audit` line.
 pub(super) async fn events<B>(
     auth: &AuthState,
     parts: &Parts,
@@ -36,6 +37,7 @@ where
         return Err(AuthError::NotFound);
     }
     let outcome = receive(auth, parts, body).await;
+    crate::metrics::push(&outcome);
     match &outcome {
         Ok(event) => tracing::info!(
             target: "audit",

@@ -84,5 +84,6 @@ pub(in crate::layer) async fn start(
     )?;
     let mut response = redirect(&url);
     add_cookie(&mut response, auth.cookies.flow_cookie(&pending));
+    crate::metrics::login_started(tenant.appid().as_str());
     Ok(response)
 }

@@ -44,6 +44,7 @@ pub(super) async fn logout(
                 // A store failure is an error page: the user must not believe they are logged
                 // out.
                 auth.sessions.delete(&id).await?;
+                crate::metrics::sessions_ended(crate::metrics::SessionEnd::Logout, 1);
                 auth.jwt
                     .invalidate_audience(id.expose_bytes(), tenant.audience())
                     .await;

@@ -72,7 +72,9 @@ where
         },
         Route::Health if read_only => Ok(health::health()),
         Route::Ready if read_only => Ok(health::ready(auth).await),
-        Route::ForwardAuth(kind) => Ok(forward_auth::serve(auth, kind, &parts).await),
+        Route::ForwardAuth(kind) => Ok(crate::metrics::forward_auth(
+            forward_auth::serve(auth, kind, &parts).await,
+        )),
         Route::NotFound => Err(AuthError::NotFound),
         Route::Events => Err(AuthError::MethodNotAllowed { allow: "POST" }),
         Route::Logout => Err(AuthError::MethodNotAllowed {
