@@ -113,6 +113,7 @@
 //! login through the code.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod app;
 pub mod audit;
 mod clock;

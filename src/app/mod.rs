@@ -241,8 +241,10 @@ fn auth_layer(
         tracing::warn!("{warning}");
     }
     let settings = config.layer_settings().map_err(refused("jwt"))?;
-    WeChatAuthLayer::new(settings, wechat, sessions, cookies, jwt)
-        .map_err(|e| setup("auth")(e.to_string()))
+    let layer = WeChatAuthLayer::new(settings, wechat, sessions, cookies, jwt)
+        .map_err(|e| setup("auth")(e.to_string()))?;
+    layer.set_access_lists(config.access.lists().map_err(refused("access"))?);
+    Ok(layer)
 }
 
 /// The upstream proxy, from `[server]` and `[upstream]`.

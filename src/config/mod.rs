@@ -3,7 +3,7 @@
 //! One file per TOML section ([`server`](ServerConfig), [`upstream`](UpstreamConfig),
 //! [`auth`](AuthConfig), [`wechat`](WeChatConfig), [`tenants`](TenantsConfig),
 //! [`session`](SessionConfig), [`jwt`](JwtConfig), [`dev`](DevConfig),
-//! [`forward_auth`](ForwardAuthConfig)). Each section deserializes straight into the library's
+//! [`forward_auth`](ForwardAuthConfig), [`access`](AccessConfig)). Each section deserializes straight into the library's
 //! own types where they exist ([`Scope`](crate::wechat::Scope),
 //! [`JwtAlgorithm`](crate::jwt::JwtAlgorithm), [`IpNet`](ipnet::IpNet), the appid types,
 //! [`SkipRule`](crate::layer::SkipRule)), takes its defaults from the settings structs of the
@@ -29,6 +29,7 @@ use serde_path_to_error::Segment;
 
 use crate::secret::SecretString;
 
+mod access;
 mod auth;
 mod dev;
 mod forward_auth;
@@ -41,6 +42,7 @@ mod tenants;
 mod upstream;
 mod wechat;
 
+pub use self::access::{AccessConfig, AccountAccessConfig};
 pub use self::auth::{AuthConfig, parse_skip_rule};
 pub use self::dev::DevConfig;
 pub use self::forward_auth::ForwardAuthConfig;
@@ -162,6 +164,9 @@ pub struct Config {
     /// The Prometheus endpoint on its own listener (off unless `listen` is set).
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Who may log in: allow and deny lists of openids and unionids, from files.
+    #[serde(default)]
+    pub access: AccessConfig,
 }
 
 /// Secrets resolved from the file, `*_file` keys or the environment.
@@ -206,9 +211,10 @@ impl Config {
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         let (config, refused) = deserialize_reporting_all(table);
-        let Some(config) = config else {
+        let Some(mut config) = config else {
             return Err(ConfigError::Invalid(refused));
         };
+        config.access.resolve_paths(base);
         let mut problems = Problems(refused);
         let secrets = config.resolve_secrets(base, env, &mut problems);
         let reported = problems.0.len();
@@ -299,6 +305,20 @@ impl Config {
         self.forward_auth.check(problems);
         self.log.check(problems);
         self.metrics.check(self, problems);
+        self.access
+            .check(self.known_accounts().as_deref(), problems);
+    }
+
+    /// The appids this configuration serves when it names them all: the single account, or
+    /// the listed ones of static tenants; `None` with dynamic tenants.
+    fn known_accounts(&self) -> Option<Vec<&str>> {
+        match &self.tenants {
+            None => Some(self.wechat.appid.iter().map(|a| a.as_str()).collect()),
+            Some(t) if t.mode == crate::wechat::tenants::TenantMode::Static => {
+                Some(t.authorizers.iter().map(|a| a.appid.as_str()).collect())
+            }
+            Some(_) => None,
+        }
     }
 }
 

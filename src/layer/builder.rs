@@ -13,7 +13,10 @@ use super::{
     state::AuthState,
     tenant::{LOG_LABEL_MAX_TENANTS, ResolverError, TenantResolver, TenantRouting},
 };
+use arc_swap::ArcSwap;
+
 use crate::{
+    access::AccessLists,
     identity::{HeaderSettings, JwtCarrier},
     jwt::JwtIssuer,
     session::{CookieCodec, SessionStore},
@@ -71,6 +74,7 @@ pub struct WeChatAuthLayerBuilder {
     sessions: Option<Arc<dyn SessionStore>>,
     cookies: Option<CookieCodec>,
     jwt: Option<JwtIssuer>,
+    access: AccessLists,
 }
 
 impl WeChatAuthLayerBuilder {
@@ -112,6 +116,13 @@ impl WeChatAuthLayerBuilder {
     /// The JWT issuer. Required.
     pub fn jwt(mut self, jwt: JwtIssuer) -> Self {
         self.jwt = Some(jwt);
+        self
+    }
+
+    /// Who may log in (default: everyone); replaceable later with
+    /// [`WeChatAuthLayer::set_access_lists`].
+    pub fn access_lists(mut self, lists: AccessLists) -> Self {
+        self.access = lists;
         self
     }
 
@@ -289,6 +300,7 @@ impl WeChatAuthLayerBuilder {
                 jwt,
                 resolver,
                 log_label,
+                access: ArcSwap::from_pointee(self.access),
             }),
         })
     }

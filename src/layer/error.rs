@@ -89,6 +89,10 @@ pub enum AuthError {
     /// ambiguous host (400).
     #[error(transparent)]
     Tenant(#[from] TenantRejection),
+    /// The access lists (`[access]`) do not let this person in: at the callback (no session is
+    /// made) or on a request with a session (refused, the session kept).
+    #[error("refused by the access lists")]
+    AccessDenied,
     /// A bug of ours.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -438,6 +442,16 @@ const BAD_FORWARD_METADATA: Row = Row {
     ..NO_LINK
 };
 
+const ACCESS_DENIED: Row = Row {
+    status: StatusCode::FORBIDDEN,
+    code: "access_denied",
+    zh_title: "无权访问",
+    zh: "您已通过微信登录，但未被允许使用本服务。如需访问，请联系管理员。",
+    en_title: "Access denied",
+    en: "You logged in with WeChat, but you are not allowed to use this service. To get access, contact the administrator.",
+    ..NO_LINK
+};
+
 impl AuthError {
     /// The row that describes how this error is answered.
     fn row(&self) -> &'static Row {
@@ -469,6 +483,7 @@ impl AuthError {
             AuthError::BadPath(_) => &BAD_PATH,
             AuthError::CrossSiteLogout => &CROSS_SITE_LOGOUT,
             AuthError::UntrustedCaller => &UNTRUSTED_CALLER,
+            AuthError::AccessDenied => &ACCESS_DENIED,
             AuthError::BadForwardMetadata(_) => &BAD_FORWARD_METADATA,
         }
     }

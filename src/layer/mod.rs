@@ -119,6 +119,7 @@ pub use self::error::AuthError;
 pub use self::forward::{ForwardAuthSettings, ForwardError};
 use self::state::AuthState;
 use self::tenant::TenantRouting;
+use crate::access::AccessLists;
 use crate::identity::HeaderSettings;
 #[cfg(doc)]
 use crate::identity::Identity;
@@ -254,6 +255,18 @@ impl WeChatAuthLayer {
                 Arc::clone(&self.state.sessions),
             )
         })
+    }
+
+    /// Replaces who may log in, atomically: the next request (a login's callback, or any
+    /// request with a session, forward auth included) is decided by `lists`; requests already
+    /// past the check finish as they were. What a configuration reload calls.
+    pub fn set_access_lists(&self, lists: AccessLists) {
+        self.state.access.store(Arc::new(lists));
+    }
+
+    /// The access lists in force now.
+    pub fn access_lists(&self) -> Arc<AccessLists> {
+        self.state.access.load_full()
     }
 
     /// The absolute URL of the events endpoint (the platform's 授权事件接收URL).

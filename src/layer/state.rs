@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use http::HeaderMap;
 
 use super::{
@@ -13,7 +14,8 @@ use super::{
     tenant::{ResolvedTenant, TenantResolver},
 };
 use crate::{
-    identity::StripList,
+    access::AccessLists,
+    identity::{Identity, StripList},
     jwt::JwtIssuer,
     session::{CookieCodec, ReturnPath, SessionId, SessionRecord, SessionStore},
     wechat::oauth::WeChatOAuth,
@@ -37,13 +39,18 @@ pub(super) struct AuthState {
     /// Whether log lines name the tenant (bounded cardinality, see
     /// [`LOG_LABEL_MAX_TENANTS`](super::tenant::LOG_LABEL_MAX_TENANTS)).
     pub(super) log_label: bool,
+    /// Who may log in: read once per request, swapped whole by
+    /// [`set_access_lists`](super::WeChatAuthLayer::set_access_lists).
+    pub(super) access: ArcSwap<AccessLists>,
 }
 
 impl AuthState {
     /// The live session of `tenant` named by the request's cookie, if any. A missing,
     /// tampered or unknown cookie is `Ok(None)`, and so is another tenant's session (a new
     /// login for this one; the other session is untouched, never a cross-tenant JWT); a store
-    /// failure is an error (fail closed).
+    /// failure is an error (fail closed). A session whose person the access lists refuse (now:
+    /// the lists are read on every call) is [`AuthError::AccessDenied`]; the session itself is
+    /// kept, so putting the person back on the list restores it.
     pub(super) async fn session(
         &self,
         headers: &HeaderMap,
@@ -61,12 +68,24 @@ impl AuthState {
                 );
                 Ok(None)
             }
-            Some(record) => Ok(Some((id, record))),
+            Some(record) => {
+                self.admit(&record.identity)?;
+                Ok(Some((id, record)))
+            }
             None => {
                 tracing::debug!(session = %id.fingerprint(), "session cookie names no live session");
                 Ok(None)
             }
         }
+    }
+
+    /// Whether the access lists (as they are now) let `identity` in: `Ok(())`, or
+    /// [`AuthError::AccessDenied`] (logged without the ids).
+    pub(super) fn admit(&self, identity: &Identity) -> Result<(), AuthError> {
+        self.access.load().check(identity).map_err(|refusal| {
+            tracing::info!(reason = refusal.as_str(), "refused by the access lists");
+            AuthError::AccessDenied
+        })
     }
 
     /// The login endpoint of the tenant mounted at `mount` (`""`, or `/t/{appid}` by path

@@ -14,7 +14,9 @@
 //!    it the user gets the "WeChat timed out" page (503) and nothing is stored. The code is
 //!    exchanged once; `is_snapshotuser` → no session, a page asking the user to tap
 //!    “使用完整服务”; with `snsapi_userinfo` the profile comes from `sns/userinfo`.
-//! 5. A fresh session (any session the browser had is deleted), the flow remembered as
+//! 5. The access lists must let the person in ([`AuthError::AccessDenied`]: a 403 page, no
+//!    session).
+//! 6. A fresh session (any session the browser had is deleted), the flow remembered as
 //!    completed, and a 302 to the flow's return path with the session cookie; the flow is
 //!    removed from the flow cookie (the cookie is removed when no flow is left).
 //!
@@ -110,6 +112,8 @@ async fn run(
     }
     let code = granted_code(auth, parts, &appid)?;
     let identity = identity_within_deadline(auth, &appid, code).await?;
+    // Who may log in: checked before anything is stored, so a refused person has no session.
+    auth.admit(&identity)?;
     let response = open_session(auth, parts, identity, &key, marker_ttl, &flow.return_path).await?;
     crate::metrics::login_completed(flow.created_at, appid.as_str());
     Ok(response)
