@@ -13,14 +13,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use std::io::Read as _;
 
 use clap::{Parser, Subcommand};
 use wechat_oauth_proxy::app;
-use wechat_oauth_proxy::config::{Config, ConfigError};
+use wechat_oauth_proxy::config::{Config, ConfigError, ResolvedSecrets};
 use wechat_oauth_proxy::jwt::{Expected, JwksSource, JwksVerifier, JwtAlgorithm};
 use wechat_oauth_proxy::logging::{self, LogSettings};
 
@@ -105,24 +105,12 @@ fn main() -> ExitCode {
     }
 
     let env: HashMap<String, String> = std::env::vars().collect();
-    let loaded = Config::load(&cli.config, &env).and_then(|(mut config, secrets)| {
-        // Overrides are applied before validating again, so --check sees the effective config.
-        if let Some(listen) = cli.listen {
-            config.server.listen = listen;
-        }
-        if let Some(url) = cli.public_url.clone() {
-            config.server.public_url = url;
-        }
-        if let Some(dir) = cli.state_dir.clone() {
-            config.server.state_dir = dir;
-        }
-        let problems = config.validate(&secrets);
-        if problems.is_empty() {
-            Ok((config, secrets))
-        } else {
-            Err(ConfigError::Invalid(problems))
-        }
-    });
+    let overrides = Overrides {
+        listen: cli.listen,
+        public_url: cli.public_url.clone(),
+        state_dir: cli.state_dir.clone(),
+    };
+    let loaded = load_valid(&cli.config, &overrides, &env);
     // The log as `[log]` says (text at `info` when the file is unusable), before anything logs.
     init_tracing(
         loaded
@@ -130,16 +118,7 @@ fn main() -> ExitCode {
             .map(|(c, _)| c.log.settings())
             .unwrap_or_default(),
     );
-    // What start-up would build, built once without I/O: `--check` refuses exactly what
-    // start-up refuses.
-    let loaded =
-        loaded
-            .map_err(|err| err.to_string())
-            .and_then(|(config, secrets)| match app::check(&config, &secrets) {
-                Ok(()) => Ok((config, secrets)),
-                Err(err) => Err(err.to_string()),
-            });
-    let (config, secrets) = match loaded {
+    let (config, secrets) = match loaded.map_err(|err| err.to_string()).and_then(checked) {
         Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("{}: {err}", cli.config.display());
@@ -159,9 +138,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(app::run(
+    // SIGHUP reloads the same file exactly as it was loaded here.
+    let path = cli.config.clone();
+    let source = app::ConfigSource {
+        path: cli.config.clone(),
+        overridden: overrides.keys(),
+        load: Box::new(move || load(&path, &overrides, &env)),
+    };
+    match runtime.block_on(app::run_reloadable(
         config,
         secrets,
+        Some(source),
         wechat_oauth_proxy::server::shutdown_signal(),
     )) {
         Ok(()) => ExitCode::SUCCESS,
@@ -171,6 +158,74 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command-line values that replace the file's.
+struct Overrides {
+    listen: Option<SocketAddr>,
+    public_url: Option<url::Url>,
+    state_dir: Option<PathBuf>,
+}
+
+impl Overrides {
+    /// The keys they replace.
+    fn keys(&self) -> Vec<&'static str> {
+        [
+            ("server.listen", self.listen.is_some()),
+            ("server.public_url", self.public_url.is_some()),
+            ("server.state_dir", self.state_dir.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, given)| given.then_some(key))
+        .collect()
+    }
+}
+
+/// The configuration at `path` with the command-line overrides, validated, and what start-up
+/// would build from it built once without I/O (`app::check`): `--check`, start-up and a
+/// `SIGHUP` reload refuse exactly the same files.
+fn load(
+    path: &Path,
+    overrides: &Overrides,
+    env: &HashMap<String, String>,
+) -> Result<(Config, ResolvedSecrets), String> {
+    load_valid(path, overrides, env)
+        .map_err(|err| err.to_string())
+        .and_then(checked)
+}
+
+/// [`load`] up to `validate` (the log can be set up from it before `app::check` logs).
+fn load_valid(
+    path: &Path,
+    overrides: &Overrides,
+    env: &HashMap<String, String>,
+) -> Result<(Config, ResolvedSecrets), ConfigError> {
+    let (mut config, secrets) = Config::load(path, env)?;
+    // Overrides are applied before validating again, so --check sees the effective config.
+    if let Some(listen) = overrides.listen {
+        config.server.listen = listen;
+    }
+    if let Some(url) = overrides.public_url.clone() {
+        config.server.public_url = url;
+    }
+    if let Some(dir) = overrides.state_dir.clone() {
+        config.server.state_dir = dir;
+    }
+    let problems = config.validate(&secrets);
+    if problems.is_empty() {
+        Ok((config, secrets))
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+/// What start-up would build, built once without I/O: `--check` refuses exactly what
+/// start-up refuses.
+fn checked(
+    (config, secrets): (Config, ResolvedSecrets),
+) -> Result<(Config, ResolvedSecrets), String> {
+    app::check(&config, &secrets).map_err(|err| err.to_string())?;
+    Ok((config, secrets))
 }
 
 /// `jwt verify`: the token from standard input, the verdict of the library's `JwksVerifier`.

@@ -21,7 +21,10 @@ use crate::wechat::oauth::WeChatOAuth;
 use crate::wechat::persist::{MemoryPlatformStore, PlatformStore};
 
 mod exporter;
+mod reload;
 mod stores;
+
+pub use self::reload::{ConfigSource, LoadConfig, RELOADABLE};
 
 #[cfg(feature = "sim")]
 mod dev;
@@ -107,6 +110,18 @@ pub async fn run(
     secrets: ResolvedSecrets,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
+    run_reloadable(config, secrets, None, shutdown).await
+}
+
+/// [`run`], and on Unix with a `source`, a `SIGHUP` reloads the configuration from it (the
+/// skip rules, API prefixes and tenants; see `src/app/reload.rs`) without touching the
+/// listener or any connection.
+pub async fn run_reloadable(
+    config: Config,
+    secrets: ResolvedSecrets,
+    source: Option<ConfigSource>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|source| AppError::Io {
@@ -133,6 +148,7 @@ pub async fn run(
         exporter::start(&config, wechat.tenants().clone(), Arc::clone(&sessions)).await?;
     let layer = auth_layer(&config, wechat, sessions, cookies, jwt)?;
     let _revocation = layer.start_background();
+    let _reloader = reload::on_hangup(source, &layer, &secrets)?;
 
     let upstream_url = config
         .server

@@ -60,6 +60,10 @@ pub enum BuildError {
     /// The forward-auth settings are unusable (see [`ForwardAuthSettings::problem`]).
     #[error("forward_auth: {0}")]
     InvalidForwardAuth(&'static str),
+    /// A [reload](super::WeChatAuthLayer::reload) would change a setting only a new layer can
+    /// change (named here).
+    #[error("{0} cannot change without a restart")]
+    NotReloadable(&'static str),
 }
 
 /// Builds a [`WeChatAuthLayer`]: `WeChatAuthLayer::builder().wechat(..).sessions(..)
@@ -257,53 +261,73 @@ impl WeChatAuthLayerBuilder {
             settings.dispatch.prefix =
                 Prefix::parse(trimmed.unwrap_or(&raw)).map_err(|_| BuildError::InvalidPrefix)?;
         }
-        let origin = origin_of(&settings.public_url, !secure)?;
-        for prefix in &mut settings.dispatch.api_prefixes {
-            // Same shape as the reserved prefix once trailing '/'s are dropped; `/` is all.
-            let trimmed = prefix.trim_end_matches('/');
-            if !prefix.starts_with('/') || !(trimmed.is_empty() || Prefix::parse(trimmed).is_ok()) {
-                return Err(BuildError::InvalidApiPrefix(prefix.clone()));
-            }
-            *prefix = trimmed.to_owned();
-        }
-        if settings.flow_ttl.is_zero() || settings.flow_ttl > Duration::from_secs(600) {
-            return Err(BuildError::InvalidFlowTtl);
-        }
-        if let Some(problem) = settings.forward_auth.problem() {
-            return Err(BuildError::InvalidForwardAuth(problem));
-        }
-
-        let callback_url = format!("{origin}{}/callback", settings.dispatch.prefix);
-        let strip = settings.headers.strip_list();
-        let resolver = TenantResolver::new(
-            settings.tenants.as_ref(),
-            wechat.tenants().clone(),
-            wechat.single_appid(),
-            &settings.public_url,
-        )?;
-        let log_label = match &settings.tenants {
-            None => true,
-            Some(routing) => routing.log_label.unwrap_or_else(|| {
-                wechat.tenants().mode() == crate::wechat::tenants::TenantMode::Static
-                    && routing.sites.len() <= LOG_LABEL_MAX_TENANTS
-            }),
-        };
-        Ok(WeChatAuthLayer {
-            state: Arc::new(AuthState {
-                settings,
-                strip,
-                origin,
-                callback_url,
-                wechat,
-                sessions,
-                cookies,
-                jwt,
-                resolver,
-                log_label,
-                access: ArcSwap::from_pointee(self.access),
-            }),
-        })
+        Ok(WeChatAuthLayer::from_state(assemble(
+            settings,
+            wechat,
+            sessions,
+            cookies,
+            jwt,
+            Arc::new(ArcSwap::from_pointee(self.access)),
+        )?))
     }
+}
+
+/// Validates `settings` (everything but the collaborators, which the caller has) and builds
+/// the state every request shares: what [`build`](WeChatAuthLayerBuilder::build) and a reload
+/// ([`WeChatAuthLayer::reload`]) both run, so that a reload refuses exactly what the builder
+/// refuses.
+pub(super) fn assemble(
+    mut settings: LayerSettings,
+    wechat: WeChatOAuth,
+    sessions: Arc<dyn SessionStore>,
+    cookies: CookieCodec,
+    jwt: JwtIssuer,
+    access: Arc<ArcSwap<AccessLists>>,
+) -> Result<AuthState, BuildError> {
+    let origin = origin_of(&settings.public_url, !secure_cookies(&cookies))?;
+    for prefix in &mut settings.dispatch.api_prefixes {
+        // Same shape as the reserved prefix once trailing '/'s are dropped; `/` is all.
+        let trimmed = prefix.trim_end_matches('/');
+        if !prefix.starts_with('/') || !(trimmed.is_empty() || Prefix::parse(trimmed).is_ok()) {
+            return Err(BuildError::InvalidApiPrefix(prefix.clone()));
+        }
+        *prefix = trimmed.to_owned();
+    }
+    if settings.flow_ttl.is_zero() || settings.flow_ttl > Duration::from_secs(600) {
+        return Err(BuildError::InvalidFlowTtl);
+    }
+    if let Some(problem) = settings.forward_auth.problem() {
+        return Err(BuildError::InvalidForwardAuth(problem));
+    }
+
+    let callback_url = format!("{origin}{}/callback", settings.dispatch.prefix);
+    let strip = settings.headers.strip_list();
+    let resolver = TenantResolver::new(
+        settings.tenants.as_ref(),
+        wechat.tenants().clone(),
+        wechat.single_appid(),
+        &settings.public_url,
+    )?;
+    let log_label = match &settings.tenants {
+        None => true,
+        Some(routing) => routing.log_label.unwrap_or_else(|| {
+            wechat.tenants().mode() == crate::wechat::tenants::TenantMode::Static
+                && routing.sites.len() <= LOG_LABEL_MAX_TENANTS
+        }),
+    };
+    Ok(AuthState {
+        settings,
+        strip,
+        origin,
+        callback_url,
+        wechat,
+        sessions,
+        cookies,
+        jwt,
+        resolver,
+        log_label,
+        access,
+    })
 }
 
 /// Whether the codec sets `Secure` cookies (read from the attributes it actually emits).

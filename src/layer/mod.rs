@@ -45,6 +45,7 @@
 //! | `sanitize.rs` | removal of method overrides and protocol switches the upstream must not see |
 //! | `tenant.rs` | request → tenant resolution (pure, built once): [`tenant::TenantResolver`], the typed host/pattern/prefix values |
 //! | `revocation.rs` | `on_unauthorized = end_sessions`: ends a revoked account's sessions |
+//! | `reload.rs` | [`WeChatAuthLayer::reload`]: swaps skip rules, API prefixes and tenants atomically ([`ReloadableSettings`]) |
 //!
 //! Whether an answer is a page or JSON is decided in one place for the whole crate
 //! ([`Answer`]), shared with the proxy's 502/504 pages.
@@ -91,6 +92,7 @@ mod builder;
 mod error;
 mod forward;
 mod pipeline;
+mod reload;
 mod respond;
 mod revocation;
 mod routes;
@@ -117,6 +119,8 @@ pub use self::dispatch::{
 };
 pub use self::error::AuthError;
 pub use self::forward::{ForwardAuthSettings, ForwardError};
+use self::reload::Live;
+pub use self::reload::ReloadableSettings;
 use self::state::AuthState;
 use self::tenant::TenantRouting;
 use crate::access::AccessLists;
@@ -184,10 +188,12 @@ fn placeholder_public_url() -> Url {
 }
 
 /// The tower [`Layer`] that puts WeChat login in front of a service. Holds its whole
-/// configuration in one `Arc`, so cloning it (and every service it makes) is one refcount.
+/// configuration in one `Arc`, so cloning it (and every service it makes) is one refcount;
+/// each request reads the configuration in force once (one atomic load), and
+/// [`reload`](Self::reload) replaces it for the requests that follow.
 #[derive(Clone, Debug)]
 pub struct WeChatAuthLayer {
-    state: Arc<AuthState>,
+    live: Arc<Live>,
 }
 
 impl WeChatAuthLayer {
@@ -217,14 +223,21 @@ impl WeChatAuthLayer {
         WeChatAuthLayerBuilder::default()
     }
 
-    /// The settings the layer runs with (validated).
-    pub fn settings(&self) -> &LayerSettings {
-        &self.state.settings
+    fn from_state(state: AuthState) -> Self {
+        Self {
+            live: Arc::new(Live::new(state)),
+        }
+    }
+
+    /// The settings the layer runs with now (validated; a [`reload`](Self::reload) replaces
+    /// them).
+    pub fn settings(&self) -> LayerSettings {
+        self.live.load().settings.clone()
     }
 
     /// The absolute callback URL given to WeChat (`public_url + prefix + "/callback"`).
-    pub fn callback_url(&self) -> &str {
-        &self.state.callback_url
+    pub fn callback_url(&self) -> String {
+        self.live.load().callback_url.clone()
     }
 
     /// The official account (tenant) of a request to `host` (normalized with
@@ -240,7 +253,7 @@ impl WeChatAuthLayer {
         host: Option<&str>,
         normalized_path: &str,
     ) -> Result<tenant::ResolvedTenant, tenant::TenantRejection> {
-        self.state.resolver.resolve(host, normalized_path)
+        self.live.load().resolver.resolve(host, normalized_path)
     }
 
     /// Starts the layer's background work, if its settings ask for any: with
@@ -248,33 +261,28 @@ impl WeChatAuthLayer {
     /// official account's sessions as soon as it revokes the platform. `None` when there is
     /// nothing to run. Call it once, inside a Tokio runtime; abort the handle to stop it.
     pub fn start_background(&self) -> Option<tokio::task::JoinHandle<()>> {
-        let routing = self.state.settings.tenants.as_ref()?;
-        (routing.on_unauthorized == tenant::OnUnauthorized::EndSessions).then(|| {
-            revocation::spawn(
-                self.state.wechat.tenants().clone(),
-                Arc::clone(&self.state.sessions),
-            )
-        })
+        let state = self.live.load();
+        let routing = state.settings.tenants.as_ref()?;
+        (routing.on_unauthorized == tenant::OnUnauthorized::EndSessions)
+            .then(|| revocation::spawn(state.wechat.tenants().clone(), Arc::clone(&state.sessions)))
     }
 
     /// Replaces who may log in, atomically: the next request (a login's callback, or any
     /// request with a session, forward auth included) is decided by `lists`; requests already
     /// past the check finish as they were. What a configuration reload calls.
     pub fn set_access_lists(&self, lists: AccessLists) {
-        self.state.access.store(Arc::new(lists));
+        self.live.load().access.store(Arc::new(lists));
     }
 
     /// The access lists in force now.
     pub fn access_lists(&self) -> Arc<AccessLists> {
-        self.state.access.load_full()
+        self.live.load().access.load_full()
     }
 
     /// The absolute URL of the events endpoint (the platform's 授权事件接收URL).
     pub fn events_url(&self) -> String {
-        format!(
-            "{}{}/events",
-            self.state.origin, self.state.settings.dispatch.prefix
-        )
+        let state = self.live.load();
+        format!("{}{}/events", state.origin, state.settings.dispatch.prefix)
     }
 }
 
@@ -284,7 +292,7 @@ impl<S> Layer<S> for WeChatAuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         WeChatAuth {
             inner,
-            state: Arc::clone(&self.state),
+            live: Arc::clone(&self.live),
         }
     }
 }
@@ -294,7 +302,7 @@ impl<S> Layer<S> for WeChatAuthLayer {
 #[derive(Clone, Debug)]
 pub struct WeChatAuth<S> {
     inner: S,
-    state: Arc<AuthState>,
+    live: Arc<Live>,
 }
 
 impl<S> WeChatAuth<S> {
@@ -336,7 +344,9 @@ where
         // (https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let state = Arc::clone(&self.state);
+        // The settings in force now, for the whole request: a reload meanwhile changes the
+        // requests that follow, never this one.
+        let state = self.live.load();
         // The request id, once, before anything else: span, response header, error pages.
         let tagged = request_id::tag(&mut request, &state.settings.trusted_proxies);
         Box::pin(async move {

@@ -41,7 +41,7 @@ pub(super) struct AuthState {
     pub(super) log_label: bool,
     /// Who may log in: read once per request, swapped whole by
     /// [`set_access_lists`](super::WeChatAuthLayer::set_access_lists).
-    pub(super) access: ArcSwap<AccessLists>,
+    pub(super) access: Arc<ArcSwap<AccessLists>>,
 }
 
 impl AuthState {

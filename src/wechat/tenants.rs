@@ -231,7 +231,8 @@ pub struct Tenants {
 
 struct Shared {
     mode: TenantMode,
-    configured: HashSet<AuthorizerAppId>,
+    /// Replaced whole by [`Tenants::reconfigure`] (a configuration reload).
+    configured: RwLock<HashSet<AuthorizerAppId>>,
     entries: RwLock<HashMap<AuthorizerAppId, Entry>>,
     changes: broadcast::Sender<TenantChange>,
 }
@@ -264,7 +265,7 @@ impl std::fmt::Debug for Tenants {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tenants")
             .field("mode", &self.shared.mode)
-            .field("configured", &self.shared.configured.len())
+            .field("configured", &self.configured().len())
             .field("known", &self.entries().len())
             .finish()
     }
@@ -291,7 +292,7 @@ impl Tenants {
         Self {
             shared: Arc::new(Shared {
                 mode,
-                configured,
+                configured: RwLock::new(configured),
                 entries: RwLock::new(entries),
                 changes,
             }),
@@ -317,7 +318,71 @@ impl Tenants {
 
     /// Whether the appid is named in the configuration.
     pub fn is_configured(&self, appid: &AuthorizerAppId) -> bool {
-        self.shared.configured.contains(appid)
+        self.configured().contains(appid)
+    }
+
+    /// Replaces the configured appids (a configuration reload): a newly listed appid is
+    /// [`TenantStatus::Configured`] unless something is known about it already; an appid no
+    /// longer listed is forgotten ([`TenantStatus::Unknown`]) in static mode, and in dynamic
+    /// mode only if WeChat never confirmed it (still `Configured`). Every status change is
+    /// broadcast as usual; lookups under way about a forgotten appid are void. The mode cannot
+    /// change. Returns the appids (added, removed).
+    pub fn reconfigure(
+        &self,
+        configured: &[AuthorizerAppId],
+    ) -> (Vec<AuthorizerAppId>, Vec<AuthorizerAppId>) {
+        let new: HashSet<AuthorizerAppId> = configured.iter().cloned().collect();
+        let mut changes = Vec::new();
+        let (added, removed) = {
+            let mut listed = self
+                .shared
+                .configured
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut entries = self.entries_mut();
+            let added: Vec<_> = new.difference(&listed).cloned().collect();
+            let removed: Vec<_> = listed.difference(&new).cloned().collect();
+            for appid in &added {
+                let entry = entries.entry(appid.clone()).or_insert_with(Entry::unknown);
+                if entry.record.status == TenantStatus::Unknown {
+                    entry.record = TenantRecord::with_status(TenantStatus::Configured, 0);
+                    changes.push(TenantChange {
+                        appid: appid.clone(),
+                        previous: TenantStatus::Unknown,
+                        status: TenantStatus::Configured,
+                    });
+                }
+            }
+            for appid in &removed {
+                let forget = self.shared.mode == TenantMode::Static
+                    || entries
+                        .get(appid)
+                        .is_some_and(|e| e.record.status == TenantStatus::Configured);
+                if let Some(entry) = entries.get_mut(appid).filter(|_| forget) {
+                    let previous = entry.record.status;
+                    // A new epoch voids lookups under way; the entry stays as Unknown.
+                    *entry = Entry {
+                        record: TenantRecord::with_status(TenantStatus::Unknown, 0),
+                        epoch: entry.epoch + 1,
+                    };
+                    if previous != TenantStatus::Unknown {
+                        changes.push(TenantChange {
+                            appid: appid.clone(),
+                            previous,
+                            status: TenantStatus::Unknown,
+                        });
+                    }
+                }
+            }
+            *listed = new;
+            (added, removed)
+        };
+        for change in changes {
+            tracing::info!(appid = %change.appid, previous = %change.previous, status = %change.status, "tenant status changed by a configuration reload");
+            // No receiver is fine: nobody needs to react.
+            let _ = self.shared.changes.send(change);
+        }
+        (added, removed)
     }
 
     /// Whether the registry accepts news about `appid`: in static mode only configured appids,
@@ -436,6 +501,14 @@ impl Tenants {
             let _ = self.shared.changes.send(change);
         }
         true
+    }
+
+    fn configured(&self) -> RwLockReadGuard<'_, HashSet<AuthorizerAppId>> {
+        // Replaced whole by `reconfigure`: a poisoned set is still consistent.
+        self.shared
+            .configured
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn entries(&self) -> RwLockReadGuard<'_, HashMap<AuthorizerAppId, Entry>> {

@@ -135,3 +135,62 @@ fn single_settings_are_static_without_reconciliation() {
     );
     assert_eq!(s.store_sync_interval, Some(DEFAULT_STORE_SYNC_INTERVAL));
 }
+
+#[test]
+fn a_reload_adds_and_forgets_configured_accounts_in_static_mode() {
+    let tenants = Tenants::new(TenantMode::Static, &[a()]);
+    assert!(tenants.apply_event(&a(), active(3)));
+    let mut changes = tenants.subscribe();
+    let (added, removed) = tenants.reconfigure(&[b()]);
+    assert_eq!((added, removed), (vec![b()], vec![a()]));
+    assert_eq!(tenants.status(&b()), TenantStatus::Configured);
+    assert!(tenants.accepts(&b()) && tenants.is_configured(&b()));
+    // Forgotten, even though WeChat had confirmed it, and news about it are ignored now.
+    assert_eq!(tenants.status(&a()), TenantStatus::Unknown);
+    assert!(!tenants.accepts(&a()));
+    assert!(!tenants.apply_event(&a(), active(4)));
+    assert_eq!(
+        tenants.list(),
+        vec![(b(), TenantRecord::with_status(TenantStatus::Configured, 0))]
+    );
+    let mut seen = vec![changes.try_recv().unwrap(), changes.try_recv().unwrap()];
+    seen.sort_by(|x, y| x.appid.cmp(&y.appid));
+    assert_eq!(
+        seen,
+        vec![
+            TenantChange {
+                appid: a(),
+                previous: TenantStatus::Active,
+                status: TenantStatus::Unknown
+            },
+            TenantChange {
+                appid: b(),
+                previous: TenantStatus::Unknown,
+                status: TenantStatus::Configured
+            },
+        ]
+    );
+    // The same list again changes nothing.
+    assert_eq!(tenants.reconfigure(&[b()]), (vec![], vec![]));
+    assert!(changes.try_recv().is_err());
+}
+
+#[test]
+fn a_reload_in_dynamic_mode_keeps_what_wechat_confirmed() {
+    let tenants = Tenants::new(TenantMode::Dynamic, &[a(), b()]);
+    assert!(tenants.apply_event(&a(), active(3)));
+    tenants.reconfigure(&[]);
+    // Learned from WeChat: still a tenant; only configured, never confirmed: forgotten.
+    assert_eq!(tenants.status(&a()), TenantStatus::Active);
+    assert_eq!(tenants.status(&b()), TenantStatus::Unknown);
+    assert!(!tenants.is_configured(&a()) && tenants.accepts(&b()));
+}
+
+#[tokio::test]
+async fn a_lookup_under_way_about_a_forgotten_account_is_dropped() {
+    let tenants = Tenants::new(TenantMode::Dynamic, &[a()]);
+    let epoch = tenants.begin(&a());
+    tenants.reconfigure(&[]);
+    assert!(!tenants.apply_if_current(&a(), epoch, active(9)));
+    assert_eq!(tenants.status(&a()), TenantStatus::Unknown);
+}
