@@ -268,3 +268,26 @@ async fn a_reload_adds_and_removes_tenants_on_both_sides() {
     );
     assert!(!registry.accepts(&AuthorizerAppId::new(A)));
 }
+
+#[tokio::test]
+async fn access_lists_set_at_runtime_survive_a_reload() {
+    let layer = layer(LayerSettings::default(), official_account());
+    let nobody = crate::access::AccessRules {
+        allow_unionids: Some(Default::default()),
+        ..Default::default()
+    };
+    let lists = crate::access::AccessLists::new(nobody, []).unwrap();
+    layer.set_access_lists(lists.clone());
+    layer
+        .reload(ReloadableSettings {
+            dispatch: skipping("/new/*"),
+            tenants: None,
+        })
+        .unwrap();
+    // The reloaded state shares the lists in force: a reload of the routes never reopens
+    // the door to people the lists keep out.
+    assert_eq!(*layer.access_lists(), lists);
+    // And a later swap reaches the reloaded state.
+    layer.set_access_lists(crate::access::AccessLists::default());
+    assert!(layer.access_lists().is_empty());
+}
