@@ -2,7 +2,7 @@
 //! error page and an operator finds every log line of that request.
 //!
 //! The layer ([`WeChatAuth`](crate::layer::WeChatAuth)) gives every request its id, once, before
-//! anything else happens (see [`tag`]):
+//! anything else happens (see `tag`):
 //!
 //! - a client's `X-Request-Id` is **kept** only when the TCP peer ([`ClientAddr`]) is a trusted
 //!   proxy (the crate's one trust rule, [`is_trusted`], the same as for `X-Forwarded-For`), the
