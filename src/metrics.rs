@@ -503,6 +503,17 @@ fn unix_now_f64() -> f64 {
         .as_secs_f64()
 }
 
+/// Counter of the desktop QR login bridge's ticket events, by `event` (a closed set:
+/// `created`, `scanned`, `authorized`, `approved`, `rejected`, `redeemed`, and the refusals
+/// `refused_rate_limit`, `refused_full`, `refused_unknown`, `refused_expired`, `refused_used`,
+/// `refused_confirm`).
+pub const QR_TICKETS: &str = "wxauth_qr_tickets_total";
+
+/// Counts one QR ticket event (`event` from the closed set of [`QR_TICKETS`]).
+pub(crate) fn qr_ticket(event: &'static str) {
+    counter!(QR_TICKETS, "event" => event).increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -513,6 +513,7 @@ mod cookies {
                                 .expect("a valid return path"),
                             created_at: 1_700_000_000 + i as u64,
                             appid: None,
+                            qr: None,
                         });
                     }
                     (codec.flow_cookie(&payload), None, Some(payload))

@@ -16,7 +16,7 @@ use crate::jwt::JwtIssuer;
 use crate::layer::WeChatAuthLayer;
 use crate::proxy::Upstream;
 use crate::server::{self, ServerSettings};
-use crate::session::{CookieCodec, MemoryStore, SessionStore};
+use crate::session::{CookieCodec, MemoryStore, SessionStore, TicketStore};
 use crate::wechat::oauth::WeChatOAuth;
 use crate::wechat::persist::{MemoryPlatformStore, PlatformStore};
 
@@ -146,7 +146,8 @@ pub async fn run_reloadable(
     dev.prefill(&config, sessions.as_ref(), &cookies).await?;
     let _metrics =
         exporter::start(&config, wechat.tenants().clone(), Arc::clone(&sessions)).await?;
-    let layer = auth_layer(&config, wechat, sessions, cookies, jwt)?;
+    let tickets = stores::ticket_store(&config).await?;
+    let layer = auth_layer(&config, wechat, sessions, cookies, jwt, tickets)?;
     let _revocation = layer.start_background();
     let _reloader = reload::on_hangup(source, &layer, &secrets)?;
 
@@ -200,7 +201,7 @@ pub fn check(config: &Config, secrets: &ResolvedSecrets) -> Result<(), AppError>
     dev::check(config)?;
     let (cookies, jwt) = codecs(config, secrets)?;
     let sessions = Arc::new(MemoryStore::new(config.session.session_settings()));
-    auth_layer(config, wechat, sessions, cookies, jwt)?;
+    auth_layer(config, wechat, sessions, cookies, jwt, None)?;
     if let Some(url) = &config.server.upstream {
         upstream(config, url.clone())?;
     }
@@ -241,13 +242,15 @@ fn codecs(
     Ok((cookies, jwt))
 }
 
-/// The authentication layer, from `[auth]`, `server.public_url` and the `[jwt]` headers.
+/// The authentication layer, from `[auth]`, `server.public_url`, the `[jwt]` headers and
+/// `[qr]` (whose tickets live in `tickets`, or in memory when `None`).
 fn auth_layer(
     config: &Config,
     wechat: WeChatOAuth,
     sessions: Arc<dyn SessionStore>,
     cookies: CookieCodec,
     jwt: JwtIssuer,
+    tickets: Option<Arc<dyn TicketStore>>,
 ) -> Result<WeChatAuthLayer, AppError> {
     if let Some(warning) = config
         .tenants
@@ -257,8 +260,16 @@ fn auth_layer(
         tracing::warn!("{warning}");
     }
     let settings = config.layer_settings().map_err(refused("jwt"))?;
-    let layer = WeChatAuthLayer::new(settings, wechat, sessions, cookies, jwt)
-        .map_err(|e| setup("auth")(e.to_string()))?;
+    let mut builder = WeChatAuthLayer::builder()
+        .settings(settings)
+        .wechat(wechat)
+        .sessions(sessions)
+        .cookie_codec(cookies)
+        .jwt(jwt);
+    if let Some(tickets) = tickets {
+        builder = builder.tickets(tickets);
+    }
+    let layer = builder.build().map_err(|e| setup("auth")(e.to_string()))?;
     layer.set_access_lists(config.access.lists().map_err(refused("access"))?);
     Ok(layer)
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{AppError, setup};
 use crate::config::{Config, StoreKind};
-use crate::session::{DurableSettings, DurableStore, MemoryStore, SessionStore};
+use crate::session::{DurableSettings, DurableStore, MemoryStore, SessionStore, TicketStore};
 use crate::wechat::persist::{FileStore, PlatformStore};
 
 /// The session store of `session.store`. The durable store reads its file here (the time this
@@ -40,6 +40,20 @@ pub(super) async fn platform_store(config: &Config) -> Result<Arc<dyn PlatformSt
     }
 }
 
+/// Where the desktop QR login's tickets live when `[qr]` is on: `None` (the layer's bounded
+/// memory store) with `durable` or `memory` sessions — tickets live five minutes at most, so
+/// a restart losing them costs a rescan —, Redis with Redis sessions, so that any instance can
+/// answer the phone and the desktop.
+pub(super) async fn ticket_store(
+    config: &Config,
+) -> Result<Option<Arc<dyn TicketStore>>, AppError> {
+    match config.session.store {
+        _ if !config.qr.enabled => Ok(None),
+        StoreKind::Durable | StoreKind::Memory => Ok(None),
+        StoreKind::Redis => redis::ticket_store(config).await.map(Some),
+    }
+}
+
 /// What [`session_store`] and [`platform_store`] would refuse before connecting anywhere or
 /// opening a file (like the platform's state files, the session database is only opened at
 /// start).
@@ -57,7 +71,7 @@ mod redis {
     use super::super::{AppError, refused, setup};
     use crate::config::Config;
     use crate::session::redis::RedisSessionStore;
-    use crate::session::{SessionSettings, SessionStore};
+    use crate::session::{RedisTicketStore, SessionSettings, SessionStore, TicketStore};
     use crate::wechat::persist::PlatformStore;
     use crate::wechat::redis::RedisPlatformStore;
 
@@ -85,6 +99,19 @@ mod redis {
         Ok(Arc::new(store))
     }
 
+    pub(super) async fn ticket_store(config: &Config) -> Result<Arc<dyn TicketStore>, AppError> {
+        let url = config.session.redis_url().map_err(refused("session"))?;
+        let conn =
+            crate::redis_util::connect(url.expose_secret(), crate::redis_util::DEFAULT_OP_TIMEOUT)
+                .await
+                .map_err(setup("qr"))?;
+        Ok(Arc::new(RedisTicketStore::new(
+            conn,
+            REDIS_PREFIX,
+            config.qr.max_pending,
+        )))
+    }
+
     pub(super) fn check(config: &Config) -> Result<(), AppError> {
         config
             .session
@@ -101,7 +128,7 @@ mod redis {
 
     use super::super::{AppError, setup};
     use crate::config::Config;
-    use crate::session::{SessionSettings, SessionStore};
+    use crate::session::{SessionSettings, SessionStore, TicketStore};
     use crate::wechat::persist::PlatformStore;
 
     fn not_built() -> AppError {
@@ -116,6 +143,10 @@ mod redis {
     }
 
     pub(super) async fn platform_store(_: &Config) -> Result<Arc<dyn PlatformStore>, AppError> {
+        Err(not_built())
+    }
+
+    pub(super) async fn ticket_store(_: &Config) -> Result<Arc<dyn TicketStore>, AppError> {
         Err(not_built())
     }
 

@@ -119,6 +119,7 @@ impl Config {
             tenants: self.tenants.as_ref().map(super::TenantsConfig::routing),
             forward_auth: self.forward_auth.settings(),
             trusted_proxies: self.server.trusted_proxies.clone(),
+            qr: self.qr.settings(),
             ..LayerSettings::default()
         })
     }

@@ -3,7 +3,7 @@
 //! One file per TOML section ([`server`](ServerConfig), [`upstream`](UpstreamConfig),
 //! [`auth`](AuthConfig), [`wechat`](WeChatConfig), [`tenants`](TenantsConfig),
 //! [`session`](SessionConfig), [`jwt`](JwtConfig), [`dev`](DevConfig),
-//! [`forward_auth`](ForwardAuthConfig), [`access`](AccessConfig)). Each section deserializes straight into the library's
+//! [`forward_auth`](ForwardAuthConfig), [`access`](AccessConfig), [`qr`](QrConfig)). Each section deserializes straight into the library's
 //! own types where they exist ([`Scope`](crate::wechat::Scope),
 //! [`JwtAlgorithm`](crate::jwt::JwtAlgorithm), [`IpNet`](ipnet::IpNet), the appid types,
 //! [`SkipRule`](crate::layer::SkipRule)), takes its defaults from the settings structs of the
@@ -36,6 +36,7 @@ mod forward_auth;
 mod jwt;
 mod log;
 mod metrics;
+mod qr;
 mod server;
 mod session;
 mod tenants;
@@ -49,6 +50,7 @@ pub use self::forward_auth::ForwardAuthConfig;
 pub use self::jwt::JwtConfig;
 pub use self::log::LogConfig;
 pub use self::metrics::MetricsConfig;
+pub use self::qr::QrConfig;
 pub use self::server::ServerConfig;
 pub use self::session::{SessionConfig, StoreKind};
 pub use self::tenants::{AuthorizerConfig, MAX_REDIRECT_DOMAINS, TenantsConfig};
@@ -167,6 +169,9 @@ pub struct Config {
     /// Who may log in: allow and deny lists of openids and unionids, from files.
     #[serde(default)]
     pub access: AccessConfig,
+    /// The desktop QR login bridge (off unless enabled).
+    #[serde(default)]
+    pub qr: QrConfig,
 }
 
 /// Secrets resolved from the file, `*_file` keys or the environment.
@@ -303,6 +308,7 @@ impl Config {
         self.jwt.check(secrets, problems);
         self.dev.check(self, problems);
         self.forward_auth.check(problems);
+        self.qr.check(problems);
         self.log.check(problems);
         self.metrics.check(self, problems);
         self.access

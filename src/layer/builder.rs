@@ -10,6 +10,7 @@ use super::{
     LayerSettings, WeChatAuthLayer,
     dispatch::{Prefix, SkipRule, SkipRuleError},
     forward::ForwardAuthSettings,
+    qr::{Bridge, QrSettings},
     state::AuthState,
     tenant::{LOG_LABEL_MAX_TENANTS, ResolverError, TenantResolver, TenantRouting},
 };
@@ -19,7 +20,7 @@ use crate::{
     access::AccessLists,
     identity::{HeaderSettings, JwtCarrier},
     jwt::JwtIssuer,
-    session::{CookieCodec, SessionStore},
+    session::{CookieCodec, MemoryTicketStore, SessionStore, TicketStore},
     wechat::{Scope, oauth::WeChatOAuth},
 };
 
@@ -60,6 +61,9 @@ pub enum BuildError {
     /// The forward-auth settings are unusable (see [`ForwardAuthSettings::problem`]).
     #[error("forward_auth: {0}")]
     InvalidForwardAuth(&'static str),
+    /// The QR bridge settings are unusable (see [`QrSettings::problem`]).
+    #[error("qr: {0}")]
+    InvalidQr(&'static str),
     /// A [reload](super::WeChatAuthLayer::reload) would change a setting only a new layer can
     /// change (named here).
     #[error("{0} cannot change without a restart")]
@@ -79,6 +83,7 @@ pub struct WeChatAuthLayerBuilder {
     cookies: Option<CookieCodec>,
     jwt: Option<JwtIssuer>,
     access: AccessLists,
+    tickets: Option<Arc<dyn TicketStore>>,
 }
 
 impl WeChatAuthLayerBuilder {
@@ -232,6 +237,19 @@ impl WeChatAuthLayerBuilder {
         self
     }
 
+    /// The desktop QR login bridge (default off); see [`QrSettings`].
+    pub fn qr(mut self, settings: QrSettings) -> Self {
+        self.settings.qr = settings;
+        self
+    }
+
+    /// Where QR login tickets live (default: a [`MemoryTicketStore`] bounded by
+    /// `qr.max_pending`); give a shared one (Redis) when several instances serve the site.
+    pub fn tickets(mut self, tickets: Arc<dyn TicketStore>) -> Self {
+        self.tickets = Some(tickets);
+        self
+    }
+
     /// Validates everything and builds the layer.
     ///
     /// # Errors
@@ -261,6 +279,12 @@ impl WeChatAuthLayerBuilder {
             settings.dispatch.prefix =
                 Prefix::parse(trimmed.unwrap_or(&raw)).map_err(|_| BuildError::InvalidPrefix)?;
         }
+        let qr = settings.qr.enabled.then(|| {
+            let tickets = self
+                .tickets
+                .unwrap_or_else(|| Arc::new(MemoryTicketStore::new(settings.qr.max_pending)));
+            Arc::new(Bridge::new(&settings.qr, tickets))
+        });
         Ok(WeChatAuthLayer::from_state(assemble(
             settings,
             wechat,
@@ -268,6 +292,7 @@ impl WeChatAuthLayerBuilder {
             cookies,
             jwt,
             Arc::new(ArcSwap::from_pointee(self.access)),
+            qr,
         )?))
     }
 }
@@ -283,6 +308,7 @@ pub(super) fn assemble(
     cookies: CookieCodec,
     jwt: JwtIssuer,
     access: Arc<ArcSwap<AccessLists>>,
+    qr: Option<Arc<Bridge>>,
 ) -> Result<AuthState, BuildError> {
     let origin = origin_of(&settings.public_url, !secure_cookies(&cookies))?;
     for prefix in &mut settings.dispatch.api_prefixes {
@@ -298,6 +324,9 @@ pub(super) fn assemble(
     }
     if let Some(problem) = settings.forward_auth.problem() {
         return Err(BuildError::InvalidForwardAuth(problem));
+    }
+    if let Some(problem) = settings.qr.problem() {
+        return Err(BuildError::InvalidQr(problem));
     }
 
     let callback_url = format!("{origin}{}/callback", settings.dispatch.prefix);
@@ -327,6 +356,7 @@ pub(super) fn assemble(
         resolver,
         log_label,
         access,
+        qr,
     })
 }
 

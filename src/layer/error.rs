@@ -104,6 +104,31 @@ pub enum AuthError {
     /// malformed: refused, never "allow".
     #[error("bad forward-auth metadata: {0}")]
     BadForwardMetadata(#[from] super::forward::ForwardError),
+    /// QR bridge: this client address created too many QR codes, or asked about too many
+    /// unknown ones, in the last minute (429).
+    #[error("too many QR login requests from this address")]
+    QrRateLimited,
+    /// QR bridge: the ticket store is full (or failed to take a new ticket): new QR codes are
+    /// refused, pending ones are kept (503).
+    #[error("no room for a new QR login")]
+    QrBusy,
+    /// QR bridge: the ticket is past its deadline (410).
+    #[error("QR login expired")]
+    QrExpired,
+    /// QR bridge: another phone scanned the code first, or it was decided already (409).
+    #[error("QR login already used")]
+    QrUsed,
+    /// QR bridge: the QR link was opened outside WeChat (403).
+    #[error("QR link opened outside WeChat")]
+    QrOpenInWeChat,
+    /// QR bridge: a confirmation without POST, the phone's token or a same-origin `Origin`
+    /// (403).
+    #[error("QR confirmation refused")]
+    QrConfirmRefused,
+    /// QR bridge: `qr.require_same_network` and the phone is on another network than the
+    /// desktop (403).
+    #[error("QR confirmation from another network refused")]
+    QrDifferentNetwork,
 }
 
 /// Which row a WeChat failure is answered with.
@@ -452,6 +477,78 @@ const ACCESS_DENIED: Row = Row {
     ..NO_LINK
 };
 
+const QR_RATE_LIMITED: Row = Row {
+    status: StatusCode::TOO_MANY_REQUESTS,
+    code: "qr_rate_limited",
+    zh_title: "请求过于频繁",
+    zh: "此网络在一分钟内请求了太多登录二维码。请稍后再试。",
+    en_title: "Too many requests",
+    en: "Too many QR login requests came from this network in the last minute. Please try again shortly.",
+    retry_after: Some("60"),
+    ..NO_LINK
+};
+
+const QR_BUSY: Row = Row {
+    status: StatusCode::SERVICE_UNAVAILABLE,
+    code: "qr_unavailable",
+    zh_title: "扫码登录暂不可用",
+    zh: "当前等待扫码的登录过多，暂时无法生成新的二维码。请稍后重试。",
+    en_title: "QR login busy",
+    en: "Too many QR logins are waiting right now, so no new code can be made. Please try again in a moment.",
+    retry_after: Some("30"),
+    ..NO_LINK
+};
+
+const QR_EXPIRED: Row = Row {
+    status: StatusCode::GONE,
+    code: "qr_expired",
+    zh_title: "二维码已过期",
+    zh: "此登录二维码已过期。请在电脑上刷新二维码后重新扫描。",
+    en_title: "QR code expired",
+    en: "This login QR code has expired. Refresh the code on the computer and scan it again.",
+    ..NO_LINK
+};
+
+const QR_USED: Row = Row {
+    status: StatusCode::CONFLICT,
+    code: "qr_used",
+    zh_title: "二维码已被使用",
+    zh: "此登录二维码已被其他手机扫描或已处理。请在电脑上刷新二维码。",
+    en_title: "QR code already used",
+    en: "Another phone scanned this login QR code first, or it was already handled. Refresh the code on the computer.",
+    ..NO_LINK
+};
+
+const QR_OPEN_IN_WECHAT: Row = Row {
+    status: StatusCode::FORBIDDEN,
+    code: "qr_open_in_wechat",
+    zh_title: "请使用微信扫一扫",
+    zh: "请打开手机微信，使用“扫一扫”扫描电脑上的二维码。",
+    en_title: "Scan with WeChat",
+    en: "Open WeChat on your phone and scan the code on the computer with “Scan” (扫一扫).",
+    ..NO_LINK
+};
+
+const QR_CONFIRM_REFUSED: Row = Row {
+    status: StatusCode::FORBIDDEN,
+    code: "qr_confirm_refused",
+    zh_title: "确认请求无效",
+    zh: "确认登录只能在扫码的手机上、通过确认页面的按钮完成。",
+    en_title: "Confirmation refused",
+    en: "A login can only be confirmed with the buttons of the confirmation page, on the phone that scanned the code.",
+    ..NO_LINK
+};
+
+const QR_DIFFERENT_NETWORK: Row = Row {
+    status: StatusCode::FORBIDDEN,
+    code: "qr_different_network",
+    zh_title: "网络不一致",
+    zh: "手机与电脑不在同一网络，本站不允许这样登录。请让手机连接与电脑相同的网络后重试。",
+    en_title: "Different networks",
+    en: "The phone and the computer are on different networks, which this site does not allow. Connect the phone to the computer's network and try again.",
+    ..NO_LINK
+};
+
 impl AuthError {
     /// The row that describes how this error is answered.
     fn row(&self) -> &'static Row {
@@ -485,6 +582,13 @@ impl AuthError {
             AuthError::UntrustedCaller => &UNTRUSTED_CALLER,
             AuthError::AccessDenied => &ACCESS_DENIED,
             AuthError::BadForwardMetadata(_) => &BAD_FORWARD_METADATA,
+            AuthError::QrRateLimited => &QR_RATE_LIMITED,
+            AuthError::QrBusy => &QR_BUSY,
+            AuthError::QrExpired => &QR_EXPIRED,
+            AuthError::QrUsed => &QR_USED,
+            AuthError::QrOpenInWeChat => &QR_OPEN_IN_WECHAT,
+            AuthError::QrConfirmRefused => &QR_CONFIRM_REFUSED,
+            AuthError::QrDifferentNetwork => &QR_DIFFERENT_NETWORK,
         }
     }
 
@@ -502,6 +606,17 @@ impl AuthError {
     /// a bilingual HTML page or JSON. `link` is offered as the page's link and the JSON's
     /// `login_url` (`confirm_url` for a cross-site logout) when following it can help.
     pub fn render(&self, answer: Answer, link: Option<&str>) -> OwnResponse {
+        self.render_with(answer, link, None)
+    }
+
+    /// [`render`](Self::render) with one more JSON field (`(name, value)`), e.g. the QR login
+    /// URL next to `login_url` in the 401 of an API client; pages ignore it.
+    pub(crate) fn render_with(
+        &self,
+        answer: Answer,
+        link: Option<&str>,
+        extra: Option<(&'static str, &str)>,
+    ) -> OwnResponse {
         let row = self.row();
         let status = row.status;
         if status.is_server_error() {
@@ -520,6 +635,9 @@ impl AuthError {
                 }
                 if let Some(url) = link {
                     body[row.link_key] = serde_json::Value::from(url);
+                }
+                if let Some((name, value)) = extra {
+                    body[name] = serde_json::Value::from(value);
                 }
                 json(status, &body)
             }
@@ -570,6 +688,20 @@ fn page(row: &Row, link: Option<&str>, request_id: Option<&RequestId>) -> String
             )
         })
         .unwrap_or_default();
+    let body = format!(
+        "<h1>{zh_title}</h1><p>{zh}</p><h2 lang=\"en\">{en_title}</h2><p lang=\"en\">{en}</p>{retry}{request_id}",
+        zh_title = escape_html(row.zh_title),
+        en_title = escape_html(row.en_title),
+        zh = escape_html(row.zh),
+        en = escape_html(row.en),
+    );
+    shell(row.zh_title, row.en_title, "", &body)
+}
+
+/// The frame of every page the layer serves (error pages, the QR login pages): `lang="zh-CN"`,
+/// the shared style, the title "中文 / English" (escaped here), `head` (trusted markup: extra
+/// style, a refresh) and `body` (markup the caller escaped).
+pub(super) fn shell(zh_title: &str, en_title: &str, head: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
@@ -578,13 +710,10 @@ fn page(row: &Row, link: Option<&str>, request_id: Option<&RequestId>) -> String
 <style>body{{font-family:system-ui,-apple-system,\"PingFang SC\",\"Microsoft YaHei\",sans-serif;\
 max-width:36em;margin:3em auto;padding:0 1em;line-height:1.6;color:#222}}\
 h1{{font-size:1.4em}}h2{{font-size:1.1em;color:#555}}.retry a{{display:inline-block;padding:.5em 1em;\
-background:#07c160;color:#fff;border-radius:4px;text-decoration:none}}</style></head>\
-<body><main><h1>{zh_title}</h1><p>{zh}</p><h2 lang=\"en\">{en_title}</h2><p lang=\"en\">{en}</p>{retry}\
-{request_id}</main></body></html>\n",
-        zh_title = escape_html(row.zh_title),
-        en_title = escape_html(row.en_title),
-        zh = escape_html(row.zh),
-        en = escape_html(row.en),
+background:#07c160;color:#fff;border-radius:4px;text-decoration:none}}</style>{head}</head>\
+<body><main>{body}</main></body></html>\n",
+        zh_title = escape_html(zh_title),
+        en_title = escape_html(en_title),
     )
 }
 

@@ -46,6 +46,7 @@
 //! | `tenant.rs` | request → tenant resolution (pure, built once): [`tenant::TenantResolver`], the typed host/pattern/prefix values |
 //! | `revocation.rs` | `on_unauthorized = end_sessions`: ends a revoked account's sessions |
 //! | `reload.rs` | [`WeChatAuthLayer::reload`]: swaps skip rules, API prefixes and tenants atomically ([`ReloadableSettings`]) |
+//! | `qr/` | the desktop QR login bridge ([`QrSettings`]): desktop page, ticket state machine, phone confirmation |
 //!
 //! Whether an answer is a page or JSON is decided in one place for the whole crate
 //! ([`Answer`]), shared with the proxy's 502/504 pages.
@@ -92,6 +93,7 @@ mod builder;
 mod error;
 mod forward;
 mod pipeline;
+mod qr;
 mod reload;
 mod respond;
 mod revocation;
@@ -115,10 +117,13 @@ pub use self::body::{OwnResponse, ResponseBody};
 pub use self::builder::{BuildError, WeChatAuthLayerBuilder};
 pub use self::dispatch::{
     ClientKind, Decision, DispatchSettings, ForwardAuthKind, NormalizedPath, PathError, Prefix,
-    PrefixError, Route, SkipRule, SkipRuleError,
+    PrefixError, QrRoute, Route, SkipRule, SkipRuleError,
 };
 pub use self::error::AuthError;
 pub use self::forward::{ForwardAuthSettings, ForwardError};
+pub use self::qr::{
+    MAX_ABSOLUTE_TTL as QR_MAX_ABSOLUTE_TTL, MAX_POLL_WAIT as QR_MAX_POLL_WAIT, QrSettings,
+};
 use self::reload::Live;
 pub use self::reload::ReloadableSettings;
 use self::state::AuthState;
@@ -165,6 +170,8 @@ pub struct LayerSettings {
     /// from anyone else, or without a known peer, the id is generated. The sidecar passes
     /// `server.trusted_proxies`. See [`crate::request_id`].
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The desktop QR login bridge (off by default); see [`QrSettings`].
+    pub qr: QrSettings,
 }
 
 impl Default for LayerSettings {
@@ -178,6 +185,7 @@ impl Default for LayerSettings {
             tenants: None,
             forward_auth: ForwardAuthSettings::default(),
             trusted_proxies: Vec::new(),
+            qr: QrSettings::default(),
         }
     }
 }

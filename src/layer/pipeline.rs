@@ -256,7 +256,7 @@ async fn no_session(
     let return_path = ReturnPath::from_request_uri(&parts.uri);
     let mount = tenant.mount();
     match client {
-        ClientKind::Browser => routes::login::start(state, tenant, &parts.headers, return_path)
+        ClientKind::Browser => routes::login::start(state, tenant, parts, return_path)
             .await
             .unwrap_or_else(|e| {
                 e.render(
@@ -264,8 +264,13 @@ async fn no_session(
                     Some(&state.login_url(mount, &ReturnPath::default())),
                 )
             }),
-        ClientKind::Api => AuthError::Unauthenticated
-            .render(Answer::Json, Some(&state.login_url(mount, &return_path))),
+        ClientKind::Api => AuthError::Unauthenticated.render_with(
+            Answer::Json,
+            Some(&state.login_url(mount, &return_path)),
+            super::qr::qr_url(state, tenant, &return_path)
+                .as_deref()
+                .map(|url| ("qr_url", url)),
+        ),
     }
 }
 

@@ -107,6 +107,7 @@ impl WeChatAuthLayer {
             current.jwt.clone(),
             // The lists are swapped on their own (`set_access_lists`): the new state shares them.
             Arc::clone(&current.access),
+            current.qr.clone(),
         )?;
         if let Some(routing) = &state.settings.tenants {
             let appids: Vec<_> = routing.sites.iter().map(|s| s.appid.clone()).collect();

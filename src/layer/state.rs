@@ -42,6 +42,8 @@ pub(super) struct AuthState {
     /// Who may log in: read once per request, swapped whole by
     /// [`set_access_lists`](super::WeChatAuthLayer::set_access_lists).
     pub(super) access: Arc<ArcSwap<AccessLists>>,
+    /// The desktop QR login bridge, when `qr.enabled` (kept across reloads).
+    pub(super) qr: Option<Arc<super::qr::Bridge>>,
 }
 
 impl AuthState {

@@ -587,6 +587,7 @@ mod tests {
             return_path: ReturnPath::parse(path).unwrap(),
             created_at: 1_700_000_000,
             appid: None,
+            qr: None,
         }
     }
 

@@ -56,6 +56,12 @@ impl FlowBinding {
     }
 }
 
+secret_type!(
+    /// The id of a desktop QR login ticket as the phone's flow cookie carries it (the QR link's
+    /// last path segment). A bearer secret until the ticket is redeemed: never logged.
+    QrTicketId
+);
+
 /// How far in the future a flow's start time may lie (clock skew between instances), in
 /// seconds.
 pub const FLOW_CLOCK_SKEW_SECS: u64 = 5;
@@ -78,6 +84,11 @@ pub struct LoginFlow {
     /// only in the single-tenant set-up).
     #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
     pub appid: Option<AppId>,
+    /// The desktop QR login this flow runs on the phone for (the ticket id of the QR link it was
+    /// started from), `None` for an ordinary login. The callback of a bound flow stores the
+    /// identity in that ticket instead of opening a session (see `layer::qr`).
+    #[serde(rename = "q", default, skip_serializing_if = "Option::is_none")]
+    pub qr: Option<QrTicketId>,
 }
 
 impl LoginFlow {
@@ -194,6 +205,7 @@ mod tests {
             return_path: ReturnPath::parse(path).unwrap(),
             created_at,
             appid: None,
+            qr: None,
         }
     }
 

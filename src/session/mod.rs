@@ -68,6 +68,7 @@ pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod return_path;
+pub mod ticket;
 
 use std::future::Future;
 use std::time::Duration;
@@ -85,11 +86,14 @@ use crate::ids::AppId;
 
 pub use self::cookie::{CookieCodec, CookieKeyError, CookieSettings};
 pub use self::durable::{DurableSettings, DurableStore};
-pub use self::flow::{FlowBinding, FlowCookie, FlowKey, LoginFlow};
+pub use self::flow::{FlowBinding, FlowCookie, FlowKey, LoginFlow, QrTicketId};
 pub use self::memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisSessionStore;
 pub use self::return_path::{ReturnPath, ReturnPathError};
+#[cfg(feature = "redis")]
+pub use self::ticket::RedisTicketStore;
+pub use self::ticket::{MemoryTicketStore, TicketKey, TicketStore};
 
 /// Number of random bytes in a [`SessionId`] (128 bits, the OWASP recommendation).
 pub const SESSION_ID_BYTES: usize = 16;

@@ -42,12 +42,15 @@ use wechat_oauth_proxy::{
     identity::HeaderSettings,
     ids::Scope,
     jwt::{JwtIssuer, JwtSettings},
-    layer::{ForwardAuthSettings, WeChatAuthLayer, WeChatAuthLayerBuilder, tenant::TenantRouting},
+    layer::{
+        ForwardAuthSettings, QrSettings, WeChatAuthLayer, WeChatAuthLayerBuilder,
+        tenant::TenantRouting,
+    },
     secret::SecretString,
     server::{self, ServerSettings},
     session::{
         CookieCodec, CookieSettings, MemoryStore, SessionId, SessionRecord, SessionSettings,
-        SessionStore,
+        SessionStore, TicketStore,
     },
     sim::{SimConfig, SimWeChat},
     wechat::{
@@ -375,6 +378,10 @@ pub struct Options {
     /// The public URL (`None`: the proxy's own `http://127.0.0.1:<port>/`), e.g. the address of
     /// a front proxy that browsers go through.
     pub public_url: Option<Url>,
+    /// The desktop QR login bridge (`None`: the library default, off).
+    pub qr: Option<QrSettings>,
+    /// Where QR tickets live (`None`: the layer's memory store).
+    pub tickets: Option<Arc<dyn TicketStore>>,
 }
 
 impl Default for Options {
@@ -393,6 +400,8 @@ impl Default for Options {
             tenant_settings: None,
             forward_auth: None,
             public_url: None,
+            qr: None,
+            tickets: None,
         }
     }
 }
@@ -477,6 +486,12 @@ impl World {
         }
         if let Some(forward_auth) = options.forward_auth.clone() {
             builder = builder.forward_auth(forward_auth);
+        }
+        if let Some(qr) = options.qr.clone() {
+            builder = builder.qr(qr);
+        }
+        if let Some(tickets) = options.tickets.clone() {
+            builder = builder.tickets(tickets);
         }
         let layer = builder
             .headers(headers)
@@ -694,6 +709,8 @@ pub struct Browser {
     jar: Arc<Mutex<BTreeMap<String, String>>>,
     /// `Accept` sent with every request that does not name its own (`None`: no `Accept`).
     pub accept: Option<String>,
+    /// `User-Agent` sent with every request that does not name its own (`None`: none).
+    pub user_agent: Option<String>,
 }
 
 impl Browser {
@@ -709,6 +726,7 @@ impl Browser {
             origin,
             jar: Arc::default(),
             accept: Some(BROWSER_ACCEPT.to_owned()),
+            user_agent: None,
         }
     }
 
@@ -726,6 +744,7 @@ impl Browser {
             origin: Url::parse(&format!("http://{host}:{}/", addr.port())).expect("origin"),
             jar: Arc::default(),
             accept: Some(BROWSER_ACCEPT.to_owned()),
+            user_agent: None,
         }
     }
 
@@ -741,6 +760,7 @@ impl Browser {
             origin: self.origin.clone(),
             jar: Arc::default(),
             accept: self.accept.clone(),
+            user_agent: self.user_agent.clone(),
         }
     }
 
@@ -813,6 +833,12 @@ impl Browser {
             .any(|(name, _)| name.eq_ignore_ascii_case("accept"));
         if let (Some(accept), false) = (&self.accept, own_accept) {
             request = request.header(header::ACCEPT, accept.as_str());
+        }
+        let own_agent = extra
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("user-agent"));
+        if let (Some(agent), false) = (&self.user_agent, own_agent) {
+            request = request.header(header::USER_AGENT, agent.as_str());
         }
         if self.same_origin(&url) {
             if let Some(cookies) = self.cookie_header() {

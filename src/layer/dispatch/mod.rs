@@ -89,8 +89,27 @@ pub enum Route {
     /// `auth/request`, `auth/forward`, `auth/envoy/<original path>`: a front proxy asks whether
     /// the request it holds may pass, and as whom (off unless forward auth is enabled).
     ForwardAuth(ForwardAuthKind),
+    /// `qr`, `qr/…`: the desktop QR login bridge (404 unless it is enabled).
+    Qr(QrRoute),
     /// Anything else under the prefix: 404.
     NotFound,
+}
+
+/// A route of the desktop QR login bridge (see [`Route::Qr`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QrRoute {
+    /// `qr?return=/path`: a new ticket and the desktop page.
+    Page,
+    /// `qr/code.svg?id=…`: the QR code of a ticket, for its desktop.
+    Code,
+    /// `qr/poll?id=…&seen=…`: the ticket's status, long-polled, for its desktop.
+    Poll,
+    /// `qr/s/<id>`: the QR link, opened by the phone.
+    Scan,
+    /// `qr/confirm`: the phone's confirmation page (GET) and decision (POST).
+    Confirm,
+    /// `qr/finish?id=…`: the desktop redeems the approved ticket.
+    Finish,
 }
 
 /// Which front proxy's protocol a forward-auth request speaks (see [`Route::ForwardAuth`]).
@@ -119,6 +138,12 @@ impl Route {
             Route::ForwardAuth(ForwardAuthKind::Request) => "/auth/request",
             Route::ForwardAuth(ForwardAuthKind::Forward) => "/auth/forward",
             Route::ForwardAuth(ForwardAuthKind::Envoy) => ENVOY_SUFFIX,
+            Route::Qr(QrRoute::Page) => "/qr",
+            Route::Qr(QrRoute::Code) => "/qr/code.svg",
+            Route::Qr(QrRoute::Poll) => "/qr/poll",
+            Route::Qr(QrRoute::Scan) => QR_SCAN_SUFFIX,
+            Route::Qr(QrRoute::Confirm) => "/qr/confirm",
+            Route::Qr(QrRoute::Finish) => "/qr/finish",
             Route::NotFound => return None,
         })
     }
@@ -136,6 +161,19 @@ impl Route {
             "/auth/request" => Route::ForwardAuth(ForwardAuthKind::Request),
             "/auth/forward" => Route::ForwardAuth(ForwardAuthKind::Forward),
             _ if under_prefix(suffix, ENVOY_SUFFIX) => Route::ForwardAuth(ForwardAuthKind::Envoy),
+            "/qr" => Route::Qr(QrRoute::Page),
+            "/qr/code.svg" => Route::Qr(QrRoute::Code),
+            "/qr/poll" => Route::Qr(QrRoute::Poll),
+            "/qr/confirm" => Route::Qr(QrRoute::Confirm),
+            "/qr/finish" => Route::Qr(QrRoute::Finish),
+            // Exactly one segment after `qr/s/`: the ticket id.
+            _ if suffix
+                .strip_prefix(QR_SCAN_SUFFIX)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
+            {
+                Route::Qr(QrRoute::Scan)
+            }
             _ => Route::NotFound,
         }
     }
@@ -143,6 +181,9 @@ impl Route {
 
 /// The Envoy route's path under the prefix; the original path follows it.
 pub(super) const ENVOY_SUFFIX: &str = "/auth/envoy";
+
+/// The QR link's path under the prefix; the ticket id follows it (`/qr/s/<id>`).
+pub(super) const QR_SCAN_SUFFIX: &str = "/qr/s";
 
 /// The inputs of [`dispatch`] that come from configuration: the classification part of the
 /// layer's settings (`LayerSettings::dispatch`, their only home).

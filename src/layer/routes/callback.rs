@@ -20,6 +20,11 @@
 //!    completed, and a 302 to the flow's return path with the session cookie; the flow is
 //!    removed from the flow cookie (the cookie is removed when no flow is left).
 //!
+//! A flow started from a desktop QR code (`LoginFlow::qr`) ends differently after step 5: the
+//! identity goes into the ticket and the phone to the confirmation page (`layer::qr::phone`);
+//! the phone gets a session only with `qr.also_login_phone`. The desktop's session is made
+//! later by `issue_session`, the same function step 6 uses.
+//!
 //! Nothing from the query (code, state) is logged or rendered.
 //!
 //! [`SessionStore::consume_flow`]: crate::session::SessionStore::consume_flow
@@ -28,7 +33,7 @@
 
 use std::time::Duration;
 
-use http::request::Parts;
+use http::{HeaderMap, request::Parts};
 
 use super::query_param;
 use crate::{
@@ -38,13 +43,14 @@ use crate::{
     layer::{
         body::OwnResponse,
         error::AuthError,
+        qr,
         respond::{add_cookie, redirect},
         state::AuthState,
         tenant::ResolvedTenant,
     },
     negotiate::Answer,
     session::{
-        FlowBinding, FlowCookie, FlowKey, LoginFlow, ReturnPath, SessionRecord,
+        FlowBinding, FlowCookie, FlowKey, LoginFlow, ReturnPath, SessionId, SessionRecord,
         flow::FLOW_CLOCK_SKEW_SECS,
     },
     wechat::{AuthorizationCode, AuthorizerAppId, Scope, error::WeChatError},
@@ -105,7 +111,17 @@ async fn run(
     // and state can never be redeemed twice.
     let marker_ttl = auth.settings.flow_ttl + Duration::from_secs(2 * FLOW_CLOCK_SKEW_SECS + 1);
     if let Redeemed::Already(answer) = redeem(auth, &key, marker_ttl).await? {
-        return answer;
+        // A duplicate of a QR phone's callback goes on to the confirmation (which checks the
+        // phone's cookie), not to `/`.
+        return match (&flow.qr, answer) {
+            (Some(qr), Ok(_)) => Ok(redirect(&format!(
+                "{}{}/qr/confirm?id={}",
+                tenant.map_or("", ResolvedTenant::mount),
+                auth.settings.dispatch.prefix,
+                qr.expose_secret()
+            ))),
+            (_, answer) => answer,
+        };
     }
     if let Some(p) = pending.as_mut() {
         p.remove(&binding);
@@ -114,6 +130,29 @@ async fn run(
     let identity = identity_within_deadline(auth, &appid, code).await?;
     // Who may log in: checked before anything is stored, so a refused person has no session.
     auth.admit(&identity)?;
+    if let Some(qr) = &flow.qr {
+        // A phone lending its identity to a desktop QR login: into the ticket, then the
+        // confirmation page; a session of its own only with `qr.also_login_phone`.
+        let (mut response, session) =
+            qr::phone::authorized(auth, tenant, appid.as_str(), &parts.headers, qr, identity)
+                .await?;
+        let marker = match session {
+            Some(id) => {
+                add_cookie(&mut response, auth.cookies.session_cookie(&id));
+                id
+            }
+            // Marks the state as completed for duplicate callbacks; names no session.
+            None => SessionId::generate(),
+        };
+        if let Err(e) = auth
+            .sessions
+            .remember_completed(&key, &marker, marker_ttl)
+            .await
+        {
+            tracing::warn!(error = %e, "could not remember the completed login flow");
+        }
+        return Ok(response);
+    }
     let response = open_session(auth, parts, identity, &key, marker_ttl, &flow.return_path).await?;
     crate::metrics::login_completed(flow.created_at, appid.as_str());
     Ok(response)
@@ -288,7 +327,26 @@ async fn open_session(
     marker_ttl: Duration,
     return_path: &ReturnPath,
 ) -> Result<OwnResponse, AuthError> {
-    if let Some(old) = auth.cookies.read_session(&parts.headers) {
+    let id = issue_session(auth, &parts.headers, identity).await?;
+    if let Err(e) = auth.sessions.remember_completed(key, &id, marker_ttl).await {
+        // The login itself succeeded; only duplicate detection is weakened.
+        tracing::warn!(error = %e, "could not remember the completed login flow");
+    }
+    let mut response = redirect(return_path.as_str());
+    add_cookie(&mut response, auth.cookies.session_cookie(&id));
+    Ok(response)
+}
+
+/// The one way a login becomes a session (the callback's, and the desktop QR login's finish):
+/// any session the browser had is deleted (and its JWT forgotten), a fresh `SessionRecord`
+/// for `identity` is stored under a new id, and the login is audited. The caller has checked
+/// the access lists.
+pub(in crate::layer) async fn issue_session(
+    auth: &AuthState,
+    headers: &HeaderMap,
+    identity: Identity,
+) -> Result<SessionId, AuthError> {
+    if let Some(old) = auth.cookies.read_session(headers) {
         auth.sessions.delete(&old).await?;
         let authorizer = AuthorizerAppId::new(identity.appid.as_str());
         auth.jwt
@@ -297,14 +355,8 @@ async fn open_session(
     }
     let login = crate::audit::Login::of(&identity);
     let id = auth.sessions.create(SessionRecord::new(identity)).await?;
-    if let Err(e) = auth.sessions.remember_completed(key, &id, marker_ttl).await {
-        // The login itself succeeded; only duplicate detection is weakened.
-        tracing::warn!(error = %e, "could not remember the completed login flow");
-    }
     login.completed(&id);
-    let mut response = redirect(return_path.as_str());
-    add_cookie(&mut response, auth.cookies.session_cookie(&id));
-    Ok(response)
+    Ok(id)
 }
 
 /// The code exchange and, when the scope allows it, the profile: the user's identity.

@@ -26,11 +26,12 @@ use crate::{
     layer::{
         body::OwnResponse,
         error::AuthError,
+        qr,
         respond::{add_cookie, redirect},
         state::AuthState,
         tenant::ResolvedTenant,
     },
-    session::{FlowBinding, LoginFlow, ReturnPath},
+    session::{FlowBinding, LoginFlow, QrTicketId, ReturnPath},
     wechat::OAuthState,
 };
 
@@ -43,17 +44,34 @@ pub(super) async fn login(
     tenant: &ResolvedTenant,
     parts: &Parts,
 ) -> Result<OwnResponse, AuthError> {
-    start(auth, tenant, &parts.headers, return_param(parts)).await
+    start(auth, tenant, parts, return_param(parts)).await
 }
 
-/// Starts a login flow for `tenant` that ends on `return_path`: 302 to WeChat, flow cookie
-/// set. Writes nothing on the server. A tenant that may not log users in (revoked, no web
-/// permission) gets its 403 page instead of WeChat's cryptic 10015.
+/// Starts a login for `tenant` that ends on `return_path`. A desktop browser (not WeChat's)
+/// gets the QR login page when the bridge is on (`layer::qr`); otherwise
+/// [`redirect_to_wechat`].
 pub(in crate::layer) async fn start(
+    auth: &AuthState,
+    tenant: &ResolvedTenant,
+    parts: &Parts,
+    return_path: ReturnPath,
+) -> Result<OwnResponse, AuthError> {
+    if qr::wants_qr_page(auth, parts) {
+        return qr::desktop_page(auth, tenant, parts, return_path).await;
+    }
+    redirect_to_wechat(auth, tenant, &parts.headers, return_path, None).await
+}
+
+/// Starts a login flow for `tenant` that ends on `return_path` (or, with `qr`, on the phone's
+/// confirmation of that desktop QR login): 302 to WeChat, flow cookie set. Writes nothing on
+/// the server. A tenant that may not log users in (revoked, no web permission) gets its 403
+/// page instead of WeChat's cryptic 10015.
+pub(in crate::layer) async fn redirect_to_wechat(
     auth: &AuthState,
     tenant: &ResolvedTenant,
     headers: &HeaderMap,
     return_path: ReturnPath,
+    qr: Option<QrTicketId>,
 ) -> Result<OwnResponse, AuthError> {
     // The status now, not when the request was resolved.
     if let Err(rejection) = auth.wechat.check_tenant(tenant.appid()) {
@@ -74,6 +92,7 @@ pub(in crate::layer) async fn start(
         return_path,
         created_at: now,
         appid: Some(AppId::from(tenant.appid())),
+        qr,
     });
 
     let url = auth.wechat.authorize_url(

@@ -12,11 +12,12 @@
 //! | `ready` | GET, HEAD | readiness: 200, or 503 with the reasons as JSON |
 //! | `auth/request`, `auth/forward` | GET, HEAD | forward auth for nginx / Traefik, Caddy: 200 with identity, or the login |
 //! | `auth/envoy/<path>` | the original's | forward auth for Envoy's HTTP `ext_authz` |
+//! | `qr`, `qr/code.svg`, `qr/poll`, `qr/s/<id>`, `qr/confirm`, `qr/finish` | GET (confirm also POST) | the desktop QR login bridge (`layer::qr`; 404 when off) |
 //!
 //! Every failure is an [`AuthError`] rendered here, in one function, by
 //! [`AuthError::render`] (HTML when the client prefers it, JSON otherwise).
 
-mod callback;
+pub(super) mod callback;
 mod events;
 mod forward_auth;
 mod health;
@@ -75,6 +76,10 @@ where
         Route::ForwardAuth(kind) => Ok(crate::metrics::forward_auth(
             forward_auth::serve(auth, kind, &parts).await,
         )),
+        Route::Qr(qr_route) => match need() {
+            Ok(t) => super::qr::serve(auth, qr_route, t, &parts, body).await,
+            Err(e) => Err(e),
+        },
         Route::NotFound => Err(AuthError::NotFound),
         Route::Events => Err(AuthError::MethodNotAllowed { allow: "POST" }),
         Route::Logout => Err(AuthError::MethodNotAllowed {
