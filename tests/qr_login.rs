@@ -17,10 +17,10 @@ use support::{Browser, Options, Reply, World, bounded};
 use url::Url;
 use wechat_oauth_proxy::{
     layer::{
-        QrSettings,
+        QrDevPhone, QrSettings,
         tenant::{TenantHost, TenantRouting, TenantSite},
     },
-    session::{MemoryTicketStore, TicketStore},
+    session::{MemoryTicketStore, StoreError, TicketKey, TicketStore},
     sim::{SimAuthorizer, SimConfig},
     wechat::AuthorizerAppId,
 };
@@ -383,6 +383,49 @@ async fn the_phone_must_be_inside_wechat() {
     );
 }
 
+/// Development: the page links to the simulator's "act as the phone" aid, and a browser the
+/// aid marked (its cookie) may open the QR link without WeChat's User-Agent.
+#[tokio::test]
+async fn in_development_a_desktop_can_play_the_phone() {
+    let aid = Url::parse("http://127.0.0.1:9/_sim/phone").unwrap();
+    let world = world_with(QrSettings {
+        dev_phone: Some(QrDevPhone {
+            link: aid.clone(),
+            cookie: "wxsim_phone".to_owned(),
+        }),
+        ..qr_on()
+    })
+    .await;
+    let desktop = desktop(&world);
+    let page = desktop.get(world.url("/")).await;
+    let shown = Shown::of(&page);
+    let mut expected = aid;
+    expected
+        .query_pairs_mut()
+        .append_pair("go", shown.scan.as_str());
+    let link = between(&page.body, "id=\"simulate-scan\" href=\"", "\"").expect("the aid's link");
+    assert_eq!(link.replace("&amp;", "&"), expected.as_str());
+    let player = desktop.fresh();
+    assert_eq!(
+        player.get(shown.scan.clone()).await.status,
+        StatusCode::FORBIDDEN
+    );
+    player.set_cookie("wxsim_phone", "1");
+    assert_eq!(
+        player.get(shown.scan.clone()).await.status,
+        StatusCode::FOUND
+    );
+    // Without the aid configured (production), the page has no such link.
+    let plain = world_with(qr_on()).await;
+    assert!(
+        !crate::desktop(&plain)
+            .get(plain.url("/"))
+            .await
+            .body
+            .contains("simulate-scan")
+    );
+}
+
 #[tokio::test]
 async fn cancelling_on_the_phone_refuses_the_desktop() {
     let world = world_with(qr_on()).await;
@@ -451,9 +494,49 @@ async fn shown_for(world: &World, browser: &Browser) -> Shown {
     shown(world, browser, "/").await
 }
 
+/// A memory ticket store whose `take` waits first, so that two racing finishes have both read
+/// the approved ticket before either takes it: only the take's own atomicity can then decide.
+#[derive(Debug, Default)]
+struct SlowTake(MemoryTicketStore);
+
+#[async_trait::async_trait]
+impl TicketStore for SlowTake {
+    async fn insert(
+        &self,
+        key: &TicketKey,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.0.insert(key, value, ttl).await
+    }
+    async fn get(&self, key: &TicketKey) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.get(key).await
+    }
+    async fn replace(
+        &self,
+        key: &TicketKey,
+        expected: &[u8],
+        value: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        self.0.replace(key, expected, value).await
+    }
+    async fn take(&self, key: &TicketKey, expected: &[u8]) -> Result<bool, StoreError> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.0.take(key, expected).await
+    }
+    async fn remove(&self, key: &TicketKey) -> Result<(), StoreError> {
+        self.0.remove(key).await
+    }
+}
+
 #[tokio::test]
 async fn a_ticket_redeems_once() {
-    let world = world_with(qr_on()).await;
+    let world = World::start_with(Options {
+        qr: Some(qr_on()),
+        tickets: Some(Arc::new(SlowTake::default())),
+        ..Options::default()
+    })
+    .await;
     let desktop = desktop(&world);
     let (shown, _) = approved(&world, &desktop, "/").await;
     // The same browser, twice at once (two tabs): one wins.
@@ -501,6 +584,30 @@ async fn a_second_phone_is_refused() {
     assert_eq!(stolen.status, StatusCode::FORBIDDEN);
     assert_eq!(
         decide(&first, &shown, &token, "approve").await.status,
+        StatusCode::OK
+    );
+}
+
+/// A phone's flow cookie replayed by another browser (another phone cookie) completes OAuth
+/// but cannot put its identity into the ticket: only the phone that scanned can.
+#[tokio::test]
+async fn a_stolen_flow_without_the_scanning_phone_cannot_authorize() {
+    let world = world_with(qr_on()).await;
+    let desktop = desktop(&world);
+    let shown = shown(&world, &desktop, "/").await;
+    let owner = phone(&world);
+    let scan = owner.get(shown.scan.clone()).await;
+    assert_eq!(scan.status, StatusCode::FOUND);
+    let thief = owner.clone_jar();
+    thief.set_cookie("wxauth_qr_phone", "BBBBBBBBBBBBBBBBBBBBBA");
+    let callback = thief.authorize(scan.location()).await;
+    let after = thief.get(callback).await;
+    assert_eq!(after.status, StatusCode::CONFLICT, "{}", after.body);
+    assert!(thief.session_cookie().is_none());
+    // The ticket is still the owner's to complete.
+    let (_, token) = phone_logs_in(&owner, &shown).await;
+    assert_eq!(
+        decide(&owner, &shown, &token, "approve").await.status,
         StatusCode::OK
     );
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{AppError, setup};
 use crate::config::{Config, ResolvedSecrets, WeChatMode};
+use crate::layer::QrDevPhone;
 use crate::session::{CookieCodec, SessionRecord, SessionStore};
 use crate::sim::upstream::DemoUpstream;
 use crate::sim::{SimAuthorizer, SimConfig, SimWeChat};
@@ -60,6 +61,17 @@ impl DevServices {
     /// The simulated WeChat's base URL, which replaces both WeChat base URLs.
     pub(super) fn sim_url(&self) -> Option<url::Url> {
         self.sim.as_ref().map(SimWeChat::base_url)
+    }
+
+    /// The desktop QR login's development aid: the simulated WeChat's "模拟手机扫码" page
+    /// (`/_sim/phone?go=…`, which marks the tab with the `wxsim_phone` cookie), so that one
+    /// desktop can play the phone in the demo.
+    pub(super) fn qr_dev_phone(&self) -> Option<QrDevPhone> {
+        let link = self.sim_url()?.join("_sim/phone").ok()?;
+        Some(QrDevPhone {
+            link,
+            cookie: "wxsim_phone".to_owned(),
+        })
     }
 
     /// The demo upstream's URL, when it runs.

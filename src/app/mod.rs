@@ -60,6 +60,9 @@ mod dev {
         pub(super) fn upstream_url(&self) -> Option<url::Url> {
             None
         }
+        pub(super) fn qr_dev_phone(&self) -> Option<crate::layer::QrDevPhone> {
+            None
+        }
         pub(super) async fn prefill(
             &self,
             _: &Config,
@@ -146,8 +149,11 @@ pub async fn run_reloadable(
     dev.prefill(&config, sessions.as_ref(), &cookies).await?;
     let _metrics =
         exporter::start(&config, wechat.tenants().clone(), Arc::clone(&sessions)).await?;
-    let tickets = stores::ticket_store(&config).await?;
-    let layer = auth_layer(&config, wechat, sessions, cookies, jwt, tickets)?;
+    let qr = QrParts {
+        tickets: stores::ticket_store(&config).await?,
+        dev_phone: dev.qr_dev_phone(),
+    };
+    let layer = auth_layer(&config, wechat, sessions, cookies, jwt, qr)?;
     let _revocation = layer.start_background();
     let _reloader = reload::on_hangup(source, &layer, &secrets)?;
 
@@ -201,7 +207,7 @@ pub fn check(config: &Config, secrets: &ResolvedSecrets) -> Result<(), AppError>
     dev::check(config)?;
     let (cookies, jwt) = codecs(config, secrets)?;
     let sessions = Arc::new(MemoryStore::new(config.session.session_settings()));
-    auth_layer(config, wechat, sessions, cookies, jwt, None)?;
+    auth_layer(config, wechat, sessions, cookies, jwt, QrParts::default())?;
     if let Some(url) = &config.server.upstream {
         upstream(config, url.clone())?;
     }
@@ -242,15 +248,24 @@ fn codecs(
     Ok((cookies, jwt))
 }
 
+/// What the desktop QR login needs besides `[qr]`.
+#[derive(Debug, Default)]
+struct QrParts {
+    /// Where its tickets live (`None`: the layer's bounded memory store).
+    tickets: Option<Arc<dyn TicketStore>>,
+    /// `[dev]`: the simulator's aid that lets a desktop play the phone.
+    dev_phone: Option<crate::layer::QrDevPhone>,
+}
+
 /// The authentication layer, from `[auth]`, `server.public_url`, the `[jwt]` headers and
-/// `[qr]` (whose tickets live in `tickets`, or in memory when `None`).
+/// `[qr]`.
 fn auth_layer(
     config: &Config,
     wechat: WeChatOAuth,
     sessions: Arc<dyn SessionStore>,
     cookies: CookieCodec,
     jwt: JwtIssuer,
-    tickets: Option<Arc<dyn TicketStore>>,
+    qr: QrParts,
 ) -> Result<WeChatAuthLayer, AppError> {
     if let Some(warning) = config
         .tenants
@@ -259,14 +274,15 @@ fn auth_layer(
     {
         tracing::warn!("{warning}");
     }
-    let settings = config.layer_settings().map_err(refused("jwt"))?;
+    let mut settings = config.layer_settings().map_err(refused("jwt"))?;
+    settings.qr.dev_phone = qr.dev_phone;
     let mut builder = WeChatAuthLayer::builder()
         .settings(settings)
         .wechat(wechat)
         .sessions(sessions)
         .cookie_codec(cookies)
         .jwt(jwt);
-    if let Some(tickets) = tickets {
+    if let Some(tickets) = qr.tickets {
         builder = builder.tickets(tickets);
     }
     let layer = builder.build().map_err(|e| setup("auth")(e.to_string()))?;

@@ -120,6 +120,7 @@ impl QrConfig {
             max_pending: self.max_pending,
             poll_wait: Duration::from_secs(self.poll_wait_secs),
             max_polls: self.max_polls,
+            dev_phone: None,
         }
     }
 

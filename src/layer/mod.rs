@@ -122,7 +122,8 @@ pub use self::dispatch::{
 pub use self::error::AuthError;
 pub use self::forward::{ForwardAuthSettings, ForwardError};
 pub use self::qr::{
-    MAX_ABSOLUTE_TTL as QR_MAX_ABSOLUTE_TTL, MAX_POLL_WAIT as QR_MAX_POLL_WAIT, QrSettings,
+    DevPhone as QrDevPhone, MAX_ABSOLUTE_TTL as QR_MAX_ABSOLUTE_TTL,
+    MAX_POLL_WAIT as QR_MAX_POLL_WAIT, QrSettings,
 };
 use self::reload::Live;
 pub use self::reload::ReloadableSettings;

@@ -79,6 +79,11 @@ pub(super) async fn page(
     let svg = code::svg(&scan_url).ok_or(AuthError::Internal("QR code too long"))?;
     let poll_url = format!("{}?id={id}", route_path(auth, tenant, "/qr/poll"));
     let refresh_url = refresh_url(auth, tenant, &return_path);
+    let dev_phone_link = settings.dev_phone.as_ref().map(|aid| {
+        let mut link = aid.link.clone();
+        link.query_pairs_mut().append_pair("go", &scan_url);
+        link.to_string()
+    });
     let body = pages::desktop(&DesktopPage {
         tenant_name: &tenant_name(auth, tenant),
         svg: &svg,
@@ -86,6 +91,7 @@ pub(super) async fn page(
         poll_url: &poll_url,
         refresh_url: &refresh_url,
         expires_in: ticket.expires_in(settings, now),
+        dev_phone_link: dev_phone_link.as_deref(),
     });
     let mut response = html(StatusCode::OK, body);
     add_cookie(

@@ -37,6 +37,17 @@ pub(super) fn is_wechat(headers: &HeaderMap) -> bool {
     user_agent(headers).contains("MicroMessenger")
 }
 
+/// Whether the request carries a cookie named `name` (any value).
+pub(super) fn has_cookie(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .any(|c| c.name() == name)
+}
+
 fn user_agent(headers: &HeaderMap) -> &str {
     headers
         .get(header::USER_AGENT)

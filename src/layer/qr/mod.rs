@@ -52,7 +52,7 @@ use http::{Method, request::Parts};
 use tokio::sync::{Semaphore, watch};
 use tower::BoxError;
 
-pub use self::settings::{MAX_ABSOLUTE_TTL, MAX_POLL_WAIT, QrSettings};
+pub use self::settings::{DevPhone, MAX_ABSOLUTE_TTL, MAX_POLL_WAIT, QrSettings};
 use self::{limit::PerIp, ticket::Ticket};
 use super::{
     body::OwnResponse, dispatch::QrRoute, error::AuthError, state::AuthState,

@@ -14,6 +14,8 @@ pub(super) struct DesktopPage<'a> {
     pub(super) poll_url: &'a str,
     pub(super) refresh_url: &'a str,
     pub(super) expires_in: u64,
+    /// Development: the simulator's "act as the phone" link for this code.
+    pub(super) dev_phone_link: Option<&'a str>,
 }
 
 const DESKTOP_STYLE: &str = "<style>#qr{width:240px;height:240px;margin:1em 0}#qr svg{width:100%;height:100%}\
@@ -90,7 +92,7 @@ pub(super) fn desktop(page: &DesktopPage<'_>) -> String {
 <p class=\"retry\" id=\"refresh\" hidden><a href=\"{refresh}\">刷新二维码 / New QR code</a></p>\
 <p>请用手机微信“扫一扫”扫描上方二维码，并在手机上确认登录。二维码 {mins} 分钟内有效。\
 在电脑上使用微信的用户，也可以把下面的链接发送到微信中打开：</p>\
-<p><code id=\"phone-link\">{link}</code></p>\
+<p><code id=\"phone-link\">{link}</code></p>{dev}\
 <h2 lang=\"en\">Log in with WeChat</h2>\
 <p lang=\"en\">Scan the code above with WeChat's “Scan” (扫一扫) on your phone, then confirm on the phone. \
 The code is valid for {mins} minutes. If you use WeChat on this computer, you can also open the link \
@@ -100,6 +102,11 @@ above in WeChat.</p></div>{SCRIPT}",
         refresh = escape_html(page.refresh_url),
         link = escape_html(page.scan_url),
         mins = page.expires_in.div_ceil(60),
+        dev = page.dev_phone_link.map_or_else(String::new, |url| format!(
+            "<p class=\"retry\"><a id=\"simulate-scan\" href=\"{}\" target=\"_blank\" rel=\"noopener\">\
+模拟手机扫码（开发模式）/ Simulate the scan (development)</a></p>",
+            escape_html(url)
+        )),
     );
     shell("扫码登录", "Log in with WeChat", &head, &body)
 }

@@ -88,7 +88,13 @@ pub(super) async fn scan(
     tenant: &ResolvedTenant,
     parts: &Parts,
 ) -> Result<OwnResponse, AuthError> {
-    if !device::is_wechat(&parts.headers) {
+    let dev_phone = auth
+        .settings
+        .qr
+        .dev_phone
+        .as_ref()
+        .is_some_and(|aid| device::has_cookie(&parts.headers, &aid.cookie));
+    if !device::is_wechat(&parts.headers) && !dev_phone {
         return Err(AuthError::QrOpenInWeChat);
     }
     let id = parts.uri.path().rsplit('/').next().unwrap_or_default();

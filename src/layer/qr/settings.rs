@@ -35,6 +35,21 @@ pub struct QrSettings {
     pub poll_wait: Duration,
     /// Status polls waiting at once; past it a poll answers at once (default 1 000).
     pub max_polls: usize,
+    /// Development only (set by the sidecar for `[dev] simulate_wechat`): lets one desktop play
+    /// the phone. `None` in production.
+    pub dev_phone: Option<DevPhone>,
+}
+
+/// The development aid that lets a desktop browser act as the phone (the simulated WeChat's
+/// "模拟手机扫码" page): the desktop page links to it, and a browser carrying its cookie may
+/// open the QR link although its User-Agent is not WeChat's (the User-Agent check is a guide
+/// for people, not a security boundary: every step after it is bound to cookies).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DevPhone {
+    /// The aid's URL; the QR link is appended as the `go` query parameter.
+    pub link: url::Url,
+    /// The name of the cookie the aid sets on the browser that plays the phone.
+    pub cookie: String,
 }
 
 impl Default for QrSettings {
@@ -52,6 +67,7 @@ impl Default for QrSettings {
             max_pending: 10_000,
             poll_wait: Duration::from_secs(25),
             max_polls: 1_000,
+            dev_phone: None,
         }
     }
 }
