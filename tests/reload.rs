@@ -336,10 +336,12 @@ async fn a_tenant_added_to_the_file_resolves_after_sighup() {
         proxy.status("/hello", Some("localhost")).await,
         Some(StatusCode::UNAUTHORIZED)
     );
-    // A browser on it is sent to (the simulated) WeChat for account B.
+    // A browser (WeChat's: the shipped demo sends desktop browsers to the QR login) on it is
+    // sent to (the simulated) WeChat for account B.
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(STEP)
+        .user_agent(support::WECHAT_UA)
         .build()
         .unwrap();
     let login = client

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-/// The desktop QR login bridge (`[qr]`): off by default. See [`crate::layer::qr`].
+/// The desktop QR login bridge (`[qr]`): off by default. Desktop browsers (no `MicroMessenger`
+/// in the User-Agent) get a QR code to scan with WeChat instead of the dead-end redirect; see
+/// the README, "Desktop browsers: log in by scanning a QR code".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QrSettings {
     /// Serve the QR page to desktop browsers (navigations without `MicroMessenger` in the
