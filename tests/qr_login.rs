@@ -1040,9 +1040,9 @@ async fn long_poll_wakes_on_approval_measured() {
     let logged_in = Instant::now();
     assert!(landed.reached_inner());
     println!(
-        "qr latency: approval POST {:?}; approval answered → poll answered {:?}; approval sent → desktop logged in (finish + first page) {:?}",
+        "qr latency: approval sent → waiting poll answered {:?} (approval POST round trip {:?}); approval sent → desktop logged in (finish + first page) {:?}",
+        woke.saturating_duration_since(sent),
         approved_at - sent,
-        woke.saturating_duration_since(approved_at),
         logged_in - sent
     );
 }
