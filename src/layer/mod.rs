@@ -90,6 +90,8 @@ pub mod tenant;
 mod body;
 mod builder;
 mod error;
+#[cfg(feature = "axum")]
+mod extract;
 mod forward;
 mod pipeline;
 mod reload;
@@ -112,12 +114,14 @@ use tower::{BoxError, Layer, Service};
 use url::Url;
 
 pub use self::body::{OwnResponse, ResponseBody};
-pub use self::builder::{BuildError, WeChatAuthLayerBuilder};
+pub use self::builder::{BuildError, DEFAULT_STATE_DIR, WeChatAuthLayerBuilder};
 pub use self::dispatch::{
     ClientKind, Decision, DispatchSettings, ForwardAuthKind, NormalizedPath, PathError, Prefix,
     PrefixError, Route, SkipRule, SkipRuleError,
 };
 pub use self::error::AuthError;
+#[cfg(feature = "axum")]
+pub use self::extract::IdentityRejection;
 pub use self::forward::{ForwardAuthSettings, ForwardError};
 use self::reload::Live;
 pub use self::reload::ReloadableSettings;

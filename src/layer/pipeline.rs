@@ -146,12 +146,20 @@ where
                 routes::serve(&state, route, tenant.as_ref(), parts, body).await,
             ))
         }
-        (Classified::Skip, Some(_)) => {
+        (Classified::Skip, Some(tenant)) => {
             // Skipped for its method: no header may turn it into another one.
             if strip_method_overrides(&mut parts.headers) > 0 {
                 tracing::debug!("removed method-override headers from a skipped request");
             }
+            // What an axum `Identity` argument needs to find the session (the cookies are
+            // taken out of the request below) or answer like the layer would.
+            #[cfg(feature = "axum")]
+            let skipped = super::extract::Skipped::new(&state, tenant, &parts.headers);
+            #[cfg(not(feature = "axum"))]
+            let _ = tenant;
             state.cookies.strip_own_cookies(&mut parts.headers);
+            #[cfg(feature = "axum")]
+            parts.extensions.insert(skipped);
             *outcome = Outcome::Skipped;
             call_inner(inner, Request::from_parts(parts, body)).await
         }
@@ -247,7 +255,7 @@ fn refuse(parts: &Parts, rejection: TenantRejection) -> OwnResponse {
 
 /// The answer to a protected request without a session: into the login flow for a browser
 /// navigation, 401 JSON otherwise.
-async fn no_session(
+pub(super) async fn no_session(
     state: &AuthState,
     client: ClientKind,
     parts: &Parts,
