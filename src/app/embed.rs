@@ -171,4 +171,36 @@ master_secret = "{MASTER}"
             format!("{:?}", from_file.dispatch)
         );
     }
+
+    /// The sidecar's shipped file (component mode, tenants, durable sessions) builds the layer
+    /// the sidecar builds, its stores in the given state directory.
+    #[tokio::test]
+    async fn the_shipped_file_builds_the_sidecars_layer() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"));
+        let dir = std::env::temp_dir().join(format!(
+            "wop-embed-file-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let public_url: url::Url = "http://127.0.0.1:8080".parse().expect("url");
+        let built = layer_from_file(path, public_url, &dir).await;
+        let sessions_file = dir.join("sessions.redb").exists();
+        let _ = std::fs::remove_dir_all(&dir);
+        let layer = built.expect("layer");
+        assert!(
+            sessions_file,
+            "the durable store opened in the state directory"
+        );
+        let (config, _) = Config::load(path, &HashMap::new()).expect("the sidecar's reading");
+        let mut sidecar = config.layer_settings().expect("layer settings");
+        // As the builder keeps them (`/api/` is `/api`).
+        for prefix in &mut sidecar.dispatch.api_prefixes {
+            *prefix = prefix.trim_end_matches('/').to_owned();
+        }
+        assert_eq!(
+            format!("{:?}", layer.settings()),
+            format!("{sidecar:?}"),
+            "the same settings as the sidecar's"
+        );
+    }
 }

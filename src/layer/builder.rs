@@ -1,16 +1,5 @@
 //! The builder of [`WeChatAuthLayer`](super::WeChatAuthLayer): collects the collaborators and
 //! settings, validates everything once, and precomputes what every request needs.
-//!
-//! Only four things must be chosen: the WeChat credentials
-//! ([`official_account`](WeChatAuthLayerBuilder::official_account) or
-//! [`credentials`](WeChatAuthLayerBuilder::credentials)), the public URL and the master secret.
-//! Every collaborator not given is made at [`build`](WeChatAuthLayerBuilder::build) the way
-//! the sidecar makes it, from the same `Default` settings its configuration file defaults to:
-//! the WeChat client from [`ClientSettings`] and [`TokenSettings`], its platform store in the
-//! state directory ([`DEFAULT_STATE_DIR`]), an in-memory session store ([`SessionSettings`]),
-//! the cookie codec ([`CookieSettings`]) and the EdDSA JWT key ([`JwtSettings`]) both derived
-//! from the master secret (HKDF-SHA256, one `info` label per key; a secret shorter than
-//! [`MIN_MASTER_SECRET_LEN`](crate::session::cookie::MIN_MASTER_SECRET_LEN) bytes is refused).
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -105,7 +94,18 @@ pub enum BuildError {
     StateDir(#[source] StoreError),
 }
 
-/// Builds a [`WeChatAuthLayer`] (see the [module docs](self) for the defaults).
+/// Builds a [`WeChatAuthLayer`].
+///
+/// Only three things must be chosen: the WeChat credentials
+/// ([`official_account`](Self::official_account) or
+/// [`credentials`](Self::credentials)), the public URL and the master secret.
+/// Every collaborator not given is made at [`build`](Self::build) the way
+/// the sidecar makes it, from the same `Default` settings its configuration file defaults to:
+/// the WeChat client from [`ClientSettings`] and [`TokenSettings`], its platform store in the
+/// state directory ([`DEFAULT_STATE_DIR`]), an in-memory session store ([`SessionSettings`]),
+/// the cookie codec ([`CookieSettings`]) and the EdDSA JWT key ([`JwtSettings`]) both derived
+/// from the master secret (HKDF-SHA256, one `info` label per key; a secret shorter than
+/// [`MIN_MASTER_SECRET_LEN`](crate::session::cookie::MIN_MASTER_SECRET_LEN) bytes is refused).
 ///
 /// The short form, every other setting as the sidecar defaults it:
 ///

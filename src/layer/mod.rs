@@ -34,7 +34,8 @@
 //! | file | what it holds |
 //! |---|---|
 //! | `mod.rs` | [`WeChatAuthLayer`], [`WeChatAuth<S>`] (the tower `Layer` and `Service`), [`LayerSettings`] |
-//! | `builder.rs` | [`WeChatAuthLayerBuilder`], [`BuildError`]: validation, precomputed URLs |
+//! | `builder.rs` | [`WeChatAuthLayerBuilder`], [`BuildError`]: the short form's defaults, validation, precomputed URLs |
+//! | `extract.rs` | feature `axum`: `Identity` and `Option<Identity>` as handler arguments, `IdentityRejection` |
 //! | `pipeline.rs` | the steps above for one request; the "no session" answer |
 //! | `forward/` | forward auth: the original request a front proxy asks about, read once from its metadata ([`ForwardAuthSettings`], [`ForwardError`]) |
 //! | `dispatch/` | the pure decision: `path.rs` (normalization, [`SkipRule`]), `prefix.rs` ([`Prefix`]), `negotiate.rs` (browser or API client), `mod.rs` ([`Route`], [`dispatch()`](dispatch::dispatch)) |
