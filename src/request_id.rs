@@ -373,6 +373,43 @@ mod tests {
         assert_eq!(headers[http::header::CONNECTION], "keep-alive");
     }
 
+    /// Records [`RequestId::current`] when it is dropped.
+    struct SeesIdOnDrop(std::sync::Arc<std::sync::Mutex<Option<Option<RequestId>>>>);
+
+    impl Drop for SeesIdOnDrop {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap() = Some(RequestId::current());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_request_future_is_dropped_under_its_id_finished_or_not() {
+        for finish in [true, false] {
+            let mut request = Request::new(());
+            let tagged = tag(&mut request, &[]);
+            let id = request.extensions().get::<RequestId>().unwrap().clone();
+            let seen = std::sync::Arc::default();
+            let guard = SeesIdOnDrop(std::sync::Arc::clone(&seen));
+            let run = tagged.run(async move {
+                let _guard = guard;
+                if !finish {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, ()>(Response::new(()))
+            });
+            if finish {
+                run.await.unwrap();
+            } else {
+                let mut run = Box::pin(run);
+                let polled = futures_util::poll!(run.as_mut());
+                assert!(polled.is_pending());
+                drop(run);
+            }
+            assert_eq!(*seen.lock().unwrap(), Some(Some(id)), "finished: {finish}");
+            assert_eq!(RequestId::current(), None);
+        }
+    }
+
     #[tokio::test]
     async fn run_sets_current_and_the_response_header() {
         let mut request = Request::new(());
