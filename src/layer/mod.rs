@@ -192,6 +192,10 @@ fn placeholder_public_url() -> Url {
     Url::parse("http://127.0.0.1/").expect("literal URL")
 }
 
+/// How many header fields the layer may add to a request on its way to the inner service: the
+/// request id, the JWT and the plain identity headers (see [`WeChatAuth::call`]).
+const ADDED_FIELDS: usize = 8;
+
 /// The tower [`Layer`] that puts WeChat login in front of a service. Holds its whole
 /// configuration in one `Arc`, so cloning it (and every service it makes) is one refcount;
 /// each request reads the configuration in force once (one atomic load), and
@@ -352,6 +356,11 @@ where
         // The settings in force now, for the whole request: a reload meanwhile changes the
         // requests that follow, never this one.
         let state = self.live.load();
+        // Room for the fields the layer adds (request id, JWT, plain identity headers) at once:
+        // one rehash of the header table instead of one per field that crosses its capacity
+        // (a parsed request's table is sized to what the client sent). Only capacity: too
+        // many fields (over `http`'s limit) simply do not reserve.
+        request.headers_mut().try_reserve(ADDED_FIELDS).ok();
         // The request id, once, before anything else: span, response header, error pages.
         let tagged = request_id::tag(&mut request, &state.settings.trusted_proxies);
         Box::pin(async move {
