@@ -76,6 +76,7 @@ fn start(config: &PathBuf, state: &PathBuf) -> Proxy {
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .user_agent(support::WECHAT_UA)
         .timeout(STEP)
         .build()
         .unwrap()

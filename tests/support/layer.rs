@@ -685,7 +685,15 @@ impl Reply {
     }
 }
 
-/// A browser: no automatic redirects, a cookie jar for the proxy's origin only.
+/// The `User-Agent` of WeChat's built-in browser (Android): what [`Browser`] sends, so that the
+/// simulated WeChat's authorize page, which refuses other browsers as WeChat does, lets it in.
+pub const WECHAT_UA: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8 Build/UQ1A.240205.004; wv) \
+     AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/116.0.0.0 Mobile Safari/537.36 \
+     XWEB/1160117 MMWEBSDK/20240301 MMWEBID/1234 MicroMessenger/8.0.47.2560(0x28002F35) \
+     WeChat/arm64 Weixin NetType/WIFI Language/zh_CN ABI/arm64";
+
+/// A browser: no automatic redirects, a cookie jar for the proxy's origin only; WeChat's
+/// [`WECHAT_UA`].
 #[derive(Debug)]
 pub struct Browser {
     client: reqwest::Client,
@@ -702,6 +710,7 @@ impl Browser {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(STEP)
+            .user_agent(WECHAT_UA)
             .build()
             .expect("client");
         Self {
@@ -718,6 +727,7 @@ impl Browser {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(STEP)
+            .user_agent(WECHAT_UA)
             .resolve(host, addr)
             .build()
             .expect("client");
