@@ -33,6 +33,9 @@
 # Prints a table with ratios against (b) and (a) and the CPU time per request of each process;
 # exits non-zero if any row could not be measured.
 set -euo pipefail
+# WeChat's browser: the simulated authorize page, like WeChat's, refuses other browsers.
+WECHAT_UA='Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/116.0.0.0 Mobile Safari/537.36 MicroMessenger/8.0.47.2560(0x28002F35) NetType/WIFI Language/zh_CN'
+
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
@@ -205,10 +208,10 @@ start_sidecar() { # name port extra-jwt-line [extra-dev-line]
 login() { # port
   local base=http://127.0.0.1:$1 jar=$WORK/jar.$1 loc page choose sim cb status
   rm -f "$jar"
-  loc=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" -H 'Accept: text/html' "$base/app/page")
+  loc=$(curl -s -A "$WECHAT_UA" -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" -H 'Accept: text/html' "$base/app/page")
   loc=${loc%%#*}
   [ -n "$loc" ] || return 1
-  page=$(curl -s "$loc")
+  page=$(curl -s -A "$WECHAT_UA" "$loc")
   choose=$(grep -o 'href="/_sim/authorize/choose[^"]*"' <<<"$page" | head -n 1 | sed 's/^href="//; s/"$//; s/&amp;/\&/g')
   sim=$(grep -oE '^https?://[^/]+' <<<"$loc")
   [ -n "$choose" ] && [ -n "$sim" ] || return 1

@@ -31,6 +31,9 @@
 #     error, within LOGIN_MAX_SECS); one succeeds within RECOVERY_SECS after the faults end;
 #   - RSS: growth from start (after prefill) to end at most RSS_GROWTH_MAX_MIB.
 set -euo pipefail
+# WeChat's browser: the simulated authorize page, like WeChat's, refuses other browsers.
+WECHAT_UA='Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/116.0.0.0 Mobile Safari/537.36 MicroMessenger/8.0.47.2560(0x28002F35) NetType/WIFI Language/zh_CN'
+
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
@@ -278,11 +281,11 @@ sim_admin() { # action [query]
 login_once() {
   local jar loc page choose cb status t0 cookie check
   jar=$(mktemp "$WORK/jar.XXXXXX")
-  loc=$(curl -s -m 5 -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" -H 'Accept: text/html' \
+  loc=$(curl -s -A "$WECHAT_UA" -m 5 -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" -H 'Accept: text/html' \
     "$BASE/app/login-probe") || { echo "stalled start 0"; return; }
   loc=${loc%%#*}
   [ -n "$loc" ] || { echo "broken start 0"; return; }
-  page=$(curl -s -m 5 "$loc") || { echo "stalled authorize 0"; return; }
+  page=$(curl -s -A "$WECHAT_UA" -m 5 "$loc") || { echo "stalled authorize 0"; return; }
   choose=$(grep -o 'href="/_sim/authorize/choose[^"]*"' <<<"$page" | head -n 1 | sed 's/^href="//; s/"$//; s/&amp;/\&/g' || true)
   [ -n "$choose" ] || { echo "broken authorize 0"; return; }
   cb=$(curl -s -m 5 -o /dev/null -w '%{redirect_url}' "$SIM$choose") || { echo "stalled choose 0"; return; }

@@ -5,6 +5,8 @@
 //! No network: WeChat is never called on these paths (the base URLs point at a closed port).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/layer_fixture.rs"]
+mod layer_fixture;
 mod support;
 
 use std::convert::Infallible;
@@ -15,137 +17,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Empty;
+use layer_fixture::{browser_headers, cookie_pair, fixture, fixture_on, identity, noop, request};
 use tower::{Service, ServiceExt};
-use wechat_oauth_proxy::Identity;
 use wechat_oauth_proxy::identity::HeaderSettings;
-use wechat_oauth_proxy::jwt::{JwtIssuer, JwtSettings};
-use wechat_oauth_proxy::layer::{DispatchSettings, LayerSettings, WeChatAuthLayer};
-use wechat_oauth_proxy::secret::SecretString;
 use wechat_oauth_proxy::session::{
-    CookieCodec, CookieSettings, DurableSettings, DurableStore, MemoryStore, SessionId,
-    SessionRecord, SessionSettings, SessionStore,
+    DurableSettings, DurableStore, MemoryStore, SessionId, SessionRecord, SessionSettings,
+    SessionStore,
 };
-use wechat_oauth_proxy::wechat::client::ClientSettings;
-use wechat_oauth_proxy::wechat::oauth::{OAuthMode, WeChatOAuth, WeChatSettings};
-use wechat_oauth_proxy::wechat::persist::MemoryPlatformStore;
-use wechat_oauth_proxy::wechat::{AppSecret, AuthorizerAppId};
-
-const MASTER_SECRET: &str = "bench-only-master-secret-0123456789abcdef";
-
-fn identity(i: usize) -> Identity {
-    wechat_oauth_proxy::sim::synthetic_identity(i)
-}
-
-/// Headers a desktop browser sends on a navigation, plus `extra`.
-fn browser_headers(extra: &[(&str, &str)]) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    for (name, value) in [
-        ("host", "app.example.com"),
-        ("user-agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36 MicroMessenger/7.0.20"),
-        ("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
-        ("accept-language", "zh-CN,zh;q=0.9,en;q=0.8"),
-        ("accept-encoding", "gzip, deflate, br"),
-        ("referer", "https://app.example.com/"),
-        ("sec-fetch-mode", "navigate"),
-        ("sec-fetch-dest", "document"),
-        ("upgrade-insecure-requests", "1"),
-    ]
-    .into_iter()
-    .chain(extra.iter().copied())
-    {
-        h.append(
-            HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            HeaderValue::from_str(value).unwrap(),
-        );
-    }
-    h
-}
-
-fn request(method: &Method, path: &str, headers: &HeaderMap) -> Request<Empty<Bytes>> {
-    let mut req = Request::builder()
-        .method(method.clone())
-        .uri(path)
-        .body(Empty::new())
-        .unwrap();
-    *req.headers_mut() = headers.clone();
-    req
-}
-
-async fn noop(req: Request<Empty<Bytes>>) -> Result<Response<Empty<Bytes>>, Infallible> {
-    black_box(&req);
-    Ok(Response::new(Empty::new()))
-}
-
-struct Fixture {
-    layer: WeChatAuthLayer,
-    store: Arc<dyn SessionStore>,
-    codec: CookieCodec,
-}
-
-fn fixture(plain_headers: bool, jwt_cache: bool) -> Fixture {
-    let store = Arc::new(MemoryStore::new(SessionSettings::default()));
-    fixture_on(store, plain_headers, jwt_cache)
-}
-
-fn fixture_on(store: Arc<dyn SessionStore>, plain_headers: bool, jwt_cache: bool) -> Fixture {
-    let closed: url::Url = "http://127.0.0.1:9/".parse().unwrap();
-    let wechat = WeChatOAuth::new(
-        WeChatSettings {
-            mode: OAuthMode::OfficialAccount {
-                appid: AuthorizerAppId::new("wxa1b2c3d4e5f60708"),
-                secret: AppSecret::new("bench-official-account-secret"),
-            },
-            client: ClientSettings {
-                api_base: closed.clone(),
-                open_base: closed,
-                ..ClientSettings::default()
-            },
-            token: Default::default(),
-        },
-        Arc::new(MemoryPlatformStore::new()),
-    )
-    .unwrap();
-    let master = SecretString::new(MASTER_SECRET);
-    let codec = CookieCodec::new(&master, CookieSettings::default()).unwrap();
-    let jwt = JwtIssuer::new(
-        JwtSettings {
-            cache: jwt_cache,
-            ..JwtSettings::default()
-        },
-        &master,
-    )
-    .unwrap();
-    let layer = WeChatAuthLayer::new(
-        LayerSettings {
-            public_url: "https://app.example.com".parse().unwrap(),
-            dispatch: DispatchSettings {
-                api_prefixes: vec!["/api/".to_owned()],
-                ..DispatchSettings::default()
-            },
-            headers: HeaderSettings {
-                plain_headers,
-                ..HeaderSettings::default()
-            },
-            ..LayerSettings::default()
-        },
-        wechat,
-        Arc::clone(&store),
-        codec.clone(),
-        jwt,
-    )
-    .unwrap();
-    Fixture {
-        layer,
-        store,
-        codec,
-    }
-}
-
-fn cookie_pair(codec: &CookieCodec, id: &SessionId) -> String {
-    support::cookie_pair(&codec.session_cookie(id))
-}
 
 /// Runs `iters` requests built from `(method, path, headers)` through `svc`, timing the loop.
 async fn drive<S>(

@@ -1,5 +1,6 @@
 //! WeChat login inside a Rust service: `WeChatAuthLayer` in front of a plain tower/hyper handler
-//! that reads `Identity` from the request extensions (in axum: `Extension<Identity>`).
+//! that reads `Identity` from the request extensions (in axum, a handler takes `Identity` as an
+//! argument: `examples/axum.rs`).
 //!
 //! Runs against the simulated WeChat so it works on a laptop:
 //! ```sh
@@ -8,23 +9,17 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response};
 use tower::ServiceBuilder;
 use wechat_oauth_proxy::Identity;
-use wechat_oauth_proxy::jwt::{JwtIssuer, JwtSettings};
 use wechat_oauth_proxy::layer::WeChatAuthLayer;
 use wechat_oauth_proxy::secret::SecretString;
 use wechat_oauth_proxy::server::{RequestBody, ServerSettings, serve, shutdown_signal};
-use wechat_oauth_proxy::session::{CookieCodec, CookieSettings, MemoryStore, SessionSettings};
 use wechat_oauth_proxy::sim::{SimConfig, SimWeChat};
 use wechat_oauth_proxy::wechat::client::ClientSettings;
-use wechat_oauth_proxy::wechat::oauth::{OAuthMode, WeChatOAuth, WeChatSettings};
-use wechat_oauth_proxy::wechat::persist::MemoryPlatformStore;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -50,38 +45,21 @@ async fn main() -> Result<(), BoxError> {
     };
     let sim = SimWeChat::start(sim_config.clone(), "127.0.0.1:0".parse()?).await?;
 
-    let wechat = WeChatOAuth::new(
-        WeChatSettings {
-            mode: OAuthMode::OfficialAccount {
-                appid: sim_config.authorizer_appid.clone(),
-                secret: sim_config.official_account_secret.clone(),
-            },
-            client: ClientSettings {
-                api_base: sim.base_url(),
-                open_base: sim.base_url(),
-                request_timeout: Duration::from_secs(5),
-                ..ClientSettings::default()
-            },
-            token: Default::default(),
-        },
-        Arc::new(MemoryPlatformStore::new()),
-    )?;
-    let master = SecretString::new("example-master-secret-0123456789abcdef");
-    let cookies = CookieCodec::new(
-        &master,
-        CookieSettings {
-            secure: false, // plain http on loopback; never in production
-            ..CookieSettings::default()
-        },
-    )?;
-    let jwt = JwtIssuer::new(JwtSettings::default(), &master)?;
     let layer = WeChatAuthLayer::builder()
+        .official_account(
+            sim_config.authorizer_appid.clone(),
+            sim_config.official_account_secret.clone(),
+        )
         .public_url(public_url.clone())
-        .wechat(wechat)
-        .sessions(Arc::new(MemoryStore::new(SessionSettings::default())))
-        .cookies(cookies)
-        .jwt(jwt)
-        .skip(Some(http::Method::GET), "/public/*")?
+        .master_secret(SecretString::new("example-master-secret-0123456789abcdef"))
+        .skip(http::Method::GET, "/public/*")?
+        // Development only: the simulated WeChat, plain http on loopback.
+        .wechat_client(ClientSettings {
+            api_base: sim.base_url(),
+            open_base: sim.base_url(),
+            ..ClientSettings::default()
+        })
+        .insecure_allow_http(true)
         .build()?;
 
     let app = ServiceBuilder::new()

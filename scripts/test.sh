@@ -35,6 +35,7 @@ SYSTEM_PACKAGES=(
   "nodejs|node -e 'process.exit(process.features.require_module ? 0 : 1)'|examples/verify/node with jose (tests/verifiers.rs); jose 6 is an ES module that the example loads with require(), which needs Node.js 20.19+ or 22.12+"
   "nginx|test -x /usr/sbin/nginx|tests/front_proxies.rs runs the shipped deploy/nginx/ config (auth_request) in front of a login"
   "caddy|type -P caddy|tests/front_proxies.rs runs the shipped deploy/caddy/Caddyfile (forward_auth) in front of a login"
+  "valgrind|type -P valgrind|the instruction-count guard benches/icount.rs (run by .ci/run) counts with callgrind"
 )
 
 # npm packages, installed with `npm install` into target/test-deps/npm (their binaries on PATH,

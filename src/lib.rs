@@ -17,49 +17,76 @@
 //!
 //! ## As a tower `Layer` in a Rust service
 //!
-//! [`WeChatAuthLayer`](layer::WeChatAuthLayer) wraps any tower service (axum, hyper, tonic-web…).
-//! The inner service sees only authenticated requests (plus the public routes you skip) and
-//! reads the user from the request extensions (`Extension<Identity>` in axum). The layer answers
-//! the reserved endpoints under `/_wxauth` (login, callback, ticket events, logout, JWKS,
-//! whoami, health, ready) itself, and never fails with an error of its own: every failure is a
-//! response.
+//! [`WeChatAuthLayer`](layer::WeChatAuthLayer) wraps any tower service. Built from the few
+//! things only you can choose — the official account's credentials (or a third-party
+//! platform's, [`credentials`](layer::WeChatAuthLayerBuilder::credentials)), the public URL and
+//! a master secret — with everything else as the sidecar defaults it. In axum (feature `axum`),
+//! a handler takes the user as an argument:
+//!
+#![cfg_attr(feature = "axum", doc = "```no_run")]
+#![cfg_attr(not(feature = "axum"), doc = "```ignore")]
+//! use axum::{Router, routing::get};
+//! use wechat_oauth_proxy::{Identity, layer::WeChatAuthLayer, secret::SecretString, wechat::AppSecret};
+//!
+//! async fn hello(who: Identity) -> String { format!("你好, {}", who.nickname) }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let auth = WeChatAuthLayer::builder()
+//!         .official_account("wx0123456789abcdef".into(), AppSecret::new(std::env::var("WX_APPSECRET")?))
+//!         .public_url("https://app.example.com".parse()?)
+//!         .master_secret(SecretString::new(std::env::var("WXAUTH_MASTER_SECRET")?))
+//!         .build()?;
+//!     let app = Router::new().route("/", get(hello)).layer(auth);
+//!     axum::serve(tokio::net::TcpListener::bind("0.0.0.0:8080").await?, app).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! A browser without a session is sent through the WeChat login and comes back; an API client
+//! (`.api_prefix("/api")`, `fetch`, `Accept: application/json`) gets `401` JSON with a
+//! `login_url`. Public routes are skip rules (`.skip(Method::GET, "/public/*")?`); there, an
+//! `Option<Identity>` argument is the user if the browser has a session, `None` for a guest
+//! (see [`IdentityRejection`](layer::IdentityRejection) for the answers). The layer answers the
+//! reserved endpoints under `/_wxauth` (login, callback, ticket events, logout, JWKS, whoami,
+//! health, ready) itself, and never fails with an error of its own: every failure is a
+//! response, so it needs no `HandleErrorLayer`. `examples/axum.rs` is a complete app against
+//! the simulated WeChat (`cargo run --example axum --features axum`).
+//!
+//! `Router::layer` runs the layer after axum has routed the request on its raw path, while the
+//! layer decides on the normalized path (`/a/../b` is `/b`): with skip rules, have every handler
+//! that needs a user take `Identity` (it then answers with a login whatever route matched), or
+//! wrap the whole router so that routing sees the path the layer decided on:
+//! `Router::new().fallback_service(auth.layer(app))`. With `route_layer`, give the reserved
+//! prefix a route (`.route("/_wxauth/{*rest}", any(…))`) so the login's callback reaches the
+//! layer.
+//!
+//! Any other tower stack works the same way (hyper's `service_fn`, tonic-web, tower-http…):
+//! the inner service reads the [`Identity`] from the request extensions:
 //!
 //! ```no_run
-//! # async fn example(
-//! #     wechat: wechat_oauth_proxy::wechat::oauth::WeChatOAuth,
-//! #     cookies: wechat_oauth_proxy::session::CookieCodec,
-//! #     jwt: wechat_oauth_proxy::jwt::JwtIssuer,
-//! # ) -> Result<(), Box<dyn std::error::Error>> {
-//! use std::{convert::Infallible, sync::Arc};
+//! # fn example(auth: wechat_oauth_proxy::layer::WeChatAuthLayer) {
+//! use std::convert::Infallible;
 //! use bytes::Bytes;
-//! use http::{Method, Request, Response};
+//! use http::{Request, Response};
 //! use http_body_util::Full;
 //! use tower::{ServiceBuilder, service_fn};
-//! use wechat_oauth_proxy::{Identity, layer::WeChatAuthLayer, session::{MemoryStore, SessionStore}};
+//! use wechat_oauth_proxy::Identity;
 //!
-//! let sessions: Arc<dyn SessionStore> = Arc::new(MemoryStore::default());
-//! let auth = WeChatAuthLayer::builder()
-//!     .wechat(wechat)
-//!     .sessions(sessions)
-//!     .cookie_codec(cookies)
-//!     .jwt(jwt)
-//!     .public_url("https://app.example.com".parse()?)
-//!     .skip(Method::GET, "/public/*")?
-//!     .api_prefix("/api")
-//!     .build()?;
 //! let service = ServiceBuilder::new().layer(auth).service(service_fn(|req: Request<Full<Bytes>>| async move {
 //!     let who = req.extensions().get::<Identity>().map(|i| i.nickname.clone()).unwrap_or_default();
 //!     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(who))))
 //! }));
 //! # let _ = service;
-//! # Ok(())
 //! # }
 //! ```
 //!
-//! The WeChat client ([`WeChatOAuth`](wechat::oauth::WeChatOAuth)), the cookie codec
-//! ([`CookieCodec`](session::CookieCodec)) and the JWT issuer ([`JwtIssuer`](jwt::JwtIssuer))
-//! are built from their own settings structs; `examples/embedded_layer.rs` is a complete,
-//! runnable service against the simulated WeChat.
+//! Each part can also be given whole to the [builder](layer::WeChatAuthLayerBuilder) (the
+//! WeChat client, the session store — Redis for several instances —, the cookie codec, the JWT
+//! issuer), and [`app::layer_from_file`] builds the layer from the sidecar's own `config.toml`,
+//! so a team can move between the two faces with one configuration. `examples/embedded_layer.rs`
+//! is a plain hyper service behind the layer. An upstream behind the sidecar verifies the JWT
+//! as [`verify_in_rust`] shows.
 //!
 //! ## As a sidecar reverse proxy in front of any upstream
 //!
@@ -98,17 +125,19 @@
 //! |---|---|---|
 //! | `sim` | yes | the `sim` module: a simulated WeChat (authorize page, APIs, ticket pushes) and a demo upstream, loopback only; the sidecar's `[dev]` section. Makes `cargo run` and the tests work without WeChat |
 //! | `mimalloc` | yes | mimalloc as the **binary's** global allocator; the library never chooses an allocator for its users |
-//! | `redis` | no | Redis backends for sessions, redeemed-login markers and the platform state, for several instances |
+//! | `redis` | yes | Redis backends for sessions, redeemed-login markers and the platform state, for several instances |
+//! | `axum` | no | `Identity` and `Option<Identity>` as axum handler arguments, answering like the layer ([`IdentityRejection`](layer::IdentityRejection)); the layer itself works in axum without it |
 //!
 //! Library users who want a lean build use `default-features = false` (and add `redis` when
-//! they run several instances).
+//! they run several instances, `axum` in an axum app).
 //!
 //! # Where to look
 //!
 //! [`layer`] is the HTTP face of authentication, [`wechat`] speaks WeChat (and serves no HTTP),
 //! [`session`] holds sessions and cookies (and knows no WeChat), [`jwt`] mints the identity
 //! token, [`identity`] is what the upstream learns, [`proxy`] and [`server`] make the sidecar,
-//! [`config`] and [`app`] are the sidecar's configuration file and composition root.
+//! [`config`] and [`app`] are the sidecar's configuration file and composition root;
+//! [`verify_in_rust`] is the guide to verifying the identity JWT in a Rust upstream.
 //! `ARCHITECTURE.md` maps the modules, their dependency rules and the path of one request and one
 //! login through the code.
 #![forbid(unsafe_code)]
@@ -134,6 +163,8 @@ pub mod server;
 pub mod session;
 #[cfg(feature = "sim")]
 pub mod sim;
+#[doc = include_str!("../docs/verify-in-rust.md")]
+pub mod verify_in_rust {}
 pub mod wechat;
 
 pub use identity::Identity;

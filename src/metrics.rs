@@ -143,7 +143,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Outcome::Forwarded => "forwarded",
             Outcome::LoginRedirect => "login_redirect",
@@ -173,25 +173,145 @@ impl RequestTimer {
     }
 
     /// Records the request with the response's status (`None`: the inner service failed).
+    ///
+    /// The same series as `counter!(names::REQUESTS, "outcome" => …, "status_class" => …)` and
+    /// `histogram!(names::REQUEST_DURATION, "outcome" => …)`, with the keys built at compile
+    /// time (every label value is from a closed set): no key is built, hashed or allocated per
+    /// request. The recorder in force is asked on every call, as the macros do, so a recorder
+    /// installed after the first request (global or local) gets every request that follows.
     pub(crate) fn finish(self, status: Option<StatusCode>) {
-        let outcome = self.outcome.as_str();
-        counter!(names::REQUESTS, "outcome" => outcome, "status_class" => status_class(status))
-            .increment(1);
-        histogram!(names::REQUEST_DURATION, "outcome" => outcome)
-            .record(self.started.elapsed().as_secs_f64());
+        let outcome = request_keys::index(self.outcome);
+        let counter = &request_keys::COUNTERS[outcome][status_class_index(status)];
+        let histogram = &request_keys::HISTOGRAMS[outcome];
+        ::metrics::with_recorder(|recorder| {
+            recorder
+                .register_counter(counter, &request_keys::METADATA)
+                .increment(1);
+            recorder
+                .register_histogram(histogram, &request_keys::METADATA)
+                .record(self.started.elapsed().as_secs_f64());
+        });
+    }
+}
+
+/// The label values of `status_class`, indexed by [`status_class_index`].
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+/// The index in [`STATUS_CLASSES`] of the `2xx`-style class of a status.
+fn status_class_index(status: Option<StatusCode>) -> usize {
+    match status.map(|s| s.as_u16() / 100) {
+        Some(class @ 1..=5) => usize::from(class - 1),
+        _ => STATUS_CLASSES.len() - 1,
     }
 }
 
 /// `2xx`-style class of a status.
+#[cfg(test)]
 fn status_class(status: Option<StatusCode>) -> &'static str {
-    match status.map(|s| s.as_u16() / 100) {
-        Some(1) => "1xx",
-        Some(2) => "2xx",
-        Some(3) => "3xx",
-        Some(4) => "4xx",
-        Some(5) => "5xx",
-        _ => "none",
+    STATUS_CLASSES[status_class_index(status)]
+}
+
+/// The keys of the per-request series, one per label combination, built at compile time (as the
+/// `metrics` macros build a key whose labels are literals).
+mod request_keys {
+    use ::metrics::{Key, Label, Level, Metadata};
+
+    use super::{Outcome, STATUS_CLASSES, names};
+
+    /// The row of `outcome` in the tables below (a new [`Outcome`] does not compile until it
+    /// has one, and its keys).
+    pub(super) const fn index(outcome: Outcome) -> usize {
+        match outcome {
+            Outcome::Forwarded => 0,
+            Outcome::LoginRedirect => 1,
+            Outcome::Unauthenticated => 2,
+            Outcome::Skipped => 3,
+            Outcome::Reserved => 4,
+            Outcome::Error => 5,
+        }
     }
+
+    /// Every [`Outcome`], by [`index`].
+    pub(super) const OUTCOMES: [Outcome; 6] = [
+        Outcome::Forwarded,
+        Outcome::LoginRedirect,
+        Outcome::Unauthenticated,
+        Outcome::Skipped,
+        Outcome::Reserved,
+        Outcome::Error,
+    ];
+
+    /// What the macros give: this module as target and path, level `INFO`.
+    pub(super) static METADATA: Metadata<'static> =
+        Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+    const fn counter_labels(outcome: usize, class: usize) -> [Label; 2] {
+        [
+            Label::from_static_parts("outcome", OUTCOMES[outcome].as_str()),
+            Label::from_static_parts("status_class", STATUS_CLASSES[class]),
+        ]
+    }
+
+    const fn counter_label_row(outcome: usize) -> [[Label; 2]; 6] {
+        [
+            counter_labels(outcome, 0),
+            counter_labels(outcome, 1),
+            counter_labels(outcome, 2),
+            counter_labels(outcome, 3),
+            counter_labels(outcome, 4),
+            counter_labels(outcome, 5),
+        ]
+    }
+
+    static COUNTER_LABELS: [[[Label; 2]; 6]; 6] = [
+        counter_label_row(0),
+        counter_label_row(1),
+        counter_label_row(2),
+        counter_label_row(3),
+        counter_label_row(4),
+        counter_label_row(5),
+    ];
+
+    const fn counter_row(outcome: usize) -> [Key; 6] {
+        let labels = &COUNTER_LABELS[outcome];
+        [
+            Key::from_static_parts(names::REQUESTS, &labels[0]),
+            Key::from_static_parts(names::REQUESTS, &labels[1]),
+            Key::from_static_parts(names::REQUESTS, &labels[2]),
+            Key::from_static_parts(names::REQUESTS, &labels[3]),
+            Key::from_static_parts(names::REQUESTS, &labels[4]),
+            Key::from_static_parts(names::REQUESTS, &labels[5]),
+        ]
+    }
+
+    /// `wxauth_requests_total{outcome, status_class}`, indexed by outcome, then status class.
+    pub(super) static COUNTERS: [[Key; 6]; 6] = [
+        counter_row(0),
+        counter_row(1),
+        counter_row(2),
+        counter_row(3),
+        counter_row(4),
+        counter_row(5),
+    ];
+
+    static HISTOGRAM_LABELS: [[Label; 1]; 6] = [
+        [Label::from_static_parts("outcome", OUTCOMES[0].as_str())],
+        [Label::from_static_parts("outcome", OUTCOMES[1].as_str())],
+        [Label::from_static_parts("outcome", OUTCOMES[2].as_str())],
+        [Label::from_static_parts("outcome", OUTCOMES[3].as_str())],
+        [Label::from_static_parts("outcome", OUTCOMES[4].as_str())],
+        [Label::from_static_parts("outcome", OUTCOMES[5].as_str())],
+    ];
+
+    /// `wxauth_request_duration_seconds{outcome}`, indexed by outcome.
+    pub(super) static HISTOGRAMS: [Key; 6] = [
+        Key::from_static_parts(names::REQUEST_DURATION, &HISTOGRAM_LABELS[0]),
+        Key::from_static_parts(names::REQUEST_DURATION, &HISTOGRAM_LABELS[1]),
+        Key::from_static_parts(names::REQUEST_DURATION, &HISTOGRAM_LABELS[2]),
+        Key::from_static_parts(names::REQUEST_DURATION, &HISTOGRAM_LABELS[3]),
+        Key::from_static_parts(names::REQUEST_DURATION, &HISTOGRAM_LABELS[4]),
+        Key::from_static_parts(names::REQUEST_DURATION, &HISTOGRAM_LABELS[5]),
+    ];
 }
 
 /// A login was sent to WeChat's authorize page.
@@ -549,6 +669,91 @@ mod tests {
         assert_eq!(of(403), "forbidden");
         assert_eq!(of(400), "bad_request");
         assert_eq!(of(503), "error");
+    }
+
+    /// Records requests as the layer does: `(outcome, status)` each.
+    fn finish_all(requests: &[(Outcome, Option<StatusCode>)]) {
+        for &(outcome, status) in requests {
+            let mut timer = RequestTimer::start();
+            timer.outcome = outcome;
+            timer.finish(status);
+        }
+    }
+
+    #[test]
+    fn a_recorder_installed_after_the_first_requests_counts_the_next_ones() {
+        // No recorder yet (a library user who installs one later): a no-op, nothing kept.
+        finish_all(&[(Outcome::Forwarded, Some(StatusCode::OK))]);
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        ::metrics::with_local_recorder(&recorder, || {
+            finish_all(&[
+                (Outcome::Forwarded, Some(StatusCode::OK)),
+                (Outcome::Forwarded, Some(StatusCode::NOT_MODIFIED)),
+                (Outcome::Forwarded, Some(StatusCode::OK)),
+                (Outcome::LoginRedirect, Some(StatusCode::FOUND)),
+                (Outcome::Error, None),
+            ]);
+        });
+        let text = handle.render();
+        for line in [
+            r#"wxauth_requests_total{outcome="forwarded",status_class="2xx"} 2"#,
+            r#"wxauth_requests_total{outcome="forwarded",status_class="3xx"} 1"#,
+            r#"wxauth_requests_total{outcome="login_redirect",status_class="3xx"} 1"#,
+            r#"wxauth_requests_total{outcome="error",status_class="none"} 1"#,
+            r#"wxauth_request_duration_seconds_count{outcome="forwarded"} 3"#,
+            r#"wxauth_request_duration_seconds_count{outcome="login_redirect"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
+        }
+        // A later recorder (here: another one) gets the requests after it, and only those.
+        let later = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let later_handle = later.handle();
+        ::metrics::with_local_recorder(&later, || {
+            finish_all(&[(Outcome::Skipped, Some(StatusCode::OK))]);
+        });
+        let text = later_handle.render();
+        assert!(
+            text.lines()
+                .any(|l| l == r#"wxauth_requests_total{outcome="skipped",status_class="2xx"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("forwarded"), "{text}");
+    }
+
+    #[test]
+    fn the_static_request_keys_are_the_keys_the_macros_build() {
+        let statuses = [
+            Some(StatusCode::CONTINUE),
+            Some(StatusCode::OK),
+            Some(StatusCode::FOUND),
+            Some(StatusCode::UNAUTHORIZED),
+            Some(StatusCode::SERVICE_UNAVAILABLE),
+            None,
+        ];
+        for (row, outcome) in request_keys::OUTCOMES.into_iter().enumerate() {
+            assert_eq!(request_keys::index(outcome), row);
+            for status in statuses {
+                let built = ::metrics::Key::from_parts(
+                    names::REQUESTS,
+                    vec![
+                        Label::new("outcome", outcome.as_str()),
+                        Label::new("status_class", status_class(status)),
+                    ],
+                );
+                let ours = &request_keys::COUNTERS[row][status_class_index(status)];
+                assert_eq!(ours, &built, "{outcome:?} {status:?}");
+                assert_eq!(ours.get_hash(), built.get_hash());
+            }
+            let built = ::metrics::Key::from_parts(
+                names::REQUEST_DURATION,
+                vec![Label::new("outcome", outcome.as_str())],
+            );
+            assert_eq!(&request_keys::HISTOGRAMS[row], &built);
+        }
     }
 
     #[test]

@@ -30,11 +30,15 @@
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use ipnet::IpNet;
+use pin_project_lite::pin_project;
 use rand::RngCore as _;
-use tracing::Instrument as _;
 
 use crate::identity::{retain_connection_tokens, same_header_name};
 use crate::server::{ClientAddr, is_trusted};
@@ -63,11 +67,21 @@ pub struct RequestId(HeaderValue);
 impl RequestId {
     /// A fresh id: 128 random bits as 32 lower-case hex digits.
     pub fn generate() -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut bytes = [0u8; GENERATED_BYTES];
         rand::thread_rng().fill_bytes(&mut bytes);
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        // Hex digits are always a valid header value.
-        Self(HeaderValue::from_str(&hex).unwrap_or_else(|_| HeaderValue::from_static("0")))
+        // Formatted into one stack buffer (no allocation per digit: this runs on every request).
+        let mut hex = [0u8; 2 * GENERATED_BYTES];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0x0f)];
+        }
+        // Hex digits are always a valid header value. Owned by its `Bytes` (one allocation),
+        // so every copy of the id (extension, span, response header) is a reference count.
+        Self(
+            HeaderValue::from_maybe_shared(Bytes::from_owner(hex))
+                .unwrap_or_else(|_| HeaderValue::from_static("0")),
+        )
     }
 
     /// `value` as an id when it is sane: 1 to [`MAX_LEN`] bytes, each an ASCII letter or digit,
@@ -121,13 +135,20 @@ impl RequestId {
         retain_connection_tokens(headers, |token| {
             std::str::from_utf8(token).map_or(true, |t| !is_ours(t))
         });
-        let doomed: Vec<HeaderName> = headers
+        // Usually the only copy, if any, is spelled `x-request-id`: `insert` replaces it, and
+        // the other spellings are looked for (and collected) only when one is there.
+        if headers
             .keys()
-            .filter(|name| is_ours(name.as_str()))
-            .cloned()
-            .collect();
-        for name in doomed {
-            headers.remove(name);
+            .any(|name| name != REQUEST_ID_HEADER && is_ours(name.as_str()))
+        {
+            let doomed: Vec<HeaderName> = headers
+                .keys()
+                .filter(|name| is_ours(name.as_str()))
+                .cloned()
+                .collect();
+            for name in doomed {
+                headers.remove(name);
+            }
         }
         headers.insert(REQUEST_ID_HEADER, self.header_value());
     }
@@ -180,28 +201,76 @@ impl Tagged {
     /// [`RequestId::current`] set, then puts the id into the response's `X-Request-Id` and
     /// writes the access line (target `access`, level `debug`: status and time to the
     /// response head; `level = "info,access=debug"` gives an access log).
-    pub(crate) async fn run<F, B, E>(self, serve: F) -> Result<Response<B>, E>
-    where
-        F: Future<Output = Result<Response<B>, E>>,
-    {
+    ///
+    /// One future around `serve` (not an `async fn` around `tracing`'s `Instrumented` around
+    /// Tokio's task-local scope): `serve` is moved once into it instead of once per wrapper,
+    /// and this runs on every request.
+    pub(crate) fn run<F>(self, serve: F) -> Run<F> {
         let Tagged { id, span } = self;
-        let started = std::time::Instant::now();
-        let mut response = CURRENT
-            .scope(id.clone(), serve)
-            .instrument(span.clone())
-            .await?;
+        Run {
+            serve: Some(serve),
+            id,
+            span,
+            started: Instant::now(),
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`Tagged::run`]: every poll of the request's future, and its drop (a
+    /// request given up halfway), happens inside the request's span with
+    /// [`RequestId::current`] set — what `tracing`'s `instrument` and Tokio's task-local
+    /// `scope` each give.
+    #[derive(Debug)]
+    pub(crate) struct Run<F> {
+        #[pin]
+        serve: Option<F>,
+        id: RequestId,
+        span: tracing::Span,
+        started: Instant,
+    }
+
+    impl<F> PinnedDrop for Run<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if this.serve.is_some() {
+                let _entered = this.span.enter();
+                CURRENT.sync_scope(this.id.clone(), || this.serve.set(None));
+            }
+        }
+    }
+}
+
+impl<F, B, E> Future for Run<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let _entered = this.span.enter();
+        let served =
+            CURRENT.sync_scope(this.id.clone(), || match this.serve.as_mut().as_pin_mut() {
+                Some(serve) => serve.poll(cx),
+                None => Poll::Pending,
+            });
+        let Poll::Ready(served) = served else {
+            return Poll::Pending;
+        };
+        // Done: the request's future is dropped here, still in the scope of its id.
+        CURRENT.sync_scope(this.id.clone(), || this.serve.set(None));
+        let mut response = served?;
         response
             .headers_mut()
-            .insert(REQUEST_ID_HEADER, id.header_value());
-        span.in_scope(|| {
-            tracing::debug!(
-                target: "access",
-                status = response.status().as_u16(),
-                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "request answered"
-            );
-        });
-        Ok(response)
+            .insert(REQUEST_ID_HEADER, this.id.header_value());
+        tracing::debug!(
+            target: "access",
+            status = response.status().as_u16(),
+            elapsed_ms = this.started.elapsed().as_secs_f64() * 1000.0,
+            "request answered"
+        );
+        Poll::Ready(Ok(response))
     }
 }
 
@@ -302,6 +371,43 @@ mod tests {
         assert_eq!(headers.get_all(&REQUEST_ID_HEADER).iter().count(), 1);
         assert_eq!(headers[&REQUEST_ID_HEADER], id.as_str());
         assert_eq!(headers[http::header::CONNECTION], "keep-alive");
+    }
+
+    /// Records [`RequestId::current`] when it is dropped.
+    struct SeesIdOnDrop(std::sync::Arc<std::sync::Mutex<Option<Option<RequestId>>>>);
+
+    impl Drop for SeesIdOnDrop {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap() = Some(RequestId::current());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_request_future_is_dropped_under_its_id_finished_or_not() {
+        for finish in [true, false] {
+            let mut request = Request::new(());
+            let tagged = tag(&mut request, &[]);
+            let id = request.extensions().get::<RequestId>().unwrap().clone();
+            let seen = std::sync::Arc::default();
+            let guard = SeesIdOnDrop(std::sync::Arc::clone(&seen));
+            let run = tagged.run(async move {
+                let _guard = guard;
+                if !finish {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, ()>(Response::new(()))
+            });
+            if finish {
+                run.await.unwrap();
+            } else {
+                let mut run = Box::pin(run);
+                let polled = futures_util::poll!(run.as_mut());
+                assert!(polled.is_pending());
+                drop(run);
+            }
+            assert_eq!(*seen.lock().unwrap(), Some(Some(id)), "finished: {finish}");
+            assert_eq!(RequestId::current(), None);
+        }
     }
 
     #[tokio::test]

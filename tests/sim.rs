@@ -39,6 +39,7 @@ async fn start(config: SimConfig) -> SimWeChat {
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .user_agent(support::WECHAT_UA)
         .timeout(STEP)
         .build()
         .expect("client")
@@ -1582,4 +1583,150 @@ fn multi_tenant_mode_configures_the_accounts_that_allow_web_oauth() {
         tenants.configured,
         vec![config.authorizer_appid.clone(), account(1)]
     );
+}
+
+/// A desktop browser's client: no redirects, Chrome on Windows.
+fn desktop() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) \
+             Chrome/131.0.0.0 Safari/537.36",
+        )
+        .timeout(STEP)
+        .build()
+        .expect("client")
+}
+
+#[tokio::test]
+async fn the_authorize_page_refuses_other_browsers_than_wechat() {
+    let sim = start(SimConfig::default()).await;
+    assert!(sim.config().require_wechat_browser, "on by default");
+    let url = oa_authorize(&sim, "snsapi_userinfo", "st");
+    for client in [desktop(), reqwest::Client::builder().build().unwrap()] {
+        let response = get(&client, url.clone()).await;
+        assert_eq!(response.status(), 200, "a page, never a redirect");
+        assert!(response.headers().get("location").is_none());
+        assert_eq!(response.headers()["x-sim-error"], "browser");
+        let page = text(response).await;
+        assert!(page.contains("请在微信客户端打开链接"), "{page}");
+        // The sim-only way on: act as the phone, then the same link again.
+        let links = links(&page);
+        assert_eq!(links.len(), 1, "{links:?}");
+        let phone = Url::parse(&links[0]).unwrap();
+        assert_eq!(phone.path(), "/_sim/phone");
+        assert_eq!(query_of(&phone)["go"], url.as_str());
+    }
+    // The check comes before the parameters: even a broken link is the dead end.
+    let broken = get(&desktop(), url_with(&sim, "connect/oauth2/authorize", &[])).await;
+    assert_eq!(broken.headers()["x-sim-error"], "browser");
+    // WeChat's browser, in the desktop client too, gets through.
+    let response = get(&client(), url.clone()).await;
+    assert_eq!(query_of(&location(&response))["state"], "st");
+    let pc_client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(
+            "Mozilla/5.0 (Windows NT 10.0; WOW64) AppleWebKit/537.36 (KHTML, like Gecko) \
+             Chrome/81.0.4044.138 Safari/537.36 NetType/WIFI MicroMessenger/7.0.20.1781(0x6700143B) \
+             WindowsWechat(0x63090c11) XWEB/11275 Flue",
+        )
+        .build()
+        .unwrap();
+    assert_eq!(get(&pc_client, url.clone()).await.status(), 302);
+    // No code was handed out to the refused browsers.
+    assert_eq!(sim.calls(Endpoint::Authorize), 5);
+
+    // The switch off: any browser logs in (tests written before the check).
+    let lax = start(SimConfig {
+        require_wechat_browser: false,
+        ..SimConfig::default()
+    })
+    .await;
+    let response = get(&desktop(), oa_authorize(&lax, "snsapi_userinfo", "st")).await;
+    assert_eq!(query_of(&location(&response))["state"], "st");
+}
+
+/// The `Set-Cookie` `name=value` pairs of a reply.
+fn set_cookies(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(support::cookie_pair)
+        .collect()
+}
+
+#[tokio::test]
+async fn one_desktop_acts_as_the_phone_through_the_phone_page() {
+    let sim = start(SimConfig::default()).await;
+    let desktop = desktop();
+    let authorize = oa_authorize(&sim, "snsapi_userinfo", "phone");
+    // The proxy's phone link (a redirect host), as a QR page in dev mode would link it.
+    let phone_link = "http://127.0.0.1:8080/_wxauth/qr/s/AbCdEf0123456789AbCdEf";
+    let page = get(
+        &desktop,
+        url_with(&sim, "_sim/phone", &[("go", phone_link)]),
+    )
+    .await;
+    assert_eq!(page.status(), 200);
+    let set = page.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let cookie = cookie::Cookie::parse(set.clone()).unwrap();
+    assert_eq!((cookie.name(), cookie.value()), ("wxsim_phone", "1"));
+    assert_eq!(cookie.path(), Some("/"));
+    assert_eq!(cookie.http_only(), Some(true));
+    assert_eq!(cookie.same_site(), Some(cookie::SameSite::Lax));
+    assert!(
+        cookie
+            .max_age()
+            .is_some_and(|age| age.whole_minutes() == 60),
+        "{set}"
+    );
+    let body = text(page).await;
+    assert!(body.contains("模拟手机扫码"), "{body}");
+    assert!(
+        body.contains(&format!("content=\"1;url={phone_link}\"")),
+        "navigates on to go: {body}"
+    );
+    assert!(links(&body).contains(&phone_link.to_owned()));
+
+    // With the cookie, the desktop browser passes WeChat's browser check; without, not.
+    let with_cookie = bounded(
+        desktop
+            .get(authorize.clone())
+            .header("cookie", "other=x; wxsim_phone=1")
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(query_of(&location(&with_cookie))["state"], "phone");
+    for forged in ["wxsim_phone=0", "wxsim_phone2=1", "x=wxsim_phone=1"] {
+        let refused = bounded(
+            desktop
+                .get(authorize.clone())
+                .header("cookie", forged)
+                .send(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(refused.headers()["x-sim-error"], "browser", "{forged}");
+    }
+
+    // go may lead to the simulator itself (the dead end's own link) …
+    let again = get(
+        &desktop,
+        url_with(&sim, "_sim/phone", &[("go", authorize.as_str())]),
+    )
+    .await;
+    assert_eq!(set_cookies(&again), ["wxsim_phone=1"]);
+    // … but not elsewhere, nor to a non-http URL: no open redirect, no cookie.
+    for go in [
+        "https://evil.example/steal",
+        "javascript:alert(1)",
+        "/relative",
+        "",
+    ] {
+        let refused = get(&desktop, url_with(&sim, "_sim/phone", &[("go", go)])).await;
+        assert_eq!(refused.headers()["x-sim-error"], "go", "{go}");
+        assert!(set_cookies(&refused).is_empty(), "{go}");
+    }
 }

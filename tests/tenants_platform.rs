@@ -576,6 +576,7 @@ fn refused_authorize(p: &Platform, appid: &AuthorizerAppId) -> TenantStatus {
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .user_agent(support::WECHAT_UA)
         .build()
         .unwrap()
 }

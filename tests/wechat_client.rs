@@ -66,6 +66,7 @@ fn oa_oauth(sim: &SimWeChat) -> WeChatOAuth {
 async fn authorize_redirect(url: &str) -> HashMap<String, String> {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .user_agent(support::WECHAT_UA)
         .build()
         .unwrap();
     let response = bounded(http.get(url).send()).await.unwrap();

@@ -20,10 +20,12 @@ use crate::session::{CookieCodec, MemoryStore, SessionStore, TicketStore};
 use crate::wechat::oauth::WeChatOAuth;
 use crate::wechat::persist::{MemoryPlatformStore, PlatformStore};
 
+mod embed;
 mod exporter;
 mod reload;
 mod stores;
 
+pub use self::embed::{IGNORED_SECTIONS, layer_from_file};
 pub use self::reload::{ConfigSource, LoadConfig, RELOADABLE};
 
 #[cfg(feature = "sim")]

@@ -74,7 +74,7 @@ const MAX_WORKER_THREADS: usize = 1024;
 const MAX_CONNECTION_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 
 fn default_state_dir() -> PathBuf {
-    PathBuf::from("./state")
+    PathBuf::from(crate::layer::DEFAULT_STATE_DIR)
 }
 fn default_max_header_bytes() -> usize {
     ServerSettings::default().max_header_bytes

@@ -1,13 +1,13 @@
 //! The builder of [`WeChatAuthLayer`](super::WeChatAuthLayer): collects the collaborators and
 //! settings, validates everything once, and precomputes what every request needs.
 
-use std::{sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use http::Method;
 use url::Url;
 
 use super::{
-    LayerSettings, WeChatAuthLayer,
+    DispatchSettings, LayerSettings, WeChatAuthLayer,
     dispatch::{Prefix, SkipRule, SkipRuleError},
     forward::ForwardAuthSettings,
     qr::{Bridge, QrSettings},
@@ -19,10 +19,25 @@ use arc_swap::ArcSwap;
 use crate::{
     access::AccessLists,
     identity::{HeaderSettings, JwtCarrier},
-    jwt::JwtIssuer,
-    session::{CookieCodec, MemoryTicketStore, SessionStore, TicketStore},
-    wechat::{Scope, oauth::WeChatOAuth},
+    jwt::{JwtError, JwtIssuer, JwtSettings},
+    secret::SecretString,
+    session::{
+        CookieCodec, CookieKeyError, CookieSettings, MemoryStore, MemoryTicketStore,
+        SessionSettings, SessionStore, TicketStore,
+    },
+    wechat::{
+        AppSecret, AuthorizerAppId, Scope,
+        client::ClientSettings,
+        error::WeChatError,
+        oauth::{OAuthMode, WeChatOAuth, WeChatSettings},
+        persist::{FileStore, PlatformStore, StoreError},
+        token::TokenSettings,
+    },
 };
+
+/// The state directory of the platform store (the pushed ticket and the component token) when
+/// none is given: the sidecar's `server.state_dir` default too.
+pub const DEFAULT_STATE_DIR: &str = "./state";
 
 /// Why a layer could not be built. Each variant names the setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -68,10 +83,54 @@ pub enum BuildError {
     /// change (named here).
     #[error("{0} cannot change without a restart")]
     NotReloadable(&'static str),
+    /// The cookie key could not be derived from the master secret (shorter than
+    /// [`MIN_MASTER_SECRET_LEN`](crate::session::cookie::MIN_MASTER_SECRET_LEN) bytes).
+    #[error("master_secret: {0} (generate one with `openssl rand -base64 48`)")]
+    MasterSecret(#[source] CookieKeyError),
+    /// The JWT signing key could not be made (from the master secret or the [`JwtSettings`]).
+    #[error("jwt: {0}")]
+    Jwt(#[source] JwtError),
+    /// The WeChat client could not be built from the credentials (HTTP client, EncodingAESKey,
+    /// no official account in static tenant mode).
+    #[error("wechat: {0}")]
+    WeChat(#[source] WeChatError),
+    /// The state directory of the platform store could not be created.
+    #[error("state_dir: {0}")]
+    StateDir(#[source] StoreError),
 }
 
-/// Builds a [`WeChatAuthLayer`]: `WeChatAuthLayer::builder().wechat(..).sessions(..)
-/// .cookie_codec(..).jwt(..).public_url(..).build()`.
+/// Builds a [`WeChatAuthLayer`].
+///
+/// Only three things must be chosen: the WeChat credentials
+/// ([`official_account`](Self::official_account) or
+/// [`credentials`](Self::credentials)), the public URL and the master secret.
+/// Every collaborator not given is made at [`build`](Self::build) the way
+/// the sidecar makes it, from the same `Default` settings its configuration file defaults to:
+/// the WeChat client from [`ClientSettings`] and [`TokenSettings`], its platform store in the
+/// state directory ([`DEFAULT_STATE_DIR`]), an in-memory session store ([`SessionSettings`]),
+/// the cookie codec ([`CookieSettings`]) and the EdDSA JWT key ([`JwtSettings`]) both derived
+/// from the master secret (HKDF-SHA256, one `info` label per key; a secret shorter than
+/// [`MIN_MASTER_SECRET_LEN`](crate::session::cookie::MIN_MASTER_SECRET_LEN) bytes is refused).
+///
+/// The short form, every other setting as the sidecar defaults it:
+///
+/// ```no_run
+/// # fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use wechat_oauth_proxy::{layer::WeChatAuthLayer, secret::SecretString, wechat::AppSecret};
+///
+/// let auth = WeChatAuthLayer::builder()
+///     .official_account("wx0123456789abcdef".into(), AppSecret::new(std::env::var("WX_SECRET")?))
+///     .public_url("https://app.example.com".parse()?)
+///     .master_secret(SecretString::new(std::env::var("WXAUTH_MASTER_SECRET")?))
+///     .build()?;
+/// # let _ = auth;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Each collaborator can also be given whole ([`wechat`](Self::wechat),
+/// [`sessions`](Self::sessions), [`cookie_codec`](Self::cookie_codec), [`jwt`](Self::jwt));
+/// one given whole wins over the settings it would otherwise be made from.
 #[derive(Debug, Default)]
 pub struct WeChatAuthLayerBuilder {
     settings: LayerSettings,
@@ -84,9 +143,116 @@ pub struct WeChatAuthLayerBuilder {
     jwt: Option<JwtIssuer>,
     access: AccessLists,
     tickets: Option<Arc<dyn TicketStore>>,
+    /// What `build` makes the collaborators not given whole from.
+    parts: Parts,
+}
+
+/// The settings the collaborators not given whole are made from (all `Default`: the
+/// sidecar's defaults).
+#[derive(Debug, Default)]
+struct Parts {
+    credentials: Option<OAuthMode>,
+    client: ClientSettings,
+    token: TokenSettings,
+    platform_store: Option<Arc<dyn PlatformStore>>,
+    state_dir: Option<PathBuf>,
+    master_secret: Option<SecretString>,
+    cookie: CookieSettings,
+    session: SessionSettings,
+    jwt: JwtSettings,
 }
 
 impl WeChatAuthLayerBuilder {
+    /// Official-account mode: users log in to the account `appid` with its own `secret`
+    /// (公众号网页授权). The WeChat client is made at [`build`](Self::build) from
+    /// [`wechat_client`](Self::wechat_client) (default: the real WeChat).
+    pub fn official_account(self, appid: AuthorizerAppId, secret: AppSecret) -> Self {
+        self.credentials(OAuthMode::OfficialAccount { appid, secret })
+    }
+
+    /// The WeChat flow and its credentials, component (third-party platform) or official
+    /// account; see [`OAuthMode`]. In component mode, also start the WeChat side's background
+    /// work ([`WeChatAuthLayer::start_wechat_background`]) and route the platform's ticket
+    /// pushes to `{public_url}/_wxauth/events`.
+    pub fn credentials(mut self, mode: OAuthMode) -> Self {
+        self.parts.credentials = Some(mode);
+        self
+    }
+
+    /// Where the WeChat client made from the [credentials](Self::credentials) sends its calls,
+    /// its timeouts and `lang` (default [`ClientSettings::default`]: the real WeChat).
+    pub fn wechat_client(mut self, client: ClientSettings) -> Self {
+        self.parts.client = client;
+        self
+    }
+
+    /// The component token manager's settings (default [`TokenSettings::default`]).
+    pub fn token_settings(mut self, token: TokenSettings) -> Self {
+        self.parts.token = token;
+        self
+    }
+
+    /// The directory where the WeChat client made from the [credentials](Self::credentials)
+    /// keeps the platform state (ticket, component token); created (mode `0700`) at
+    /// [`build`](Self::build). Default [`DEFAULT_STATE_DIR`].
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.parts.state_dir = Some(dir.into());
+        self
+    }
+
+    /// The platform store of the WeChat client made from the [credentials](Self::credentials)
+    /// (default a [`FileStore`] in the [state directory](Self::state_dir)); e.g. the Redis one
+    /// for several instances.
+    pub fn platform_store(mut self, store: Arc<dyn PlatformStore>) -> Self {
+        self.parts.platform_store = Some(store);
+        self
+    }
+
+    /// The master secret (at least [`MIN_MASTER_SECRET_LEN`](crate::session::cookie::MIN_MASTER_SECRET_LEN) bytes) the cookie key and the
+    /// JWT signing key are derived from. Required unless both the
+    /// [cookie codec](Self::cookie_codec) and the [JWT issuer](Self::jwt) are given whole.
+    pub fn master_secret(mut self, secret: SecretString) -> Self {
+        self.parts.master_secret = Some(secret);
+        self
+    }
+
+    /// The session cookie's settings (default [`CookieSettings::default`]: `Secure`,
+    /// `__Host-` prefix).
+    pub fn cookie_settings(mut self, cookie: CookieSettings) -> Self {
+        self.parts.cookie = cookie;
+        self
+    }
+
+    /// Development only (the sidecar's `session.insecure_allow_http`): cookies without
+    /// `Secure`, so that an `http://` public URL works.
+    pub fn insecure_allow_http(mut self, on: bool) -> Self {
+        self.parts.cookie.secure = !on;
+        self
+    }
+
+    /// Lifetimes and capacity of the in-memory session store made when no
+    /// [store](Self::sessions) is given (default [`SessionSettings::default`]).
+    pub fn session_settings(mut self, session: SessionSettings) -> Self {
+        self.parts.session = session;
+        self
+    }
+
+    /// The JWT issuer's settings (default [`JwtSettings::default`]: EdDSA, key derived from
+    /// the master secret).
+    pub fn jwt_settings(mut self, jwt: JwtSettings) -> Self {
+        self.parts.jwt = jwt;
+        self
+    }
+
+    /// How requests are classified, all at once (reserved prefix, skip rules, API prefixes,
+    /// preflights); replaces what [`prefix`](Self::prefix), [`skip`](Self::skip),
+    /// [`api_prefix`](Self::api_prefix) and [`skip_preflight`](Self::skip_preflight) set before.
+    pub fn dispatch(mut self, dispatch: DispatchSettings) -> Self {
+        self.settings.dispatch = dispatch;
+        self.prefix = None;
+        self
+    }
+
     /// Replaces all settings at once (what the configuration loader uses); call it before the
     /// finer-grained setters.
     pub fn settings(mut self, settings: LayerSettings) -> Self {
@@ -96,19 +262,22 @@ impl WeChatAuthLayerBuilder {
         self
     }
 
-    /// The WeChat OAuth client (component or official-account mode). Required.
+    /// The WeChat OAuth client (component or official-account mode), built by hand; otherwise
+    /// it is made from the [credentials](Self::credentials).
     pub fn wechat(mut self, wechat: WeChatOAuth) -> Self {
         self.wechat = Some(wechat);
         self
     }
 
-    /// The session store. Required.
+    /// The session store (default: in memory, [`session_settings`](Self::session_settings)).
     pub fn sessions(mut self, sessions: Arc<dyn SessionStore>) -> Self {
         self.sessions = Some(sessions);
         self
     }
 
-    /// The cookie codec (names, attributes, encryption key). Required.
+    /// The cookie codec (names, attributes, encryption key), built by hand; otherwise it is
+    /// made from the [master secret](Self::master_secret) and the
+    /// [cookie settings](Self::cookie_settings).
     ///
     /// Its `Secure` setting is the development switch: an `http://` public URL is accepted only
     /// with non-Secure cookies (`CookieSettings::secure = false`).
@@ -122,7 +291,8 @@ impl WeChatAuthLayerBuilder {
         self.cookie_codec(cookies)
     }
 
-    /// The JWT issuer. Required.
+    /// The JWT issuer, built by hand; otherwise it is made from the
+    /// [master secret](Self::master_secret) and the [JWT settings](Self::jwt_settings).
     pub fn jwt(mut self, jwt: JwtIssuer) -> Self {
         self.jwt = Some(jwt);
         self
@@ -256,10 +426,48 @@ impl WeChatAuthLayerBuilder {
     /// [`BuildError`] naming the first missing collaborator or invalid setting.
     pub fn build(self) -> Result<WeChatAuthLayer, BuildError> {
         let mut settings = self.settings;
-        let wechat = self.wechat.ok_or(BuildError::Missing("wechat"))?;
-        let sessions = self.sessions.ok_or(BuildError::Missing("sessions"))?;
-        let cookies = self.cookies.ok_or(BuildError::Missing("cookie_codec"))?;
-        let jwt = self.jwt.ok_or(BuildError::Missing("jwt"))?;
+        let parts = self.parts;
+        let master = || {
+            parts
+                .master_secret
+                .as_ref()
+                .ok_or(BuildError::Missing("master_secret"))
+        };
+        let cookies = match self.cookies {
+            Some(cookies) => cookies,
+            None => CookieCodec::new(master()?, parts.cookie.clone())
+                .map_err(BuildError::MasterSecret)?,
+        };
+        let jwt = match self.jwt {
+            Some(jwt) => jwt,
+            None => JwtIssuer::new(parts.jwt.clone(), master()?).map_err(BuildError::Jwt)?,
+        };
+        let sessions = self
+            .sessions
+            .unwrap_or_else(|| Arc::new(MemoryStore::new(parts.session.clone())));
+        let wechat = match (self.wechat, parts.credentials) {
+            (Some(wechat), _) => wechat,
+            (None, Some(mode)) => {
+                let store = match parts.platform_store {
+                    Some(store) => store,
+                    None => Arc::new(
+                        FileStore::new(
+                            parts
+                                .state_dir
+                                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+                        )
+                        .map_err(BuildError::StateDir)?,
+                    ),
+                };
+                let settings = WeChatSettings {
+                    mode,
+                    client: parts.client,
+                    token: parts.token,
+                };
+                WeChatOAuth::new(settings, store).map_err(BuildError::WeChat)?
+            }
+            (None, None) => return Err(BuildError::Missing("wechat credentials")),
+        };
         let secure = secure_cookies(&cookies);
         if !self.public_url_set {
             // The placeholder (`http://127.0.0.1/`) can only pass with non-Secure cookies, i.e.
@@ -294,6 +502,16 @@ impl WeChatAuthLayerBuilder {
             Arc::new(ArcSwap::from_pointee(self.access)),
             qr,
         )?))
+    }
+}
+
+impl WeChatAuthLayer {
+    /// Starts the WeChat side's background work — in component mode the token refresher, the
+    /// tenant sync and the reconciliation with WeChat ([`WeChatOAuth::start_background`]), what
+    /// the sidecar starts at start-up; `None` in official-account mode, which has nothing to
+    /// refresh. Call it once, inside a Tokio runtime; abort the handle to stop it.
+    pub fn start_wechat_background(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.live.load().wechat.start_background()
     }
 }
 
@@ -403,6 +621,89 @@ fn origin_of(url: &Url, http_allowed: bool) -> Result<String, BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wechat::persist::MemoryPlatformStore;
+
+    const MASTER: &str = "builder tests: a master secret of at least 32 bytes";
+
+    /// The short form without the master secret, its platform store in memory.
+    fn short_form() -> WeChatAuthLayerBuilder {
+        WeChatAuthLayer::builder()
+            .official_account("wx0123456789abcdef".into(), AppSecret::new("oa-secret"))
+            .public_url("https://app.example.com".parse().expect("url"))
+            .platform_store(Arc::new(MemoryPlatformStore::new()))
+    }
+
+    #[test]
+    fn the_short_form_builds_with_the_default_settings() {
+        let layer = short_form()
+            .master_secret(SecretString::new(MASTER))
+            .build()
+            .expect("layer");
+        assert_eq!(
+            layer.callback_url(),
+            "https://app.example.com/_wxauth/callback"
+        );
+        assert_eq!(layer.settings().flow_ttl, LayerSettings::default().flow_ttl);
+    }
+
+    #[test]
+    fn a_short_master_secret_is_an_error_not_a_panic() {
+        let err = short_form()
+            .master_secret(SecretString::new("31 bytes, one short of enough!"))
+            .build()
+            .expect_err("refused");
+        assert!(matches!(err, BuildError::MasterSecret(_)), "{err:?}");
+        assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+    }
+
+    #[test]
+    fn the_master_secret_is_required_unless_both_keys_are_given() {
+        let err = short_form().build().expect_err("refused");
+        assert!(
+            matches!(err, BuildError::Missing("master_secret")),
+            "{err:?}"
+        );
+        let master = SecretString::new(MASTER);
+        let cookies = CookieCodec::new(&master, CookieSettings::default()).expect("codec");
+        let jwt = JwtIssuer::new(JwtSettings::default(), &master).expect("jwt");
+        short_form()
+            .cookie_codec(cookies)
+            .jwt(jwt)
+            .build()
+            .expect("no master secret needed");
+    }
+
+    #[test]
+    fn credentials_or_a_client_are_required() {
+        let err = WeChatAuthLayer::builder()
+            .public_url("https://app.example.com".parse().expect("url"))
+            .master_secret(SecretString::new(MASTER))
+            .build()
+            .expect_err("refused");
+        assert!(
+            matches!(err, BuildError::Missing("wechat credentials")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn the_platform_store_lives_in_the_state_dir() {
+        let dir = std::env::temp_dir().join(format!(
+            "wop-builder-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        WeChatAuthLayer::builder()
+            .official_account("wx0123456789abcdef".into(), AppSecret::new("oa-secret"))
+            .public_url("https://app.example.com".parse().expect("url"))
+            .master_secret(SecretString::new(MASTER))
+            .state_dir(&dir)
+            .build()
+            .expect("layer");
+        let created = dir.is_dir();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(created, "{} was not created", dir.display());
+    }
 
     #[test]
     fn public_url_must_be_an_origin() {

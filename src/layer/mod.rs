@@ -34,7 +34,8 @@
 //! | file | what it holds |
 //! |---|---|
 //! | `mod.rs` | [`WeChatAuthLayer`], [`WeChatAuth<S>`] (the tower `Layer` and `Service`), [`LayerSettings`] |
-//! | `builder.rs` | [`WeChatAuthLayerBuilder`], [`BuildError`]: validation, precomputed URLs |
+//! | `builder.rs` | [`WeChatAuthLayerBuilder`], [`BuildError`]: the short form's defaults, validation, precomputed URLs |
+//! | `extract.rs` | feature `axum`: `Identity` and `Option<Identity>` as handler arguments, `IdentityRejection` |
 //! | `pipeline.rs` | the steps above for one request; the "no session" answer |
 //! | `forward/` | forward auth: the original request a front proxy asks about, read once from its metadata ([`ForwardAuthSettings`], [`ForwardError`]) |
 //! | `dispatch/` | the pure decision: `path.rs` (normalization, [`SkipRule`]), `prefix.rs` ([`Prefix`]), `negotiate.rs` (browser or API client), `mod.rs` ([`Route`], [`dispatch()`](dispatch::dispatch)) |
@@ -91,6 +92,8 @@ pub mod tenant;
 mod body;
 mod builder;
 mod error;
+#[cfg(feature = "axum")]
+mod extract;
 mod forward;
 mod pipeline;
 mod qr;
@@ -114,12 +117,14 @@ use tower::{BoxError, Layer, Service};
 use url::Url;
 
 pub use self::body::{OwnResponse, ResponseBody};
-pub use self::builder::{BuildError, WeChatAuthLayerBuilder};
+pub use self::builder::{BuildError, DEFAULT_STATE_DIR, WeChatAuthLayerBuilder};
 pub use self::dispatch::{
     ClientKind, Decision, DispatchSettings, ForwardAuthKind, NormalizedPath, PathError, Prefix,
     PrefixError, QrRoute, Route, SkipRule, SkipRuleError,
 };
 pub use self::error::AuthError;
+#[cfg(feature = "axum")]
+pub use self::extract::IdentityRejection;
 pub use self::forward::{ForwardAuthSettings, ForwardError};
 pub use self::qr::{
     DevPhone as QrDevPhone, MAX_ABSOLUTE_TTL as QR_MAX_ABSOLUTE_TTL,
@@ -195,6 +200,10 @@ impl Default for LayerSettings {
 fn placeholder_public_url() -> Url {
     Url::parse("http://127.0.0.1/").expect("literal URL")
 }
+
+/// How many header fields the layer may add to a request on its way to the inner service: the
+/// request id, the JWT and the plain identity headers (see [`WeChatAuth::call`]).
+const ADDED_FIELDS: usize = 8;
 
 /// The tower [`Layer`] that puts WeChat login in front of a service. Holds its whole
 /// configuration in one `Arc`, so cloning it (and every service it makes) is one refcount;
@@ -356,6 +365,11 @@ where
         // The settings in force now, for the whole request: a reload meanwhile changes the
         // requests that follow, never this one.
         let state = self.live.load();
+        // Room for the fields the layer adds (request id, JWT, plain identity headers) at once:
+        // one rehash of the header table instead of one per field that crosses its capacity
+        // (a parsed request's table is sized to what the client sent). Only capacity: too
+        // many fields (over `http`'s limit) simply do not reserve.
+        request.headers_mut().try_reserve(ADDED_FIELDS).ok();
         // The request id, once, before anything else: span, response header, error pages.
         let tagged = request_id::tag(&mut request, &state.settings.trusted_proxies);
         Box::pin(async move {

@@ -21,6 +21,10 @@ use super::{
 use crate::{metrics::Outcome, negotiate::Answer, session::ReturnPath};
 
 /// The whole pipeline for one request (see the module docs of `layer`).
+///
+/// The futures of the paths that are not a session hit (reserved routes, the login start, the
+/// session-named tenant) are boxed where they are awaited: inline they made this future (and
+/// every move of it, per request) several kilobytes large, for the few requests that take them.
 pub(super) async fn handle<S, ReqBody, ResBody>(
     state: Arc<AuthState>,
     request: Request<ReqBody>,
@@ -105,7 +109,7 @@ where
         (Classified::Reserved(route), _) if platform_wide(route) => {
             *outcome = Outcome::Reserved;
             return Ok(wrap_own(
-                routes::serve(&state, route, None, parts, body).await,
+                Box::pin(routes::serve(&state, route, None, parts, body)).await,
             ));
         }
         (_, Ok(tenant)) => Some(tenant),
@@ -127,7 +131,7 @@ where
         }
         // Query selection: elsewhere on the platform's host, the session names its account.
         (_, Err(TenantRejection::Unknown)) if state.resolver.allows_query() => {
-            match session_tenant(&state, &parts).await {
+            match Box::pin(session_tenant(&state, &parts)).await {
                 Ok(Some(tenant)) => Some(tenant),
                 Ok(None) => return Ok(wrap_own(refuse(&parts, TenantRejection::Unknown))),
                 Err(e) => {
@@ -143,15 +147,23 @@ where
         (Classified::Reserved(route), tenant) => {
             *outcome = Outcome::Reserved;
             Ok(wrap_own(
-                routes::serve(&state, route, tenant.as_ref(), parts, body).await,
+                Box::pin(routes::serve(&state, route, tenant.as_ref(), parts, body)).await,
             ))
         }
-        (Classified::Skip, Some(_)) => {
+        (Classified::Skip, Some(tenant)) => {
             // Skipped for its method: no header may turn it into another one.
             if strip_method_overrides(&mut parts.headers) > 0 {
                 tracing::debug!("removed method-override headers from a skipped request");
             }
+            // What an axum `Identity` argument needs to find the session (the cookies are
+            // taken out of the request below) or answer like the layer would.
+            #[cfg(feature = "axum")]
+            let skipped = super::extract::Skipped::new(&state, tenant, &parts.headers);
+            #[cfg(not(feature = "axum"))]
+            let _ = tenant;
             state.cookies.strip_own_cookies(&mut parts.headers);
+            #[cfg(feature = "axum")]
+            parts.extensions.insert(skipped);
             *outcome = Outcome::Skipped;
             call_inner(inner, Request::from_parts(parts, body)).await
         }
@@ -194,7 +206,9 @@ where
                         ClientKind::Browser => Outcome::LoginRedirect,
                         ClientKind::Api => Outcome::Unauthenticated,
                     };
-                    Ok(wrap_own(no_session(&state, client, &parts, &tenant).await))
+                    Ok(wrap_own(
+                        Box::pin(no_session(&state, client, &parts, &tenant)).await,
+                    ))
                 }
                 // Fail closed: a store we cannot read never means "allow".
                 Err(e) => Ok(wrap_own(e.render(client().answer(), None))),
@@ -247,7 +261,7 @@ fn refuse(parts: &Parts, rejection: TenantRejection) -> OwnResponse {
 
 /// The answer to a protected request without a session: into the login flow for a browser
 /// navigation, 401 JSON otherwise.
-async fn no_session(
+pub(super) async fn no_session(
     state: &AuthState,
     client: ClientKind,
     parts: &Parts,

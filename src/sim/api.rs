@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     secret::constant_time_eq,
-    wechat::{AppSecret, Scope},
+    wechat::{AppSecret, Scope, website::SCOPE_LOGIN},
 };
 
 /// Largest accepted JSON body for `api_component_token` (the real one is ~200 bytes).
@@ -35,7 +35,17 @@ const PLAIN: &str = "text/plain";
 fn content_type(mode: AuthMode) -> &'static str {
     match mode {
         AuthMode::Component => JSON,
-        AuthMode::OfficialAccount => PLAIN,
+        AuthMode::OfficialAccount | AuthMode::Website => PLAIN,
+    }
+}
+
+/// The mode of a request to the direct (non-component) endpoints, which official accounts and
+/// website apps share: [`AuthMode::Website`] when `appid` is one of the website apps.
+fn direct_mode(inner: &Inner, p: &HashMap<String, String>) -> AuthMode {
+    if inner.website_app(param(p, "appid")).is_some() {
+        AuthMode::Website
+    } else {
+        AuthMode::OfficialAccount
     }
 }
 
@@ -227,17 +237,18 @@ fn token_reply(
     expires_in: u64,
     refresh_token: &str,
     user: &SimUser,
-    scope: Scope,
+    (mode, scope): (AuthMode, Scope),
 ) -> Value {
     let mut reply = json!({
         "access_token": access_token,
         "expires_in": expires_in,
         "refresh_token": refresh_token,
         "openid": user.openid,
-        "scope": scope.as_str(),
+        "scope": if mode == AuthMode::Website { SCOPE_LOGIN } else { scope.as_str() },
     });
     if let Some(unionid) = &user.unionid {
-        // Only with snsapi_userinfo (docs/wechat-protocol.md §9.1, §11.1).
+        // Only with snsapi_userinfo (docs/wechat-protocol.md §9.1, §11.1); a website login
+        // (snsapi_login) includes the profile.
         if scope == Scope::UserInfo {
             reply["unionid"] = json!(unionid);
         }
@@ -273,22 +284,33 @@ fn check_client(
                 return Err(40013);
             }
         }
+        AuthMode::Website => {
+            if inner.website_app(appid).is_none() {
+                return Err(40013);
+            }
+        }
     }
     Ok(())
 }
 
 /// `GET /sns/oauth2/component/access_token` and `GET /sns/oauth2/access_token`.
 pub(crate) async fn code_exchange(inner: &Inner, mode: AuthMode, query: &str) -> Resp {
+    let p = params(query);
+    let mode = match mode {
+        AuthMode::Component => AuthMode::Component,
+        _ => direct_mode(inner, &p),
+    };
     let endpoint = match mode {
         AuthMode::Component => Endpoint::ComponentCodeExchange,
         AuthMode::OfficialAccount => Endpoint::OaCodeExchange,
+        AuthMode::Website => Endpoint::WebsiteCodeExchange,
     };
     let ct = content_type(mode);
     let injected = inner.state().begin_call(endpoint);
     if let Some(f) = injected {
         return failure(f, ct).await;
     }
-    match exchange(inner, mode, &params(query)) {
+    match exchange(inner, mode, &p) {
         Ok(reply) => ok(&reply, ct),
         Err(code) => error(code, ct),
     }
@@ -303,14 +325,17 @@ fn exchange(inner: &Inner, mode: AuthMode, p: &HashMap<String, String>) -> Resul
     if param(p, "grant_type") != "authorization_code" {
         return Err(40002);
     }
-    if mode == AuthMode::OfficialAccount {
+    if mode != AuthMode::Component {
         let secret = param(p, "secret");
         if secret.is_empty() {
             return Err(41004);
         }
-        if appid == config.authorizer_appid.as_str()
-            && AppSecret::new(secret) != config.official_account_secret
-        {
+        let expected = match inner.website_app(appid) {
+            Some(app) => Some(&app.secret),
+            None => (appid == config.authorizer_appid.as_str())
+                .then_some(&config.official_account_secret),
+        };
+        if expected.is_some_and(|expected| AppSecret::new(secret) != *expected) {
             return Err(40125);
         }
     }
@@ -361,22 +386,28 @@ fn exchange(inner: &Inner, mode: AuthMode, p: &HashMap<String, String>) -> Resul
         ttl.as_secs(),
         &refresh_token,
         &user,
-        scope,
+        (mode, scope),
     ))
 }
 
 /// `GET /sns/oauth2/component/refresh_token` and `GET /sns/oauth2/refresh_token`.
 pub(crate) async fn refresh(inner: &Inner, mode: AuthMode, query: &str) -> Resp {
+    let p = params(query);
+    let mode = match mode {
+        AuthMode::Component => AuthMode::Component,
+        _ => direct_mode(inner, &p),
+    };
     let endpoint = match mode {
         AuthMode::Component => Endpoint::ComponentRefresh,
         AuthMode::OfficialAccount => Endpoint::OaRefresh,
+        AuthMode::Website => Endpoint::WebsiteRefresh,
     };
     let ct = content_type(mode);
     let injected = inner.state().begin_call(endpoint);
     if let Some(f) = injected {
         return failure(f, ct).await;
     }
-    match do_refresh(inner, mode, &params(query)) {
+    match do_refresh(inner, mode, &p) {
         Ok(reply) => ok(&reply, ct),
         Err(code) => error(code, ct),
     }
@@ -434,7 +465,7 @@ fn do_refresh(inner: &Inner, mode: AuthMode, p: &HashMap<String, String>) -> Res
         ttl.as_secs(),
         refresh_token,
         &entry.user,
-        entry.scope,
+        (mode, entry.scope),
     ))
 }
 

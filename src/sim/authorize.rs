@@ -5,10 +5,15 @@
 //! with WeChat's 100xx code and never reach the callback, exactly like WeChat; the code is also
 //! in the `x-sim-error` response header for tests. In interactive (dev) mode the page lists the
 //! test users; otherwise it redirects at once with the programmed next user.
+//!
+//! Like WeChat, the page only works in WeChat's own browser
+//! ([`SimConfig::require_wechat_browser`](super::SimConfig::require_wechat_browser)): any other
+//! browser gets the dead end "请在微信客户端打开链接" (`x-sim-error: browser`), unless
+//! [`phone`](super::phone) marked it as acting as the phone.
 
 use std::time::Instant;
 
-use http::{HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use url::Url;
 
 use super::{
@@ -36,13 +41,14 @@ const MAX_STATE: usize = 128;
 
 /// Why the authorize page refuses: WeChat's code (or a sim tag) and an explanation.
 #[derive(Debug)]
-struct PageError {
+pub(crate) struct PageError {
     code: String,
     detail: String,
 }
 
 impl PageError {
-    fn new(code: impl Into<String>, detail: impl Into<String>) -> PageError {
+    /// A refusal with WeChat's code (or a sim tag) and an explanation.
+    pub(crate) fn new(code: impl Into<String>, detail: impl Into<String>) -> PageError {
         PageError {
             code: code.into(),
             detail: detail.into(),
@@ -50,27 +56,28 @@ impl PageError {
     }
 }
 
-/// A validated authorize request.
+/// A validated authorize (or QR login) request.
 #[derive(Debug)]
-struct Request {
-    mode: AuthMode,
-    appid: String,
-    redirect_uri: Url,
-    scope: Scope,
-    state: String,
+pub(crate) struct Request {
+    pub(crate) mode: AuthMode,
+    pub(crate) appid: String,
+    pub(crate) redirect_uri: Url,
+    pub(crate) scope: Scope,
+    pub(crate) state: String,
 }
 
 /// `GET /connect/oauth2/authorize`.
-pub(crate) async fn authorize(inner: &Inner, method: &Method, query: &str) -> Resp {
-    let injected = inner.state().begin_call(Endpoint::Authorize);
-    if let Some(f) = injected {
-        return failure_page(f).await;
+pub(crate) async fn authorize(
+    inner: &Inner,
+    method: &Method,
+    headers: &HeaderMap,
+    query: &str,
+) -> Resp {
+    if let Some(refused) = open_page(inner, Endpoint::Authorize, method).await {
+        return refused;
     }
-    if method != Method::GET && method != Method::HEAD {
-        return error_page(&PageError::new(
-            "method",
-            "请用 GET 打开此链接 / open this link with GET",
-        ));
+    if inner.config.require_wechat_browser && !super::phone::is_wechat_browser(headers) {
+        return super::phone::not_in_wechat(inner, query);
     }
     let request = match validate(inner, query) {
         Ok(request) => request,
@@ -79,6 +86,12 @@ pub(crate) async fn authorize(inner: &Inner, method: &Method, query: &str) -> Re
     if inner.config.interactive {
         return choice_page(inner, request);
     }
+    redirect_now(inner, &request)
+}
+
+/// Non-interactive mode: the redirect back at once, with a code for the programmed next user
+/// (or `users[0]`), or without one when a refusal is programmed.
+pub(crate) fn redirect_now(inner: &Inner, request: &Request) -> Resp {
     let (user, refuse) = {
         let mut state = inner.state();
         let user = state.next_user.take();
@@ -101,6 +114,46 @@ pub(crate) async fn authorize(inner: &Inner, method: &Method, query: &str) -> Re
         &request.state,
     );
     redirect(location.as_str())
+}
+
+/// Keeps `request` for the interactive page's buttons ([`CHOOSE_PATH`]); returns its id.
+pub(crate) fn remember(inner: &Inner, request: Request) -> String {
+    let id = random_token(16);
+    let expires_at = Instant::now()
+        + inner
+            .config
+            .code_ttl
+            .max(std::time::Duration::from_secs(300));
+    let mut state = inner.state();
+    state.prune();
+    state.pending.insert(
+        id.clone(),
+        PendingAuthorize {
+            mode: request.mode,
+            appid: request.appid,
+            redirect_uri: request.redirect_uri,
+            scope: request.scope,
+            state: request.state,
+            expires_at,
+        },
+    );
+    id
+}
+
+/// The start of every page WeChat serves on `open.weixin.qq.com`: counts the call, answers an
+/// injected failure, requires `GET` (or `HEAD`). `Some` is the reply to send.
+pub(crate) async fn open_page(inner: &Inner, endpoint: Endpoint, method: &Method) -> Option<Resp> {
+    let injected = inner.state().begin_call(endpoint);
+    if let Some(f) = injected {
+        return Some(failure_page(f).await);
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return Some(error_page(&PageError::new(
+            "method",
+            "请用 GET 打开此链接 / open this link with GET",
+        )));
+    }
+    None
 }
 
 /// Validates the query of an authorize request, in WeChat's order of checks.
@@ -179,30 +232,7 @@ fn validate(inner: &Inner, query: &str) -> Result<Request, PageError> {
             AuthMode::OfficialAccount
         }
     };
-    let redirect_uri = match Url::parse(redirect_uri) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => url,
-        _ => {
-            return Err(PageError::new(
-                "10003",
-                "redirect_uri 不是有效的 http(s) 地址 / redirect_uri is not an absolute http(s) URL",
-            ));
-        }
-    };
-    let host = redirect_uri.host_str().unwrap_or("");
-    if !config
-        .redirect_hosts
-        .iter()
-        .any(|allowed| allowed.eq_ignore_ascii_case(host))
-    {
-        return Err(PageError::new(
-            "10003",
-            format!(
-                "redirect_uri 域名与后台配置不一致 / the redirect_uri host {host:?} is not one \
-                 of the configured domains {:?}",
-                config.redirect_hosts
-            ),
-        ));
-    }
+    let redirect_uri = redirect_target(inner, redirect_uri, "10003")?;
     let mut granted = Scope::Base;
     for requested in scope.split(',') {
         match requested {
@@ -235,6 +265,48 @@ fn validate(inner: &Inner, query: &str) -> Result<Request, PageError> {
     })
 }
 
+/// `raw` as a `redirect_uri`: an absolute http(s) URL on one of
+/// [`SimConfig::redirect_hosts`](super::SimConfig::redirect_hosts) (the port is ignored), else
+/// a refusal with `code`.
+pub(crate) fn redirect_target(inner: &Inner, raw: &str, code: &str) -> Result<Url, PageError> {
+    let Some(target) = http_url(raw) else {
+        return Err(PageError::new(
+            code,
+            "redirect_uri 不是有效的 http(s) 地址 / redirect_uri is not an absolute http(s) URL",
+        ));
+    };
+    if on_redirect_host(inner, &target) {
+        Ok(target)
+    } else {
+        Err(PageError::new(
+            code,
+            format!(
+                "redirect_uri 域名与后台配置不一致 / the redirect_uri host {:?} is not one \
+                 of the configured domains {:?}",
+                target.host_str().unwrap_or(""),
+                inner.config.redirect_hosts
+            ),
+        ))
+    }
+}
+
+/// `raw` parsed as an absolute http(s) URL.
+pub(crate) fn http_url(raw: &str) -> Option<Url> {
+    Url::parse(raw)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https"))
+}
+
+/// Whether `url`'s host is one of the configured redirect hosts.
+pub(crate) fn on_redirect_host(inner: &Inner, url: &Url) -> bool {
+    let host = url.host_str().unwrap_or("");
+    inner
+        .config
+        .redirect_hosts
+        .iter()
+        .any(|allowed| allowed.eq_ignore_ascii_case(host))
+}
+
 fn component_appid_as_appid() -> PageError {
     PageError::new(
         "10016",
@@ -253,8 +325,11 @@ fn consent_location(
     scope: Scope,
     state: &str,
 ) -> Url {
-    // Every official account sees the user under its own openid.
-    let user = user.for_account(appid, inner.config.authorizer_appid.as_str());
+    // Every official account and website app sees the user under its own openid.
+    let user = match inner.website_app(appid) {
+        Some(app) if mode == AuthMode::Website => user.for_website(app),
+        _ => user.for_account(appid, inner.config.authorizer_appid.as_str()),
+    };
     let code = inner.state().issue_code(CodeEntry {
         mode,
         appid: appid.to_owned(),
@@ -275,7 +350,7 @@ fn consent_location(
 }
 
 /// `redirect_uri?state=…` for a user who refused.
-fn refusal_location(redirect_uri: &Url, state: &str) -> Url {
+pub(crate) fn refusal_location(redirect_uri: &Url, state: &str) -> Url {
     let mut location = redirect_uri.clone();
     location.query_pairs_mut().append_pair("state", state);
     location
@@ -335,7 +410,8 @@ color:#576b95;text-decoration:none;margin-top:16px}\
 code{font-size:13px}\
 </style>";
 
-fn page(title: &str, body: &str) -> String {
+/// A page of the simulated WeChat: the "simulated" banner, WeChat's grey look, `body` inside.
+pub(crate) fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
@@ -348,35 +424,15 @@ fn page(title: &str, body: &str) -> String {
 
 /// The interactive consent page: one link per test user plus "refuse".
 fn choice_page(inner: &Inner, request: Request) -> Resp {
-    let id = random_token(16);
-    let expires_at = Instant::now()
-        + inner
-            .config
-            .code_ttl
-            .max(std::time::Duration::from_secs(300));
     let host = request.redirect_uri.host_str().unwrap_or("").to_owned();
-    let (scope, mode) = (request.scope, request.mode);
-    {
-        let mut state = inner.state();
-        state.prune();
-        state.pending.insert(
-            id.clone(),
-            PendingAuthorize {
-                mode: request.mode,
-                appid: request.appid.clone(),
-                redirect_uri: request.redirect_uri,
-                scope: request.scope,
-                state: request.state,
-                expires_at,
-            },
-        );
-    }
+    let (scope, mode, appid) = (request.scope, request.mode, request.appid.clone());
+    let id = remember(inner, request);
     let mut body = String::new();
     body.push_str("<div class=\"card\"><h2>网页授权 / Web authorization</h2>");
     body.push_str(&format!(
         "<p>公众号 <code>{}</code> 申请获得以下权限 / requests:</p><p><b>{}</b></p>\
          <p class=\"muted\">{} · redirect host <code>{}</code></p></div>",
-        escape(&request.appid),
+        escape(&appid),
         match scope {
             Scope::Base => "获取你的 openid（静默授权）/ your openid only (silent)",
             Scope::UserInfo => "获得你的公开信息（昵称、头像）/ your nickname and avatar",
@@ -384,13 +440,37 @@ fn choice_page(inner: &Inner, request: Request) -> Resp {
         match mode {
             AuthMode::Component => "代公众号发起网页授权 (third-party platform)",
             AuthMode::OfficialAccount => "公众号网页授权 (official account direct)",
+            AuthMode::Website => "网站应用微信登录 (website app)",
         },
         escape(&host),
     ));
     body.push_str("<p>选择一个测试用户 / pick a test user:</p>");
     let primary = inner.config.authorizer_appid.as_str();
+    body.push_str(&user_links(
+        inner,
+        &id,
+        |user| user.for_account(&appid, primary),
+        "",
+        "拒绝 / Refuse",
+    ));
+    html(
+        StatusCode::OK,
+        page("模拟微信 · 网页授权 / Simulated WeChat", &body),
+    )
+}
+
+/// The interactive pages' buttons: one link per test user (as `seen` shows them, after
+/// `action`) to [`CHOOSE_PATH`] for pending request `id`, then the refusal link (`refuse`).
+pub(crate) fn user_links(
+    inner: &Inner,
+    id: &str,
+    seen: impl Fn(&SimUser) -> SimUser,
+    action: &str,
+    refuse: &str,
+) -> String {
+    let mut links = String::new();
     for (index, user) in inner.config.users.iter().enumerate() {
-        let user = &user.for_account(&request.appid, primary);
+        let user = &seen(user);
         let link = format!("{CHOOSE_PATH}?req={id}&user={index}");
         let avatar = if is_safe_image_url(&user.headimgurl) {
             format!("<img src=\"{}\" alt=\"\">", escape(&user.headimgurl))
@@ -402,10 +482,11 @@ fn choice_page(inner: &Inner, request: Request) -> Resp {
         } else {
             ""
         };
-        body.push_str(&format!(
-            "<a class=\"user\" href=\"{}\">{avatar}<span><b>{}</b>{tag}<br>\
+        links.push_str(&format!(
+            "<a class=\"user\" href=\"{}\">{avatar}<span><b>{}{}</b>{tag}<br>\
              <span class=\"muted\">openid {}{}</span></span></a>",
             escape(&link),
+            escape(action),
             escape(&user.nickname),
             escape(&user.openid),
             match &user.unionid {
@@ -414,18 +495,16 @@ fn choice_page(inner: &Inner, request: Request) -> Resp {
             },
         ));
     }
-    body.push_str(&format!(
-        "<a class=\"refuse\" href=\"{}\">拒绝 / Refuse</a>",
-        escape(&format!("{CHOOSE_PATH}?req={id}&refuse=1"))
+    links.push_str(&format!(
+        "<a class=\"refuse\" href=\"{}\">{}</a>",
+        escape(&format!("{CHOOSE_PATH}?req={id}&refuse=1")),
+        escape(refuse),
     ));
-    html(
-        StatusCode::OK,
-        page("模拟微信 · 网页授权 / Simulated WeChat", &body),
-    )
+    links
 }
 
 /// WeChat's error page: the code, an explanation, never a redirect.
-fn error_page(error: &PageError) -> Resp {
+pub(crate) fn error_page(error: &PageError) -> Resp {
     let body = format!(
         "<div class=\"card\"><h2>Oops! Something went wrong :(</h2>\
          <p>错误码 / error code: <b>{code}</b></p><p>{detail}</p></div>",
@@ -443,7 +522,7 @@ fn error_page(error: &PageError) -> Resp {
 }
 
 /// The reply for an injected failure on the authorize page.
-async fn failure_page(failure: Failure) -> Resp {
+pub(crate) async fn failure_page(failure: Failure) -> Resp {
     match failure {
         Failure::Hang => {
             tokio::time::sleep(HANG).await;

@@ -7,9 +7,11 @@
 //! so that the dev mode works in a browser within a minute and every integration test runs
 //! against real sockets.
 //!
-//! - [`wechat`]: [`SimWeChat`], the HTTP server with the authorize page, the component token,
-//!   code exchange, refresh and `sns/userinfo` endpoints, failure injection and call counters
-//!   (also over HTTP under `/_sim/admin/`, for scripts such as `bench/soak.sh`).
+//! - [`wechat`]: [`SimWeChat`], the HTTP server with the authorize page (WeChat's browser only,
+//!   like WeChat; `/_sim/phone` lets a desktop tab act as the phone in the demo), the website
+//!   apps' QR login page (`connect/qrconnect`), the component token, code exchange, refresh and
+//!   `sns/userinfo` endpoints, failure injection and call counters (also over HTTP under
+//!   `/_sim/admin/`, for scripts such as `bench/soak.sh`).
 //! - [`pusher`]: encrypted, signed `component_verify_ticket` and authorization-change
 //!   (`authorized`, `updateauthorized`, `unauthorized`) pushes to the proxy's events URL.
 //! - [`upstream`]: [`DemoUpstream`](upstream::DemoUpstream), a page that shows what the proxy
@@ -27,10 +29,13 @@ mod api;
 mod authorize;
 mod grants;
 mod http;
+mod phone;
+mod qrconnect;
 mod state;
 
 pub use state::{
     AuthMode, DEFAULT_FUNC_IDS, Endpoint, Failure, PusherConfig, SimAuthorizer, SimConfig, SimUser,
+    SimWebsiteApp,
 };
 pub use wechat::SimWeChat;
 

@@ -17,7 +17,7 @@ use crate::{
     secret::SecretString,
     wechat::{
         AppSecret, AuthorizerAppId, ComponentAppId, Scope, VerifyTicket, oauth::OAuthMode,
-        tenants::TenantSettings,
+        tenants::TenantSettings, website::WebsiteAppId,
     },
 };
 
@@ -71,6 +71,15 @@ pub struct SimConfig {
     pub users: Vec<SimUser>,
     /// When set, [`SimWeChat::start`](super::SimWeChat::start) starts pushing tickets to this events URL.
     pub pusher: Option<PusherConfig>,
+    /// `true` (default): the authorize page refuses a browser that is not WeChat's, as WeChat
+    /// does — a request whose `User-Agent` lacks `MicroMessenger` gets the dead-end page
+    /// "请在微信客户端打开链接" (unless the browser was marked as a phone by `/_sim/phone`).
+    /// `false`: any browser may log in (for tests written before the check).
+    pub require_wechat_browser: bool,
+    /// The Open Platform website apps (网站应用) whose QR login (`connect/qrconnect`) the
+    /// simulator serves. By default one app, bound to the same Open Platform account as the
+    /// official accounts ([`SimWebsiteApp::default_app`]).
+    pub website_apps: Vec<SimWebsiteApp>,
 }
 
 impl Default for SimConfig {
@@ -91,6 +100,8 @@ impl Default for SimConfig {
             interactive: false,
             users: SimUser::defaults(),
             pusher: None,
+            require_wechat_browser: true,
+            website_apps: vec![SimWebsiteApp::default_app()],
         }
     }
 }
@@ -204,6 +215,57 @@ impl SimAuthorizer {
     }
 }
 
+/// An Open Platform website app (网站应用) of the simulated WeChat: QR login on
+/// `connect/qrconnect` (scope `snsapi_login`), code exchange with its own secret on
+/// `sns/oauth2/access_token`, then `sns/userinfo`.
+///
+/// Every test user has an openid of its own under each website app. The unionid is the one the
+/// official accounts see when the app is bound to the same Open Platform account
+/// ([`same_open_account`](Self::same_open_account)); otherwise it is another one, the unionid
+/// under the app's own Open Platform account (docs/wechat-protocol.md §11.4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimWebsiteApp {
+    /// Its appid.
+    pub appid: WebsiteAppId,
+    /// Its secret (AppSecret), checked by the code exchange (`40125` when wrong).
+    pub secret: AppSecret,
+    /// Its name, shown on the QR page.
+    pub name: String,
+    /// Whether it is bound to the same Open Platform account as the official accounts (then
+    /// the unionids are equal).
+    pub same_open_account: bool,
+}
+
+impl SimWebsiteApp {
+    /// A website app bound to the official accounts' Open Platform account.
+    pub fn new(appid: WebsiteAppId, secret: AppSecret, name: impl Into<String>) -> Self {
+        SimWebsiteApp {
+            appid,
+            secret,
+            name: name.into(),
+            same_open_account: true,
+        }
+    }
+
+    /// The default website app: `wx5e1b2c3d4e5f6071`, secret
+    /// `sim_website_app_secret_0123456789`, bound to the official accounts' Open Platform
+    /// account.
+    pub fn default_app() -> Self {
+        SimWebsiteApp::new(
+            WebsiteAppId::new("wx5e1b2c3d4e5f6071"),
+            AppSecret::new("sim_website_app_secret_0123456789"),
+            "模拟网站应用 / Sim website app",
+        )
+    }
+
+    /// The same app in an Open Platform account of its own (different unionids).
+    #[must_use]
+    pub fn in_other_open_account(mut self) -> Self {
+        self.same_open_account = false;
+        self
+    }
+}
+
 /// Where and how often [`SimWeChat`](super::SimWeChat) pushes tickets when started with
 /// [`SimConfig::pusher`] set.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -267,16 +329,28 @@ impl SimUser {
         if appid == primary {
             return self.clone();
         }
-        use base64::Engine as _;
-        use sha2::Digest as _;
-        let digest = sha2::Sha256::new()
-            .chain_update(appid.as_bytes())
-            .chain_update([0u8])
-            .chain_update(self.openid.as_bytes())
-            .finalize();
-        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest);
         SimUser {
-            openid: format!("o{}", &encoded[..27]),
+            openid: derived_id("o", appid, &self.openid),
+            ..self.clone()
+        }
+    }
+
+    /// This user as website app `app` sees them: an openid of the app's own, and the unionid
+    /// of the official accounts when the app is bound to their Open Platform account, else
+    /// another unionid (that of the app's own Open Platform account).
+    pub fn for_website(&self, app: &SimWebsiteApp) -> SimUser {
+        let unionid = if app.same_open_account {
+            self.unionid.clone()
+        } else {
+            Some(derived_id(
+                "oU",
+                &format!("open-account:{}", app.appid),
+                &self.openid,
+            ))
+        };
+        SimUser {
+            openid: derived_id("o", app.appid.as_str(), &self.openid),
+            unionid,
             ..self.clone()
         }
     }
@@ -292,6 +366,21 @@ impl SimUser {
             snapshot: true,
         }
     }
+}
+
+/// A stable 28-character id: `prefix` and base64url of SHA-256(`salt`, 0, `openid`).
+fn derived_id(prefix: &str, salt: &str, openid: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new()
+        .chain_update(salt.as_bytes())
+        .chain_update([0u8])
+        .chain_update(openid.as_bytes())
+        .finalize();
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest);
+    let mut id = prefix.to_owned();
+    id.push_str(encoded.get(..28 - prefix.len()).unwrap_or(&encoded));
+    id
 }
 
 /// A small person silhouette as an inline SVG `data:` URL (no network needed to show it).
@@ -333,6 +422,12 @@ pub enum Endpoint {
     AuthorizerInfo,
     /// `POST /cgi-bin/component/api_get_authorizer_list`.
     AuthorizerList,
+    /// `GET /connect/qrconnect` (open.weixin.qq.com, website apps' QR login page).
+    QrConnect,
+    /// `GET /sns/oauth2/access_token` with a website app's appid.
+    WebsiteCodeExchange,
+    /// `GET /sns/oauth2/refresh_token` with a website app's appid.
+    WebsiteRefresh,
 }
 
 /// How an injected failure answers (see [`SimWeChat::inject`](super::SimWeChat::inject)).
@@ -359,6 +454,9 @@ pub enum AuthMode {
     Component,
     /// Official-account direct web OAuth: no `component_appid`.
     OfficialAccount,
+    /// A website app's QR login (`connect/qrconnect`, scope `snsapi_login`), exchanged with
+    /// the app's own secret.
+    Website,
 }
 
 /// A code handed out by the authorize endpoint.
@@ -593,6 +691,14 @@ impl Inner {
             client,
             state: Mutex::new(state),
         }
+    }
+
+    /// The website app with appid `appid`, if the simulator has one.
+    pub(crate) fn website_app(&self, appid: &str) -> Option<&SimWebsiteApp> {
+        self.config
+            .website_apps
+            .iter()
+            .find(|app| app.appid.as_str() == appid)
     }
 
     /// Locks the state. A poisoned lock (a panicking test thread) is still usable: the state

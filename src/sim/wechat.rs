@@ -13,10 +13,13 @@
 //! | path | what |
 //! |---|---|
 //! | `GET /connect/oauth2/authorize` | the authorize page; errors are an HTML page with WeChat's code, also in the `x-sim-error` header (`10003`, `10005`, `10010`–`10013`, `10015`, `10016`, or the sim tags `order`, `response_type`, `appid`, `state`) |
-//! | `GET /_sim/authorize/choose` | the interactive page's user / refuse buttons (sim only) |
+//! | `GET /connect/oauth2/authorize` from another browser than WeChat's | WeChat's dead end "请在微信客户端打开链接" (`x-sim-error: browser`), when [`SimConfig::require_wechat_browser`] (default) |
+//! | `GET /connect/qrconnect` | a website app's QR login page (scope `snsapi_login`); refusals as on the authorize page (`x-sim-error`: `appid`, `redirect_uri`, `response_type`, `scope`, `state`) |
+//! | `GET /_sim/authorize/choose` | the interactive pages' user / refuse buttons (sim only) |
+//! | `GET /_sim/phone?go=<url>` | "模拟手机扫码": marks this browser (cookie `wxsim_phone` on the sim's host) as WeChat's and goes on to `url` (a redirect host or the sim itself) — one desktop acting as the phone in the demo (sim only) |
 //! | `POST /cgi-bin/component/api_component_token` | component token |
 //! | `GET /sns/oauth2/component/access_token`, `…/refresh_token` | component code exchange and refresh |
-//! | `GET /sns/oauth2/access_token`, `/sns/oauth2/refresh_token` | official-account direct mode (answers `text/plain`) |
+//! | `GET /sns/oauth2/access_token`, `/sns/oauth2/refresh_token` | official-account direct mode and website apps ([`SimConfig::website_apps`], by `appid`; answers `text/plain`) |
 //! | `GET /sns/userinfo` | user info |
 //! | `POST /cgi-bin/component/api_query_auth` | an authorization push's `AuthorizationCode` → the grant (single use, expires) |
 //! | `POST /cgi-bin/component/api_get_authorizer_info`, `…/api_get_authorizer_list` | one account's grant and details; the authorizers, paged (`count` ≤ 500) |
@@ -55,7 +58,7 @@ use url::Url;
 use super::{
     SimError, admin, api, authorize, grants,
     http::{Resp, Server},
-    pusher,
+    phone, pusher, qrconnect,
     state::{CodeEntry, Inner, State},
 };
 use crate::wechat::{
@@ -63,7 +66,7 @@ use crate::wechat::{
 };
 
 pub use super::state::{
-    AuthMode, Endpoint, Failure, PusherConfig, SimAuthorizer, SimConfig, SimUser,
+    AuthMode, Endpoint, Failure, PusherConfig, SimAuthorizer, SimConfig, SimUser, SimWebsiteApp,
 };
 
 /// A running simulated WeChat. Dropping it stops the server (and the configured pusher).
@@ -361,8 +364,12 @@ async fn route(inner: Arc<Inner>, req: http::Request<Incoming>) -> Resp {
     let query = req.uri().query().unwrap_or("").to_owned();
     let method = req.method().clone();
     match path.as_str() {
-        "/connect/oauth2/authorize" => authorize::authorize(&inner, &method, &query).await,
+        "/connect/oauth2/authorize" => {
+            authorize::authorize(&inner, &method, req.headers(), &query).await
+        }
         authorize::CHOOSE_PATH => authorize::choose(&inner, &query),
+        "/connect/qrconnect" => qrconnect::qrconnect(&inner, &method, &query).await,
+        phone::PHONE_PATH if method == Method::GET => phone::phone(&inner, &query),
         "/cgi-bin/component/api_component_token" => {
             api::component_token(&inner, &method, req.into_body()).await
         }

@@ -1,7 +1,7 @@
 //! Everything that speaks WeChat: typed protocol values, message crypto (WXBizMsgCrypt), push
-//! events, the HTTP client, the component token manager, the platform store, and the official
+//! events, the HTTP client, the component token manager, the platform store, the official
 //! accounts a platform serves (`tenants`: the registry; `authorizer`: keeping it in step with
-//! WeChat's pushes and authorizer list).
+//! WeChat's pushes and authorizer list), and the website apps' QR login (`website`).
 //!
 //! This module knows nothing about serving HTTP, sessions or the crate's configuration file; each
 //! part takes its own settings struct.
@@ -17,6 +17,7 @@ pub mod persist;
 pub mod redis;
 pub mod tenants;
 pub mod token;
+pub mod website;
 
 use crate::ids::AppId;
 pub use crate::ids::{OpenId, Scope, UnionId};
