@@ -6,11 +6,11 @@
 #     bench/load.sh                       # 10 s per row, 32 connections, 1 wrk thread
 #     DURATION=30 CONNECTIONS=64 bench/load.sh
 #     ROWS="a b c" bench/load.sh          # a subset of the rows (or: bench/load.sh a b c)
-#     ROWS=peers bench/load.sh            # the peers table: rows a b c y o t f (see below)
+#     ROWS=peers bench/load.sh            # the peers table: rows a b c y q o t f (see below)
 #
 # Installs what the chosen rows need with apt-get when it is missing (nginx, wrk, curl; caddy for
 # (y); apache2, libapache2-mod-auth-openidc, openssl, python3 for (o)), builds the release binary,
-# and starts on 127.0.0.1 (ports 18080-18092, override with PORT_BASE):
+# and starts on 127.0.0.1 (ports 18080-18093, override with PORT_BASE):
 #   - the fast upstream: one nginx worker answering `return 200` (the same for every row);
 #   - (b) nginx as a plain reverse proxy to it (one worker, keepalive upstream pool);
 #   - (c) the sidecar with a warm session: bench/config.toml, one login through the in-process
@@ -34,8 +34,9 @@
 #   the cookie is redirected to the provider and one with it reaches the upstream, then wrk sends
 #   the mod_auth_openidc session cookie on every request; (t) nginx with the same forward-auth
 #   config as (f) but a trivial auth endpoint (a second nginx answering `return 204`), the
-#   baseline of the forward-auth target (f) >= 0.9x (t). For (f) and (t), CPU/req is the auth
-#   endpoint's (sidecar / 204 nginx); for (o) it is all of Apache's processes.
+#   baseline of the forward-auth target (f) >= 0.9x (t); and, for attribution, (q) the same Apache
+#   without mod_auth_openidc (module not loaded). For (f) and (t), CPU/req is the auth endpoint's
+#   (sidecar / 204 nginx); for (o) and (q) it is all of Apache's processes.
 #   Then rows a, b, c, f again with ONE connection (LATENCY_ROWS),
 #   where p50/p99 are what the proxy adds rather than time spent queueing behind other requests.
 # Every row sends the same request (same path, same headers, same session cookie) except (e),
@@ -54,8 +55,8 @@ DURATION=${DURATION:-10}          # seconds per measured row
 WARMUP=${WARMUP:-3}               # seconds of unmeasured load before each row
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
-ALL_ROWS="a b p c d e f k m y o t"
-PEER_ROWS="a b c y o t f"
+ALL_ROWS="a b p c d e f k m y q o t"
+PEER_ROWS="a b c y q o t f"
 if [ $# -gt 0 ]; then ROWS="$*"; fi   # rows as arguments: bench/load.sh a b c
 ROWS=${ROWS:-$ALL_ROWS}
 ROWS=${ROWS//peers/$PEER_ROWS}
@@ -86,6 +87,7 @@ PORT_APACHE=$((PORT_BASE + 9))
 PORT_OP=$((PORT_BASE + 10))
 PORT_TRIVIAL=$((PORT_BASE + 11))
 PORT_204=$((PORT_BASE + 12))
+PORT_APACHE_PLAIN=$((PORT_BASE + 13))
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 PATH_UNDER_TEST="/app/page?id=42"
 
@@ -100,8 +102,8 @@ install_missing() {
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   if wants y; then command -v caddy >/dev/null 2>&1 || missing+=(caddy); fi
+  if wants o || wants q; then [ -x /usr/sbin/apache2 ] || missing+=(apache2); fi
   if wants o; then
-    [ -x /usr/sbin/apache2 ] || missing+=(apache2)
     [ -f /usr/lib/apache2/modules/mod_auth_openidc.so ] || missing+=(libapache2-mod-auth-openidc)
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
@@ -119,7 +121,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust: https://rustup.rs)"
 
 for port in $PORT_PROXY $PORT_UP $PORT_NGINX $PORT_REMINT $PORT_BARE $PORT_K $PORT_M $PORT_FA \
-  $PORT_CADDY $PORT_APACHE $PORT_OP $PORT_TRIVIAL $PORT_204; do
+  $PORT_CADDY $PORT_APACHE $PORT_OP $PORT_TRIVIAL $PORT_204 $PORT_APACHE_PLAIN; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     die "port $port is in use; set PORT_BASE to a free range"
   fi
@@ -149,9 +151,12 @@ PIDS=()
 cleanup() {
   local pid left
   # Apache's children too, in case its parent has to be killed hard below.
-  local children=()
-  if [ -s "$WORK/apache/httpd.pid" ]; then mapfile -t children < <(pgrep -P "$(cat "$WORK/apache/httpd.pid")" || true); fi
-  PIDS+=("${children[@]}")
+  local children=() pidfile
+  for pidfile in "$WORK"/apache*/httpd.pid; do
+    [ -s "$pidfile" ] || continue
+    mapfile -t children < <(pgrep -P "$(cat "$pidfile")" || true)
+    PIDS+=("${children[@]}")
+  done
   for pid in "${PIDS[@]}"; do
     kill "$pid" 2>/dev/null || true
   done
@@ -437,8 +442,37 @@ apache_authenticated_path() { # cookie
     return 1
   fi
 }
+# An own apache2 instance from bench/apache-oidc.conf. With auth = 0, mod_auth_openidc is not
+# loaded at all (no <Location /> block, no OIDC directives): Apache's reverse proxy alone, row (q).
+start_apache() { # dir port auth(1|0) client-secret
+  local dir=$1 user_group="" strip=()
+  mkdir -p "$dir/run"
+  # Run as root, httpd's children switch to www-data: they must reach their directory.
+  if [ "$(id -u)" = 0 ]; then
+    user_group='User www-data\nGroup www-data'
+    chmod 711 "$WORK"
+    chmod 755 "$dir" "$dir/run"
+  fi
+  [ "$3" = 1 ] || strip=(-e '/^<Location \/>$/,/^<\/Location>$/d' -e '/auth_openidc_module/d' -e '/^OIDC/d')
+  sed -e "s#@DIR@#$dir#g" -e "s/@PORT@/$2/g" -e "s/@UPSTREAM_PORT@/$PORT_UP/g" \
+    -e "s/@OP_PORT@/$PORT_OP/g" -e "s/@CLIENT_SECRET@/$4/" \
+    -e "s/@PASSPHRASE@/$(head -c 24 /dev/urandom | base64 | tr -d '/+=')/" -e "s/@USER_GROUP@/$user_group/" \
+    "${strip[@]}" "$ROOT/bench/apache-oidc.conf" >"$dir/httpd.conf"
+  if ! /usr/sbin/apache2 -d "$dir" -f "$dir/httpd.conf" -t >"$dir/configtest.log" 2>&1; then
+    log "apache2 refused its configuration: $(tr '\n' ' ' <"$dir/configtest.log")"
+    return 1
+  fi
+  "${PIN_SERVER[@]}" /usr/sbin/apache2 -d "$dir" -f "$dir/httpd.conf" -DFOREGROUND >"$dir/stdout.log" 2>&1 &
+  PIDS+=($!)
+}
+apache_processes() { # dir: the parent and its children (children may come and go between rows)
+  local parent
+  parent=$(cat "$1/httpd.pid" 2>/dev/null) || return 0
+  echo "$parent $(pgrep -P "$parent" | tr '\n' ' ')"
+}
+
 if wants o; then
-  mkdir -p "$APACHE_DIR/run"
+  mkdir -p "$APACHE_DIR"
   if openssl req -x509 -newkey rsa:2048 -nodes -keyout "$APACHE_DIR/op-tls.key" -out "$APACHE_DIR/op-tls.crt" \
     -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >"$APACHE_DIR/openssl.log" 2>&1 &&
     openssl genrsa -out "$APACHE_DIR/op-sign.pem" 2048 >>"$APACHE_DIR/openssl.log" 2>&1; then
@@ -448,25 +482,9 @@ if wants o; then
       --signing-key "$APACHE_DIR/op-sign.pem" --client-id bench-client --client-secret "$client_secret" \
       >"$APACHE_DIR/fake-op.log" 2>&1 &
     PIDS+=($!)
-    # Run as root, httpd's children switch to www-data: they must reach their directory.
-    user_group=""
-    if [ "$(id -u)" = 0 ]; then
-      user_group='User www-data\nGroup www-data'
-      chmod 711 "$WORK"
-      chmod 755 "$APACHE_DIR" "$APACHE_DIR/run"
-    fi
-    sed -e "s#@DIR@#$APACHE_DIR#g" -e "s/@PORT@/$PORT_APACHE/g" -e "s/@UPSTREAM_PORT@/$PORT_UP/g" \
-      -e "s/@OP_PORT@/$PORT_OP/g" -e "s/@CLIENT_SECRET@/$client_secret/" \
-      -e "s/@PASSPHRASE@/$(head -c 24 /dev/urandom | base64 | tr -d '/+=')/" -e "s/@USER_GROUP@/$user_group/" \
-      "$ROOT/bench/apache-oidc.conf" >"$APACHE_DIR/httpd.conf"
     if ! wait_http "https://127.0.0.1:$PORT_OP/.well-known/openid-configuration" 200 -k; then
       log "the fake OpenID provider did not start: $(tail -3 "$APACHE_DIR/fake-op.log")"
-    elif ! /usr/sbin/apache2 -d "$APACHE_DIR" -f "$APACHE_DIR/httpd.conf" -t >"$APACHE_DIR/configtest.log" 2>&1; then
-      log "apache2 refused its configuration: $(tr '\n' ' ' <"$APACHE_DIR/configtest.log")"
-    else
-      "${PIN_SERVER[@]}" /usr/sbin/apache2 -d "$APACHE_DIR" -f "$APACHE_DIR/httpd.conf" -DFOREGROUND \
-        >"$APACHE_DIR/stdout.log" 2>&1 &
-      PIDS+=($!)
+    elif start_apache "$APACHE_DIR" "$PORT_APACHE" 1 "$client_secret"; then
       if wait_http "$AP" 302 -H 'Accept: text/html'; then
         APACHE_COOKIE=$(apache_login || true)
         [ -n "$APACHE_COOKIE" ] && APACHE_OK=1
@@ -478,11 +496,12 @@ if wants o; then
     log "openssl failed: $(tail -3 "$APACHE_DIR/openssl.log")"
   fi
 fi
-apache_processes() { # the parent and its children (children may come and go between rows)
-  local parent
-  parent=$(cat "$APACHE_DIR/httpd.pid" 2>/dev/null) || return 0
-  echo "$parent $(pgrep -P "$parent" | tr '\n' ' ')"
-}
+# (q) the same Apache without mod_auth_openidc (attribution: Apache's proxy vs its auth module).
+APACHE_PLAIN_OK=0
+AQ=http://127.0.0.1:$PORT_APACHE_PLAIN$PATH_UNDER_TEST
+if wants q && start_apache "$WORK/apache-plain" "$PORT_APACHE_PLAIN" 0 ""; then
+  wait_http "$AQ" && APACHE_PLAIN_OK=1
+fi
 
 UPSTREAM_WORKERS=$(nginx_workers "$WORK/upstream")
 PROC[a]=$UPSTREAM_WORKERS
@@ -629,10 +648,16 @@ for row in $ROWS; do
     o)
       if [ "$APACHE_OK" != 1 ]; then fail_row o "Apache + mod_auth_openidc did not start or the login failed (see $APACHE_DIR)"
       elif apache_authenticated_path "$APACHE_COOKIE"; then
-        PROC[o]=$(apache_processes)
+        PROC[o]=$(apache_processes "$APACHE_DIR")
         run_row o "$AP" -H "$HDR_ACCEPT" -H "$HDR_UA" -H "Cookie: $APACHE_COOKIE"
         apache_authenticated_path "$APACHE_COOKIE" || fail_row o "session lost during the run"
       else fail_row o "not an authenticated path (302 without the cookie, upstream 200 with it)"; fi ;;
+    q)
+      if [ "$APACHE_PLAIN_OK" != 1 ]; then fail_row q "Apache without auth did not start: $(tail -3 "$WORK/apache-plain/error.log" 2>/dev/null)"
+      elif expect_status "$AQ" 200; then
+        PROC[q]=$(apache_processes "$WORK/apache-plain")
+        run_row q "$AQ" -H "$HDR_ACCEPT" -H "$HDR_UA" -H "Cookie: $REQUEST_COOKIE"
+      else fail_row q "Apache without auth does not answer 200"; fi ;;
     t)
       if [ "$TRIVIAL_OK" != 1 ]; then fail_row t "nginx with the trivial auth endpoint did not start: $(tail -3 "$WORK/nginx-trivial/logs/error.log" 2>/dev/null)"
       elif expect_status "$TR" 200 -H "Cookie: $REQUEST_COOKIE" -H "$HDR_ACCEPT"; then
@@ -664,7 +689,7 @@ done
 # Added latency without queueing: one connection, one request at a time. Under the closed loop
 # above, p99 is mostly the time a request waits behind the 31 others; here it is the time the
 # proxy itself adds.
-declare -A LAT_P50 LAT_P99 L_LAT50 L_LAT99
+declare -A LAT_P50=() LAT_P99=() L_LAT50=() L_LAT99=()
 for round in $(seq 1 "$ROUNDS"); do
 for row in $LATENCY_ROWS; do
   # Only rows whose servers were started (ROWS) and that did not fail.
@@ -680,6 +705,7 @@ for row in $LATENCY_ROWS; do
     f) url=$FA; extra=(-H "Cookie: ${COOKIE:-}") ;;
     y) url=$CY; extra=(-H "Cookie: $REQUEST_COOKIE") ;;
     o) url=$AP; extra=(-H "Cookie: $APACHE_COOKIE") ;;
+    q) url=$AQ; extra=(-H "Cookie: $REQUEST_COOKIE") ;;
     t) url=$TR; extra=(-H "Cookie: $REQUEST_COOKIE") ;;
     *) continue ;;
   esac
@@ -730,6 +756,7 @@ label() {
     m) echo "(m) sidecar, $PREFILL_M sessions, users cycle" ;;
     y) echo "(y) Caddy reverse_proxy" ;;
     o) echo "(o) Apache + mod_auth_openidc, session" ;;
+    q) echo "(q) Apache reverse proxy alone, no auth" ;;
     t) echo "(t) nginx + auth_request to return 204" ;;
   esac
 }
