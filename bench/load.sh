@@ -9,7 +9,8 @@
 #     ROWS=peers bench/load.sh            # the peers table: rows a b c y q o t f (see below)
 #
 # Installs what the chosen rows need with apt-get when it is missing (nginx, wrk, curl; caddy for
-# (y); apache2, libapache2-mod-auth-openidc, openssl, python3 for (o)), builds the release binary,
+# (y); apache2 for (q) and (o), with libapache2-mod-auth-openidc, openssl and python3 (standard
+# library only) for (o)), builds the release binary,
 # and starts on 127.0.0.1 (ports 18080-18093, override with PORT_BASE):
 #   - the fast upstream: one nginx worker answering `return 200` (the same for every row);
 #   - (b) nginx as a plain reverse proxy to it (one worker, keepalive upstream pool);
@@ -37,7 +38,7 @@
 #   baseline of the forward-auth target (f) >= 0.9x (t); and, for attribution, (q) the same Apache
 #   without mod_auth_openidc (module not loaded). For (f) and (t), CPU/req is the auth endpoint's
 #   (sidecar / 204 nginx); for (o) and (q) it is all of Apache's processes.
-#   Then rows a, b, c, f again with ONE connection (LATENCY_ROWS),
+#   Then the rows in LATENCY_ROWS (default a b c f y o t, those also in ROWS) with ONE connection,
 #   where p50/p99 are what the proxy adds rather than time spent queueing behind other requests.
 # Every row sends the same request (same path, same headers, same session cookie) except (e),
 # which has no cookie, and (k)/(m), which cycle through their prefilled users' cookies. Then it reports the sidecar's RSS at 0 sessions (measured on the running
