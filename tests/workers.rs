@@ -211,3 +211,40 @@ fn the_workers_key_is_optional_bounded_and_exclusive_with_worker_threads() {
         );
     }
 }
+
+/// The binary with `server.workers = 2`: the whole sidecar (layer, simulator, demo upstream)
+/// served by two workers, each with its own upstream pool.
+#[cfg(feature = "sim")]
+#[tokio::test]
+async fn the_sidecar_logs_in_and_proxies_with_two_workers() {
+    use support::sidecar::{Sidecar, repo_file};
+
+    let shipped = std::fs::read_to_string(repo_file("config.toml")).unwrap();
+    let config = shipped.replace("[server]\n", "[server]\nworkers = 2\n");
+    assert!(config.contains("workers = 2"));
+    let sidecar = Sidecar::start("workers", &config).await;
+
+    let browser = sidecar.browser();
+    let landing = sidecar.login(&browser, "/orders/42", 0).await;
+    assert_eq!(landing.status, http::StatusCode::OK);
+    // Fresh connections (one per request) land on both workers; each proxies with the session.
+    let cookie = browser
+        .cookie_names()
+        .iter()
+        .map(|name| format!("{name}={}", browser.cookie(name).unwrap()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let host = sidecar.base.authority().to_owned();
+    let addr = sidecar.base.socket_addrs(|| None).unwrap()[0];
+    for n in 0..16 {
+        let request = Request::get(format!("/orders/{n}"))
+            .header("host", &host)
+            .header("cookie", &cookie)
+            .header("accept", "text/html")
+            .body(full(""))
+            .unwrap();
+        let page = bounded(send(addr, request)).await.unwrap();
+        assert_eq!(page.status(), http::StatusCode::OK, "request {n}");
+        assert!(!body_bytes(page).await.is_empty());
+    }
+}
