@@ -5,10 +5,13 @@
 #
 #     bench/load.sh                       # 10 s per row, 32 connections, 1 wrk thread
 #     DURATION=30 CONNECTIONS=64 bench/load.sh
-#     ROWS="a b c" bench/load.sh          # a subset of the rows
+#     ROWS="a b c" bench/load.sh          # a subset of the rows (or: bench/load.sh a b c)
+#     ROWS=peers bench/load.sh            # the peers table: rows a b c y q o t f (see below)
 #
-# Installs nginx and wrk with apt-get when they are missing, builds the release binary, and starts
-# on 127.0.0.1 (ports 18080-18086, override with PORT_BASE):
+# Installs what the chosen rows need with apt-get when it is missing (nginx, wrk, curl; caddy for
+# (y); apache2 for (q) and (o), with libapache2-mod-auth-openidc, openssl and python3 (standard
+# library only) for (o)), builds the release binary,
+# and starts on 127.0.0.1 (ports 18080-18093, override with PORT_BASE):
 #   - the fast upstream: one nginx worker answering `return 200` (the same for every row);
 #   - (b) nginx as a plain reverse proxy to it (one worker, keepalive upstream pool);
 #   - (c) the sidecar with a warm session: bench/config.toml, one login through the in-process
@@ -22,7 +25,20 @@
 #   (deploy/nginx/forward-auth.conf: auth_request to sidecar (c), same session cookie) in front of
 #   the same upstream, where CPU/req is the sidecar's CPU for one auth answer (compare with (c)); (k) and (m) the sidecar with 1 k and 1 M sessions prefilled
 #   (dev.prefill_sessions), wrk cycling through 1 024 users' cookies (a Lua script), whose ratio
-#   is the "throughput at 1 M sessions vs 1 k" target; then rows a, b, c again with ONE connection (LATENCY_ROWS),
+#   is the "throughput at 1 M sessions vs 1 k" target; and the peers (issue 15), each in front of
+#   the same upstream with access logs off, keep-alive on and its packaged default worker counts:
+#   (y) Caddy's `reverse_proxy` (bench/Caddyfile); (o) Apache httpd + mod_auth_openidc with a
+#   logged-in OpenID Connect session (bench/apache-oidc.conf: an own apache2 instance with its own
+#   config, port and pid file under the work directory, never the system service), whose provider
+#   is bench/fake_op.py over HTTPS with a throw-away self-signed certificate: the script logs in
+#   once with curl (following the redirects, keeping the cookie jar), checks that a request without
+#   the cookie is redirected to the provider and one with it reaches the upstream, then wrk sends
+#   the mod_auth_openidc session cookie on every request; (t) nginx with the same forward-auth
+#   config as (f) but a trivial auth endpoint (a second nginx answering `return 204`), the
+#   baseline of the forward-auth target (f) >= 0.9x (t); and, for attribution, (q) the same Apache
+#   without mod_auth_openidc (module not loaded). For (f) and (t), CPU/req is the auth endpoint's
+#   (sidecar / 204 nginx); for (o) and (q) it is all of Apache's processes.
+#   Then the rows in LATENCY_ROWS (default a b c f y o t, those also in ROWS) with ONE connection,
 #   where p50/p99 are what the proxy adds rather than time spent queueing behind other requests.
 # Every row sends the same request (same path, same headers, same session cookie) except (e),
 # which has no cookie, and (k)/(m), which cycle through their prefilled users' cookies. Then it reports the sidecar's RSS at 0 sessions (measured on the running
@@ -43,14 +59,23 @@ DURATION=${DURATION:-10}          # seconds per measured row
 WARMUP=${WARMUP:-3}               # seconds of unmeasured load before each row
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
-ROWS=${ROWS:-"a b p c d e f k m"}
+ALL_ROWS="a b p c d e f k m y q o t"
+PEER_ROWS="a b c y q o t f"
+if [ $# -gt 0 ]; then ROWS="$*"; fi   # rows as arguments: bench/load.sh a b c
+ROWS=${ROWS:-$ALL_ROWS}
+ROWS=${ROWS//peers/$PEER_ROWS}
+ROWS=${ROWS//all/$ALL_ROWS}
+for row in $ROWS; do
+  [[ " $ALL_ROWS " == *" $row "* ]] || { echo "[load.sh] error: unknown row $row (rows: $ALL_ROWS, or peers, all)" >&2; exit 2; }
+done
+ROWS=$(tr ' ' '\n' <<<"$ROWS" | awk 'NF && !seen[$0]++' | tr '\n' ' ')
 PREFILL_K=${PREFILL_K:-1024}        # sessions in the store for row (k) (1 024 users: like (m))
 PREFILL_M=${PREFILL_M:-1000000}     # sessions in the store for row (m)
 ROUNDS=${ROUNDS:-3}               # every row is measured this often (interleaved); medians reported
 PORT_BASE=${PORT_BASE:-18080}
 RSS_SIZES=${RSS_SIZES-"100000 1000000"}
 KEEP=${KEEP:-0}                   # 1: keep the work directory (logs, configs)
-LATENCY_ROWS=${LATENCY_ROWS-"a b c f"}  # rows also measured with ONE connection (no queueing)
+LATENCY_ROWS=${LATENCY_ROWS-"a b c f y o t"}  # rows also measured with ONE connection (no queueing)
 LATENCY_DURATION=${LATENCY_DURATION:-10}
 
 PORT_PROXY=$PORT_BASE
@@ -61,10 +86,18 @@ PORT_BARE=$((PORT_BASE + 4))
 PORT_K=$((PORT_BASE + 5))
 PORT_M=$((PORT_BASE + 6))
 PORT_FA=$((PORT_BASE + 7))
-PATH_UNDER_TEST=/app/page?id=42
+PORT_CADDY=$((PORT_BASE + 8))
+PORT_APACHE=$((PORT_BASE + 9))
+PORT_OP=$((PORT_BASE + 10))
+PORT_TRIVIAL=$((PORT_BASE + 11))
+PORT_204=$((PORT_BASE + 12))
+PORT_APACHE_PLAIN=$((PORT_BASE + 13))
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+PATH_UNDER_TEST="/app/page?id=42"
 
 log() { echo "[load.sh] $*" >&2; }
 die() { log "error: $*"; exit 1; }
+wants() { [[ " $ROWS " == *" $1 "* ]]; }
 
 # --- tools --------------------------------------------------------------------------------------
 install_missing() {
@@ -72,6 +105,13 @@ install_missing() {
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  if wants y; then command -v caddy >/dev/null 2>&1 || missing+=(caddy); fi
+  if wants o || wants q; then [ -x /usr/sbin/apache2 ] || missing+=(apache2); fi
+  if wants o; then
+    [ -f /usr/lib/apache2/modules/mod_auth_openidc.so ] || missing+=(libapache2-mod-auth-openidc)
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  fi
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]} with apt-get"
   local sudo=""
@@ -84,8 +124,9 @@ install_missing
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust: https://rustup.rs)"
 
-for port in $PORT_PROXY $PORT_UP $PORT_NGINX $PORT_REMINT $PORT_BARE $PORT_K $PORT_M $PORT_FA; do
-  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+for port in $PORT_PROXY $PORT_UP $PORT_NGINX $PORT_REMINT $PORT_BARE $PORT_K $PORT_M $PORT_FA \
+  $PORT_CADDY $PORT_APACHE $PORT_OP $PORT_TRIVIAL $PORT_204 $PORT_APACHE_PLAIN; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     die "port $port is in use; set PORT_BASE to a free range"
   fi
 done
@@ -112,9 +153,26 @@ fi
 WORK=$(mktemp -d /tmp/wxauth-load.XXXXXX)
 PIDS=()
 cleanup() {
-  local pid
+  local pid left
+  # Apache's children too, in case its parent has to be killed hard below.
+  local children=() pidfile
+  for pidfile in "$WORK"/apache*/httpd.pid; do
+    [ -s "$pidfile" ] || continue
+    mapfile -t children < <(pgrep -P "$(cat "$pidfile")" || true)
+    PIDS+=("${children[@]}")
+  done
   for pid in "${PIDS[@]}"; do
     kill "$pid" 2>/dev/null || true
+  done
+  # Bounded: 10 s for everything to stop, then SIGKILL.
+  for _ in $(seq 1 100); do
+    left=0
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && left=1; done
+    [ "$left" = 1 ] || break
+    sleep 0.1
+  done
+  for pid in "${PIDS[@]}"; do
+    kill -0 "$pid" 2>/dev/null && { log "process $pid did not stop; killing it"; kill -9 "$pid" 2>/dev/null || true; }
   done
   for pid in "${PIDS[@]}"; do
     wait "$pid" 2>/dev/null || true
@@ -123,10 +181,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_http() { # url [expected status]
-  local i
-  for i in $(seq 1 100); do
-    if [ "$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)" = "${2:-200}" ]; then return 0; fi
+wait_http() { # url [expected status [curl args...]] (10 s at most)
+  local url=$1 want=${2:-200}
+  shift $(($# < 2 ? $# : 2))
+  for _ in $(seq 1 100); do
+    if [ "$(curl -s -m 2 -o /dev/null -w '%{http_code}' "$@" "$url" || true)" = "$want" ]; then return 0; fi
     sleep 0.1
   done
   return 1
@@ -164,12 +223,14 @@ start_nginx() { # dir
 nginx_workers() { pgrep -P "$(cat "$1/nginx.pid")" | tr '\n' ' '; }
 
 # The fast upstream: a static 200. /_check echoes the JWT header it received (sanity checks only).
+# shellcheck disable=SC2016 # nginx variables, not shell ones
 nginx_conf "$WORK/upstream" "$PORT_UP" '
     location = /_check { default_type text/plain; return 200 "$http_x_wechat_jwt"; }
     location / { default_type text/plain; return 200 "hello from the bench upstream\n"; }'
 start_nginx "$WORK/upstream"
 
 # (b) nginx as a plain reverse proxy with a keepalive pool to the upstream.
+# shellcheck disable=SC2016 # nginx variables, not shell ones
 nginx_conf "$WORK/nginx-proxy" "$PORT_NGINX" '
     location / {
       proxy_pass http://bench_upstream;
@@ -208,15 +269,15 @@ start_sidecar() { # name port extra-jwt-line [extra-dev-line]
 login() { # port
   local base=http://127.0.0.1:$1 jar=$WORK/jar.$1 loc page choose sim cb status
   rm -f "$jar"
-  loc=$(curl -s -A "$WECHAT_UA" -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" -H 'Accept: text/html' "$base/app/page")
+  loc=$(curl -s -m 10 -A "$WECHAT_UA" -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" -H 'Accept: text/html' "$base/app/page")
   loc=${loc%%#*}
   [ -n "$loc" ] || return 1
-  page=$(curl -s -A "$WECHAT_UA" "$loc")
+  page=$(curl -s -m 10 -A "$WECHAT_UA" "$loc")
   choose=$(grep -o 'href="/_sim/authorize/choose[^"]*"' <<<"$page" | head -n 1 | sed 's/^href="//; s/"$//; s/&amp;/\&/g')
   sim=$(grep -oE '^https?://[^/]+' <<<"$loc")
   [ -n "$choose" ] && [ -n "$sim" ] || return 1
-  cb=$(curl -s -o /dev/null -w '%{redirect_url}' "$sim$choose")
-  status=$(curl -s -o /dev/null -w '%{http_code}' -c "$jar" -b "$jar" -H 'Accept: text/html' "$cb")
+  cb=$(curl -s -m 10 -o /dev/null -w '%{redirect_url}' "$sim$choose")
+  status=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -c "$jar" -b "$jar" -H 'Accept: text/html' "$cb")
   [ "$status" = 302 ] || return 1
   awk '$6 == "wxauth_session" { print $6 "=" $7 }' "$jar"
 }
@@ -307,18 +368,143 @@ if [[ " $ROWS " == *" p "* ]]; then
   wait_http "http://127.0.0.1:$PORT_BARE/" && BARE_OK=1
 fi
 
-# (f) nginx with the shipped forward-auth config, asking sidecar (c) (forward auth enabled in
-# bench/config.toml) on every request, in front of the same upstream.
-FA_OK=0
-if [[ " $ROWS " == *" f "* ]]; then
-  mkdir -p "$WORK/nginx-fa"
-  sed -e "s/server 127.0.0.1:8080;/server 127.0.0.1:$PORT_PROXY;/" \
+# nginx running the shipped forward-auth config (deploy/nginx/forward-auth.conf) in front of the
+# same upstream, asking the auth endpoint on auth-port on every request.
+forward_auth_nginx() { # name auth-port listen-port
+  mkdir -p "$WORK/$1"
+  sed -e "s/server 127.0.0.1:8080;/server 127.0.0.1:$2;/" \
     -e "s/server 127.0.0.1:3000;/server 127.0.0.1:$PORT_UP;/" \
-    -e "s/listen 80;/listen 127.0.0.1:$PORT_FA backlog=4096;/" \
-    "$ROOT/deploy/nginx/forward-auth.conf" >"$WORK/nginx-fa/forward-auth.conf"
-  nginx_conf "$WORK/nginx-fa" "" "" "include $WORK/nginx-fa/forward-auth.conf;"
-  start_nginx "$WORK/nginx-fa"
+    -e "s/listen 80;/listen 127.0.0.1:$3 backlog=4096;/" \
+    "$ROOT/deploy/nginx/forward-auth.conf" >"$WORK/$1/forward-auth.conf"
+  nginx_conf "$WORK/$1" "" "" "include $WORK/$1/forward-auth.conf;"
+  start_nginx "$WORK/$1"
+}
+
+# (f) the forward-auth nginx asking sidecar (c) (forward auth enabled in bench/config.toml).
+FA_OK=0
+if wants f; then
+  forward_auth_nginx nginx-fa "$PORT_PROXY" "$PORT_FA"
   wait_http "http://127.0.0.1:$PORT_FA/_wxauth/health" && FA_OK=1
+fi
+
+# (t) the same forward-auth nginx asking a trivial auth endpoint: a second one-worker nginx whose
+# every answer is `return 204` (allowed, no identity headers). (f) / (t) is the forward-auth target.
+TRIVIAL_OK=0
+if wants t; then
+  nginx_conf "$WORK/auth-204" "$PORT_204" 'location / { return 204; }'
+  start_nginx "$WORK/auth-204"
+  forward_auth_nginx nginx-trivial "$PORT_204" "$PORT_TRIVIAL"
+  wait_http "http://127.0.0.1:$PORT_204/" 204 && wait_http "http://127.0.0.1:$PORT_TRIVIAL/" 200 && TRIVIAL_OK=1
+fi
+
+# (y) Caddy's reverse_proxy (bench/Caddyfile): no admin endpoint, no automatic HTTPS, no access
+# log, Caddy's own defaults otherwise (GOMAXPROCS = the CPUs it is pinned to). Its autosave and
+# storage go to the work directory, not to ~/.config or ~/.local/share.
+CADDY_OK=0
+if wants y; then
+  mkdir -p "$WORK/caddy"
+  sed -e "s/@PORT@/$PORT_CADDY/g" -e "s/@UPSTREAM_PORT@/$PORT_UP/g" "$ROOT/bench/Caddyfile" >"$WORK/caddy/Caddyfile"
+  HOME=$WORK/caddy XDG_CONFIG_HOME=$WORK/caddy XDG_DATA_HOME=$WORK/caddy "${PIN_SERVER[@]}" \
+    caddy run --config "$WORK/caddy/Caddyfile" --adapter caddyfile >"$WORK/caddy/caddy.log" 2>&1 &
+  PROC[y]=$!
+  PIDS+=("${PROC[y]}")
+  wait_http "http://127.0.0.1:$PORT_CADDY/" && CADDY_OK=1
+fi
+
+# (o) Apache httpd + mod_auth_openidc (bench/apache-oidc.conf), its own instance under the work
+# directory, with the fake OpenID provider bench/fake_op.py (HTTPS, throw-away certificate, RS256
+# id_tokens signed with a throw-away key).
+APACHE_OK=0
+APACHE_COOKIE=""
+APACHE_DIR=$WORK/apache
+AP=http://127.0.0.1:$PORT_APACHE$PATH_UNDER_TEST
+apache_login() { # prints the mod_auth_openidc session cookie (name=value)
+  local jar=$APACHE_DIR/jar out
+  rm -f "$jar"
+  # -k: the provider's certificate is self-signed. 302 to the provider, 302 back to the redirect
+  # URI, 302 to the page, which the upstream answers.
+  out=$(curl -sk -m 20 -L --max-redirs 5 -c "$jar" -b "$jar" -H 'Accept: text/html' \
+    -o "$APACHE_DIR/login.body" -w '%{http_code} %{num_redirects}' "$AP") || out="curl failed"
+  if [ "$out" != "200 3" ]; then
+    log "Apache login: $out (expected 200 after 3 redirects); $(tail -3 "$APACHE_DIR/error.log" 2>/dev/null)"
+    return 1
+  fi
+  awk '$6 == "mod_auth_openidc_session" { print $6 "=" $7 }' "$jar"
+}
+# The row measures an authenticated path: without the cookie, Apache sends the browser to the
+# provider; with it, the request reaches the upstream.
+apache_authenticated_path() { # cookie
+  local out
+  out=$(curl -s -m 10 -o /dev/null -w '%{http_code} %{redirect_url}' -H "$HDR_ACCEPT" -H "$HDR_UA" "$AP" || true)
+  if [[ "$out" != "302 https://127.0.0.1:$PORT_OP/authorize?"* ]]; then
+    log "Apache without the session cookie: '$out', expected a 302 to the provider"
+    return 1
+  fi
+  out=$(curl -s -m 10 -w ' %{http_code}' -H "$HDR_ACCEPT" -H "$HDR_UA" -H "Cookie: $1" "$AP" || true)
+  if [ "$out" != $'hello from the bench upstream\n 200' ]; then
+    log "Apache with the session cookie: '$out', expected the upstream's 200"
+    return 1
+  fi
+}
+# An own apache2 instance from bench/apache-oidc.conf. With auth = 0, mod_auth_openidc is not
+# loaded at all (no <Location /> block, no OIDC directives): Apache's reverse proxy alone, row (q).
+start_apache() { # dir port auth(1|0) client-secret
+  local dir=$1 user_group="" strip=()
+  mkdir -p "$dir/run"
+  # Run as root, httpd's children switch to www-data: they must reach their directory.
+  if [ "$(id -u)" = 0 ]; then
+    user_group='User www-data\nGroup www-data'
+    chmod 711 "$WORK"
+    chmod 755 "$dir" "$dir/run"
+  fi
+  [ "$3" = 1 ] || strip=(-e '/^<Location \/>$/,/^<\/Location>$/d' -e '/auth_openidc_module/d' -e '/^OIDC/d')
+  sed -e "s#@DIR@#$dir#g" -e "s/@PORT@/$2/g" -e "s/@UPSTREAM_PORT@/$PORT_UP/g" \
+    -e "s/@OP_PORT@/$PORT_OP/g" -e "s/@CLIENT_SECRET@/$4/" \
+    -e "s/@PASSPHRASE@/$(head -c 24 /dev/urandom | base64 | tr -d '/+=')/" -e "s/@USER_GROUP@/$user_group/" \
+    "${strip[@]}" "$ROOT/bench/apache-oidc.conf" >"$dir/httpd.conf"
+  if ! /usr/sbin/apache2 -d "$dir" -f "$dir/httpd.conf" -t >"$dir/configtest.log" 2>&1; then
+    log "apache2 refused its configuration: $(tr '\n' ' ' <"$dir/configtest.log")"
+    return 1
+  fi
+  "${PIN_SERVER[@]}" /usr/sbin/apache2 -d "$dir" -f "$dir/httpd.conf" -DFOREGROUND >"$dir/stdout.log" 2>&1 &
+  PIDS+=($!)
+}
+apache_processes() { # dir: the parent and its children (children may come and go between rows)
+  local parent
+  parent=$(cat "$1/httpd.pid" 2>/dev/null) || return 0
+  echo "$parent $(pgrep -P "$parent" | tr '\n' ' ')"
+}
+
+if wants o; then
+  mkdir -p "$APACHE_DIR"
+  if openssl req -x509 -newkey rsa:2048 -nodes -keyout "$APACHE_DIR/op-tls.key" -out "$APACHE_DIR/op-tls.crt" \
+    -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >"$APACHE_DIR/openssl.log" 2>&1 &&
+    openssl genrsa -out "$APACHE_DIR/op-sign.pem" 2048 >>"$APACHE_DIR/openssl.log" 2>&1; then
+    client_secret=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+    "${PIN_SERVER[@]}" python3 "$ROOT/bench/fake_op.py" --port "$PORT_OP" \
+      --tls-cert "$APACHE_DIR/op-tls.crt" --tls-key "$APACHE_DIR/op-tls.key" \
+      --signing-key "$APACHE_DIR/op-sign.pem" --client-id bench-client --client-secret "$client_secret" \
+      >"$APACHE_DIR/fake-op.log" 2>&1 &
+    PIDS+=($!)
+    if ! wait_http "https://127.0.0.1:$PORT_OP/.well-known/openid-configuration" 200 -k; then
+      log "the fake OpenID provider did not start: $(tail -3 "$APACHE_DIR/fake-op.log")"
+    elif start_apache "$APACHE_DIR" "$PORT_APACHE" 1 "$client_secret"; then
+      if wait_http "$AP" 302 -H 'Accept: text/html'; then
+        APACHE_COOKIE=$(apache_login || true)
+        [ -n "$APACHE_COOKIE" ] && APACHE_OK=1
+      else
+        log "Apache did not start: $(tail -3 "$APACHE_DIR/error.log" 2>/dev/null)"
+      fi
+    fi
+  else
+    log "openssl failed: $(tail -3 "$APACHE_DIR/openssl.log")"
+  fi
+fi
+# (q) the same Apache without mod_auth_openidc (attribution: Apache's proxy vs its auth module).
+APACHE_PLAIN_OK=0
+AQ=http://127.0.0.1:$PORT_APACHE_PLAIN$PATH_UNDER_TEST
+if wants q && start_apache "$WORK/apache-plain" "$PORT_APACHE_PLAIN" 0 ""; then
+  wait_http "$AQ" && APACHE_PLAIN_OK=1
 fi
 
 UPSTREAM_WORKERS=$(nginx_workers "$WORK/upstream")
@@ -328,6 +514,8 @@ PROC[c]=$SIDECAR_C
 PROC[e]=$SIDECAR_C
 # (f): the sidecar's CPU per request is the cost of one auth answer; nginx's own is not counted.
 PROC[f]=$SIDECAR_C
+# (t): likewise the trivial auth endpoint's.
+if wants t; then PROC[t]=$(nginx_workers "$WORK/auth-204"); fi
 declare -A RSS_AFTER
 
 # wrk run; fills RPS/P50/P99 for the row. Latencies are converted to microseconds.
@@ -391,12 +579,12 @@ median() { # values...
 expect_status() { # url expected [curl args...]
   local url=$1 want=$2 got
   shift 2
-  got=$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url" || true)
+  got=$(curl -s -m 10 -o /dev/null -w '%{http_code}' "$@" "$url" || true)
   [ "$got" = "$want" ] || { log "$url answered $got, expected $want"; return 1; }
 }
 expect_jwt() { # base cookie
   local body
-  body=$(curl -s -H "Cookie: $2" "$1/_check" || true)
+  body=$(curl -s -m 10 -H "Cookie: $2" "$1/_check" || true)
   [[ "$body" =~ ^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$ ]] || { log "$1: no JWT reached the upstream"; return 1; }
 }
 
@@ -408,6 +596,8 @@ SC=http://127.0.0.1:$PORT_PROXY$PATH_UNDER_TEST
 RM=http://127.0.0.1:$PORT_REMINT$PATH_UNDER_TEST
 BP=http://127.0.0.1:$PORT_BARE$PATH_UNDER_TEST
 FA=http://127.0.0.1:$PORT_FA$PATH_UNDER_TEST
+CY=http://127.0.0.1:$PORT_CADDY$PATH_UNDER_TEST
+TR=http://127.0.0.1:$PORT_TRIVIAL$PATH_UNDER_TEST
 
 for round in $(seq 1 "$ROUNDS"); do
 for row in $ROWS; do
@@ -454,7 +644,30 @@ for row in $ROWS; do
       elif expect_status "${CYCLE_URL[$row]}" 200 -H "Cookie: $(head -n 1 "$WORK/sidecar-$row/state/bench-cookies.txt")" -H "$HDR_ACCEPT"; then
         run_row "$row" "${CYCLE_URL[$row]}" -s "$WORK/cycle-$row.lua" -H "$HDR_ACCEPT" -H "$HDR_UA"
       else fail_row "$row" "a prefilled session is not answered 200"; fi ;;
-    *) die "unknown row $row (rows: a b p c d e f k m)" ;;
+    y)
+      if [ "$CADDY_OK" != 1 ]; then fail_row y "Caddy did not start: $(tail -3 "$WORK/caddy/caddy.log" 2>/dev/null)"
+      elif expect_status "$CY" 200; then
+        run_row y "$CY" -H "$HDR_ACCEPT" -H "$HDR_UA" -H "Cookie: $REQUEST_COOKIE"
+      else fail_row y "Caddy does not answer 200"; fi ;;
+    o)
+      if [ "$APACHE_OK" != 1 ]; then fail_row o "Apache + mod_auth_openidc did not start or the login failed (see $APACHE_DIR)"
+      elif apache_authenticated_path "$APACHE_COOKIE"; then
+        PROC[o]=$(apache_processes "$APACHE_DIR")
+        run_row o "$AP" -H "$HDR_ACCEPT" -H "$HDR_UA" -H "Cookie: $APACHE_COOKIE"
+        apache_authenticated_path "$APACHE_COOKIE" || fail_row o "session lost during the run"
+      else fail_row o "not an authenticated path (302 without the cookie, upstream 200 with it)"; fi ;;
+    q)
+      if [ "$APACHE_PLAIN_OK" != 1 ]; then fail_row q "Apache without auth did not start: $(tail -3 "$WORK/apache-plain/error.log" 2>/dev/null)"
+      elif expect_status "$AQ" 200; then
+        PROC[q]=$(apache_processes "$WORK/apache-plain")
+        run_row q "$AQ" -H "$HDR_ACCEPT" -H "$HDR_UA" -H "Cookie: $REQUEST_COOKIE"
+      else fail_row q "Apache without auth does not answer 200"; fi ;;
+    t)
+      if [ "$TRIVIAL_OK" != 1 ]; then fail_row t "nginx with the trivial auth endpoint did not start: $(tail -3 "$WORK/nginx-trivial/logs/error.log" 2>/dev/null)"
+      elif expect_status "$TR" 200 -H "Cookie: $REQUEST_COOKIE" -H "$HDR_ACCEPT"; then
+        run_row t "$TR" -H "$HDR_ACCEPT" -H "$HDR_UA" -H "Cookie: $REQUEST_COOKIE"
+      else fail_row t "nginx + trivial auth_request does not answer 200"; fi ;;
+    *) die "unknown row $row (rows: $ALL_ROWS)" ;;
   esac
   if [[ "$row" == [ce] ]] && [ -n "$SIDECAR_C" ] && kill -0 "$SIDECAR_C" 2>/dev/null; then
     RSS_AFTER[$row]=$(rss_kib "$SIDECAR_C")
@@ -480,7 +693,7 @@ done
 # Added latency without queueing: one connection, one request at a time. Under the closed loop
 # above, p99 is mostly the time a request waits behind the 31 others; here it is the time the
 # proxy itself adds.
-declare -A LAT_P50 LAT_P99 L_LAT50 L_LAT99
+declare -A LAT_P50=() LAT_P99=() L_LAT50=() L_LAT99=()
 for round in $(seq 1 "$ROUNDS"); do
 for row in $LATENCY_ROWS; do
   # Only rows whose servers were started (ROWS) and that did not fail.
@@ -494,6 +707,10 @@ for row in $LATENCY_ROWS; do
     d) url=$RM; extra=(-H "Cookie: ${REMINT_COOKIE:-}") ;;
     e) url=$SC; extra=() ;;
     f) url=$FA; extra=(-H "Cookie: ${COOKIE:-}") ;;
+    y) url=$CY; extra=(-H "Cookie: $REQUEST_COOKIE") ;;
+    o) url=$AP; extra=(-H "Cookie: $APACHE_COOKIE") ;;
+    q) url=$AQ; extra=(-H "Cookie: $REQUEST_COOKIE") ;;
+    t) url=$TR; extra=(-H "Cookie: $REQUEST_COOKIE") ;;
     *) continue ;;
   esac
   "${PIN_LOAD[@]}" wrk -t1 -c1 -d"${WARMUP}s" -H "$HDR_ACCEPT" -H "$HDR_UA" "${extra[@]}" "$url" >/dev/null 2>&1 || true
@@ -541,6 +758,10 @@ label() {
     f) echo "(f) nginx + auth_request to sidecar" ;;
     k) echo "(k) sidecar, $PREFILL_K sessions, users cycle" ;;
     m) echo "(m) sidecar, $PREFILL_M sessions, users cycle" ;;
+    y) echo "(y) Caddy reverse_proxy" ;;
+    o) echo "(o) Apache + mod_auth_openidc, session" ;;
+    q) echo "(q) Apache reverse proxy alone, no auth" ;;
+    t) echo "(t) nginx + auth_request to return 204" ;;
   esac
 }
 ratio() { # value base
@@ -549,11 +770,12 @@ ratio() { # value base
 fmt_us() { if [ -n "$1" ]; then awk -v v="$1" 'BEGIN { if (v >= 1000 || v <= -1000) printf "%.2f ms", v / 1000; else printf "%d us", v }'; else echo "-"; fi; }
 
 echo
-echo "## Load: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2 }')), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "## Load: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2 }')), load average $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 echo
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency (after ${WARMUP}s warm-up), GET $PATH_UNDER_TEST; pinning: $PINNING."
 echo "Each row measured $ROUNDS times, rows interleaved; the table shows medians (all runs: req/s per round below)."
-echo "CPU/req: CPU time of the process under test (proxy: nginx worker / sidecar; row (a): the upstream)"
+echo "CPU/req: CPU time of the process under test (proxy: nginx worker / sidecar / Caddy / all of Apache;"
+echo "row (a): the upstream; rows (f) and (t): the auth endpoint, sidecar or 204 nginx, not the front nginx)"
 echo "and of the upstream nginx worker, divided by the requests wrk completed."
 echo
 printf '| %-40s | %10s | %9s | %9s | %7s | %7s | %10s | %9s | %9s |\n' "row" "req/s" "p50" "p99" "vs (b)" "vs (a)" "p99 - (a)" "CPU/req" "upstr/req"
@@ -575,6 +797,14 @@ done
 echo
 if [ -n "${RPS[k]:-}" ] && [ -n "${RPS[m]:-}" ]; then
   echo "Throughput with $PREFILL_M sessions vs $PREFILL_K (m vs k): $(ratio "${RPS[m]}" "${RPS[k]}")"
+  echo
+fi
+if [ -n "${RPS[c]:-}" ] && { [ -n "${RPS[y]:-}" ] || [ -n "${RPS[o]:-}" ]; }; then
+  echo "Sidecar with a session (c) vs Caddy (y): $(ratio "${RPS[c]}" "${RPS[y]:-}"); vs Apache + mod_auth_openidc (o): $(ratio "${RPS[c]}" "${RPS[o]:-}")"
+  echo
+fi
+if [ -n "${RPS[f]:-}" ] && [ -n "${RPS[t]:-}" ]; then
+  echo "Forward auth: nginx + auth_request to the sidecar (f) vs to a trivial 204 (t): $(ratio "${RPS[f]}" "${RPS[t]}") (target >= 0.90x)"
   echo
 fi
 for row in "${MEASURED[@]}"; do

@@ -131,7 +131,7 @@ fn main() -> ExitCode {
     }
 
     raise_fd_limit();
-    let runtime = match wechat_oauth_proxy::server::runtime(config.server.worker_threads) {
+    let runtime = match wechat_oauth_proxy::server::runtime(config.server.runtime_threads()) {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("cannot start the runtime: {err}");

@@ -684,6 +684,128 @@ impl Body for RequestBody {
     }
 }
 
+/// Binds `workers` listeners on the same address with `SO_REUSEPORT`, for [`serve_workers`]:
+/// the kernel spreads new connections over them. With port 0 the first listener picks the port
+/// and the others join it. Linux only admits sockets of the same user into one port group.
+///
+/// Must run inside a tokio runtime (the listeners are registered with it, then handed over as
+/// std listeners).
+///
+/// # Errors
+/// The error from creating, configuring or binding a socket (address in use, no permission).
+pub fn reuseport_listeners(
+    addr: SocketAddr,
+    workers: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    /// The same backlog as tokio's `TcpListener::bind`.
+    const BACKLOG: u32 = 1024;
+    let mut addr = addr;
+    let mut listeners = Vec::with_capacity(workers);
+    for _ in 0..workers.max(1) {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(BACKLOG)?;
+        addr = listener.local_addr()?;
+        listeners.push(listener.into_std()?);
+    }
+    Ok(listeners)
+}
+
+/// Serves like [`serve`], but on one single-threaded runtime per listener, each on its own OS
+/// thread with its own service (thread-per-core, as nginx's workers: no task moves between
+/// threads, and a service that owns per-thread state — the proxy's connection pool, see
+/// `Upstream::with_own_pool` — never shares it). `listeners` usually come from
+/// [`reuseport_listeners`]; `services` gives one service per listener.
+///
+/// Every worker has the watchdog and the graceful drain of [`serve`]. When `shutdown` resolves,
+/// every worker stops accepting and drains (within [`ServerSettings::shutdown_grace`]); this
+/// returns once all have stopped.
+///
+/// # Errors
+/// The first error of a worker: its runtime could not be built, its listener not registered, or
+/// its thread not started (or it panicked).
+pub async fn serve_workers<S, B>(
+    listeners: Vec<std::net::TcpListener>,
+    mut services: impl FnMut(usize) -> S,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()>
+where
+    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// How long a stopped worker's runtime waits for its blocking tasks (a DNS lookup).
+    const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
+    let (stop, stopped) = watch::channel(false);
+    let (ended, mut ends) = tokio::sync::mpsc::unbounded_channel::<(usize, io::Result<()>)>();
+    let mut threads = Vec::with_capacity(listeners.len());
+    let mut failed = Ok(());
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let service = services(index);
+        let settings = settings.clone();
+        let mut stopped = stopped.clone();
+        let ended = ended.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("worker-{index}"))
+            .spawn(move || {
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|runtime| {
+                        let served = runtime.block_on(async move {
+                            let listener = TcpListener::from_std(listener)?;
+                            let shutdown = async move { stop_requested(&mut stopped).await };
+                            serve(listener, service, settings, shutdown).await
+                        });
+                        runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+                        served
+                    });
+                // The receiver is gone only when `serve_workers` itself was dropped.
+                let _ = ended.send((index, served));
+            });
+        match thread {
+            Ok(thread) => threads.push(thread),
+            Err(error) => {
+                failed = Err(error);
+                break;
+            }
+        }
+    }
+    // Only the workers hold senders now: `recv` ends once every worker has ended (or panicked).
+    drop(ended);
+    if failed.is_ok() {
+        tracing::info!(workers = threads.len(), "serving on one thread per worker");
+        tokio::select! {
+            () = shutdown => {}
+            Some((index, outcome)) = ends.recv() => {
+                // A worker that ends on its own failed: stop the others too.
+                tracing::warn!(worker = index, ?outcome, "a worker stopped; stopping the others");
+                failed = outcome;
+            }
+        }
+    }
+    let _ = stop.send(true);
+    while let Some((_, outcome)) = ends.recv().await {
+        failed = failed.and(outcome);
+    }
+    for thread in threads {
+        // Every worker has sent its outcome (or panicked): its thread is ending.
+        if thread.join().is_err() {
+            failed = failed.and(Err(io::Error::other("a worker thread panicked")));
+        }
+    }
+    failed
+}
+
 /// The tokio runtime the sidecar runs on: `workers` threads (`None`: one per CPU this process may
 /// use, honouring `taskset`/cgroup limits). One thread gets the single-threaded scheduler: with
 /// nobody to steal work from, the work-stealing pool only adds cost (about 5% more requests per

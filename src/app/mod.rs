@@ -127,16 +127,8 @@ pub async fn run_reloadable(
     source: Option<ConfigSource>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|source| AppError::Io {
-            context: format!("cannot listen on {}", config.server.listen),
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| AppError::Io {
-        context: "listener address".into(),
-        source,
-    })?;
+    let listener = Listener::bind(config.server.listen, config.server.workers).await?;
+    let local = listener.local_addr()?;
 
     let dev = dev::DevServices::start(&config, &secrets).await?;
     let wechat = wechat(
@@ -165,7 +157,7 @@ pub async fn run_reloadable(
         .clone()
         .or_else(|| dev.upstream_url())
         .ok_or_else(|| setup("server")("server.upstream is not set".into()))?;
-    let service = layer.layer(upstream(&config, upstream_url.clone())?);
+    let upstream = upstream(&config, upstream_url.clone())?;
 
     dev.start_pusher(&config, local);
     tracing::info!(
@@ -181,18 +173,62 @@ pub async fn run_reloadable(
         );
     }
 
-    let served = server::serve(
-        listener,
-        service,
-        ServerSettings::from(&config.server),
-        shutdown,
-    )
-    .await;
+    let settings = ServerSettings::from(&config.server);
+    let served = match listener {
+        Listener::Shared(listener) => {
+            server::serve(listener, layer.layer(upstream), settings, shutdown).await
+        }
+        // One service per worker: the same layer (its state is shared), each with its own
+        // upstream pool, so that no connection or pool lock is shared between threads.
+        Listener::Workers(listeners) => {
+            let services = |_| layer.layer(upstream.with_own_pool());
+            server::serve_workers(listeners, services, settings, shutdown).await
+        }
+    };
     dev.shutdown().await;
     served.map_err(|source| AppError::Io {
         context: "serving".into(),
         source,
     })
+}
+
+/// Where the sidecar accepts connections: one listener for the shared runtime, or one
+/// `SO_REUSEPORT` listener per worker (`server.workers`).
+enum Listener {
+    Shared(tokio::net::TcpListener),
+    Workers(Vec<std::net::TcpListener>),
+}
+
+impl Listener {
+    async fn bind(addr: std::net::SocketAddr, workers: Option<usize>) -> Result<Self, AppError> {
+        let cannot_listen = |source| AppError::Io {
+            context: format!("cannot listen on {addr}"),
+            source,
+        };
+        match workers {
+            None => tokio::net::TcpListener::bind(addr)
+                .await
+                .map(Self::Shared)
+                .map_err(cannot_listen),
+            Some(workers) => server::reuseport_listeners(addr, workers)
+                .map(Self::Workers)
+                .map_err(cannot_listen),
+        }
+    }
+
+    fn local_addr(&self) -> Result<std::net::SocketAddr, AppError> {
+        let addr = match self {
+            Self::Shared(listener) => listener.local_addr(),
+            Self::Workers(listeners) => listeners.first().map_or_else(
+                || Err(std::io::Error::other("no worker listener")),
+                std::net::TcpListener::local_addr,
+            ),
+        };
+        addr.map_err(|source| AppError::Io {
+            context: "listener address".into(),
+            source,
+        })
+    }
 }
 
 /// Builds everything [`run`] builds from the configuration alone — WeChat client settings,

@@ -65,9 +65,15 @@ pub struct ServerConfig {
     /// work-stealing pool of one (see BENCHMARKS.md).
     #[serde(default)]
     pub worker_threads: Option<usize>,
+    /// Thread-per-core serving: this many independent workers, each a single-threaded runtime
+    /// with its own listener on `listen` (`SO_REUSEPORT`, the kernel spreads connections) and
+    /// its own upstream connection pool, as nginx's `worker_processes`. Unset (the default):
+    /// one runtime with `worker_threads` threads. Not together with `worker_threads`.
+    #[serde(default)]
+    pub workers: Option<usize>,
 }
 
-/// Upper bound for `server.worker_threads` (a typo guard, far above any useful value).
+/// Upper bound for `server.worker_threads` and `server.workers` (a typo guard, far above any useful value).
 const MAX_WORKER_THREADS: usize = 1024;
 
 /// Upper bound for the `server.*_ms` connection timeouts: one day (a typo guard).
@@ -114,6 +120,12 @@ impl FromConfigStr for IpNet {
 }
 
 impl ServerConfig {
+    /// Threads of the process's main tokio runtime: `worker_threads`, or one when
+    /// `workers` serve on their own threads (the main runtime then only runs background tasks).
+    pub fn runtime_threads(&self) -> Option<usize> {
+        self.worker_threads.or(self.workers.map(|_| 1))
+    }
+
     pub(super) fn check(&self, config: &Config, problems: &mut Problems) {
         let mut bad = |key: &str, message: String| problems.bad(key, message);
         if !matches!(self.public_url.scheme(), "http" | "https") {
@@ -149,6 +161,22 @@ impl ServerConfig {
             bad(
                 "server.worker_threads",
                 format!("must be between 1 and {MAX_WORKER_THREADS}"),
+            );
+        }
+        if self
+            .workers
+            .is_some_and(|n| n == 0 || n > MAX_WORKER_THREADS)
+        {
+            bad(
+                "server.workers",
+                format!("must be between 1 and {MAX_WORKER_THREADS}"),
+            );
+        }
+        if self.workers.is_some() && self.worker_threads.is_some() {
+            bad(
+                "server.workers",
+                "each worker is one thread: set server.workers or server.worker_threads, not both"
+                    .into(),
             );
         }
         if self.upstream_timeout_secs == 0 {

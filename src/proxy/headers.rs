@@ -171,11 +171,26 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 /// other upgrade is removed. Returns whether the WebSocket fields were added.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_websocket: bool) -> bool {
     let websocket = keep_websocket && is_websocket_upgrade(headers);
-    for name in connection_options(headers) {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    // One pass over the names present finds what to remove (usually nothing, or `Connection`
+    // and what it names), instead of a hashed removal of every name on the list.
+    let listed = if headers.contains_key(CONNECTION) {
+        connection_options(headers)
+    } else {
+        Vec::new()
+    };
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name) || listed.contains(name))
+        .cloned()
+        .collect();
+    if !present.is_empty() {
+        // In the order of the rules (the fields `Connection` names, then the list), so that the
+        // fields left keep the order they always had.
+        for name in listed.iter().chain(&HOP_BY_HOP) {
+            if present.contains(name) {
+                headers.remove(name);
+            }
+        }
     }
     if websocket {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -209,10 +224,7 @@ pub struct ForwardedFor<'a> {
 /// replaced, and every other `X-Forwarded-*` field (`-Prefix`, `-Port`, `-Uri`, …), `Forwarded`,
 /// `X-Real-IP`, `X-Original-URL` and `X-Rewrite-URL` are removed, since we do not vouch for them.
 pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedFor<'_>) {
-    let peer = info
-        .peer
-        .map(|ip| ip.to_canonical())
-        .and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok());
+    let peer = info.peer.and_then(peer_value);
 
     if info.trusted {
         let mut chain: Vec<u8> = Vec::new();
@@ -239,32 +251,61 @@ pub fn set_forwarded(headers: &mut HeaderMap, info: &ForwardedFor<'_>) {
             _ => set_or_remove(headers, X_FORWARDED_FOR, peer),
         }
         if !headers.contains_key(&X_FORWARDED_PROTO) {
-            set_or_remove(
-                headers,
-                X_FORWARDED_PROTO,
-                HeaderValue::from_str(info.proto).ok(),
-            );
+            set_or_remove(headers, X_FORWARDED_PROTO, proto_value(info.proto));
         }
         if !headers.contains_key(&X_FORWARDED_HOST) {
             set_or_remove(headers, X_FORWARDED_HOST, info.host.clone());
         }
     } else {
-        let family: Vec<HeaderName> = headers
+        // Only the names present are removed (one pass over them, no hashed removal of every
+        // name that could be there); the three set below replace any client value anyway.
+        let doomed: Vec<HeaderName> = headers
             .keys()
-            .filter(|name| name.as_str().starts_with(X_FORWARDED_PREFIX))
+            .filter(|name| {
+                UNTRUSTED_DROP.contains(name)
+                    || (name.as_str().starts_with(X_FORWARDED_PREFIX)
+                        && ![X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST].contains(name))
+            })
             .cloned()
             .collect();
-        for name in family.iter().chain(&UNTRUSTED_DROP) {
+        for name in doomed {
             headers.remove(name);
         }
         set_or_remove(headers, X_FORWARDED_FOR, peer);
-        set_or_remove(
-            headers,
-            X_FORWARDED_PROTO,
-            HeaderValue::from_str(info.proto).ok(),
-        );
+        set_or_remove(headers, X_FORWARDED_PROTO, proto_value(info.proto));
         set_or_remove(headers, X_FORWARDED_HOST, info.host.clone());
     }
+}
+
+/// The `X-Forwarded-Proto` value: the two the proxy uses are static (no allocation).
+fn proto_value(proto: &str) -> Option<HeaderValue> {
+    match proto {
+        "http" => Some(HeaderValue::from_static("http")),
+        "https" => Some(HeaderValue::from_static("https")),
+        other => HeaderValue::from_str(other).ok(),
+    }
+}
+
+/// The peer's address as a header value (IPv4-mapped IPv6 as IPv4), formatted once per peer
+/// and thread: the last one is kept, and the peers of a proxy are few (often one: the load
+/// balancer), so most requests reuse it.
+fn peer_value(peer: IpAddr) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let peer = peer.to_canonical();
+    LAST.with(|last| {
+        let mut last = last.try_borrow_mut().ok()?;
+        if let Some((ip, value)) = last.as_ref() {
+            if *ip == peer {
+                return Some(value.clone());
+            }
+        }
+        let value = HeaderValue::from_str(&peer.to_string()).ok()?;
+        *last = Some((peer, value.clone()));
+        Some(value)
+    })
 }
 
 /// Replaces every value of `name` with `value`, or removes the field when there is none.

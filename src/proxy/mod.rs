@@ -1,8 +1,10 @@
 //! Upstream forwarding for the sidecar: a plain tower service that relays requests to one HTTP
 //! upstream.
 //!
-//! [`Upstream`] is built on hyper-util's pooled client (one connection pool shared by all clones),
-//! streams request and response bodies without buffering them, rewrites the URI to the upstream
+//! [`Upstream`] keeps its own pool of HTTP/1.1 connections to the upstream ([`PoolSettings`]:
+//! bounded, idle timeout, readiness checked before reuse, only idempotent body-less requests sent
+//! again when the upstream closed a reused connection under them; one pool shared by all
+//! clones, [`Upstream::with_own_pool`] for another), streams request and response bodies without buffering them, rewrites the URI to the upstream
 //! (keeping path and query, under the upstream's base path), applies the [`headers`] rules
 //! (odd header names, hop-by-hop removal, trusted `X-Forwarded-*`), and relays one protocol
 //! upgrade: an HTTP/1.1 `GET` WebSocket handshake, tunnelled only after the upstream's 101 agrees
@@ -25,6 +27,9 @@
 //! ```
 
 pub mod headers;
+mod pool;
+
+pub use self::pool::PoolSettings;
 
 use std::{
     convert::Infallible,
@@ -43,14 +48,11 @@ use bytes::Bytes;
 use http::{
     HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
     header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HOST},
-    uri::{Authority, PathAndQuery, Scheme},
+    uri::{Authority, PathAndQuery},
 };
 use http_body_util::{BodyExt as _, Empty, Full, combinators::UnsyncBoxBody};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-};
+use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use tower::Service;
 
@@ -58,11 +60,13 @@ use crate::negotiate::Answer;
 use crate::request_id::RequestId;
 use crate::server::{BodyTimeout, BoxError, ClientAddr};
 
+use self::pool::{Conn, Pool, PooledBody, Target};
+
 /// Body of every response [`Upstream`] returns: the upstream's streamed body, or a small error
 /// page. Boxed (unsync, like hyper's own `Incoming` wrappers) so callers deal with one type.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// Body sent to the upstream: the client's body, boxed so one pooled client serves every body type.
+/// Body sent to the upstream: the client's body, boxed so one pool serves every body type.
 type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Scheme of the proxy's own listener as clients see it, sent as `X-Forwarded-Proto`.
@@ -116,6 +120,8 @@ pub struct ProxySettings {
     /// those characters into `-`. Fields that fold into one the proxy owns (`X_Forwarded_For`,
     /// `X.Real.IP`, `Transfer_Encoding`, …) are dropped even when this is true.
     pub allow_underscores_in_headers: bool,
+    /// The upstream connection pool's bounds and idle timeout.
+    pub pool: PoolSettings,
 }
 
 impl ProxySettings {
@@ -129,6 +135,7 @@ impl ProxySettings {
             forwarded_proto: ForwardedProto::default(),
             preserve_host: true,
             allow_underscores_in_headers: false,
+            pool: PoolSettings::default(),
         }
     }
 }
@@ -158,8 +165,13 @@ pub enum InvalidUpstream {
 /// Cloning is cheap and shares the connection pool.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, UpstreamBody>,
+    pool: Pool,
+    /// How to reach the upstream and its pool settings, for [`Upstream::with_own_pool`].
+    target: Target,
+    pool_settings: PoolSettings,
     authority: Authority,
+    /// `authority` as a `Host` value, sent when the client's is not.
+    authority_host: HeaderValue,
     /// The upstream URL's path without its trailing `/` (empty for `/`).
     base_path: String,
     connect_timeout: Duration,
@@ -174,6 +186,7 @@ impl fmt::Debug for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Upstream")
             .field("authority", &self.authority)
+            .field("pool", &self.pool_settings)
             .field("base_path", &self.base_path)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
@@ -211,19 +224,26 @@ impl Upstream {
         let authority: Authority = url[url::Position::BeforeHost..url::Position::AfterPort]
             .parse()
             .map_err(|_| InvalidUpstream::Authority)?;
+        let authority_host =
+            HeaderValue::from_str(authority.as_str()).map_err(|_| InvalidUpstream::Authority)?;
+        let port = url
+            .port_or_known_default()
+            .ok_or(InvalidUpstream::Authority)?;
+        let target = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Target::Addr((ip, port).into()),
+            Some(url::Host::Ipv6(ip)) => Target::Addr((ip, port).into()),
+            Some(url::Host::Domain(name)) => Target::Name(name.to_owned(), port),
+            None => return Err(InvalidUpstream::NoHost),
+        };
         let base_path = url.path().trim_end_matches('/').to_owned();
-
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let pool = Pool::new(target.clone(), settings.connect_timeout, settings.pool);
 
         Ok(Self {
-            client,
+            pool,
+            target,
+            pool_settings: settings.pool,
             authority,
+            authority_host,
             base_path,
             connect_timeout: settings.connect_timeout,
             response_timeout: settings.response_timeout,
@@ -234,7 +254,22 @@ impl Upstream {
         })
     }
 
-    /// The upstream URI for a request's path and query: the base path, then the request path.
+    /// The same service with a connection pool of its own (an empty one), for a server thread
+    /// that should not share connections with the others.
+    #[must_use]
+    pub fn with_own_pool(&self) -> Self {
+        Self {
+            pool: Pool::new(
+                self.target.clone(),
+                self.connect_timeout,
+                self.pool_settings,
+            ),
+            ..self.clone()
+        }
+    }
+
+    /// The upstream request target (origin-form) for a request's path and query: the base path,
+    /// then the request path.
     fn upstream_uri(&self, original: &Uri) -> Option<Uri> {
         let path_and_query = match original.path_and_query() {
             // Without a base path the request's own (already validated) path is reused as is:
@@ -248,11 +283,7 @@ impl Upstream {
             // Asterisk-form (`OPTIONS *`) and anything else has no path to map.
             Some(_) => return None,
         };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path_and_query);
-        Uri::from_parts(parts).ok()
+        Some(Uri::from(path_and_query))
     }
 
     /// Turns the client's request into the upstream request; also returns the client side of a
@@ -305,12 +336,11 @@ impl Upstream {
                 host: client_host.clone(),
             },
         );
-        request_headers.remove(HOST);
-        if self.preserve_host {
-            if let Some(host) = client_host {
-                request_headers.insert(HOST, host);
-            }
-        }
+        let host = match client_host {
+            Some(host) if self.preserve_host => host,
+            _ => self.authority_host.clone(),
+        };
+        request_headers.insert(HOST, host);
 
         // A failure of the client's body while it is sent (malformed chunked encoding, the client
         // going away) also fails the upstream request; the flag tells the two apart.
@@ -329,7 +359,8 @@ impl Upstream {
         let mut upstream_request = Request::new(body.boxed_unsync());
         *upstream_request.method_mut() = parts.method;
         *upstream_request.uri_mut() = uri;
-        // The pool speaks HTTP/1.1 to the upstream whatever the client used.
+        // The pool speaks HTTP/1.1 to the upstream whatever the client used; the target is in
+        // origin-form and `Host` is set above.
         *upstream_request.version_mut() = Version::HTTP_11;
         *upstream_request.headers_mut() = request_headers;
         Ok(Prepared {
@@ -384,14 +415,15 @@ where
     type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // The pooled client has no readiness of its own; connections are made per request.
+        // The pool has no readiness of its own: a request waits for a connection inside its
+        // future (bounded by the response timeout).
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let accept = request.headers().get(ACCEPT).cloned();
         let prepared = self.prepare(request);
-        let client = self.client.clone();
+        let pool = self.pool.clone();
         let response_timeout = self.response_timeout;
         let authority = self.authority.clone();
         ResponseFuture {
@@ -405,9 +437,9 @@ where
                     Err(failure) => return Ok(error_page(failure, accept.as_ref())),
                 };
                 let method = request.method().clone();
-                let outcome = tokio::time::timeout(response_timeout, client.request(request)).await;
-                let response = match outcome {
-                    Ok(Ok(response)) => response,
+                let outcome = tokio::time::timeout(response_timeout, pool.send(request)).await;
+                let (response, conn) = match outcome {
+                    Ok(Ok(sent)) => sent,
                     Ok(Err(error)) if body_failed.load(Ordering::Relaxed) != BODY_OK => {
                         // The client's fault, not the upstream's.
                         tracing::debug!(%method, error = %ErrorChain(&error), "client request body failed");
@@ -434,6 +466,7 @@ where
                 };
                 Ok(relay_response(
                     response,
+                    (conn, pool),
                     downstream_upgrade,
                     accept.as_ref(),
                 ))
@@ -445,9 +478,10 @@ where
 /// Converts the upstream's response into the client's, wiring up the WebSocket tunnel on a
 /// genuine 101: one that answers a WebSocket handshake and agrees to `websocket`. Any other 101
 /// is a 502 and nothing is tunnelled (dropping the upstream's upgrade handle closes that
-/// connection).
+/// connection). Any other response's body gives `conn` back to its pool when it is done.
 fn relay_response(
     mut response: Response<hyper::body::Incoming>,
+    (conn, pool): (Conn, Pool),
     downstream_upgrade: Option<OnUpgrade>,
     accept: Option<&HeaderValue>,
 ) -> Response<ProxyBody> {
@@ -472,7 +506,7 @@ fn relay_response(
         (false, _) => {
             let (mut parts, body) = response.into_parts();
             headers::remove_hop_by_hop(&mut parts.headers, false);
-            Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
+            Response::from_parts(parts, PooledBody::new(body, conn, pool).boxed_unsync())
         }
     }
 }
@@ -672,35 +706,29 @@ mod tests {
         let uri = |s: &str| s.parse::<Uri>().unwrap();
         assert_eq!(
             root.upstream_uri(&uri("/a/b?x=1&y=%20")).unwrap(),
-            "http://127.0.0.1:8080/a/b?x=1&y=%20"
+            "/a/b?x=1&y=%20"
         );
-        assert_eq!(
-            based.upstream_uri(&uri("/a?q")).unwrap(),
-            "http://[::1]:9000/app/a?q"
-        );
-        assert_eq!(
-            based.upstream_uri(&uri("/")).unwrap(),
-            "http://[::1]:9000/app/"
-        );
+        assert_eq!(based.upstream_uri(&uri("/a?q")).unwrap(), "/app/a?q");
+        assert_eq!(based.upstream_uri(&uri("/")).unwrap(), "/app/");
         // Absolute-form requests keep only their path and query.
         assert_eq!(
             root.upstream_uri(&uri("http://evil.example/p?q")).unwrap(),
-            "http://127.0.0.1:8080/p?q"
+            "/p?q"
         );
-        assert_eq!(
-            root.upstream_uri(&uri("http://evil.example")).unwrap(),
-            "http://127.0.0.1:8080/"
-        );
+        assert_eq!(root.upstream_uri(&uri("http://evil.example")).unwrap(), "/");
         assert!(root.upstream_uri(&uri("*")).is_none());
         // A target without a path stays under the base path.
         assert_eq!(
             based.upstream_uri(&uri("http://evil.example")).unwrap(),
-            "http://[::1]:9000/app/"
+            "/app/"
         );
         assert_eq!(
             based.upstream_uri(&uri("evil.example:80")).unwrap(),
-            "http://[::1]:9000/app/"
+            "/app/"
         );
+        // The `Host` sent when the client's is not: the upstream's authority.
+        assert_eq!(based.authority_host, "[::1]:9000");
+        assert_eq!(upstream("http://app:80/").authority_host, "app");
     }
 
     #[test]

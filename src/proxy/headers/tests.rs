@@ -269,3 +269,22 @@ fn trusted_peer_without_values_gets_ours() {
     assert_eq!(values(&headers, "x-forwarded-proto"), ["https"]);
     assert_eq!(values(&headers, "x-forwarded-host"), ["app.example.com"]);
 }
+
+#[test]
+fn the_peer_value_kept_per_thread_follows_the_peer() {
+    // The same peer twice (the kept value), another one, then the first again, then its
+    // IPv4-mapped spelling: each request names its own peer.
+    for peer in [
+        "203.0.113.9",
+        "203.0.113.9",
+        "198.51.100.7",
+        "2001:db8::1",
+        "203.0.113.9",
+        "::ffff:203.0.113.9",
+    ] {
+        let mut headers = HeaderMap::new();
+        set_forwarded(&mut headers, &info(Some(peer), false));
+        let expected = peer.trim_start_matches("::ffff:");
+        assert_eq!(values(&headers, "x-forwarded-for"), [expected], "{peer}");
+    }
+}
