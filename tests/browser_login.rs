@@ -18,6 +18,9 @@ use support::sidecar::{Sidecar, repo_file};
 /// The official account the shipped configuration serves on `127.0.0.1`.
 const ACCOUNT_A: &str = "wxa1b2c3d4e5f60708";
 
+/// The one it serves on `localhost`.
+const ACCOUNT_B: &str = "wxb2b2c3d4e5f60708";
+
 /// The real binary with the shipped development configuration.
 async fn shipped(label: &str) -> Sidecar {
     let config = std::fs::read_to_string(repo_file("config.toml")).unwrap();
@@ -44,6 +47,38 @@ async fn phone_at_consent(label: &str, path: &str) -> (Sidecar, Driver, Chrome) 
     (sidecar, driver, phone)
 }
 
+/// The simulator's test users, by index on the consent page.
+const USERS: [&str; 3] = ["张三", "Alice 🌸", "李四😀"];
+
+/// On the consent page: picks test user `user` and waits until the demo upstream greets them
+/// (the callback set the session and sent the browser back). Returns the URL it landed on.
+async fn pick(phone: &Chrome, user: usize) -> Url {
+    phone.click(&format!("a.user[href$='user={user}']")).await;
+    phone.wait_for_text(&format!("你好，{}", USERS[user])).await;
+    phone.url().await
+}
+
+/// The openid on the demo upstream's card (the `x-wechat-openid` header it received).
+async fn shown_openid(chrome: &Chrome) -> String {
+    chrome
+        .wait_for(".who code")
+        .await
+        .text()
+        .await
+        .expect("openid text")
+}
+
+/// The status of `whoami` asked by the page shown (same origin, the browser's cookies).
+async fn whoami_status(chrome: &Chrome) -> u64 {
+    let status = chrome
+        .eval(
+            "const x = new XMLHttpRequest(); x.open('GET', '/_wxauth/whoami', false); \
+             x.setRequestHeader('Accept', 'application/json'); x.send(); return x.status;",
+        )
+        .await;
+    status.as_u64().expect("a status")
+}
+
 /// The JSON document Chromium shows for a JSON answer (its text is the document).
 async fn shown_json(chrome: &Chrome) -> Value {
     let text = chrome.wait_for_text("{").await;
@@ -62,12 +97,9 @@ async fn wechat_user_logs_in_through_the_consent_page_and_out_again() {
     assert!(consent.contains(ACCOUNT_A), "the account asking: {consent}");
     phone.screenshot("login-consent").await;
 
-    phone.click("a.user[href$='user=0']").await;
-    let landed = phone
-        .wait_for_url("back on the page first asked for", |url| {
-            url.origin() == sidecar.base.origin() && url.path() == "/hello"
-        })
-        .await;
+    let landed = pick(&phone, 0).await;
+    assert_eq!(landed.origin(), sidecar.base.origin(), "{landed}");
+    assert_eq!(landed.path(), "/hello", "back on the page first asked for");
     assert_eq!(landed.query(), Some("from=browser"), "the query is kept");
     let page = phone.wait_for_text("你好，张三").await;
     assert!(page.contains("demo upstream"), "{page}");
@@ -77,12 +109,7 @@ async fn wechat_user_logs_in_through_the_consent_page_and_out_again() {
 
     // The openid the upstream received (its x-wechat-openid header, shown on the card) is the
     // session's.
-    let shown_openid = phone
-        .wait_for(".who code")
-        .await
-        .text()
-        .await
-        .expect("openid text");
+    let shown_openid = shown_openid(&phone).await;
     phone.goto(&sidecar.url("/_wxauth/whoami")).await;
     let whoami = shown_json(&phone).await;
     assert_eq!(whoami["nickname"], "张三", "{whoami}");
@@ -128,17 +155,83 @@ async fn refusing_consent_shows_the_chinese_page_with_a_retry_link() {
     phone.screenshot("login-refused").await;
 
     // Its link starts the login again, for the page first asked for.
-    phone.click("main a, body a").await;
+    phone.click(".retry a").await;
     phone
         .wait_for_url("the retry link leads to the consent page", is_consent)
         .await;
-    phone.click("a.user[href$='user=1']").await;
+    let landed = pick(&phone, 1).await;
+    assert_eq!(landed.path(), "/reports/2026", "the page first asked for");
+
+    phone.close().await;
+}
+
+/// The shipped configuration serves two official accounts on two host names (`127.0.0.1`: A,
+/// `localhost`: B). The browser keeps their cookies apart (host-only cookies): logged in on A,
+/// B still asks WeChat — for B's appid — and the same person gets B's openid there, while A's
+/// session stays as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_account_on_its_own_host_has_its_own_login() {
+    let (sidecar, _driver, phone) = phone_at_consent("browser-tenants", "/a").await;
+    pick(&phone, 0).await;
+    let openid_a = shown_openid(&phone).await;
+
+    let mut on_b = sidecar.url("/b");
+    on_b.set_host(Some("localhost")).unwrap();
+    phone.goto(&on_b).await;
     phone
-        .wait_for_url("logged in on the page first asked for", |url| {
-            url.path() == "/reports/2026"
-        })
+        .wait_for_url("B has no session yet: the consent page", is_consent)
         .await;
-    phone.wait_for_text("你好，Alice 🌸").await;
+    let consent = phone.wait_for_text(ACCOUNT_B).await;
+    assert!(!consent.contains(ACCOUNT_A), "{consent}");
+    let landed = pick(&phone, 0).await;
+    assert_eq!(landed.host_str(), Some("localhost"), "back on B: {landed}");
+    let openid_b = shown_openid(&phone).await;
+    assert_ne!(openid_a, openid_b, "one openid per official account");
+
+    phone.goto(&sidecar.url("/a")).await;
+    phone.wait_for_text("你好，张三").await;
+    assert_eq!(
+        shown_openid(&phone).await,
+        openid_a,
+        "A's session is untouched"
+    );
+
+    phone.close().await;
+}
+
+/// A logout link on another site (here a `data:` page, an opaque origin: the browser says
+/// `Sec-Fetch-Site: cross-site`) does not log the person out: the proxy asks for confirmation
+/// in Chinese, the session still works, and the page's own button (same-origin) logs out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logout_link_on_another_site_asks_for_confirmation() {
+    let (sidecar, _driver, phone) = phone_at_consent("browser-xsite", "/x").await;
+    pick(&phone, 2).await;
+
+    let logout = sidecar.url("/_wxauth/logout");
+    let html = format!("<a id=\"out\" href=\"{logout}\">退出</a>");
+    let page = percent_encoding::utf8_percent_encode(&html, percent_encoding::NON_ALPHANUMERIC);
+    phone
+        .goto(&Url::parse(&format!("data:text/html;charset=utf-8,{page}")).unwrap())
+        .await;
+    phone.click("#out").await;
+    assert_error_page(
+        &phone,
+        "确认退出登录",
+        "退出登录的请求来自其他网站，因此没有执行。如果确实要退出，请点击下面的按钮。",
+    )
+    .await;
+    phone.screenshot("logout-cross-site").await;
+
+    // Not logged out: the session still answers (asked from the page, same origin).
+    assert_eq!(whoami_status(&phone).await, 200);
+
+    // The page's button is a same-origin link: it logs out.
+    phone.click(".retry a").await;
+    phone
+        .wait_for_url("the confirmed logout is carried out", is_consent)
+        .await;
+    phone.goto(&sidecar.url("/_wxauth/whoami")).await;
+    phone.wait_for_text("需要登录").await;
 
     phone.close().await;
 }
