@@ -68,17 +68,6 @@ async fn shown_openid(chrome: &Chrome) -> String {
         .expect("openid text")
 }
 
-/// The status of `whoami` asked by the page shown (same origin, the browser's cookies).
-async fn whoami_status(chrome: &Chrome) -> u64 {
-    let status = chrome
-        .eval(
-            "const x = new XMLHttpRequest(); x.open('GET', '/_wxauth/whoami', false); \
-             x.setRequestHeader('Accept', 'application/json'); x.send(); return x.status;",
-        )
-        .await;
-    status.as_u64().expect("a status")
-}
-
 /// The JSON document Chromium shows for a JSON answer (its text is the document).
 async fn shown_json(chrome: &Chrome) -> Value {
     let text = chrome.wait_for_text("{").await;
@@ -223,7 +212,7 @@ async fn a_logout_link_on_another_site_asks_for_confirmation() {
     phone.screenshot("logout-cross-site").await;
 
     // Not logged out: the session still answers (asked from the page, same origin).
-    assert_eq!(whoami_status(&phone).await, 200);
+    assert_eq!(phone.status_of("/_wxauth/whoami").await, 200);
 
     // The page's button is a same-origin link: it logs out.
     phone.click(".retry a").await;

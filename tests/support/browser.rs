@@ -59,6 +59,9 @@ pub struct Profile {
     pub height: u32,
     /// Host names that resolve to `127.0.0.1` in this browser (e.g. an unknown tenant's).
     pub loopback_hosts: Vec<String>,
+    /// Whether pages may run scripts (`false`: a browser with JavaScript turned off; the
+    /// harness's own scripts, sent over WebDriver, still run).
+    pub javascript: bool,
 }
 
 impl Profile {
@@ -69,6 +72,7 @@ impl Profile {
             width: 1280,
             height: 900,
             loopback_hosts: Vec::new(),
+            javascript: true,
         }
     }
 
@@ -79,7 +83,14 @@ impl Profile {
             width: 412,
             height: 915,
             loopback_hosts: Vec::new(),
+            javascript: true,
         }
+    }
+
+    /// The same profile with JavaScript turned off for pages (`<noscript>` applies).
+    pub fn without_javascript(mut self) -> Profile {
+        self.javascript = false;
+        self
     }
 
     /// The same profile, with `host` resolving to `127.0.0.1`.
@@ -205,7 +216,12 @@ impl Driver {
             "timeouts": { "pageLoad": millis, "script": millis, "implicit": 0 },
             "goog:chromeOptions": {
                 "args": args,
-                "prefs": { "intl.accept_languages": "zh-CN,zh" },
+                "prefs": {
+                    "intl.accept_languages": "zh-CN,zh",
+                    // 1: allow, 2: block (Chromium's content setting).
+                    "profile.managed_default_content_settings.javascript":
+                        if profile.javascript { 1 } else { 2 },
+                },
             },
         });
         let Value::Object(capabilities) = capabilities else {
@@ -278,6 +294,18 @@ impl Chrome {
         bounded(self.client.execute(script, Vec::new()))
             .await
             .unwrap_or_else(|e| panic!("script {script:?}: {e}"))
+    }
+
+    /// The status of a `GET path` (JSON accepted) that the page shown sends itself: same origin,
+    /// with the browser's cookies.
+    pub async fn status_of(&self, path: &str) -> u64 {
+        let status = self
+            .eval(&format!(
+                "const x = new XMLHttpRequest(); x.open('GET', {path:?}, false); \
+                 x.setRequestHeader('Accept', 'application/json'); x.send(); return x.status;"
+            ))
+            .await;
+        status.as_u64().expect("a status")
     }
 
     /// Waits until `check` holds of the page, checking every [`POLL`] for at most [`WAIT`];
