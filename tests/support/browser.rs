@@ -389,7 +389,7 @@ impl Chrome {
     }
 
     /// Ends the WebDriver session (the browser exits). [`Driver`]'s drop kills it anyway.
-    pub async fn close(self) {
-        let _ = bounded(self.client.close()).await;
+    pub async fn close(&self) {
+        let _ = bounded(self.client.clone().close()).await;
     }
 }
