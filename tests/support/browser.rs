@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator, elements::Element};
+use fantoccini::{Client, ClientBuilder, Locator, elements::Element, wd::WindowHandle};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use url::Url;
@@ -372,6 +372,27 @@ impl Chrome {
         bounded(element.click())
             .await
             .unwrap_or_else(|e| panic!("click {selector}: {e}"));
+    }
+
+    /// Waits until the page opened another window (a `target="_blank"` link), switches to it
+    /// and returns the window this browser showed before, for [`switch_to`](Self::switch_to).
+    pub async fn switch_to_new_window(&self) -> WindowHandle {
+        let before = bounded(self.client.window()).await.expect("window");
+        let opened = self
+            .wait_until("a new window", async |chrome| {
+                let windows = chrome.client.windows().await.ok()?;
+                windows.into_iter().find(|w| *w != before)
+            })
+            .await;
+        self.switch_to(opened).await;
+        before
+    }
+
+    /// Shows `window` (commands go to it from now on).
+    pub async fn switch_to(&self, window: WindowHandle) {
+        bounded(self.client.switch_to_window(window))
+            .await
+            .expect("switch window");
     }
 
     /// When `$WXAUTH_SCREENSHOTS` names a directory: a PNG of the window into it as
