@@ -225,6 +225,27 @@ async fn a_logout_link_on_another_site_asks_for_confirmation() {
     phone.close().await;
 }
 
+/// Without the QR bridge, a desktop browser is sent to WeChat's authorize page like a phone,
+/// and WeChat (here its simulator) answers with its dead end for browsers outside WeChat:
+/// "请在微信客户端打开链接". This is what the bridge (tests/browser_qr.rs) replaces.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_bridge_a_desktop_browser_meets_wechats_dead_end() {
+    let shipped = std::fs::read_to_string(repo_file("config.toml")).unwrap();
+    // The shipped demo may turn the bridge on; this test is about the proxy without it.
+    let config = shipped.replace("[qr]\nenabled = true\n", "");
+    let sidecar = Sidecar::start("browser-dead-end", &config).await;
+    let driver = Driver::start().await;
+    let desktop = driver.open(&Profile::desktop()).await;
+    desktop.goto(&sidecar.url("/hello")).await;
+    let at = desktop
+        .wait_for_url("sent to WeChat's authorize page", is_consent)
+        .await;
+    assert_ne!(at.origin(), sidecar.base.origin(), "{at}");
+    desktop.wait_for_text("请在微信客户端打开链接").await;
+    desktop.screenshot("desktop-dead-end").await;
+    desktop.close().await;
+}
+
 /// Two of the proxy's own error pages in a real browser: a callback whose state this browser
 /// never started ("登录链接已失效"), and a host name that is no official account's ("未知的
 /// 公众号"). Both are `lang="zh-CN"` with the Chinese title first and render CJK text.
