@@ -36,6 +36,9 @@ SYSTEM_PACKAGES=(
   "nginx|test -x /usr/sbin/nginx|tests/front_proxies.rs runs the shipped deploy/nginx/ config (auth_request) in front of a login"
   "caddy|type -P caddy|tests/front_proxies.rs runs the shipped deploy/caddy/Caddyfile (forward_auth) in front of a login"
   "valgrind|type -P valgrind|the instruction-count guard benches/icount.rs (run by .ci/run) counts with callgrind"
+  "chromium|type -P chromium|headless Chromium: the real-browser tests (tests/browser_*.rs) load the proxy's pages and the simulated WeChat's"
+  "chromium-driver|type -P chromedriver|chromedriver: the real-browser tests drive Chromium over WebDriver (tests/support/browser.rs)"
+  "fonts-noto-cjk|test -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc|CJK glyphs: the real-browser tests check that the zh-CN pages render Chinese text, and their screenshots read properly"
 )
 
 # npm packages, installed with `npm install` into target/test-deps/npm (their binaries on PATH,

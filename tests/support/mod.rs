@@ -6,6 +6,7 @@
 //!   (the simulated WeChat on `127.0.0.1:0`);
 //! - [`layer`] (re-exported here): the layer suites' parts: [`Echo`], the layer's collaborators,
 //!   [`wechat_settings`] (component mode against the simulator), [`World`] and [`Browser`];
+//! - [`browser`]: headless Chromium over WebDriver (`chromedriver`), for what a person sees;
 //! - [`events`]: a minimal events URL that hands pushes to `WeChatOAuth::accept_push`;
 //! - [`proxy`]: a tiny hyper upstream, the proxy under test and raw hyper clients;
 //! - [`redis`]: a throw-away `redis-server` per test and a session store that owns its server;
@@ -25,6 +26,8 @@
 
 use std::{future::Future, time::Duration};
 
+#[cfg(feature = "sim")]
+pub mod browser;
 pub mod events;
 #[cfg(feature = "sim")]
 pub mod layer;
