@@ -158,6 +158,18 @@ async fn decide(phone: &Chrome, approve: bool) {
     }
 }
 
+/// Waits until `desktop`, untouched, shows the page at `path` greeting `nickname` (logged in);
+/// returns its URL.
+async fn lands_logged_in(desktop: &Chrome, path: &str, nickname: &str) -> Url {
+    let landed = desktop
+        .wait_for_url("the desktop tab goes on by itself", |url| {
+            url.path() == path
+        })
+        .await;
+    desktop.wait_for_text(&format!("你好，{nickname}")).await;
+    landed
+}
+
 /// The whole bridge with JavaScript: the desktop page long-polls, shows "scanned" while the
 /// phone confirms, and navigates on by itself to the page first asked for, logged in as the
 /// phone's user. The phone gets no session of its own (the default).
@@ -177,13 +189,8 @@ async fn a_desktop_browser_logs_in_by_scanning_with_wechat() {
     decide(&phone, true).await;
     phone.screenshot("qr-phone-confirmed").await;
 
-    let landed = desktop
-        .wait_for_url("the desktop tab goes on by itself", |url| {
-            url.path() == "/reports"
-        })
-        .await;
+    let landed = lands_logged_in(desktop, "/reports", "张三").await;
     assert_eq!(landed.query(), Some("week=48"), "the page first asked for");
-    desktop.wait_for_text("你好，张三").await;
     // Reported, not asserted (no timed assertions): the tap on 确认登录 to the desktop's
     // logged-in page, through the long poll.
     eprintln!(
@@ -218,12 +225,7 @@ async fn without_javascript_the_desktop_page_refreshes_until_logged_in() {
     scan_and_consent(&phone, link, 1).await;
     decide(&phone, true).await;
 
-    desktop
-        .wait_for_url("the refreshes end on the page first asked for", |url| {
-            url.path() == "/nojs"
-        })
-        .await;
-    desktop.wait_for_text("你好，Alice 🌸").await;
+    lands_logged_in(desktop, "/nojs", "Alice 🌸").await;
 
     scene.end().await;
 }
@@ -281,6 +283,31 @@ async fn the_phone_link_is_for_the_first_wechat_only() {
         "此登录二维码已被其他手机扫描或已处理。请在电脑上刷新二维码。",
     )
     .await;
+
+    scene.end().await;
+}
+
+/// The shipped demo with one desktop browser: the QR page's "模拟手机扫码" link opens a second
+/// tab that the simulated WeChat marks as the phone; that tab consents and confirms, and the
+/// first tab ends logged in.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_the_demo_one_desktop_plays_the_phone_in_a_second_tab() {
+    let scene = Scene::start("browser-qr-demo", Profile::desktop(), "/demo").await;
+    let desktop = &scene.desktop;
+    desktop.click("#simulate-scan").await;
+    let qr_tab = desktop.switch_to_new_window().await;
+    desktop
+        .wait_for_url(
+            "the second tab goes through WeChat's authorize page",
+            is_consent,
+        )
+        .await;
+    desktop.click("a.user[href$='user=0']").await;
+    desktop.wait_for_text("确认在电脑上登录？").await;
+    decide(desktop, true).await;
+
+    desktop.switch_to(qr_tab).await;
+    lands_logged_in(desktop, "/demo", "张三").await;
 
     scene.end().await;
 }
