@@ -6,7 +6,8 @@
 //! without anyone touching it, ends logged in on the page it asked for.
 //!
 //! Screenshots are taken only when `WXAUTH_SCREENSHOTS` names a directory (the README's come
-//! from `WXAUTH_SCREENSHOTS=docs/screenshots cargo test --all-features --test browser_qr`).
+//! from `WXAUTH_SCREENSHOTS=docs/screenshots cargo test --all-features --test browser_qr
+//! a_desktop_browser_logs_in_by_scanning_with_wechat`, which writes exactly those four).
 #![cfg(feature = "sim")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -187,7 +188,6 @@ async fn a_desktop_browser_logs_in_by_scanning_with_wechat() {
 
     let confirmed = std::time::Instant::now();
     decide(&phone, true).await;
-    phone.screenshot("qr-phone-confirmed").await;
 
     let landed = lands_logged_in(desktop, "/reports", "张三").await;
     assert_eq!(landed.query(), Some("week=48"), "the page first asked for");
