@@ -58,7 +58,8 @@ use tokio::{
 use super::UpstreamBody;
 use crate::server::BoxError;
 
-/// Limits of the upstream connection pool (see the [module docs](self)).
+/// Limits of the upstream connection pool that [`crate::proxy::Upstream`] keeps (bounded, idle
+/// timeout, readiness checked before reuse).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolSettings {
     /// Most idle connections kept open for reuse; more are closed when they come back.
