@@ -514,6 +514,7 @@ mod cookies {
                             created_at: 1_700_000_000 + i as u64,
                             appid: None,
                             qr: None,
+                            website: false,
                         });
                     }
                     (codec.flow_cookie(&payload), None, Some(payload))

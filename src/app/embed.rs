@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::{AppError, QrParts, auth_layer, codecs, setup, stores, wechat};
+use super::{AppError, QrParts, auth_layer, codecs, setup, stores, website, wechat};
 use crate::config::{Config, ResolvedSecrets};
 use crate::layer::WeChatAuthLayer;
 
@@ -47,6 +47,7 @@ pub async fn layer_from_file(
     let qr = QrParts {
         tickets: stores::ticket_store(&config).await?,
         dev_phone: None,
+        website: website(&config, &secrets, None)?,
     };
     auth_layer(&config, wechat, sessions, cookies, jwt, qr)
 }

@@ -17,8 +17,10 @@ use crate::layer::WeChatAuthLayer;
 use crate::proxy::Upstream;
 use crate::server::{self, ServerSettings};
 use crate::session::{CookieCodec, MemoryStore, SessionStore, TicketStore};
+use crate::wechat::client::WeChatClient;
 use crate::wechat::oauth::WeChatOAuth;
 use crate::wechat::persist::{MemoryPlatformStore, PlatformStore};
+use crate::wechat::website::WebsiteApp;
 
 mod embed;
 mod exporter;
@@ -146,6 +148,7 @@ pub async fn run_reloadable(
     let qr = QrParts {
         tickets: stores::ticket_store(&config).await?,
         dev_phone: dev.qr_dev_phone(),
+        website: website(&config, &secrets, dev.sim_url())?,
     };
     let layer = auth_layer(&config, wechat, sessions, cookies, jwt, qr)?;
     let _revocation = layer.start_background();
@@ -245,7 +248,11 @@ pub fn check(config: &Config, secrets: &ResolvedSecrets) -> Result<(), AppError>
     dev::check(config)?;
     let (cookies, jwt) = codecs(config, secrets)?;
     let sessions = Arc::new(MemoryStore::new(config.session.session_settings()));
-    auth_layer(config, wechat, sessions, cookies, jwt, QrParts::default())?;
+    let qr = QrParts {
+        website: website(config, secrets, None)?,
+        ..QrParts::default()
+    };
+    auth_layer(config, wechat, sessions, cookies, jwt, qr)?;
     if let Some(url) = &config.server.upstream {
         upstream(config, url.clone())?;
     }
@@ -259,15 +266,39 @@ fn wechat(
     sim_url: Option<url::Url>,
     platform_store: Arc<dyn PlatformStore>,
 ) -> Result<WeChatOAuth, AppError> {
+    let settings = wechat_settings(config, secrets, sim_url)?;
+    Ok(WeChatOAuth::new(settings, platform_store)
+        .map_err(|e| setup("wechat")(e.to_string()))?
+        .with_login_deadline(config.wechat.login_deadline()))
+}
+
+/// `[wechat]` and its secrets as the WeChat side's settings (both base URLs the simulated
+/// WeChat's at `sim_url` in development mode).
+fn wechat_settings(
+    config: &Config,
+    secrets: &ResolvedSecrets,
+    sim_url: Option<url::Url>,
+) -> Result<crate::wechat::oauth::WeChatSettings, AppError> {
     let w = &config.wechat;
     let api_base = sim_url.clone().unwrap_or_else(|| w.api_base_url.clone());
     let open_base = sim_url.unwrap_or_else(|| w.open_base_url.clone());
-    let settings = w
-        .settings(secrets, config.tenants.as_ref(), api_base, open_base)
-        .map_err(refused("wechat"))?;
-    Ok(WeChatOAuth::new(settings, platform_store)
-        .map_err(|e| setup("wechat")(e.to_string()))?
-        .with_login_deadline(w.login_deadline()))
+    w.settings(secrets, config.tenants.as_ref(), api_base, open_base)
+        .map_err(refused("wechat"))
+}
+
+/// `qr.desktop = "website"`: the website app, with a client of the `[wechat]` client settings
+/// (the simulated WeChat's at `sim_url` in development mode, like the official account's).
+fn website(
+    config: &Config,
+    secrets: &ResolvedSecrets,
+    sim_url: Option<url::Url>,
+) -> Result<Option<WebsiteApp>, AppError> {
+    let Some((appid, secret)) = config.qr.website_app(secrets) else {
+        return Ok(None);
+    };
+    let client_settings = wechat_settings(config, secrets, sim_url)?.client;
+    let client = WeChatClient::new(client_settings).map_err(|e| setup("qr")(e.to_string()))?;
+    Ok(Some(WebsiteApp::new(appid, secret, client)))
 }
 
 /// The cookie codec and the JWT issuer, both keyed from the master secret.
@@ -293,6 +324,8 @@ struct QrParts {
     tickets: Option<Arc<dyn TicketStore>>,
     /// `[dev]`: the simulator's aid that lets a desktop play the phone.
     dev_phone: Option<crate::layer::QrDevPhone>,
+    /// `qr.desktop = "website"`: the website app desktop browsers log in with.
+    website: Option<WebsiteApp>,
 }
 
 /// The authentication layer, from `[auth]`, `server.public_url`, the `[jwt]` headers and
@@ -314,6 +347,9 @@ fn auth_layer(
     }
     let mut settings = config.layer_settings().map_err(refused("jwt"))?;
     settings.qr.dev_phone = qr.dev_phone;
+    if let Some(app) = qr.website {
+        settings.qr.desktop = crate::layer::QrDesktopLogin::Website(app);
+    }
     let mut builder = WeChatAuthLayer::builder()
         .settings(settings)
         .wechat(wechat)

@@ -68,6 +68,7 @@ pub const SECRET_ENV_VARS: &[(&str, &str)] = &[
     ("WXAUTH_ENCODING_AES_KEY", "wechat.encoding_aes_key"),
     ("WXAUTH_MASTER_SECRET", "session.master_secret"),
     ("WXAUTH_JWT_HS256_SECRET", "jwt.hs256_secret"),
+    ("WXAUTH_QR_WEBSITE_SECRET", "qr.website.secret"),
 ];
 
 /// A problem found in the configuration, with the key path it concerns.
@@ -189,6 +190,8 @@ pub struct ResolvedSecrets {
     pub master_secret: Option<SecretString>,
     /// HS256 secret.
     pub hs256_secret: Option<SecretString>,
+    /// The website app's appsecret (`[qr.website]`).
+    pub website_secret: Option<SecretString>,
 }
 
 impl Config {
@@ -282,6 +285,11 @@ impl Config {
                 &s.master_secret_file,
             ),
             hs256_secret: one("jwt.hs256_secret", &j.hs256_secret, &j.hs256_secret_file),
+            website_secret: one(
+                "qr.website.secret",
+                &self.qr.website.secret,
+                &self.qr.website.secret_file,
+            ),
         }
     }
 
@@ -308,7 +316,7 @@ impl Config {
         self.jwt.check(secrets, problems);
         self.dev.check(self, problems);
         self.forward_auth.check(problems);
-        self.qr.check(problems);
+        self.qr.check(secrets, self.tenants.is_some(), problems);
         self.log.check(problems);
         self.metrics.check(self, problems);
         self.access

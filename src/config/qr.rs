@@ -1,12 +1,15 @@
 //! `[qr]`: the desktop QR login bridge ([`QrSettings`]): desktop browsers log in by scanning a
 //! QR code with WeChat.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Problems;
-use crate::layer::QrSettings;
+use super::{Problems, ResolvedSecrets, wechat::looks_like_appid};
+use crate::layer::{QrDesktopLogin, QrSettings};
+use crate::secret::SecretString;
+use crate::wechat::{AppSecret, website::WebsiteAppId};
 
 /// `[qr]`
 #[derive(Clone, Debug, Deserialize)]
@@ -48,6 +51,36 @@ pub struct QrConfig {
     /// Status polls waiting at once (default 1 000).
     #[serde(default = "defaults::max_polls")]
     pub max_polls: usize,
+    /// What desktop browsers without a session get: `"bridge"` (default, the QR bridge when
+    /// `enabled`) or `"website"` (WeChat's own website login with `[qr.website]`).
+    #[serde(default)]
+    pub desktop: DesktopMode,
+    /// `[qr.website]`: the website app (网站应用) of `desktop = "website"`.
+    #[serde(default)]
+    pub website: QrWebsiteConfig,
+}
+
+/// `qr.desktop`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesktopMode {
+    /// The QR bridge (the phone lends the official account's identity).
+    #[default]
+    Bridge,
+    /// WeChat's website login (`qrconnect`, `snsapi_login`) with the team's website app.
+    Website,
+}
+
+/// `[qr.website]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrWebsiteConfig {
+    /// The website app's appid (`wx` + 16 hex characters).
+    pub appid: Option<String>,
+    /// The website app's appsecret (or `secret_file`, or `WXAUTH_QR_WEBSITE_SECRET`).
+    pub secret: Option<SecretString>,
+    /// File holding the website app's appsecret.
+    pub secret_file: Option<PathBuf>,
 }
 
 mod defaults {
@@ -100,6 +133,8 @@ impl Default for QrConfig {
             max_pending: defaults::max_pending(),
             poll_wait_secs: defaults::poll_wait(),
             max_polls: defaults::max_polls(),
+            desktop: DesktopMode::Bridge,
+            website: QrWebsiteConfig::default(),
         }
     }
 }
@@ -121,12 +156,49 @@ impl QrConfig {
             poll_wait: Duration::from_secs(self.poll_wait_secs),
             max_polls: self.max_polls,
             dev_phone: None,
+            // The app turns `website_app` into the layer's website mode (it owns the client).
+            desktop: QrDesktopLogin::Bridge,
         }
     }
 
-    pub(super) fn check(&self, problems: &mut Problems) {
+    /// The website app's appid and secret with `desktop = "website"` (`None` in bridge mode,
+    /// or when they are missing, which the check reports).
+    pub fn website_app(&self, secrets: &ResolvedSecrets) -> Option<(WebsiteAppId, AppSecret)> {
+        if self.desktop != DesktopMode::Website {
+            return None;
+        }
+        let appid = self.website.appid.as_deref()?;
+        let secret = secrets.website_secret.as_ref()?;
+        Some((
+            WebsiteAppId::new(appid),
+            AppSecret::new(secret.expose_secret()),
+        ))
+    }
+
+    pub(super) fn check(&self, secrets: &ResolvedSecrets, tenants: bool, problems: &mut Problems) {
         if let Some(problem) = self.settings().problem() {
             problems.bad("qr", problem);
+        }
+        if self.desktop != DesktopMode::Website {
+            return;
+        }
+        if !self.website.appid.as_deref().is_some_and(looks_like_appid) {
+            problems.bad(
+                "qr.website.appid",
+                "desktop = \"website\" needs the website app's appid (wx followed by 16 hex characters)",
+            );
+        }
+        if secrets.website_secret.is_none() {
+            problems.bad(
+                "qr.website.secret",
+                "desktop = \"website\" needs the website app's secret (or secret_file, or WXAUTH_QR_WEBSITE_SECRET)",
+            );
+        }
+        if tenants {
+            problems.bad(
+                "qr.desktop",
+                "\"website\" serves a single official account; with [tenants] use the bridge",
+            );
         }
     }
 }
@@ -145,7 +217,7 @@ mod tests {
         assert_eq!(settings.scan_ttl, Duration::from_secs(60));
         let mut problems = Problems::default();
         let bad: QrConfig = toml::from_str("enabled = true\nabsolute_ttl_secs = 900").unwrap();
-        bad.check(&mut problems);
+        bad.check(&ResolvedSecrets::default(), false, &mut problems);
         assert_eq!(problems.0.len(), 1);
         assert!(
             toml::from_str::<QrConfig>("enable = true").is_err(),

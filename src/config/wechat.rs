@@ -112,7 +112,7 @@ fn default_lang() -> String {
 }
 
 /// `wx` followed by 16 hex characters.
-fn looks_like_appid(s: &str) -> bool {
+pub(super) fn looks_like_appid(s: &str) -> bool {
     s.len() == 18 && s.starts_with("wx") && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 

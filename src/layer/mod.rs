@@ -127,8 +127,8 @@ pub use self::error::AuthError;
 pub use self::extract::IdentityRejection;
 pub use self::forward::{ForwardAuthSettings, ForwardError};
 pub use self::qr::{
-    DevPhone as QrDevPhone, MAX_ABSOLUTE_TTL as QR_MAX_ABSOLUTE_TTL,
-    MAX_POLL_WAIT as QR_MAX_POLL_WAIT, QrSettings,
+    DesktopLogin as QrDesktopLogin, DevPhone as QrDevPhone,
+    MAX_ABSOLUTE_TTL as QR_MAX_ABSOLUTE_TTL, MAX_POLL_WAIT as QR_MAX_POLL_WAIT, QrSettings,
 };
 use self::reload::Live;
 pub use self::reload::ReloadableSettings;

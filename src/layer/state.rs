@@ -47,6 +47,19 @@ pub(super) struct AuthState {
 }
 
 impl AuthState {
+    /// Whether a session whose identity names `appid` is one of `tenant`'s: the tenant's own
+    /// account, or — in `qr.desktop` website mode, single account only — the website app.
+    pub(super) fn session_is_for(&self, appid: &str, tenant: &ResolvedTenant) -> bool {
+        appid == tenant.appid().as_str()
+            || (self.resolver.is_single()
+                && self
+                    .settings
+                    .qr
+                    .desktop
+                    .website()
+                    .is_some_and(|app| app.appid().as_str() == appid))
+    }
+
     /// The live session of `tenant` named by the request's cookie, if any. A missing,
     /// tampered or unknown cookie is `Ok(None)`, and so is another tenant's session (a new
     /// login for this one; the other session is untouched, never a cross-tenant JWT); a store
@@ -62,7 +75,7 @@ impl AuthState {
             return Ok(None);
         };
         match self.sessions.load(&id).await? {
-            Some(record) if record.identity.appid.as_str() != tenant.appid().as_str() => {
+            Some(record) if !self.session_is_for(record.identity.appid.as_str(), tenant) => {
                 tracing::debug!(
                     session = %id.fingerprint(),
                     tenant = self.label(tenant),

@@ -588,6 +588,7 @@ mod tests {
             created_at: 1_700_000_000,
             appid: None,
             qr: None,
+            website: false,
         }
     }
 

@@ -89,6 +89,10 @@ pub struct LoginFlow {
     /// identity in that ticket instead of opening a session (see `layer::qr`).
     #[serde(rename = "q", default, skip_serializing_if = "Option::is_none")]
     pub qr: Option<QrTicketId>,
+    /// A desktop login through WeChat's website login (`qr.desktop` website mode): the
+    /// callback exchanges the code with the website app, not the official account.
+    #[serde(rename = "w", default, skip_serializing_if = "std::ops::Not::not")]
+    pub website: bool,
 }
 
 impl LoginFlow {
@@ -206,6 +210,7 @@ mod tests {
             created_at,
             appid: None,
             qr: None,
+            website: false,
         }
     }
 

@@ -382,6 +382,9 @@ pub struct Options {
     pub qr: Option<QrSettings>,
     /// Where QR tickets live (`None`: the layer's memory store).
     pub tickets: Option<Arc<dyn TicketStore>>,
+    /// `qr.desktop` website mode with the simulator's first website app (its client pointed
+    /// at the simulator).
+    pub website: bool,
 }
 
 impl Default for Options {
@@ -402,6 +405,7 @@ impl Default for Options {
             public_url: None,
             qr: None,
             tickets: None,
+            website: false,
         }
     }
 }
@@ -487,7 +491,26 @@ impl World {
         if let Some(forward_auth) = options.forward_auth.clone() {
             builder = builder.forward_auth(forward_auth);
         }
-        if let Some(qr) = options.qr.clone() {
+        let mut qr = options.qr.clone();
+        if let Some(app) = sim
+            .config()
+            .website_apps
+            .first()
+            .filter(|_| options.website)
+        {
+            let client = wechat_oauth_proxy::wechat::client::WeChatClient::new(
+                wechat_settings(sim.config(), sim.base_url(), options.request_timeout).client,
+            )
+            .expect("client");
+            let app = wechat_oauth_proxy::wechat::website::WebsiteApp::new(
+                app.appid.clone(),
+                app.secret.clone(),
+                client,
+            );
+            qr.get_or_insert_with(Default::default).desktop =
+                wechat_oauth_proxy::layer::QrDesktopLogin::Website(app);
+        }
+        if let Some(qr) = qr {
             builder = builder.qr(qr);
         }
         if let Some(tickets) = options.tickets.clone() {

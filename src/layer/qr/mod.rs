@@ -52,7 +52,7 @@ use http::{Method, request::Parts};
 use tokio::sync::{Semaphore, watch};
 use tower::BoxError;
 
-pub use self::settings::{DevPhone, MAX_ABSOLUTE_TTL, MAX_POLL_WAIT, QrSettings};
+pub use self::settings::{DesktopLogin, DevPhone, MAX_ABSOLUTE_TTL, MAX_POLL_WAIT, QrSettings};
 use self::{limit::PerIp, ticket::Ticket};
 use super::{
     body::OwnResponse, dispatch::QrRoute, error::AuthError, state::AuthState,
@@ -147,6 +147,19 @@ fn bridge(auth: &AuthState) -> Result<&Bridge, AuthError> {
 /// User-Agent is not WeChat's.
 pub(super) fn wants_qr_page(auth: &AuthState, parts: &Parts) -> bool {
     auth.qr.is_some() && !device::is_wechat(&parts.headers)
+}
+
+/// The website app a navigation without a session is sent to (`qr.desktop` website mode and
+/// the User-Agent is not WeChat's), if any.
+pub(super) fn website_login<'a>(
+    auth: &'a AuthState,
+    parts: &Parts,
+) -> Option<&'a crate::wechat::website::WebsiteApp> {
+    auth.settings
+        .qr
+        .desktop
+        .website()
+        .filter(|_| !device::is_wechat(&parts.headers))
 }
 
 /// The desktop page for a navigation without a session (see [`wants_qr_page`]).

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::wechat::website::WebsiteApp;
+
 /// The desktop QR login bridge (`[qr]`): off by default. Desktop browsers (no `MicroMessenger`
 /// in the User-Agent) get a QR code to scan with WeChat instead of the dead-end redirect; see
 /// the README, "Desktop browsers: log in by scanning a QR code".
@@ -40,7 +42,43 @@ pub struct QrSettings {
     /// Development only (set by the sidecar for `[dev] simulate_wechat`): lets one desktop play
     /// the phone. `None` in production.
     pub dev_phone: Option<DevPhone>,
+    /// What a desktop browser without a session gets: the bridge's QR page (default) or WeChat's
+    /// own website login (网站应用, `qrconnect`).
+    pub desktop: DesktopLogin,
 }
+
+/// How desktop browsers (no `MicroMessenger` in the User-Agent) log in.
+#[derive(Clone, Debug, Default)]
+pub enum DesktopLogin {
+    /// The QR bridge (when `enabled`): the phone lends the official account's identity.
+    #[default]
+    Bridge,
+    /// WeChat's website login with the team's own website app: a navigation without a session
+    /// is sent to the app's `qrconnect` page (scope `snsapi_login`) and the callback exchanges
+    /// the code with the app's secret. The session's identity is the **website app's**: its
+    /// openid, the unionid, the profile, and `appid` = the website app's appid. Only for a
+    /// single official account (without `[tenants]`).
+    Website(WebsiteApp),
+}
+
+impl DesktopLogin {
+    /// The website app, in website mode.
+    pub fn website(&self) -> Option<&WebsiteApp> {
+        match self {
+            Self::Bridge => None,
+            Self::Website(app) => Some(app),
+        }
+    }
+}
+
+// Compared by mode and appid (the secret and the client are not comparable).
+impl PartialEq for DesktopLogin {
+    fn eq(&self, other: &Self) -> bool {
+        self.website().map(WebsiteApp::appid) == other.website().map(WebsiteApp::appid)
+    }
+}
+
+impl Eq for DesktopLogin {}
 
 /// The development aid that lets a desktop browser act as the phone (the simulated WeChat's
 /// "模拟手机扫码" page): the desktop page links to it, and a browser carrying its cookie may
@@ -70,6 +108,7 @@ impl Default for QrSettings {
             poll_wait: Duration::from_secs(25),
             max_polls: 1_000,
             dev_phone: None,
+            desktop: DesktopLogin::Bridge,
         }
     }
 }

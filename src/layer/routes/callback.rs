@@ -126,8 +126,8 @@ async fn run(
     if let Some(p) = pending.as_mut() {
         p.remove(&binding);
     }
-    let code = granted_code(auth, parts, &appid)?;
-    let identity = identity_within_deadline(auth, &appid, code).await?;
+    let code = granted_code(auth, parts, &appid, flow.website)?;
+    let identity = identity_within_deadline(auth, &appid, code, flow.website).await?;
     // Who may log in: checked before anything is stored, so a refused person has no session.
     auth.admit(&identity)?;
     if let Some(qr) = &flow.qr {
@@ -276,17 +276,18 @@ async fn redeem(
 }
 
 /// Steps 2 and 3: the authorization code (none: the user refused), and in component mode the
-/// `appid` WeChat names must be the login's account.
+/// `appid` WeChat names must be the login's account (a website login's callback names none).
 fn granted_code(
     auth: &AuthState,
     parts: &Parts,
     appid: &AuthorizerAppId,
+    website: bool,
 ) -> Result<String, AuthError> {
     let Some(code) = query_param(parts, "code").filter(|c| !c.is_empty()) else {
         tracing::info!("the user refused the authorization");
         return Err(AuthError::LoginRefused);
     };
-    if auth.wechat.component_appid().is_some() {
+    if auth.wechat.component_appid().is_some() && !website {
         let named = query_param(parts, "appid");
         if named.as_deref() != Some(appid.as_str()) {
             tracing::warn!("callback appid does not match the login's authorizer appid");
@@ -302,19 +303,25 @@ async fn identity_within_deadline(
     auth: &AuthState,
     appid: &AuthorizerAppId,
     code: String,
+    website: bool,
 ) -> Result<Identity, AuthError> {
     let deadline = auth.wechat.login_deadline();
-    tokio::time::timeout(deadline, fetch_identity(auth, appid, code))
-        .await
-        .map_err(|_| {
-            tracing::warn!(
-                deadline_ms = deadline.as_millis(),
-                "login did not complete within its deadline"
-            );
-            WeChatError::Timeout {
-                endpoint: "login (deadline)",
-            }
-        })?
+    let fetched = async {
+        if website {
+            website_identity(auth, code).await
+        } else {
+            fetch_identity(auth, appid, code).await
+        }
+    };
+    tokio::time::timeout(deadline, fetched).await.map_err(|_| {
+        tracing::warn!(
+            deadline_ms = deadline.as_millis(),
+            "login did not complete within its deadline"
+        );
+        WeChatError::Timeout {
+            endpoint: "login (deadline)",
+        }
+    })?
 }
 
 /// Step 5: a fresh session (any session the browser had is deleted), the flow remembered as
@@ -397,5 +404,24 @@ async fn fetch_identity(
             appid,
             scope: Scope::Base,
         }
+    })
+}
+
+/// A website login's identity (`qr.desktop` website mode): the code exchanged with the website
+/// app's own secret, its profile. The openid is the website app's, and so is `appid`.
+async fn website_identity(auth: &AuthState, code: String) -> Result<Identity, AuthError> {
+    let Some(app) = auth.settings.qr.desktop.website() else {
+        // A website flow from when the mode was on: nothing can exchange its code now.
+        tracing::info!("website login callback, but website mode is off");
+        return Err(AuthError::InvalidState);
+    };
+    let login = app.login(&AuthorizationCode::new(code)).await?;
+    Ok(Identity {
+        openid: login.openid,
+        unionid: login.unionid,
+        nickname: login.nickname,
+        avatar: login.headimgurl,
+        appid: AppId::new(login.appid.as_str()),
+        scope: Scope::UserInfo,
     })
 }

@@ -31,8 +31,8 @@ use crate::{
         state::AuthState,
         tenant::ResolvedTenant,
     },
-    session::{FlowBinding, LoginFlow, QrTicketId, ReturnPath},
-    wechat::OAuthState,
+    session::{FlowBinding, FlowCookie, LoginFlow, QrTicketId, ReturnPath},
+    wechat::{OAuthState, website::WebsiteApp},
 };
 
 /// Length of a generated OAuth state.
@@ -48,14 +48,17 @@ pub(super) async fn login(
 }
 
 /// Starts a login for `tenant` that ends on `return_path`. A desktop browser (not WeChat's)
-/// gets the QR login page when the bridge is on (`layer::qr`); otherwise
-/// [`redirect_to_wechat`].
+/// goes to the website app's QR login in `qr.desktop` website mode, or gets the QR login page
+/// when the bridge is on (`layer::qr`); otherwise [`redirect_to_wechat`].
 pub(in crate::layer) async fn start(
     auth: &AuthState,
     tenant: &ResolvedTenant,
     parts: &Parts,
     return_path: ReturnPath,
 ) -> Result<OwnResponse, AuthError> {
+    if let Some(app) = qr::website_login(auth, parts) {
+        return redirect_to_website(auth, tenant, &parts.headers, return_path, app);
+    }
     if qr::wants_qr_page(auth, parts) {
         return qr::desktop_page(auth, tenant, parts, return_path).await;
     }
@@ -81,6 +84,43 @@ pub(in crate::layer) async fn redirect_to_wechat(
     // Fail fast: no point asking the user to consent to a login that cannot complete.
     auth.wechat.ensure_login_possible().await?;
 
+    let (state, pending) = new_flow(auth, tenant, headers, return_path, qr, false);
+    let url = auth.wechat.authorize_url(
+        tenant.appid(),
+        &auth.callback_url_for(tenant),
+        auth.settings.scope,
+        &OAuthState::new(state),
+    )?;
+    Ok(flow_redirect(auth, tenant, url.as_str(), &pending))
+}
+
+/// `qr.desktop` website mode: a desktop login flow for `tenant` (marked `website`, so that the
+/// callback exchanges the code with `app`) and a 302 to the website app's `qrconnect` page
+/// with our callback URL. Writes nothing on the server.
+fn redirect_to_website(
+    auth: &AuthState,
+    tenant: &ResolvedTenant,
+    headers: &HeaderMap,
+    return_path: ReturnPath,
+    app: &WebsiteApp,
+) -> Result<OwnResponse, AuthError> {
+    let callback = url::Url::parse(&auth.callback_url_for(tenant))
+        .map_err(|_| AuthError::Internal("callback URL does not parse"))?;
+    let (state, pending) = new_flow(auth, tenant, headers, return_path, None, true);
+    let url = app.authorize_url(&callback, &OAuthState::new(state));
+    Ok(flow_redirect(auth, tenant, url.as_str(), &pending))
+}
+
+/// A fresh OAuth state and the browser's flow cookie payload with the new flow added (expired
+/// flows dropped).
+fn new_flow(
+    auth: &AuthState,
+    tenant: &ResolvedTenant,
+    headers: &HeaderMap,
+    return_path: ReturnPath,
+    qr: Option<QrTicketId>,
+    website: bool,
+) -> (String, FlowCookie) {
     let state: String = (0..STATE_LEN)
         .map(|_| char::from(OsRng.sample(Alphanumeric)))
         .collect();
@@ -93,16 +133,20 @@ pub(in crate::layer) async fn redirect_to_wechat(
         created_at: now,
         appid: Some(AppId::from(tenant.appid())),
         qr,
+        website,
     });
+    (state, pending)
+}
 
-    let url = auth.wechat.authorize_url(
-        tenant.appid(),
-        &auth.callback_url_for(tenant),
-        auth.settings.scope,
-        &OAuthState::new(state),
-    )?;
-    let mut response = redirect(&url);
-    add_cookie(&mut response, auth.cookies.flow_cookie(&pending));
+/// The 302 to `url` that sets the flow cookie `pending`.
+fn flow_redirect(
+    auth: &AuthState,
+    tenant: &ResolvedTenant,
+    url: &str,
+    pending: &FlowCookie,
+) -> OwnResponse {
+    let mut response = redirect(url);
+    add_cookie(&mut response, auth.cookies.flow_cookie(pending));
     crate::metrics::login_started(tenant.appid().as_str());
-    Ok(response)
+    response
 }

@@ -37,7 +37,7 @@ pub(super) async fn logout(
     let mut ours = true;
     if let Some(id) = auth.cookies.read_session(&parts.headers) {
         match auth.sessions.load(&id).await? {
-            Some(record) if record.identity.appid.as_str() != tenant.appid().as_str() => {
+            Some(record) if !auth.session_is_for(record.identity.appid.as_str(), tenant) => {
                 ours = false;
             }
             _ => {
