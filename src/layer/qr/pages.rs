@@ -187,7 +187,7 @@ on that computer yourself, tap Cancel.</span></p>"
 <dt>公众号 / Account</dt><dd id=\"tenant\">{tenant}</dd>\
 <dt>电脑端 / Computer</dt><dd id=\"desktop\">{agent}</dd>\
 <dt>电脑的网络地址 / Computer's address</dt><dd id=\"desktop-ip\">{ip}</dd>\
-<dt>发起时间 / Asked</dt><dd id=\"age\">{ago} 秒前 / {ago} seconds ago</dd></dl>{warning}\
+<dt>发起时间 / Asked</dt><dd id=\"age\">{ago} 秒前 / {ago} {unit} ago</dd></dl>{warning}\
 <form method=\"post\" action=\"{action}\">\
 <input type=\"hidden\" name=\"id\" value=\"{id}\"><input type=\"hidden\" name=\"token\" value=\"{token}\">\
 <button id=\"confirm\" type=\"submit\" name=\"decision\" value=\"approve\">确认登录 / Log in</button>\
@@ -200,6 +200,11 @@ just scanned the code on your own computer.</p>",
         agent = escape_html(page.desktop_agent),
         ip = escape_html(page.desktop_ip),
         ago = page.seconds_ago,
+        unit = if page.seconds_ago == 1 {
+            "second"
+        } else {
+            "seconds"
+        },
         action = escape_html(page.action),
         id = escape_html(page.id),
         token = escape_html(page.token),
