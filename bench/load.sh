@@ -295,12 +295,23 @@ cpu_ticks() {
   done
   echo "$total"
 }
+# The user-space part of cpu_ticks (clock ticks): the rest is the kernel's (loopback TCP, epoll).
+user_ticks() {
+  local total=0 pid task
+  for pid in "$@"; do
+    for task in /proc/"$pid"/task/*/stat; do
+      [ -r "$task" ] || continue
+      total=$((total + $(awk '{ print $14 }' "$task")))
+    done
+  done
+  echo "$total"
+}
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
 wait_http "http://127.0.0.1:$PORT_UP/" || die "the upstream nginx did not start: $(cat "$WORK/upstream/logs/error.log")"
 wait_http "http://127.0.0.1:$PORT_NGINX/" || die "the proxy nginx did not start: $(cat "$WORK/nginx-proxy/logs/error.log")"
 
-declare -A RPS P50 P99 NOTE CPU_PROXY CPU_UP PROC L_RPS L_P50 L_P99 L_CPU L_UP
+declare -A RPS P50 P99 NOTE CPU_PROXY CPU_UP PROC L_RPS L_P50 L_P99 L_CPU L_UP L_USR
 MEASURED=()
 FAILED=()
 fail_row() { FAILED+=("$1"); NOTE[$1]="NOT MEASURED: $2"; log "row $1 not measured: $2"; }
@@ -529,9 +540,11 @@ run_row() { # row url [extra wrk args...]
   local row=$1 url=$2 out
   shift 2
   "${PIN_LOAD[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$@" "$url" >/dev/null 2>&1 || true
-  local proxy_before up_before proxy_after up_after
+  local proxy_before up_before proxy_after up_after user_before user_after
   # shellcheck disable=SC2086 # PROC holds pid lists
   proxy_before=$(cpu_ticks ${PROC[$row]:-})
+  # shellcheck disable=SC2086
+  user_before=$(user_ticks ${PROC[$row]:-})
   # shellcheck disable=SC2086
   up_before=$(cpu_ticks $UPSTREAM_WORKERS)
   out=$("${PIN_LOAD[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" 2>&1) || {
@@ -540,6 +553,8 @@ run_row() { # row url [extra wrk args...]
   }
   # shellcheck disable=SC2086
   proxy_after=$(cpu_ticks ${PROC[$row]:-})
+  # shellcheck disable=SC2086
+  user_after=$(user_ticks ${PROC[$row]:-})
   # shellcheck disable=SC2086
   up_after=$(cpu_ticks $UPSTREAM_WORKERS)
   echo "$out" >>"$WORK/wrk-$row.txt"
@@ -560,6 +575,8 @@ run_row() { # row url [extra wrk args...]
   total=$(awk '/requests in/ { print $1 }' <<<"$out")
   if [ -n "$total" ] && [ "$total" -gt 0 ]; then
     L_CPU[$row]+=" $(((proxy_after - proxy_before) * TICK_US / total))"
+    L_USR[$row]+=" $(awk -v u=$((user_after - user_before)) -v t=$((proxy_after - proxy_before)) \
+      -v us="$TICK_US" -v n="$total" 'BEGIN { printf "%.1f/%.1f", u * us / n, (t - u) * us / n }')"
     [ "$row" = a ] || L_UP[$row]+=" $(((up_after - up_before) * TICK_US / total))"
   fi
   L_RPS[$row]+=" $rps"
@@ -808,7 +825,7 @@ if [ -n "${RPS[f]:-}" ] && [ -n "${RPS[t]:-}" ]; then
   echo
 fi
 for row in "${MEASURED[@]}"; do
-  echo "($row) req/s per round:${L_RPS[$row]}; p99 (us) per round:${L_P99[$row]}"
+  echo "($row) req/s per round:${L_RPS[$row]}; p99 (us) per round:${L_P99[$row]}; CPU/req user/system (us) per round:${L_USR[$row]:-}"
   if [ -n "${NOTE[$row]:-}" ]; then echo "note ($row): ${NOTE[$row]}"; fi
 done
 

@@ -13,7 +13,7 @@
 //! The level filter is `RUST_LOG` when it is set (an `EnvFilter` directive such as
 //! `info,wechat_oauth_proxy=debug`), else [`LogSettings::level`] (default `info`).
 
-use std::io;
+use std::io::{self, IsTerminal};
 
 use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
@@ -95,12 +95,24 @@ impl LogSettings {
 
     /// A subscriber writing these lines to `writer`, filtered by `filter` (see
     /// [`filter`](Self::filter)). Tests pass a buffer; [`init`] passes standard output.
-    pub fn subscriber<W>(&self, filter: EnvFilter, writer: W) -> Box<dyn Subscriber + Send + Sync>
+    ///
+    /// `ansi`: colours and italics in text lines, for a terminal only ([`init`] asks whether
+    /// standard output is one). Off, a text line is plain (what journald, Docker and log
+    /// shippers expect), and every request is cheaper: the formatter writes the fields of the
+    /// request's span when the span opens, and the escape sequences cost about as much again as
+    /// the fields themselves (callgrind, BENCHMARKS.md).
+    pub fn subscriber<W>(
+        &self,
+        filter: EnvFilter,
+        writer: W,
+        ansi: bool,
+    ) -> Box<dyn Subscriber + Send + Sync>
     where
         W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
     {
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(ansi)
             .with_writer(writer);
         match self.format {
             LogFormat::Text => Box::new(builder.finish()),
@@ -124,7 +136,8 @@ impl LogSettings {
 pub fn init(settings: &LogSettings) -> Result<(), tracing::subscriber::SetGlobalDefaultError> {
     let rust_log = std::env::var(EnvFilter::DEFAULT_ENV).ok();
     let filter = settings.filter(rust_log.as_deref());
-    tracing::subscriber::set_global_default(settings.subscriber(filter, io::stdout))
+    let ansi = io::stdout().is_terminal();
+    tracing::subscriber::set_global_default(settings.subscriber(filter, io::stdout, ansi))
 }
 
 #[cfg(test)]
@@ -161,7 +174,7 @@ mod tests {
             format: LogFormat::Json,
             level: "debug".to_owned(),
         };
-        let subscriber = settings.subscriber(settings.filter(None), buffer.clone());
+        let subscriber = settings.subscriber(settings.filter(None), buffer.clone(), false);
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::error_span!("request", request_id = "abc-1");
             let _entered = span.enter();
@@ -181,6 +194,32 @@ mod tests {
         assert_eq!(line["event"], "login");
         assert_eq!(line["span"]["request_id"], "abc-1");
         assert!(line["timestamp"].is_string());
+    }
+
+    /// Text lines for a log file or a pipe: no escape sequences, the request span's fields as
+    /// plain `name=value`; with `ansi` (a terminal) they are coloured.
+    #[test]
+    fn text_lines_are_plain_unless_ansi_is_asked_for() {
+        let line_with = |ansi: bool| {
+            let buffer = Buffer::default();
+            let settings = LogSettings::default();
+            let subscriber = settings.subscriber(settings.filter(None), buffer.clone(), ansi);
+            tracing::subscriber::with_default(subscriber, || {
+                let span = tracing::error_span!("request", request_id = %"abc-1", path = %"/x");
+                let _entered = span.enter();
+                tracing::warn!("upstream slow");
+            });
+            String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+        };
+        let plain = line_with(false);
+        assert!(!plain.contains('\u{1b}'), "{plain:?}");
+        assert!(
+            plain.contains("request{request_id=abc-1 path=/x}"),
+            "{plain:?}"
+        );
+        assert!(plain.contains("upstream slow"), "{plain:?}");
+        let coloured = line_with(true);
+        assert!(coloured.contains('\u{1b}'), "{coloured:?}");
     }
 
     #[test]
