@@ -68,9 +68,9 @@ start_nginx() { # dir [cg]
   fi
   PIDS+=($!)
 }
-wait_http() { # url [tries]
+wait_http() { # url [tries]: until it answers 2xx
   for _ in $(seq "${2:-100}"); do
-    curl -s -o /dev/null -m 2 "$1" && return 0
+    [[ $(curl -s -o /dev/null -m 2 -w '%{http_code}' "$1") == 2* ]] && return 0
     sleep 0.3
   done
   return 1
