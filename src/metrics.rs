@@ -34,6 +34,9 @@
 //! | `wxauth_requests_total` | counter | `outcome` ([`Outcome`]), `status_class` (`1xx`…`5xx`, `none`) |
 //! | `wxauth_request_duration_seconds` | histogram | `outcome` — to the response headers |
 //! | `wxauth_forward_auth_total` | counter | `result` ([`ForwardAuthResult`]) |
+//! | `wxauth_qr_tickets_total` | counter | `event` (see [`QR_TICKETS`]) |
+//!
+//! `README.md` and `README.zh-CN.md` list exactly these names (a test below reads both).
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -761,5 +764,54 @@ mod tests {
         assert_eq!(status_class(Some(StatusCode::OK)), "2xx");
         assert_eq!(status_class(Some(StatusCode::BAD_GATEWAY)), "5xx");
         assert_eq!(status_class(None), "none");
+    }
+
+    /// Every metric name this file defines (`const …: &str = "wxauth_…"`), read from its source
+    /// so a new one cannot be forgotten.
+    fn defined_names() -> Vec<&'static str> {
+        let source = include_str!("metrics.rs");
+        let names: Vec<&str> = source
+            .split(": &str = \"")
+            .skip(1)
+            .filter_map(|rest| rest.split_once('"').map(|(name, _)| name))
+            .filter(|name| {
+                name.starts_with("wxauth_")
+                    && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            })
+            .collect();
+        assert!(names.contains(&QR_TICKETS), "{names:?}");
+        assert!(names.contains(&names::BUILD_INFO), "{names:?}");
+        names
+    }
+
+    /// The metric names in the first column of a README's tables (`| \`wxauth_…\` |`).
+    fn table_names(readme: &str) -> Vec<&str> {
+        readme
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `wxauth_"))
+            .filter_map(|rest| rest.split_once("` |").map(|(name, _)| name))
+            .filter(|name| !name.contains(' '))
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_metrics_tables_list_exactly_the_metrics_defined_here() {
+        let defined = defined_names();
+        for (file, readme) in [
+            ("README.md", include_str!("../README.md")),
+            ("README.zh-CN.md", include_str!("../README.zh-CN.md")),
+        ] {
+            let mut listed: Vec<String> = table_names(readme)
+                .into_iter()
+                .map(|rest| format!("wxauth_{rest}"))
+                .collect();
+            listed.sort();
+            let mut expected: Vec<String> = defined.iter().map(|n| (*n).to_owned()).collect();
+            expected.sort();
+            assert_eq!(
+                listed, expected,
+                "{file}: the metrics table and src/metrics.rs differ"
+            );
+        }
     }
 }

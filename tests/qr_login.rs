@@ -1061,3 +1061,61 @@ async fn an_unchanged_poll_waits_and_is_bounded() {
     assert_eq!(reply.json()["status"], "pending");
     assert!(started.elapsed() >= Duration::from_millis(900), "it waited");
 }
+
+/// `HEAD` on the QR login start (`qr`, or a `HEAD` navigation without a session) answers like
+/// `GET` — status, `text/html`, `no-store` — but changes nothing: no ticket in the store, no
+/// cookie, and no creation counted against the address (the two `GET`s after ten `HEAD`s are
+/// still within a limit of two per minute).
+#[tokio::test]
+async fn head_on_the_qr_start_creates_no_ticket() {
+    let store = Arc::new(MemoryTicketStore::new(64));
+    let world = World::start_with(Options {
+        qr: Some(QrSettings {
+            per_ip_per_minute: 2,
+            ..qr_on()
+        }),
+        tickets: Some(Arc::clone(&store) as Arc<dyn TicketStore>),
+        ..Options::default()
+    })
+    .await;
+    let desktop = desktop(&world);
+    for path in ["/_wxauth/qr?return=/mine", "/mine"] {
+        for _ in 0..5 {
+            let head = desktop.send(Method::HEAD, world.url(path), &[], None).await;
+            assert_eq!(head.status, StatusCode::OK, "HEAD {path}");
+            assert!(
+                head.headers["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/html"),
+                "HEAD {path}: {:?}",
+                head.headers
+            );
+            assert_eq!(head.headers["cache-control"], "no-store", "HEAD {path}");
+            assert!(
+                !head.headers.contains_key("set-cookie"),
+                "HEAD {path}: {:?}",
+                head.headers
+            );
+            assert!(head.body.is_empty(), "HEAD {path}");
+        }
+    }
+    assert_eq!(store.len(), 0, "no ticket from HEAD");
+    assert!(
+        desktop.cookie_names().is_empty(),
+        "{:?}",
+        desktop.cookie_names()
+    );
+
+    // GET still creates one, with its cookie, and the HEADs took nothing from the limit.
+    let first = desktop.get(world.url("/_wxauth/qr?return=/mine")).await;
+    let shown = Shown::of(&first);
+    assert!(first.headers.contains_key("set-cookie"));
+    assert_eq!(first.headers["cache-control"], "no-store");
+    let second = desktop.get(world.url("/mine")).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    assert_eq!(store.len(), 2);
+    assert!(!shown.id.is_empty());
+    let third = desktop.get(world.url("/mine")).await;
+    assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS);
+}

@@ -54,7 +54,7 @@ pub use self::qr::QrConfig;
 pub use self::server::ServerConfig;
 pub use self::session::{SessionConfig, StoreKind};
 pub use self::tenants::{AuthorizerConfig, MAX_REDIRECT_DOMAINS, TenantsConfig};
-pub use self::upstream::UpstreamConfig;
+pub use self::upstream::{MAX_POOL_CONNECTIONS, MAX_POOL_IDLE_TIMEOUT_SECS, UpstreamConfig};
 pub use self::wechat::{WeChatConfig, WeChatMode};
 
 /// Environment variables that may carry secrets instead of the file: (variable, key path).
@@ -304,6 +304,7 @@ impl Config {
     fn check(&self, secrets: &ResolvedSecrets, problems: &mut Problems) {
         self.server.check(self, problems);
         self.auth.check(problems);
+        self.upstream.check(problems);
         self.wechat.check(secrets, self.tenants.is_some(), problems);
         if let Some(tenants) = &self.tenants {
             tenants.check(

@@ -66,6 +66,99 @@ allow_underscore = true
 }
 
 #[test]
+fn upstream_pool_keys_default_to_the_library_pool_and_reach_the_proxy_settings() {
+    let (cfg, _) = Config::from_toml_str(&good(), Path::new("."), &env()).unwrap();
+    assert_eq!(cfg.upstream.pool_max_idle, None);
+    assert_eq!(cfg.upstream.pool_max_connections, 16_384);
+    assert_eq!(cfg.upstream.pool_idle_timeout_secs, 90);
+    let url = url::Url::parse("http://127.0.0.1:3000").unwrap();
+    assert_eq!(
+        cfg.proxy_settings(url.clone()).pool,
+        crate::proxy::PoolSettings::default()
+    );
+
+    let text = format!(
+        "{}
+[upstream]
+pool_max_idle = 4
+pool_max_connections = 32
+pool_idle_timeout_secs = 15
+",
+        good()
+    );
+    let (cfg, _) = Config::from_toml_str(&text, Path::new("."), &env()).unwrap();
+    assert_eq!(
+        cfg.proxy_settings(url).pool,
+        crate::proxy::PoolSettings {
+            max_idle: 4,
+            max_connections: 32,
+            idle_timeout: std::time::Duration::from_secs(15),
+        }
+    );
+}
+
+#[test]
+fn upstream_pool_keys_are_validated_at_their_keys() {
+    let with = |keys: &str| format!("{}\n[upstream]\n{keys}\n", good());
+    for accepted in [
+        "pool_max_connections = 1",
+        "pool_max_connections = 1\npool_max_idle = 1",
+        "pool_max_connections = 8\npool_max_idle = 0",
+        "pool_max_connections = 1048576",
+        "pool_idle_timeout_secs = 1",
+        "pool_idle_timeout_secs = 86400",
+    ] {
+        assert!(
+            Config::from_toml_str(&with(accepted), Path::new("."), &env()).is_ok(),
+            "{accepted:?} was refused"
+        );
+    }
+    for (refused, key) in [
+        ("pool_max_connections = 0", "upstream.pool_max_connections"),
+        (
+            "pool_max_connections = 1048577",
+            "upstream.pool_max_connections",
+        ),
+        (
+            "pool_max_connections = 8\npool_max_idle = 9",
+            "upstream.pool_max_idle",
+        ),
+        (
+            "pool_idle_timeout_secs = 0",
+            "upstream.pool_idle_timeout_secs",
+        ),
+        (
+            "pool_idle_timeout_secs = 86401",
+            "upstream.pool_idle_timeout_secs",
+        ),
+        ("pool_max_connections = -1", "upstream.pool_max_connections"),
+        ("pool_max_idle = \"many\"", "upstream.pool_max_idle"),
+    ] {
+        let keys = problem_keys(&with(refused));
+        assert!(keys.contains(&key.to_owned()), "{refused:?}: {keys:?}");
+    }
+    // Unset, max_idle follows a lower max_connections instead of being refused.
+    let (cfg, _) =
+        Config::from_toml_str(&with("pool_max_connections = 16"), Path::new("."), &env()).unwrap();
+    assert_eq!(cfg.upstream.pool_settings().max_idle, 16);
+    assert_eq!(cfg.upstream.pool_settings().max_connections, 16);
+    // Every problem at once, each at its key.
+    let keys = problem_keys(&with(
+        "pool_max_connections = 0\npool_idle_timeout_secs = 0\npool_max_idle = 5",
+    ));
+    for key in [
+        "upstream.pool_max_connections",
+        "upstream.pool_max_idle",
+        "upstream.pool_idle_timeout_secs",
+    ] {
+        assert!(
+            keys.contains(&key.to_owned()),
+            "{key} missing from {keys:?}"
+        );
+    }
+}
+
+#[test]
 fn login_deadline_is_bounded() {
     for (value, ok) in [
         ("2500", true),

@@ -2,7 +2,7 @@
 //! Everything but the page needs the desktop cookie of the ticket; without it, or for another
 //! account's ticket, the answer is the same 404 as for an unknown id (and counts as a miss).
 
-use http::{StatusCode, request::Parts};
+use http::{Method, StatusCode, request::Parts};
 
 use super::{
     Bridge, code, device,
@@ -31,6 +31,12 @@ pub(super) const DESKTOP: &str = "wxauth-qr-desktop";
 
 /// `GET qr?return=/path` and a navigation without a session: a new ticket bound to this
 /// browser, and the page.
+///
+/// `HEAD` (on `qr`, or a `HEAD` navigation without a session) changes nothing: it gets the
+/// GET's status and headers (the same refusals, `text/html`, `no-store`) with an empty body, but
+/// no ticket is created, no creation is counted against the address and no cookie is set. A
+/// 405 would not fit: a `HEAD` navigation to a protected path lands here, and that path
+/// answers `HEAD` once logged in; every read-only route of the layer takes `GET, HEAD`.
 pub(super) async fn page(
     auth: &AuthState,
     bridge: &Bridge,
@@ -41,6 +47,9 @@ pub(super) async fn page(
     // The same refusals as a login start: the account's status, a platform that cannot log in.
     auth.wechat.check_tenant(tenant.appid())?;
     auth.wechat.ensure_login_possible().await?;
+    if parts.method == Method::HEAD {
+        return Ok(html(StatusCode::OK, String::new()));
+    }
     let settings = &auth.settings.qr;
     let ip = device::client_ip(parts, &auth.settings.trusted_proxies);
     if !bridge.creations.hit(ip).await {

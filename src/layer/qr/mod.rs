@@ -10,7 +10,7 @@
 //!
 //! | route (under the prefix) | who | what |
 //! |---|---|---|
-//! | `qr?return=/path` | desktop | a new ticket, the desktop cookie, the page (also what a no-session navigation gets) |
+//! | `qr?return=/path` | desktop | a new ticket, the desktop cookie, the page (also what a no-session navigation gets); `HEAD`: the same status and headers, no ticket, no cookie |
 //! | `qr/code.svg?id=…` | desktop | the QR code alone (SVG) |
 //! | `qr/poll?id=…&seen=…` | desktop | `{"status","expires_in","next"?}`, long-polled up to `poll_wait`; `&html=1`: the no-script page |
 //! | `qr/s/<id>` | phone | outside WeChat: "请使用微信扫一扫"; else the first phone owns the ticket and goes through OAuth |
