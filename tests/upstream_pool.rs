@@ -294,3 +294,33 @@ async fn the_pool_bounds_hold_under_200_concurrent_requests() {
     })
     .await;
 }
+
+/// Connections that come back while requests wait are kept beyond `max_idle` (closing them would
+/// only open new ones); once nobody waits, the excess is closed at once, not after the idle
+/// timeout (90 s here, far beyond this test's bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_kept_for_waiting_requests_are_closed_when_nobody_waits() {
+    let (upstream, seen) = raw_upstream(Misbehave::Never, Duration::from_millis(5)).await;
+    let pool = PoolSettings {
+        max_connections: 6,
+        max_idle: 1,
+        ..PoolSettings::default()
+    };
+    let proxy = Arc::new(proxy_to(upstream, pool).await);
+    for burst in 0..10 {
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..60 {
+            let proxy = Arc::clone(&proxy);
+            requests.spawn(async move { call(&proxy, Method::GET, "").await });
+        }
+        while let Some(outcome) = bounded(requests.join_next()).await {
+            let (status, body) = outcome.unwrap();
+            assert_eq!(status, StatusCode::OK, "burst {burst}: {body}");
+        }
+        eventually("idle connections down to max_idle after a burst", || {
+            seen.open.load(Ordering::SeqCst) <= 1
+        })
+        .await;
+    }
+    assert!(seen.max_open.load(Ordering::SeqCst) <= 6);
+}

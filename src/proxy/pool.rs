@@ -206,9 +206,14 @@ impl Pool {
     /// waiting while `max_connections` are open.
     async fn checkout(&self, idle_ok: bool) -> Result<Conn, SendError> {
         let shared = &self.shared;
+        // Whether this request has waited (then it trims what was kept for waiters).
+        let mut waited = false;
         loop {
             if idle_ok {
                 if let Some(conn) = self.take_idle() {
+                    if waited {
+                        self.trim_excess();
+                    }
                     return Ok(conn);
                 }
             }
@@ -221,22 +226,47 @@ impl Pool {
             if !idle_ok && self.evict_one_idle() {
                 continue;
             }
-            let _waiting = Waiting::new(&shared.waiting);
+            let waiting = Waiting::new(&shared.waiting);
             let mut returned = pin!(shared.returned.notified());
             returned.as_mut().enable();
             if idle_ok {
                 if let Some(conn) = self.take_idle() {
+                    drop(waiting);
+                    self.trim_excess();
                     return Ok(conn);
                 }
             }
-            tokio::select! {
+            let permit = tokio::select! {
                 permit = Arc::clone(&shared.permits).acquire_owned() => {
-                    let permit = permit.map_err(|_| SendError::Closed)?;
-                    return self.connect(permit).await;
+                    permit.map_err(|_| SendError::Closed)?
                 }
-                () = returned => {}
-            }
+                () = returned => {
+                    waited = true;
+                    continue;
+                }
+            };
+            // No longer waiting while the new connection opens: connections coming back in the
+            // meantime are not kept beyond `max_idle` for this request.
+            drop(waiting);
+            self.trim_excess();
+            return self.connect(permit).await;
         }
+    }
+
+    /// Closes the oldest idle connections beyond `max_idle` (kept while requests waited), once
+    /// no request waits any more.
+    fn trim_excess(&self) {
+        let shared = &self.shared;
+        let excess: Vec<Idle> = {
+            let mut idle = shared.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            let over = idle.len().saturating_sub(shared.settings.max_idle);
+            if over == 0 || shared.waiting.load(Ordering::Acquire) > 0 {
+                return;
+            }
+            idle.drain(..over).collect()
+        };
+        // Dropping them closes them, outside the lock.
+        drop(excess);
     }
 
     /// The most recently used idle connection that is still ready and young enough.
@@ -327,6 +357,9 @@ impl Pool {
             let mut idle = shared.idle.lock().unwrap_or_else(PoisonError::into_inner);
             if idle.len() >= shared.settings.max_idle && shared.waiting.load(Ordering::Acquire) == 0
             {
+                drop(idle);
+                drop(conn);
+                self.trim_excess();
                 return;
             }
             idle.push(Idle {
