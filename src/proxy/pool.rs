@@ -23,7 +23,8 @@
 //!   busy (a place is freed when the socket is closed, not before); a request that finds the
 //!   pool full waits for a connection to come back or to close (within the proxy's response
 //!   timeout). At most [`PoolSettings::max_idle`] idle connections: more are closed as they come
-//!   back, unless requests are waiting for one (closing it then would only open another).
+//!   back, unless requests are waiting for one (closing it then would only open another);
+//!   those kept for waiters are closed as soon as no request waits.
 //!   Upgraded (WebSocket) connections leave the pool and do not count.
 //! - **Idle timeout**: idle connections older than [`PoolSettings::idle_timeout`] are closed by a
 //!   reaper task (one per pool, started with the first idle connection, ended with the pool).
