@@ -1119,3 +1119,35 @@ async fn head_on_the_qr_start_creates_no_ticket() {
     let third = desktop.get(world.url("/mine")).await;
     assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// The two one-shot links change state when followed with GET: a `HEAD` of either (a link
+/// preview inside WeChat, a link checker) is refused (405, `Allow: GET`) and claims or redeems
+/// nothing — the phone that then scans still owns the ticket, and the desktop still redeems it.
+#[tokio::test]
+async fn head_on_the_scan_and_finish_links_changes_nothing() {
+    let world = world_with(qr_on()).await;
+    let desktop = desktop(&world);
+    let shown = shown(&world, &desktop, "/").await;
+    let previewer = phone(&world);
+    let head = previewer
+        .send(Method::HEAD, shown.scan.clone(), &[], None)
+        .await;
+    assert_eq!(head.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(head.headers["allow"], "GET");
+    // The ticket is not claimed: another phone scans and carries on.
+    let owner = phone(&world);
+    let (_, token) = phone_logs_in(&owner, &shown).await;
+    assert_eq!(
+        decide(&owner, &shown, &token, "approve").await.status,
+        StatusCode::OK
+    );
+    // HEAD on finish redeems nothing: no session, and the GET after it still redeems.
+    let head = desktop
+        .send(Method::HEAD, shown.finish(&world.base), &[], None)
+        .await;
+    assert_eq!(head.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(world.session_count().await, 0);
+    let finish = desktop.get(shown.finish(&world.base)).await;
+    assert_eq!(finish.status, StatusCode::FOUND, "{}", finish.body);
+    assert_eq!(world.session_count().await, 1);
+}

@@ -13,10 +13,10 @@
 //! | `qr?return=/path` | desktop | a new ticket, the desktop cookie, the page (also what a no-session navigation gets); `HEAD`: the same status and headers, no ticket, no cookie |
 //! | `qr/code.svg?id=…` | desktop | the QR code alone (SVG) |
 //! | `qr/poll?id=…&seen=…` | desktop | `{"status","expires_in","next"?}`, long-polled up to `poll_wait`; `&html=1`: the no-script page |
-//! | `qr/s/<id>` | phone | outside WeChat: "请使用微信扫一扫"; else the first phone owns the ticket and goes through OAuth |
+//! | `qr/s/<id>` | phone | outside WeChat: "请使用微信扫一扫"; else the first phone owns the ticket and goes through OAuth; GET only (`HEAD`: 405, nothing claimed) |
 //! | `callback` | phone | a flow bound to a ticket stores the identity in it (no phone session unless `also_login_phone`), 302 to `qr/confirm` |
 //! | `qr/confirm?id=…` (GET), `qr/confirm` (POST) | phone | the confirmation page; the decision (POST, CSRF token, `Origin`) |
-//! | `qr/finish?id=…` | desktop | the atomic take of an approved ticket, a fresh session (the callback's own code), 302 to the return path |
+//! | `qr/finish?id=…` | desktop | the atomic take of an approved ticket, a fresh session (the callback's own code), 302 to the return path; GET only (`HEAD`: 405, nothing redeemed) |
 //!
 //! Files: `settings.rs` ([`QrSettings`]), `ticket.rs` (the pure state machine and its
 //! lifetimes), `secrets.rs` (ids, cookies, CSRF token), `device.rs` (client address, browser
@@ -239,6 +239,11 @@ where
         QrRoute::Confirm => Err(AuthError::MethodNotAllowed {
             allow: "GET, HEAD, POST",
         }),
+        // The two one-shot links change state when followed (the first phone owns the ticket;
+        // the desktop redeems it): a `HEAD` (a link preview, a checker) must not, so only GET.
+        QrRoute::Scan | QrRoute::Finish if parts.method != Method::GET => {
+            Err(AuthError::MethodNotAllowed { allow: "GET" })
+        }
         _ if !read_only => Err(AuthError::MethodNotAllowed { allow: "GET, HEAD" }),
         QrRoute::Page => {
             let return_path = super::routes::return_param(parts);
