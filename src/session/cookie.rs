@@ -7,9 +7,9 @@
 //! nothing else needs a separate key. A tampered, truncated, garbled or foreign-key cookie reads
 //! as "absent" — never as an error page.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
+use bytes::Bytes;
 use cookie::{Cookie, CookieJar, Key, SameSite};
 use hkdf::Hkdf;
 use http::{HeaderMap, HeaderValue, header};
@@ -226,7 +226,22 @@ impl CookieCodec {
     ///
     /// Call before forwarding a request upstream, so the upstream never sees the session cookie.
     pub fn strip_own_cookies(&self, headers: &mut HeaderMap) {
-        if !headers.contains_key(header::COOKIE) {
+        // This runs on every forwarded request: the map is changed only when a field changes, and
+        // the usual single field is replaced where it is (no removal, no re-insertion).
+        let mut fields = headers.get_all(header::COOKIE).iter();
+        let (Some(first), more) = (fields.next(), fields.next().is_some()) else {
+            return;
+        };
+        if !more {
+            match self.without_own_cookies(first) {
+                Stripped::Unchanged => {}
+                Stripped::Rebuilt(value) => {
+                    headers.insert(header::COOKIE, value);
+                }
+                Stripped::Dropped => {
+                    headers.remove(header::COOKIE);
+                }
+            }
             return;
         }
         let originals: Vec<HeaderValue> = match headers.entry(header::COOKIE) {
@@ -234,33 +249,47 @@ impl CookieCodec {
             http::header::Entry::Vacant(_) => return,
         };
         for original in originals {
-            let Ok(text) = original.to_str() else {
-                // Not visible ASCII: we cannot parse it, so we cannot prove it holds none of our
-                // cookies. Dropping it is the fail-closed choice.
-                tracing::debug!("dropping a non-ASCII Cookie header");
-                continue;
+            match self.without_own_cookies(&original) {
+                Stripped::Unchanged => headers.append(header::COOKIE, original),
+                Stripped::Rebuilt(value) => headers.append(header::COOKIE, value),
+                Stripped::Dropped => false,
             };
-            // One pass, one buffer: this runs on every authenticated request.
-            let mut kept = String::with_capacity(text.len());
-            let mut removed = false;
-            for cookie in Cookie::split_parse(text).filter_map(Result::ok) {
-                if self.own_names.iter().any(|n| n == cookie.name()) {
-                    removed = true;
-                    continue;
-                }
-                if !kept.is_empty() {
-                    kept.push_str("; ");
-                }
-                // Writing to a String cannot fail.
-                let _ = write!(kept, "{}", cookie.stripped());
+        }
+    }
+
+    /// One `Cookie` field without this proxy's cookies. Its cookies are parsed with the `cookie`
+    /// crate; the kept ones are copied as they were sent (the crate's raw name and value
+    /// slices), joined with `"; "`.
+    fn without_own_cookies(&self, field: &HeaderValue) -> Stripped {
+        let Ok(text) = field.to_str() else {
+            // Not visible ASCII: we cannot parse it, so we cannot prove it holds none of our
+            // cookies. Dropping it is the fail-closed choice.
+            tracing::debug!("dropping a non-ASCII Cookie header");
+            return Stripped::Dropped;
+        };
+        let mut kept: Option<String> = None;
+        let mut removed = false;
+        for cookie in Cookie::split_parse(text).filter_map(Result::ok) {
+            if self.own_names.iter().any(|n| n == cookie.name()) {
+                removed = true;
+                continue;
             }
-            if !removed {
-                headers.append(header::COOKIE, original);
-            } else if !kept.is_empty() {
-                if let Ok(value) = HeaderValue::from_str(&kept) {
-                    headers.append(header::COOKIE, value);
-                }
+            let name = cookie.name_raw().unwrap_or_else(|| cookie.name());
+            let value = cookie.value_raw().unwrap_or_else(|| cookie.value());
+            let kept = kept.get_or_insert_with(|| String::with_capacity(text.len()));
+            if !kept.is_empty() {
+                kept.push_str("; ");
             }
+            kept.push_str(name);
+            kept.push('=');
+            kept.push_str(value);
+        }
+        match (removed, kept) {
+            (false, _) => Stripped::Unchanged,
+            (true, None) => Stripped::Dropped,
+            // Slices of a visible-ASCII field and `"; "`: always a valid value.
+            (true, Some(kept)) => HeaderValue::from_maybe_shared(Bytes::from(kept))
+                .map_or(Stripped::Dropped, Stripped::Rebuilt),
         }
     }
 
@@ -317,6 +346,16 @@ impl CookieCodec {
         }
         None
     }
+}
+
+/// What [`CookieCodec::strip_own_cookies`] does with one `Cookie` field.
+enum Stripped {
+    /// It holds none of our cookies: forwarded byte for byte.
+    Unchanged,
+    /// Our cookies removed, the others kept.
+    Rebuilt(HeaderValue),
+    /// Nothing left to forward (only ours, nothing parseable besides, or not ASCII).
+    Dropped,
 }
 
 fn to_cookie_duration(d: Duration) -> cookie::time::Duration {
@@ -733,6 +772,77 @@ mod tests {
             .map(|v| v.to_str().unwrap())
             .collect();
         assert_eq!(remaining, vec!["a=1;b=2;  c=\"x y\"", "d=4"]);
+    }
+
+    #[test]
+    fn strip_own_cookies_copies_the_kept_cookies_as_sent() {
+        let codec = codec();
+        let session = pair(&codec.session_cookie(&SessionId::generate()));
+        // One field (replaced where it is), odd spacing, quotes, percent escapes and a fragment
+        // that is no `name=value`: the kept cookies' text is the client's, trimmed, joined by
+        // "; "; other fields of the request are untouched.
+        let mut map = HeaderMap::new();
+        map.insert(header::HOST, HeaderValue::from_static("example.com"));
+        map.append(
+            header::COOKIE,
+            HeaderValue::from_str(&format!(
+                " a = 1 ;{session};b=\"x y\";;junk; c=%E4%B8%AD ;  __Host-wxauth_flow=f"
+            ))
+            .unwrap(),
+        );
+        map.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        codec.strip_own_cookies(&mut map);
+        let remaining: Vec<&str> = map
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(remaining, vec!["a=1; b=\"x y\"; c=%E4%B8%AD"]);
+        assert_eq!(map.len(), 3);
+        assert_eq!(map.get(header::ACCEPT).unwrap(), "*/*");
+
+        // Every spelling of our names, in one field and across several.
+        for name in [
+            "wxauth_session",
+            "__Host-wxauth_session",
+            "__Secure-wxauth_session",
+            "wxauth_flow",
+            "__Host-wxauth_flow",
+            "__Secure-wxauth_flow",
+        ] {
+            let mut one = headers(&[&format!("{name}=v; keep=1")]);
+            codec.strip_own_cookies(&mut one);
+            assert_eq!(one.get_all(header::COOKIE).iter().count(), 1, "{name}");
+            assert_eq!(one.get(header::COOKIE).unwrap(), "keep=1", "{name}");
+
+            let mut many = headers(&[&format!("{name}=v"), "keep=2", &format!("x=1;{name}=w")]);
+            codec.strip_own_cookies(&mut many);
+            let left: Vec<&str> = many
+                .get_all(header::COOKIE)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert_eq!(left, vec!["keep=2", "x=1"], "{name}");
+        }
+
+        // A non-ASCII field is dropped, alone or among others (which stay as sent).
+        let mut alone = HeaderMap::new();
+        alone.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"k=\xe4\xb8\xad").unwrap(),
+        );
+        codec.strip_own_cookies(&mut alone);
+        assert!(alone.get(header::COOKIE).is_none());
+        let mut among = headers(&["a=1;b=2"]);
+        among.append(header::COOKIE, HeaderValue::from_bytes(b"k=\xff").unwrap());
+        among.append(header::COOKIE, HeaderValue::from_static("c=3"));
+        codec.strip_own_cookies(&mut among);
+        let left: Vec<&str> = among
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(left, vec!["a=1;b=2", "c=3"]);
     }
 
     #[test]
