@@ -178,12 +178,13 @@ impl CookieCodec {
 
     /// The session id from the request's `Cookie` header(s), if one decrypts and parses.
     pub fn read_session(&self, headers: &HeaderMap) -> Option<SessionId> {
-        let value = self.decrypted(headers, &self.session_name)?;
-        let id = SessionId::parse(&value);
-        if id.is_none() {
-            tracing::debug!(cookie = %self.session_name, "session cookie decrypted to a malformed id");
-        }
-        id
+        self.decrypted(headers, &self.session_name, |value| {
+            let id = SessionId::parse(value);
+            if id.is_none() {
+                tracing::debug!(cookie = %self.session_name, "session cookie decrypted to a malformed id");
+            }
+            id
+        })
     }
 
     /// A `Set-Cookie` value that removes the session cookie (logout, stale cookie).
@@ -202,17 +203,18 @@ impl CookieCodec {
 
     /// The pending-flow payload from the request's `Cookie` header(s), if one decrypts.
     pub fn read_flow(&self, headers: &HeaderMap) -> Option<FlowCookie> {
-        let value = self.decrypted(headers, &self.flow_name)?;
-        match serde_json::from_str::<FlowCookie>(&value) {
-            Ok(mut payload) => {
-                payload.enforce_cap();
-                Some(payload)
+        self.decrypted(headers, &self.flow_name, |value| {
+            match serde_json::from_str::<FlowCookie>(value) {
+                Ok(mut payload) => {
+                    payload.enforce_cap();
+                    Some(payload)
+                }
+                Err(_) => {
+                    tracing::debug!(cookie = %self.flow_name, "flow cookie decrypted to a malformed payload");
+                    None
+                }
             }
-            Err(_) => {
-                tracing::debug!(cookie = %self.flow_name, "flow cookie decrypted to a malformed payload");
-                None
-            }
-        }
+        })
     }
 
     /// A `Set-Cookie` value that removes the flow cookie (login completed).
@@ -323,8 +325,14 @@ impl CookieCodec {
         HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
-    /// Decrypts the first cookie named `name` that authenticates under our key.
-    fn decrypted(&self, headers: &HeaderMap, name: &str) -> Option<String> {
+    /// Decrypts the first cookie named `name` that authenticates under our key, and reads its
+    /// plaintext with `read` (borrowed: no copy of the plaintext).
+    fn decrypted<T>(
+        &self,
+        headers: &HeaderMap,
+        name: &str,
+        read: impl FnOnce(&str) -> Option<T>,
+    ) -> Option<T> {
         let jar = CookieJar::new();
         let private = jar.private(&self.key);
         for value in headers.get_all(header::COOKIE) {
@@ -337,7 +345,7 @@ impl CookieCodec {
                     continue;
                 }
                 match private.decrypt(cookie.into_owned()) {
-                    Some(plain) => return Some(plain.value().to_owned()),
+                    Some(plain) => return read(plain.value()),
                     None => {
                         tracing::debug!(cookie = %name, "ignoring a cookie that does not decrypt")
                     }
