@@ -334,7 +334,8 @@ impl CookieCodec {
         let mut kept: Option<String> = None;
         let mut removed = false;
         for cookie in Cookie::split_parse(text).filter_map(Result::ok) {
-            if self.own_names.iter().any(|n| n == cookie.name()) {
+            let name = cookie.name();
+            if self.own_names.iter().any(|n| n == name) {
                 removed = true;
                 ours(cookie);
                 continue;
