@@ -170,7 +170,9 @@ where
         (Classified::Protected { api_path }, Some(tenant)) => {
             // Only needed for an answer of our own; a session hit never parses `Accept`.
             let client = || client_kind(api_path, &parts.method, &parts.headers);
-            match state.session(&parts.headers, &tenant).await {
+            // One parse of the cookies: the session id, and the removal of ours for upstream.
+            let (id, strip) = state.cookies.read_session_for_upstream(&parts.headers);
+            match state.session_of(id, &tenant).await {
                 Ok(Some((id, record))) => {
                     match state
                         .jwt
@@ -184,7 +186,7 @@ where
                                 jwt,
                                 &mut parts.headers,
                             );
-                            state.cookies.strip_own_cookies(&mut parts.headers);
+                            state.cookies.strip_planned(strip, &mut parts.headers);
                             parts.extensions.insert(identity);
                             *outcome = Outcome::Forwarded;
                             let mut response =

@@ -71,7 +71,18 @@ impl AuthState {
         headers: &HeaderMap,
         tenant: &ResolvedTenant,
     ) -> Result<Option<(SessionId, SessionRecord)>, AuthError> {
-        let Some(id) = self.cookies.read_session(headers) else {
+        self.session_of(self.cookies.read_session(headers), tenant)
+            .await
+    }
+
+    /// [`AuthState::session`] for the session id already read from the request's cookie
+    /// (`None`: no usable cookie).
+    pub(super) async fn session_of(
+        &self,
+        id: Option<SessionId>,
+        tenant: &ResolvedTenant,
+    ) -> Result<Option<(SessionId, SessionRecord)>, AuthError> {
+        let Some(id) = id else {
             return Ok(None);
         };
         match self.sessions.load(&id).await? {

@@ -24,7 +24,7 @@
 //! An uppercase or oddly spelled `Host` therefore resolves exactly like its normal form and is
 //! never a way around a tenant's routing.
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{borrow::Cow, collections::HashMap, fmt, sync::Arc};
 
 use http::{HeaderMap, Uri, header::HOST, uri::Authority};
 use serde::Deserialize;
@@ -61,13 +61,28 @@ pub struct TenantValueError(String);
 /// port and user info, ASCII lower-case, one trailing dot removed. `None` if it is not a valid
 /// authority.
 pub fn normalize_host(host: &str) -> Option<String> {
+    normalized_host(host).map(Cow::into_owned)
+}
+
+/// [`normalize_host`], borrowing from `host` when it is already in that spelling (no copy: the
+/// request's host is normalized on every request).
+fn normalized_host(host: &str) -> Option<Cow<'_, str>> {
     let authority: Authority = host.parse().ok()?;
     if authority.as_str().contains('@') {
         return None;
     }
     let name = authority.host();
     let name = name.strip_suffix('.').unwrap_or(name);
-    (!name.is_empty() && !name.ends_with('.')).then(|| name.to_ascii_lowercase())
+    if name.is_empty() || name.ends_with('.') {
+        return None;
+    }
+    // Without user info the host is where the authority (a copy of `host`) starts.
+    match host.get(..name.len()) {
+        Some(same) if same == name && !name.bytes().any(|b| b.is_ascii_uppercase()) => {
+            Some(Cow::Borrowed(same))
+        }
+        _ => Some(Cow::Owned(name.to_ascii_lowercase())),
+    }
 }
 
 /// A tenant's host name, normalized ([`normalize_host`]); no port, no wildcard.
@@ -608,7 +623,10 @@ impl TenantResolver {
 /// # Errors
 /// [`TenantRejection::BadHost`] for several `Host` headers, an invalid one, or a `Host` and an
 /// authority that name different hosts.
-pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<Option<String>, TenantRejection> {
+pub fn request_host<'r>(
+    uri: &'r Uri,
+    headers: &'r HeaderMap,
+) -> Result<Option<Cow<'r, str>>, TenantRejection> {
     let mut values = headers.get_all(HOST).iter();
     let header = match (values.next(), values.next()) {
         (None, _) => None,
@@ -616,13 +634,13 @@ pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<Option<String>, Te
             value
                 .to_str()
                 .ok()
-                .and_then(normalize_host)
+                .and_then(normalized_host)
                 .ok_or(TenantRejection::BadHost)?,
         ),
         (Some(_), Some(_)) => return Err(TenantRejection::BadHost),
     };
     let authority = match uri.authority() {
-        Some(a) => Some(normalize_host(a.as_str()).ok_or(TenantRejection::BadHost)?),
+        Some(a) => Some(normalized_host(a.as_str()).ok_or(TenantRejection::BadHost)?),
         None => None,
     };
     match (header, authority) {

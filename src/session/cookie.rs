@@ -7,10 +7,10 @@
 //! nothing else needs a separate key. A tampered, truncated, garbled or foreign-key cookie reads
 //! as "absent" — never as an error page.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
-use cookie::{Cookie, CookieJar, Key, SameSite};
+use bytes::Bytes;
+use cookie::{Cookie, CookieJar, Key, PrivateJar, SameSite};
 use hkdf::Hkdf;
 use http::{HeaderMap, HeaderValue, header};
 use sha2::Sha256;
@@ -178,12 +178,7 @@ impl CookieCodec {
 
     /// The session id from the request's `Cookie` header(s), if one decrypts and parses.
     pub fn read_session(&self, headers: &HeaderMap) -> Option<SessionId> {
-        let value = self.decrypted(headers, &self.session_name)?;
-        let id = SessionId::parse(&value);
-        if id.is_none() {
-            tracing::debug!(cookie = %self.session_name, "session cookie decrypted to a malformed id");
-        }
-        id
+        self.decrypted(headers, &self.session_name, |value| self.session_id(value))
     }
 
     /// A `Set-Cookie` value that removes the session cookie (logout, stale cookie).
@@ -202,17 +197,18 @@ impl CookieCodec {
 
     /// The pending-flow payload from the request's `Cookie` header(s), if one decrypts.
     pub fn read_flow(&self, headers: &HeaderMap) -> Option<FlowCookie> {
-        let value = self.decrypted(headers, &self.flow_name)?;
-        match serde_json::from_str::<FlowCookie>(&value) {
-            Ok(mut payload) => {
-                payload.enforce_cap();
-                Some(payload)
+        self.decrypted(headers, &self.flow_name, |value| {
+            match serde_json::from_str::<FlowCookie>(value) {
+                Ok(mut payload) => {
+                    payload.enforce_cap();
+                    Some(payload)
+                }
+                Err(_) => {
+                    tracing::debug!(cookie = %self.flow_name, "flow cookie decrypted to a malformed payload");
+                    None
+                }
             }
-            Err(_) => {
-                tracing::debug!(cookie = %self.flow_name, "flow cookie decrypted to a malformed payload");
-                None
-            }
-        }
+        })
     }
 
     /// A `Set-Cookie` value that removes the flow cookie (login completed).
@@ -221,46 +217,145 @@ impl CookieCodec {
     }
 
     /// Removes this proxy's cookies from the `Cookie` header(s). A field that holds none of them
-    /// is forwarded byte for byte; a field that does is rebuilt from its other cookies (fragments
-    /// that do not parse as `name=value` are dropped from it), and dropped when nothing is left.
+    /// is forwarded byte for byte; a field that does is rebuilt from its other cookies as the
+    /// client sent them (fragments that do not parse as `name=value` are dropped from it), and
+    /// dropped when nothing is left. A field that is not visible ASCII is dropped.
     ///
     /// Call before forwarding a request upstream, so the upstream never sees the session cookie.
     pub fn strip_own_cookies(&self, headers: &mut HeaderMap) {
-        if !headers.contains_key(header::COOKIE) {
-            return;
-        }
-        let originals: Vec<HeaderValue> = match headers.entry(header::COOKIE) {
-            http::header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
-            http::header::Entry::Vacant(_) => return,
+        let plan = self.plan(headers, |_| {});
+        Self::apply(plan, headers);
+    }
+
+    /// The session id, as [`CookieCodec::read_session`], and from the same parse of the
+    /// `Cookie` fields the work of [`CookieCodec::strip_own_cookies`], to finish with
+    /// [`CookieCodec::strip_planned`] once the request goes upstream: a session hit parses its
+    /// cookies once.
+    pub fn read_session_for_upstream(&self, headers: &HeaderMap) -> (Option<SessionId>, StripPlan) {
+        let jar = CookieJar::new();
+        let private = jar.private(&self.key);
+        let mut session: Option<Option<SessionId>> = None;
+        let plan = self.plan(headers, |cookie| {
+            if session.is_none() && cookie.name() == self.session_name {
+                if let Some(plain) = Self::open(&private, &self.session_name, cookie) {
+                    session = Some(self.session_id(plain.value()));
+                }
+            }
+        });
+        (session.flatten(), plan)
+    }
+
+    /// Removes this proxy's cookies as `plan` (from [`CookieCodec::read_session_for_upstream`]
+    /// on these headers) worked out. When the `Cookie` fields are no longer the ones read, they
+    /// are stripped afresh ([`CookieCodec::strip_own_cookies`]): the result never depends on the
+    /// caller passing the right plan.
+    pub fn strip_planned(&self, plan: StripPlan, headers: &mut HeaderMap) {
+        let same = match &plan.0 {
+            Plan::NoField => !headers.contains_key(header::COOKIE),
+            Plan::One(original, _) => {
+                let mut fields = headers.get_all(header::COOKIE).iter();
+                matches!((fields.next(), fields.next()), (Some(now), None) if now == original)
+            }
+            Plan::Many(fields) => headers
+                .get_all(header::COOKIE)
+                .iter()
+                .eq(fields.iter().map(|(original, _)| original)),
         };
-        for original in originals {
-            let Ok(text) = original.to_str() else {
-                // Not visible ASCII: we cannot parse it, so we cannot prove it holds none of our
-                // cookies. Dropping it is the fail-closed choice.
-                tracing::debug!("dropping a non-ASCII Cookie header");
+        if same {
+            Self::apply(plan, headers);
+        } else {
+            self.strip_own_cookies(headers);
+        }
+    }
+
+    /// What to do with each `Cookie` field of `headers`; `ours` sees each of this proxy's
+    /// cookies, in order.
+    fn plan<'h>(&self, headers: &'h HeaderMap, mut ours: impl FnMut(Cookie<'h>)) -> StripPlan {
+        let mut fields = headers.get_all(header::COOKIE).iter();
+        let Some(first) = fields.next() else {
+            return StripPlan(Plan::NoField);
+        };
+        let first_done = self.without_own_cookies(first, &mut ours);
+        let Some(second) = fields.next() else {
+            return StripPlan(Plan::One(first.clone(), first_done));
+        };
+        let mut all = vec![(first.clone(), first_done)];
+        for field in std::iter::once(second).chain(fields) {
+            let done = self.without_own_cookies(field, &mut ours);
+            all.push((field.clone(), done));
+        }
+        StripPlan(Plan::Many(all))
+    }
+
+    /// Carries out `plan` on the headers it was made from. The usual single field is replaced
+    /// where it is (no removal, no re-insertion); nothing changes when no field holds ours.
+    fn apply(plan: StripPlan, headers: &mut HeaderMap) {
+        match plan.0 {
+            Plan::NoField | Plan::One(_, Stripped::Unchanged) => {}
+            Plan::One(_, Stripped::Rebuilt(value)) => {
+                headers.insert(header::COOKIE, value);
+            }
+            Plan::One(_, Stripped::Dropped) => {
+                headers.remove(header::COOKIE);
+            }
+            Plan::Many(fields) => {
+                if fields
+                    .iter()
+                    .all(|(_, done)| matches!(done, Stripped::Unchanged))
+                {
+                    return;
+                }
+                headers.remove(header::COOKIE);
+                for (original, done) in fields {
+                    match done {
+                        Stripped::Unchanged => headers.append(header::COOKIE, original),
+                        Stripped::Rebuilt(value) => headers.append(header::COOKIE, value),
+                        Stripped::Dropped => false,
+                    };
+                }
+            }
+        }
+    }
+
+    /// One `Cookie` field without this proxy's cookies (each of them passed to `ours`). Its
+    /// cookies are parsed with the `cookie` crate; the kept ones are copied as they were sent
+    /// (the crate's raw name and value slices), joined with `"; "`.
+    fn without_own_cookies<'h>(
+        &self,
+        field: &'h HeaderValue,
+        ours: &mut impl FnMut(Cookie<'h>),
+    ) -> Stripped {
+        let Ok(text) = field.to_str() else {
+            // Not visible ASCII: we cannot parse it, so we cannot prove it holds none of our
+            // cookies. Dropping it is the fail-closed choice.
+            tracing::debug!("dropping a non-ASCII Cookie header");
+            return Stripped::Dropped;
+        };
+        let mut kept: Option<String> = None;
+        let mut removed = false;
+        for cookie in Cookie::split_parse(text).filter_map(Result::ok) {
+            let name = cookie.name();
+            if self.own_names.iter().any(|n| n == name) {
+                removed = true;
+                ours(cookie);
                 continue;
-            };
-            // One pass, one buffer: this runs on every authenticated request.
-            let mut kept = String::with_capacity(text.len());
-            let mut removed = false;
-            for cookie in Cookie::split_parse(text).filter_map(Result::ok) {
-                if self.own_names.iter().any(|n| n == cookie.name()) {
-                    removed = true;
-                    continue;
-                }
-                if !kept.is_empty() {
-                    kept.push_str("; ");
-                }
-                // Writing to a String cannot fail.
-                let _ = write!(kept, "{}", cookie.stripped());
             }
-            if !removed {
-                headers.append(header::COOKIE, original);
-            } else if !kept.is_empty() {
-                if let Ok(value) = HeaderValue::from_str(&kept) {
-                    headers.append(header::COOKIE, value);
-                }
+            let name = cookie.name_raw().unwrap_or_else(|| cookie.name());
+            let value = cookie.value_raw().unwrap_or_else(|| cookie.value());
+            let kept = kept.get_or_insert_with(|| String::with_capacity(text.len()));
+            if !kept.is_empty() {
+                kept.push_str("; ");
             }
+            kept.push_str(name);
+            kept.push('=');
+            kept.push_str(value);
+        }
+        match (removed, kept) {
+            (false, _) => Stripped::Unchanged,
+            (true, None) => Stripped::Dropped,
+            // Slices of a visible-ASCII field and `"; "`: always a valid value.
+            (true, Some(kept)) => HeaderValue::from_maybe_shared(Bytes::from(kept))
+                .map_or(Stripped::Dropped, Stripped::Rebuilt),
         }
     }
 
@@ -294,8 +389,14 @@ impl CookieCodec {
         HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
-    /// Decrypts the first cookie named `name` that authenticates under our key.
-    fn decrypted(&self, headers: &HeaderMap, name: &str) -> Option<String> {
+    /// Decrypts the first cookie named `name` that authenticates under our key, and reads its
+    /// plaintext with `read` (borrowed: no copy of the plaintext).
+    fn decrypted<T>(
+        &self,
+        headers: &HeaderMap,
+        name: &str,
+        read: impl FnOnce(&str) -> Option<T>,
+    ) -> Option<T> {
         let jar = CookieJar::new();
         let private = jar.private(&self.key);
         for value in headers.get_all(header::COOKIE) {
@@ -304,19 +405,62 @@ impl CookieCodec {
                 continue;
             };
             for cookie in Cookie::split_parse(text).filter_map(Result::ok) {
-                if cookie.name() != name {
-                    continue;
-                }
-                match private.decrypt(cookie.into_owned()) {
-                    Some(plain) => return Some(plain.value().to_owned()),
-                    None => {
-                        tracing::debug!(cookie = %name, "ignoring a cookie that does not decrypt")
+                if cookie.name() == name {
+                    if let Some(plain) = Self::open(&private, name, cookie) {
+                        return read(plain.value());
                     }
                 }
             }
         }
         None
     }
+
+    /// `cookie` (named `name`) decrypted, if it authenticates under our key (the private jar
+    /// takes an owned cookie).
+    fn open(
+        private: &PrivateJar<&CookieJar>,
+        name: &str,
+        cookie: Cookie<'_>,
+    ) -> Option<Cookie<'static>> {
+        let plain = private.decrypt(cookie.into_owned());
+        if plain.is_none() {
+            tracing::debug!(cookie = %name, "ignoring a cookie that does not decrypt");
+        }
+        plain
+    }
+
+    /// The session id a decrypted session cookie holds, if it is well-formed.
+    fn session_id(&self, value: &str) -> Option<SessionId> {
+        let id = SessionId::parse(value);
+        if id.is_none() {
+            tracing::debug!(cookie = %self.session_name, "session cookie decrypted to a malformed id");
+        }
+        id
+    }
+}
+
+/// The removal of this proxy's cookies from a request's `Cookie` fields, worked out by
+/// [`CookieCodec::read_session_for_upstream`] and carried out by [`CookieCodec::strip_planned`].
+#[derive(Debug)]
+pub struct StripPlan(Plan);
+
+/// The `Cookie` fields as they were read, each with what becomes of it.
+#[derive(Debug)]
+enum Plan {
+    NoField,
+    One(HeaderValue, Stripped),
+    Many(Vec<(HeaderValue, Stripped)>),
+}
+
+/// What [`CookieCodec::strip_own_cookies`] does with one `Cookie` field.
+#[derive(Debug)]
+enum Stripped {
+    /// It holds none of our cookies: forwarded byte for byte.
+    Unchanged,
+    /// Our cookies removed, the others kept.
+    Rebuilt(HeaderValue),
+    /// Nothing left to forward (only ours, nothing parseable besides, or not ASCII).
+    Dropped,
 }
 
 fn to_cookie_duration(d: Duration) -> cookie::time::Duration {
@@ -733,6 +877,188 @@ mod tests {
             .map(|v| v.to_str().unwrap())
             .collect();
         assert_eq!(remaining, vec!["a=1;b=2;  c=\"x y\"", "d=4"]);
+    }
+
+    #[test]
+    fn strip_own_cookies_copies_the_kept_cookies_as_sent() {
+        let codec = codec();
+        let session = pair(&codec.session_cookie(&SessionId::generate()));
+        // One field (replaced where it is), odd spacing, quotes, percent escapes and a fragment
+        // that is no `name=value`: the kept cookies' text is the client's, trimmed, joined by
+        // "; "; other fields of the request are untouched.
+        let mut map = HeaderMap::new();
+        map.insert(header::HOST, HeaderValue::from_static("example.com"));
+        map.append(
+            header::COOKIE,
+            HeaderValue::from_str(&format!(
+                " a = 1 ;{session};b=\"x y\";;junk; c=%E4%B8%AD ;  __Host-wxauth_flow=f"
+            ))
+            .unwrap(),
+        );
+        map.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        codec.strip_own_cookies(&mut map);
+        let remaining: Vec<&str> = map
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(remaining, vec!["a=1; b=\"x y\"; c=%E4%B8%AD"]);
+        assert_eq!(map.len(), 3);
+        assert_eq!(map.get(header::ACCEPT).unwrap(), "*/*");
+
+        // Every spelling of our names, in one field and across several.
+        for name in [
+            "wxauth_session",
+            "__Host-wxauth_session",
+            "__Secure-wxauth_session",
+            "wxauth_flow",
+            "__Host-wxauth_flow",
+            "__Secure-wxauth_flow",
+        ] {
+            let mut one = headers(&[&format!("{name}=v; keep=1")]);
+            codec.strip_own_cookies(&mut one);
+            assert_eq!(one.get_all(header::COOKIE).iter().count(), 1, "{name}");
+            assert_eq!(one.get(header::COOKIE).unwrap(), "keep=1", "{name}");
+
+            let mut many = headers(&[&format!("{name}=v"), "keep=2", &format!("x=1;{name}=w")]);
+            codec.strip_own_cookies(&mut many);
+            let left: Vec<&str> = many
+                .get_all(header::COOKIE)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert_eq!(left, vec!["keep=2", "x=1"], "{name}");
+        }
+
+        // A non-ASCII field is dropped, alone or among others (which stay as sent).
+        let mut alone = HeaderMap::new();
+        alone.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"k=\xe4\xb8\xad").unwrap(),
+        );
+        codec.strip_own_cookies(&mut alone);
+        assert!(alone.get(header::COOKIE).is_none());
+        let mut among = headers(&["a=1;b=2"]);
+        among.append(header::COOKIE, HeaderValue::from_bytes(b"k=\xff").unwrap());
+        among.append(header::COOKIE, HeaderValue::from_static("c=3"));
+        codec.strip_own_cookies(&mut among);
+        let left: Vec<&str> = among
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(left, vec!["a=1;b=2", "c=3"]);
+    }
+
+    fn cookie_fields(map: &HeaderMap) -> Vec<String> {
+        map.get_all(header::COOKIE)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn one_parse_reads_the_session_and_strips_as_strip_own_cookies_does() {
+        let codec = codec();
+        let id = SessionId::generate();
+        let session = pair(&codec.session_cookie(&id));
+        let flow = pair(&codec.flow_cookie(&FlowCookie::new()));
+        let bogus = format!("{}=bogus", codec.session_cookie_name());
+        let cases: Vec<Vec<String>> = vec![
+            vec![],
+            vec!["a=1;b=2".to_owned()],
+            vec![format!("_ga=GA1.2.1; {session}; lang=zh_CN")],
+            vec![session.clone()],
+            vec![bogus.clone()],
+            vec![
+                format!("{bogus}; x=1"),
+                "theme=dark".to_owned(),
+                format!("y=2 ;{session}"),
+                flow.clone(),
+            ],
+            vec!["a=1".to_owned(), "b=2".to_owned()],
+        ];
+        for case in cases {
+            let values: Vec<&str> = case.iter().map(String::as_str).collect();
+            let mut planned = headers(&values);
+            planned.append(header::ACCEPT, HeaderValue::from_static("*/*"));
+            let mut stripped = planned.clone();
+            let (read, plan) = codec.read_session_for_upstream(&planned);
+            assert_eq!(read, codec.read_session(&planned), "{case:?}");
+            let expected = if case.iter().any(|f| f.contains(&session)) {
+                Some(id.clone())
+            } else {
+                None
+            };
+            assert_eq!(read, expected, "{case:?}");
+            codec.strip_planned(plan, &mut planned);
+            codec.strip_own_cookies(&mut stripped);
+            assert_eq!(
+                cookie_fields(&planned),
+                cookie_fields(&stripped),
+                "{case:?}"
+            );
+            assert_eq!(planned, stripped, "{case:?}");
+            assert!(
+                cookie_fields(&planned)
+                    .iter()
+                    .all(|f| !f.contains("wxauth_")),
+                "{case:?}"
+            );
+        }
+
+        // A non-ASCII field: ignored by the read, dropped by the plan.
+        let mut map = headers(&[&session]);
+        map.append(header::COOKIE, HeaderValue::from_bytes(b"k=\xff").unwrap());
+        let (read, plan) = codec.read_session_for_upstream(&map);
+        assert_eq!(read, Some(id.clone()));
+        codec.strip_planned(plan, &mut map);
+        assert!(map.get(header::COOKIE).is_none());
+    }
+
+    #[test]
+    fn a_plan_for_other_cookie_fields_is_not_followed() {
+        let codec = codec();
+        let session = pair(&codec.session_cookie(&SessionId::generate()));
+        // A field added, replaced, or one of several removed after the read: the plan is of
+        // other fields, so they are stripped afresh and ours never get through.
+        type Change = fn(&mut HeaderMap, &str);
+        let changes: [(&[&str], Change); 4] = [
+            (&[], |map, session| {
+                map.append(header::COOKIE, HeaderValue::from_str(session).unwrap());
+            }),
+            (&["a=1"], |map, session| {
+                map.append(header::COOKIE, HeaderValue::from_str(session).unwrap());
+            }),
+            (&["a=1"], |map, session| {
+                map.insert(
+                    header::COOKIE,
+                    HeaderValue::from_str(&format!("a=1; {session}")).unwrap(),
+                );
+            }),
+            (&["a=1", "b=2", "c=3"], |map, session| {
+                map.remove(header::COOKIE);
+                map.append(header::COOKIE, HeaderValue::from_static("a=1"));
+                map.append(
+                    header::COOKIE,
+                    HeaderValue::from_str(&format!("{session}; b=2")).unwrap(),
+                );
+            }),
+        ];
+        for (before, change) in changes {
+            let mut map = headers(before);
+            let (_, plan) = codec.read_session_for_upstream(&map);
+            change(&mut map, &session);
+            codec.strip_planned(plan, &mut map);
+            let left = cookie_fields(&map);
+            assert!(
+                left.iter().all(|f| !f.contains("wxauth_")),
+                "{before:?}: {left:?}"
+            );
+            let mut fresh = map.clone();
+            codec.strip_own_cookies(&mut fresh);
+            assert_eq!(map, fresh, "{before:?}");
+        }
     }
 
     #[test]

@@ -41,13 +41,27 @@ fn hosts_are_compared_in_one_spelling() {
         ("shop-a.example.com.", Some("shop-a.example.com")),
         ("shop-a.example.com:8443", Some("shop-a.example.com")),
         ("SHOP-A.EXAMPLE.COM.:443", Some("shop-a.example.com")),
+        ("shop-a.example.com", Some("shop-a.example.com")),
+        ("shop-a.example.com.:80", Some("shop-a.example.com")),
         ("[::1]:80", Some("[::1]")),
+        ("[::ABCD]", Some("[::abcd]")),
         ("user@shop-a.example.com", None),
         ("shop-a.example.com..", None),
         ("", None),
         ("a b", None),
     ] {
         assert_eq!(normalize_host(raw).as_deref(), normal, "{raw:?}");
+        // The same spelling from a request's `Host` (borrowed from it when already normal).
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, http::HeaderValue::from_str(raw).unwrap());
+        let origin_form: Uri = "/x".parse().unwrap();
+        let from_request = request_host(&origin_form, &headers);
+        assert_eq!(
+            from_request.as_ref().ok().and_then(|h| h.as_deref()),
+            normal,
+            "{raw:?}"
+        );
+        assert_eq!(from_request.is_err(), normal.is_none(), "{raw:?}");
     }
 }
 
