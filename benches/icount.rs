@@ -24,6 +24,11 @@
 //!   client on a keep-alive connection → `server::serve` → the layer (session hit) → the
 //!   reverse proxy (`Upstream`) → a hyper upstream answering `200 ok`, all tasks on the same
 //!   thread. Counts user-space instructions of all three parties; the kernel's are not counted.
+//! - `forward_auth`: the layer (forward auth on, around a no-op service that is never called)
+//!   answering nginx's `auth_request` check with a session hit, as `deploy/nginx/forward-auth.conf`
+//!   sends it in row (f) of `bench/load.sh`: `GET /_wxauth/auth/request` from a loopback peer,
+//!   `Host` of the upstream block, `X-Original-Method`, an absolute `X-Original-URL`, and the
+//!   browser's headers with its session cookie. In-process like `session_hit`.
 //!
 //! Counts depend on the toolchain and valgrind (the baseline file records both and the run
 //! warns when they differ): after upgrading either, re-baseline in a separate commit.
@@ -44,7 +49,7 @@ use hyper_util::rt::TokioIo;
 use layer_fixture::{browser_headers, cookie_pair, fixture, identity, noop, request};
 use tower::{Layer, Service, ServiceExt};
 use wechat_oauth_proxy::proxy::{ProxySettings, Upstream};
-use wechat_oauth_proxy::server::{ServerSettings, serve};
+use wechat_oauth_proxy::server::{ClientAddr, ServerSettings, serve};
 use wechat_oauth_proxy::session::SessionRecord;
 
 /// Requests counted per scenario (after the warm-up).
@@ -55,7 +60,7 @@ const WARM_UP: usize = 200;
 const TOLERANCE: f64 = 0.10;
 /// Names the child is told which scenario to run by.
 const SCENARIO_ENV: &str = "WXAUTH_ICOUNT_SCENARIO";
-const SCENARIOS: [&str; 2] = ["session_hit", "proxied_request"];
+const SCENARIOS: [&str; 3] = ["session_hit", "proxied_request", "forward_auth"];
 
 fn baseline_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/icount-baseline.toml")
@@ -219,6 +224,7 @@ fn measured_fn(scenario: &str) -> &'static str {
     match scenario {
         "session_hit" => "icount_measured_session_hit",
         "proxied_request" => "icount_measured_proxied_request",
+        "forward_auth" => "icount_measured_forward_auth",
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -234,6 +240,7 @@ fn run_child(scenario: &str) {
     match scenario {
         "session_hit" => session_hit(),
         "proxied_request" => proxied_request(),
+        "forward_auth" => forward_auth(),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -293,6 +300,71 @@ where
         let response = svc.ready().await.unwrap().call(req).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
+}
+
+/// The layer answering nginx's `auth_request` check (see the module docs); the requests are
+/// built before counting.
+fn forward_auth() {
+    let rt = runtime();
+    let f = layer_fixture::forward_auth_fixture();
+    let id = rt
+        .block_on(f.store.create(SessionRecord::new(identity(1))))
+        .unwrap();
+    let cookie = format!("_ga=GA1.2.1; {}; lang=zh_CN", cookie_pair(&f.codec, &id));
+    // What nginx sends with `proxy_pass http://wxauth` and the config's `proxy_set_header`s:
+    // the client's headers, `Host` replaced by the upstream's name, the original request.
+    let mut headers = browser_headers(&[
+        ("cookie", &cookie),
+        ("x-original-method", "GET"),
+        ("x-original-url", "https://app.example.com/app/page?x=1"),
+    ]);
+    headers.insert(http::header::HOST, http::HeaderValue::from_static("wxauth"));
+    let peer = ClientAddr(std::net::SocketAddr::from(([127, 0, 0, 1], 40_000)));
+    let requests = |n| -> Vec<_> {
+        (0..n)
+            .map(|_| {
+                let mut req = request(&Method::GET, "/_wxauth/auth/request", &headers);
+                req.extensions_mut().insert(peer);
+                req
+            })
+            .collect()
+    };
+    let mut svc = f.layer.layer(tower::service_fn(noop));
+    let warm_up = requests(WARM_UP);
+    let response = rt.block_on(async {
+        let mut first = requests(1);
+        svc.ready()
+            .await
+            .unwrap()
+            .call(first.pop().unwrap())
+            .await
+            .unwrap()
+    });
+    // A session hit: the JWT in the answer (not a 200 without identity).
+    assert!(
+        response
+            .headers()
+            .get("x-wechat-jwt")
+            .is_some_and(|jwt| !jwt.is_empty())
+    );
+    rt.block_on(serve_all(&mut svc, warm_up));
+    let counted = requests(REQUESTS);
+    icount_measured_forward_auth(&rt, &mut svc, counted);
+}
+
+#[inline(never)]
+fn icount_measured_forward_auth<S>(
+    rt: &tokio::runtime::Runtime,
+    svc: &mut S,
+    requests: Vec<Request<Empty<Bytes>>>,
+) where
+    S: Service<
+            Request<Empty<Bytes>>,
+            Response = Response<wechat_oauth_proxy::layer::ResponseBody<Empty<Bytes>>>,
+        >,
+    S::Error: std::fmt::Debug,
+{
+    rt.block_on(serve_all(svc, requests));
 }
 
 /// Client → `server::serve` (layer + `Upstream`) → upstream, over loopback, on one thread.

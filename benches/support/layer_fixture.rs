@@ -13,7 +13,9 @@ use http_body_util::Empty;
 use wechat_oauth_proxy::Identity;
 use wechat_oauth_proxy::identity::HeaderSettings;
 use wechat_oauth_proxy::jwt::{JwtIssuer, JwtSettings};
-use wechat_oauth_proxy::layer::{DispatchSettings, LayerSettings, WeChatAuthLayer};
+use wechat_oauth_proxy::layer::{
+    DispatchSettings, ForwardAuthSettings, LayerSettings, WeChatAuthLayer,
+};
 use wechat_oauth_proxy::secret::SecretString;
 use wechat_oauth_proxy::session::{
     CookieCodec, CookieSettings, MemoryStore, SessionId, SessionSettings, SessionStore,
@@ -90,6 +92,23 @@ pub(crate) fn fixture_on(
     plain_headers: bool,
     jwt_cache: bool,
 ) -> Fixture {
+    build(store, plain_headers, jwt_cache, false)
+}
+
+/// The layer of [`fixture`]`(false, true)` with the forward-auth endpoints on (the default
+/// callers: loopback), as `bench/config.toml` has them for row (f) of `bench/load.sh`.
+#[allow(dead_code, reason = "used by benches/icount.rs only")]
+pub(crate) fn forward_auth_fixture() -> Fixture {
+    let store = Arc::new(MemoryStore::new(SessionSettings::default()));
+    build(store, false, true, true)
+}
+
+fn build(
+    store: Arc<dyn SessionStore>,
+    plain_headers: bool,
+    jwt_cache: bool,
+    forward_auth: bool,
+) -> Fixture {
     let closed: url::Url = "http://127.0.0.1:9/".parse().unwrap();
     let wechat = WeChatOAuth::new(
         WeChatSettings {
@@ -127,6 +146,10 @@ pub(crate) fn fixture_on(
             headers: HeaderSettings {
                 plain_headers,
                 ..HeaderSettings::default()
+            },
+            forward_auth: ForwardAuthSettings {
+                enabled: forward_auth,
+                ..ForwardAuthSettings::default()
             },
             ..LayerSettings::default()
         },

@@ -13,8 +13,19 @@ use super::body::OwnResponse;
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 fn build(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> OwnResponse {
+    build_with_room(status, content_type, body, 0)
+}
+
+/// [`build`] with room in the header table for `room` more fields.
+fn build_with_room(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+    room: usize,
+) -> OwnResponse {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
+    *response.headers_mut() = http::HeaderMap::with_capacity(2 + room);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, NO_STORE);
@@ -51,6 +62,11 @@ pub(crate) fn html(status: StatusCode, page: String) -> OwnResponse {
 /// A short plain-text answer (`ok`, `success`).
 pub(crate) fn text(status: StatusCode, body: &'static str) -> OwnResponse {
     build(status, "text/plain; charset=utf-8", body)
+}
+
+/// [`text`] with room in the header table for `room` more fields (the caller adds them).
+pub(crate) fn text_with_room(status: StatusCode, body: &'static str, room: usize) -> OwnResponse {
+    build_with_room(status, "text/plain; charset=utf-8", body, room)
 }
 
 /// Appends a `Set-Cookie` header to one of our own responses.

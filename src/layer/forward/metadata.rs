@@ -110,14 +110,20 @@ pub(super) fn scheme(text: &str) -> Result<Scheme, ForwardError> {
 /// `host[:port]`: a valid authority without user info, whose host is a domain name or an IP
 /// address (IPv6 in brackets) and whose port, when given, is a number up to 65535.
 pub(super) fn authority(text: &str) -> Result<Authority, ForwardError> {
-    let authority = Authority::from_str(text).map_err(|_| ForwardError::Host)?;
+    checked_authority(Authority::from_str(text).map_err(|_| ForwardError::Host)?)
+}
+
+/// The checks of [`authority`] on an authority already parsed (from an absolute URL).
+pub(super) fn checked_authority(authority: Authority) -> Result<Authority, ForwardError> {
+    // `Authority::host` scans the text each time: once here.
+    let host = authority.host();
     // `Authority::port` is `None` for a port that is not a `u16` as well as for no port.
-    let has_port = authority.as_str().len() > authority.host().len();
+    let has_port = authority.as_str().len() > host.len();
     let port_ok = !has_port || authority.port_u16().is_some();
-    if text.contains('@')
+    if authority.as_str().contains('@')
         || !port_ok
-        || authority.host().is_empty()
-        || url::Host::parse(authority.host()).is_err()
+        || host.is_empty()
+        || url::Host::parse(host).is_err()
     {
         return Err(ForwardError::Host);
     }
@@ -128,11 +134,32 @@ pub(super) fn authority(text: &str) -> Result<Authority, ForwardError> {
 /// as a request target, and a path that [`normalize_path`] accepts. Returns the normalized path
 /// and the query (as sent).
 pub(super) fn target(text: &str) -> Result<(NormalizedPath<'_>, Option<&str>), ForwardError> {
-    if !text.starts_with('/') || text.len() > MAX_TARGET_LEN || text.contains('#') {
+    if !origin_form(text) {
         return Err(ForwardError::Target);
     }
     // The same acceptance as a request line's target (hyper parses those with `http::Uri`).
     PathAndQuery::from_str(text).map_err(|_| ForwardError::Target)?;
+    split_target(text)
+}
+
+/// The checks of [`target`] on a target that `http` has already parsed as a path and query
+/// (the one of an absolute URL).
+pub(super) fn parsed_target(
+    text: &str,
+) -> Result<(NormalizedPath<'_>, Option<&str>), ForwardError> {
+    if !origin_form(text) {
+        return Err(ForwardError::Target);
+    }
+    split_target(text)
+}
+
+/// Starts with `/`, at most [`MAX_TARGET_LEN`] bytes, no fragment.
+fn origin_form(text: &str) -> bool {
+    text.starts_with('/') && text.len() <= MAX_TARGET_LEN && !text.contains('#')
+}
+
+/// The normalized path and the query (as sent) of an origin-form target.
+fn split_target(text: &str) -> Result<(NormalizedPath<'_>, Option<&str>), ForwardError> {
     let (path, query) = match text.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (text, None),

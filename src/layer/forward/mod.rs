@@ -119,6 +119,26 @@ impl<'a> OriginalRequest<'a> {
         })
     }
 
+    /// [`new`](Self::new) for the parts of an absolute URL that `http::Uri` has already parsed
+    /// (`X-Original-URL`): the same checks, without parsing the authority and the target a
+    /// second time. `target` is the URL's path and query as `Uri` parsed it, borrowed from the
+    /// header.
+    fn from_url(
+        method: &str,
+        scheme: &str,
+        authority: &Authority,
+        target: &'a str,
+    ) -> Result<Self, ForwardError> {
+        let (path, query) = metadata::parsed_target(target)?;
+        Ok(Self {
+            method: metadata::method(method)?,
+            scheme: Some(metadata::scheme(scheme)?),
+            authority: metadata::checked_authority(authority.clone())?,
+            path,
+            query,
+        })
+    }
+
     /// The original method.
     pub(in crate::layer) fn method(&self) -> &Method {
         &self.method

@@ -5,7 +5,7 @@
 
 use std::str::FromStr as _;
 
-use http::{Uri, request::Parts};
+use http::{Uri, request::Parts, uri::Authority};
 
 use super::{ForwardError, OriginalRequest, metadata};
 
@@ -27,13 +27,14 @@ pub(super) fn parse(parts: &Parts) -> Result<OriginalRequest<'_>, ForwardError> 
     if uri.is_some_and(|uri| uri != target) {
         return Err(ForwardError::Conflict(URI));
     }
-    OriginalRequest::new(method, Some(scheme), authority, target)
+    // Parsed once: the authority and the target are not parsed again.
+    OriginalRequest::from_url(method, scheme, &authority, target)
 }
 
-/// An absolute `http(s)` URL as (scheme, authority, path and query), each borrowed from `url`.
-/// Parsed with `http::Uri`; the target is the suffix of `url` that `Uri` found as the path and
-/// query (a fragment is refused first, so nothing follows it).
-fn split_url(url: &str) -> Result<(&str, &str, &str), ForwardError> {
+/// An absolute `http(s)` URL as (scheme, authority, path and query), the scheme and the target
+/// borrowed from `url`. Parsed with `http::Uri`; the target is the suffix of `url` that `Uri`
+/// parsed as the path and query (a fragment is refused first, so nothing follows it).
+fn split_url(url: &str) -> Result<(&str, Authority, &str), ForwardError> {
     if url.contains('#') {
         return Err(ForwardError::Url);
     }
@@ -57,7 +58,7 @@ fn split_url(url: &str) -> Result<(&str, &str, &str), ForwardError> {
     }
     Ok((
         &url[..scheme_len],
-        &url[scheme_len + 3..scheme_len + 3 + authority_len],
+        authority.clone(),
         &url[url.len() - target.len()..],
     ))
 }

@@ -556,3 +556,55 @@ fn the_three_endpoints_are_reserved_routes() {
         Some("/auth/envoy")
     );
 }
+
+/// `X-Original-URL` is parsed once (its authority and target are not parsed again), yet gets
+/// every check that `X-Original-URI` + `Host` gets: the same reading or the same refusal.
+#[test]
+fn nginx_url_gets_the_checks_of_uri_and_host() {
+    use ForwardError as E;
+    let long = format!("/{}", "a".repeat(super::metadata::MAX_TARGET_LEN));
+    let cases: [(&str, &str, Result<(), E>); 8] = [
+        ("app.example.com", "/a/./b?c=d", Ok(())),
+        ("[::1]:8080", "/x", Ok(())),
+        ("127.0.0.1:8443", "/x?y=%2F", Ok(())),
+        ("a.example:99999", "/x", Err(E::Host)),
+        ("a.example:8x", "/x", Err(E::Host)),
+        (
+            "a.example",
+            "/a/..%2f..%2fb",
+            Err(E::Path(PathError::Separator)),
+        ),
+        ("a.example", "/x%zz", Err(E::Path(PathError::BadEscape))),
+        ("a.example", &long, Err(E::Target)),
+    ];
+    for (host, target, expected) in cases {
+        let url = format!("http://{host}{target}");
+        let by_url = read(
+            ForwardAuthKind::Request,
+            &parts(
+                "GET",
+                "/_wxauth/auth/request",
+                &[("x-original-method", "GET"), ("x-original-url", &url)],
+            ),
+        );
+        let by_uri = read(
+            ForwardAuthKind::Request,
+            &parts(
+                "GET",
+                "/_wxauth/auth/request",
+                &[
+                    ("x-original-method", "GET"),
+                    ("x-original-uri", target),
+                    ("host", host),
+                ],
+            ),
+        );
+        assert_eq!(by_url.clone().map(|_| ()), expected, "{url}");
+        // The same reading but the scheme, which only the URL gives.
+        assert_eq!(
+            by_url.map(|(m, _, h, p, r)| (m, h, p, r)),
+            by_uri.map(|(m, _, h, p, r)| (m, h, p, r)),
+            "{url}"
+        );
+    }
+}

@@ -52,7 +52,7 @@ use crate::{
         },
         error::AuthError,
         forward::{self, OriginalRequest},
-        respond::{redirect, text},
+        respond::{redirect, text_with_room},
         state::AuthState,
         tenant::{ResolvedTenant, normalize_host},
     },
@@ -63,9 +63,10 @@ use crate::{
 /// Answers one forward-auth request of protocol `kind`. Never fails: refusals are answers.
 pub(super) async fn serve(auth: &AuthState, kind: ForwardAuthKind, parts: &Parts) -> OwnResponse {
     let settings = &auth.settings.forward_auth;
-    let answer = Answer::for_request(&parts.headers);
+    // Only a refusal needs it: an allowed answer never parses `Accept`.
+    let answer = || Answer::for_request(&parts.headers);
     if !settings.enabled {
-        return AuthError::NotFound.render(answer, None);
+        return AuthError::NotFound.render(answer(), None);
     }
     let peer = parts.extensions.get::<ClientAddr>().map(|addr| addr.0.ip());
     if !settings.allows(peer) {
@@ -73,15 +74,15 @@ pub(super) async fn serve(auth: &AuthState, kind: ForwardAuthKind, parts: &Parts
             ?peer,
             "forward-auth request from a peer not in allowed_callers"
         );
-        return AuthError::UntrustedCaller.render(answer, None);
+        return AuthError::UntrustedCaller.render(answer(), None);
     }
     let read_only = parts.method == Method::GET || parts.method == Method::HEAD;
     if kind != ForwardAuthKind::Envoy && !read_only {
-        return AuthError::MethodNotAllowed { allow: "GET, HEAD" }.render(answer, None);
+        return AuthError::MethodNotAllowed { allow: "GET, HEAD" }.render(answer(), None);
     }
     match forward::parse(kind, parts, &auth.settings.dispatch.prefix) {
         Ok(original) => decide(auth, kind, &original, parts).await,
-        Err(error) => AuthError::from(error).render(answer, None),
+        Err(error) => AuthError::from(error).render(answer(), None),
     }
 }
 
@@ -96,7 +97,12 @@ async fn decide(
     let method = original.method();
     // The original request's account, resolved exactly as the layer resolves a request it
     // serves (issue 11); a tenant mounted by path prefix classifies the rest of the path.
-    let host = normalize_host(original.authority().as_str());
+    // One account answers whatever the host: then the host is not even normalized.
+    let host = if auth.resolver.is_single() {
+        None
+    } else {
+        normalize_host(original.authority().as_str())
+    };
     let tenant = match auth
         .resolver
         .resolve(host.as_deref(), original.decoded_path())
@@ -152,15 +158,17 @@ fn reserved(auth: &AuthState, route: Route) -> OwnResponse {
 /// 200 with the identity headers: the JWT and plain headers of `identity`, and every other
 /// identity header the layer owns present and empty (all of them empty without identity).
 fn allowed(auth: &AuthState, identity: Option<(&Identity, HeaderValue)>) -> OwnResponse {
-    let mut response = text(StatusCode::OK, "");
+    // Room for every header at once: one allocation of the table, no rehash per insert.
+    let names = auth.strip.names();
+    let mut response = text_with_room(StatusCode::OK, "", names.len());
     let headers = response.headers_mut();
     if let Some((identity, jwt)) = identity {
         identity.project_headers(&auth.settings.headers, jwt, headers);
     }
-    for name in auth.strip.names() {
-        if !headers.contains_key(name) {
-            headers.insert(name.clone(), HeaderValue::from_static(""));
-        }
+    for name in names {
+        headers
+            .entry(name)
+            .or_insert_with(|| HeaderValue::from_static(""));
     }
     response
 }
