@@ -169,13 +169,13 @@ for row in $ROWS; do
     f)
       front_nginx
       start_sidecar "$PORT_AUTH" && COOKIE=$(login "$PORT_AUTH") && [ -n "$COOKIE" ] \
-        && wait_http "http://127.0.0.1:$PORT_TEST/" \
+        && wait_http "http://127.0.0.1:$PORT_TEST/_wxauth/ready" \
         && measure f "$W/sidecar/cg.out" "$COOKIE" || log "row f failed: $(tail -3 "$W/sidecar/log" 2>/dev/null)" ;;
     t)
       front_nginx
       nginx_conf "$W/t" "$PORT_AUTH" 'location / { return 204; }'
       start_nginx "$W/t" cg
-      wait_http "http://127.0.0.1:$PORT_AUTH/" && wait_http "http://127.0.0.1:$PORT_TEST/" && measure t "$W/t/cg.out" "$STANDIN" ;;
+      wait_http "http://127.0.0.1:$PORT_AUTH/" && wait_http "http://127.0.0.1:$PORT_TEST/_wxauth/ready" && measure t "$W/t/cg.out" "$STANDIN" ;;
     *) log "unknown row $row" ;;
   esac
   stop_all_but_upstream "$UPSTREAM_PID"
