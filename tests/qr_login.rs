@@ -1151,3 +1151,29 @@ async fn head_on_the_scan_and_finish_links_changes_nothing() {
     assert_eq!(finish.status, StatusCode::FOUND, "{}", finish.body);
     assert_eq!(world.session_count().await, 1);
 }
+
+/// `HEAD` on the poll never long-polls (it has no body to wait for): with `poll_wait` at its
+/// largest, 25 s, a `HEAD` with an unchanged `seen` still answers within the test's 10 s bound.
+#[tokio::test]
+async fn head_on_the_poll_answers_at_once() {
+    let world = world_with(QrSettings {
+        poll_wait: Duration::from_secs(25),
+        ..qr_on()
+    })
+    .await;
+    let desktop = desktop(&world);
+    let shown = shown(&world, &desktop, "/").await;
+    let head = tokio::time::timeout(
+        Duration::from_secs(10),
+        desktop.send(
+            Method::HEAD,
+            shown.poll(&world.base, Some("pending")),
+            &[],
+            None,
+        ),
+    )
+    .await
+    .expect("HEAD on the poll answered without waiting for a change");
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+}

@@ -186,7 +186,8 @@ pub(super) async fn code(
 }
 
 /// `GET qr/poll?id=…[&seen=<status>][&html=1]`: the status. With `seen`, waits (up to
-/// `poll_wait`, while a waiting slot is free) until it differs; never names who scanned.
+/// `poll_wait`, while a waiting slot is free) until it differs; never names who scanned. `HEAD`
+/// never waits.
 pub(super) async fn poll(
     auth: &AuthState,
     bridge: &Bridge,
@@ -199,8 +200,11 @@ pub(super) async fn poll(
     let (id, _, mut ticket) = own_ticket(auth, bridge, tenant, parts).await?;
     let as_html = query_param(parts, "html").as_deref() == Some("1");
     let seen = query_param(parts, "seen").and_then(|s| Status::parse(&s));
+    // A `HEAD` gets the status at once: no long poll, no waiting slot (it has no body to wait for).
     let waiting = match seen {
-        Some(_) if !as_html => bridge.polls.clone().try_acquire_owned().ok(),
+        Some(_) if !as_html && parts.method != Method::HEAD => {
+            bridge.polls.clone().try_acquire_owned().ok()
+        }
         _ => None,
     };
     let until = tokio::time::Instant::now() + settings.poll_wait;

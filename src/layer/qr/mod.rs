@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | `qr?return=/path` | desktop | a new ticket, the desktop cookie, the page (also what a no-session navigation gets); `HEAD`: the same status and headers, no ticket, no cookie |
 //! | `qr/code.svg?id=…` | desktop | the QR code alone (SVG) |
-//! | `qr/poll?id=…&seen=…` | desktop | `{"status","expires_in","next"?}`, long-polled up to `poll_wait`; `&html=1`: the no-script page |
+//! | `qr/poll?id=…&seen=…` | desktop | `{"status","expires_in","next"?}`, long-polled up to `poll_wait` (`HEAD`: at once); `&html=1`: the no-script page |
 //! | `qr/s/<id>` | phone | outside WeChat: "请使用微信扫一扫"; else the first phone owns the ticket and goes through OAuth; GET only (`HEAD`: 405, nothing claimed) |
 //! | `callback` | phone | a flow bound to a ticket stores the identity in it (no phone session unless `also_login_phone`), 302 to `qr/confirm` |
 //! | `qr/confirm?id=…` (GET), `qr/confirm` (POST) | phone | the confirmation page; the decision (POST, CSRF token, `Origin`) |
