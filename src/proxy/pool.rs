@@ -550,3 +550,53 @@ impl Drop for PooledBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections that come back while a request waits are all kept (closing one would only
+    /// make the waiter open another); once the waiter has its connection and nobody else waits,
+    /// the idle stack is back to `max_idle` at once, not at the reaper's next round.
+    #[tokio::test]
+    async fn connections_kept_for_a_waiter_are_trimmed_when_it_is_served() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts and holds every socket (the pool only needs the handshake, which is local).
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let settings = PoolSettings {
+            max_connections: 3,
+            max_idle: 1,
+            idle_timeout: Duration::from_secs(90),
+        };
+        let pool = Pool::new(Target::Addr(addr), Duration::from_secs(5), settings);
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            open.push(pool.checkout(false).await.unwrap());
+        }
+        // The pool is full: a fourth request waits.
+        let waiter = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.checkout(true).await.map(drop) }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(pool.shared.waiting.load(Ordering::Acquire), 1);
+        // All three come back before the waiter runs again: all are kept for it.
+        for conn in open {
+            pool.put_idle(conn);
+        }
+        assert_eq!(pool.shared.idle.lock().unwrap().len(), 3);
+        waiter.await.unwrap().unwrap();
+        assert_eq!(pool.shared.waiting.load(Ordering::Acquire), 0);
+        assert_eq!(
+            pool.shared.idle.lock().unwrap().len(),
+            1,
+            "the excess kept for the waiter is closed once it is served"
+        );
+    }
+}
