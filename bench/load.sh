@@ -49,11 +49,11 @@
 # Prints a table with ratios against (b) and (a) and the CPU time per request of each process;
 # exits non-zero if any row could not be measured.
 set -euo pipefail
-# WeChat's browser: the simulated authorize page, like WeChat's, refuses other browsers.
-WECHAT_UA='Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/116.0.0.0 Mobile Safari/537.36 MicroMessenger/8.0.47.2560(0x28002F35) NetType/WIFI Language/zh_CN'
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+# shellcheck source=bench/sim_login.sh
+. "$ROOT/bench/sim_login.sh"
 
 DURATION=${DURATION:-10}          # seconds per measured row
 WARMUP=${WARMUP:-3}               # seconds of unmeasured load before each row
@@ -265,22 +265,7 @@ start_sidecar() { # name port extra-jwt-line [extra-dev-line]
   wait_http "http://127.0.0.1:$2/_wxauth/ready" || { log "$1 not ready: $(tail -5 "$dir/sidecar.log")"; return 1; }
 }
 
-# One login through the simulated WeChat; prints the session cookie (name=value).
-login() { # port
-  local base=http://127.0.0.1:$1 jar=$WORK/jar.$1 loc page choose sim cb status
-  rm -f "$jar"
-  loc=$(curl -s -m 10 -A "$WECHAT_UA" -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" -H 'Accept: text/html' "$base/app/page")
-  loc=${loc%%#*}
-  [ -n "$loc" ] || return 1
-  page=$(curl -s -m 10 -A "$WECHAT_UA" "$loc")
-  choose=$(grep -o 'href="/_sim/authorize/choose[^"]*"' <<<"$page" | head -n 1 | sed 's/^href="//; s/"$//; s/&amp;/\&/g')
-  sim=$(grep -oE '^https?://[^/]+' <<<"$loc")
-  [ -n "$choose" ] && [ -n "$sim" ] || return 1
-  cb=$(curl -s -m 10 -o /dev/null -w '%{redirect_url}' "$sim$choose")
-  status=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -c "$jar" -b "$jar" -H 'Accept: text/html' "$cb")
-  [ "$status" = 302 ] || return 1
-  awk '$6 == "wxauth_session" { print $6 "=" $7 }' "$jar"
-}
+login() { sim_login "$1" "$WORK/jar.$1"; }  # port: prints the session cookie (bench/sim_login.sh)
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 

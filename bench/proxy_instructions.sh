@@ -9,7 +9,6 @@
 #   f  the sidecar answering nginx's auth_request checks (front nginx not counted)
 #   t  an nginx answering every auth_request check with `return 204` (front nginx not counted)
 #
-#     cargo build --release --bin wechat-oauth-proxy --example bench_bare_proxy
 #     bench/proxy_instructions.sh                 # ROWS="p c b f t"
 #     ROWS="c b" SECS=10 CONNECTIONS=4 bench/proxy_instructions.sh
 #     WORKERS=2 ROWS=c bench/proxy_instructions.sh  # the sidecar with server.workers = 2
@@ -23,6 +22,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=bench/sim_login.sh
+. "$ROOT/bench/sim_login.sh"
 ROWS=${ROWS:-p c b f t}
 SECS=${SECS:-10}
 CONNECTIONS=${CONNECTIONS:-4}
@@ -30,10 +31,12 @@ PORT_BASE=${PORT_BASE:-18190}
 BARE=${BARE:-target/release/examples/bench_bare_proxy}
 BIN=${BIN:-target/release/wechat-oauth-proxy}
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-WECHAT_UA='Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/116.0.0.0 Mobile Safari/537.36 MicroMessenger/8.0.47.2560(0x28002F35) NetType/WIFI Language/zh_CN'
 PORT_UP=$((PORT_BASE + 1))
 PORT_TEST=$PORT_BASE        # where wrk sends its requests
 PORT_AUTH=$((PORT_BASE + 2)) # the auth endpoint behind the front nginx (rows f, t)
+# The release binaries with the default features (the simulated WeChat gives row c its login;
+# scripts/package.sh leaves a binary without it in the same place).
+cargo build --release --quiet --bin wechat-oauth-proxy --example bench_bare_proxy
 W=$(mktemp -d /tmp/wxauth-cg.XXXXXX)
 PIDS=()
 cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"; }
@@ -66,7 +69,7 @@ start_nginx() { # dir [cg]
   else
     taskset -c 0 "$NGINX" -p "$1" -c "$1/nginx.conf" >"$1/logs/stdout.log" 2>&1 &
   fi
-  PIDS+=($!)
+  PIDS+=("$!")
 }
 wait_http() { # url [tries]: until it answers 2xx
   for _ in $(seq "${2:-100}"); do
@@ -84,26 +87,11 @@ start_sidecar() {
     "$BIN" --config "$W/sidecar/config.toml" --listen "127.0.0.1:$1" \
     --public-url "http://127.0.0.1:$1" --state-dir "$W/sidecar/state" >"$W/sidecar/log" 2>&1 &
   VG=$!
-  PIDS+=($VG)
+  PIDS+=("$VG")
   # Ready = the simulator pushed a ticket and the component token was fetched (slow under valgrind).
   wait_http "http://127.0.0.1:$1/_wxauth/ready" 400 || { log "sidecar not ready: $(tail -5 "$W/sidecar/log")"; return 1; }
 }
-# One login through the simulated WeChat (as bench/load.sh does); prints name=value.
-login() { # port
-  local base=http://127.0.0.1:$1 jar=$W/jar loc page choose sim cb status
-  rm -f "$jar"
-  loc=$(curl -s -m 30 -A "$WECHAT_UA" -o /dev/null -w '%{redirect_url}' -c "$jar" -b "$jar" -H 'Accept: text/html' "$base/app/page")
-  loc=${loc%%#*}
-  [ -n "$loc" ] || return 1
-  page=$(curl -s -m 30 -A "$WECHAT_UA" "$loc")
-  choose=$(grep -o 'href="/_sim/authorize/choose[^"]*"' <<<"$page" | head -n 1 | sed 's/^href="//; s/"$//; s/&amp;/\&/g')
-  sim=$(grep -oE '^https?://[^/]+' <<<"$loc")
-  [ -n "$choose" ] && [ -n "$sim" ] || return 1
-  cb=$(curl -s -m 30 -o /dev/null -w '%{redirect_url}' "$sim$choose")
-  status=$(curl -s -m 30 -o /dev/null -w '%{http_code}' -c "$jar" -b "$jar" -H 'Accept: text/html' "$cb")
-  [ "$status" = 302 ] || return 1
-  awk '$6 == "wxauth_session" { print $6 "=" $7 }' "$jar"
-}
+login() { sim_login "$1" "$W/jar" 30; }  # port (bench/sim_login.sh; slow under valgrind)
 # The front nginx of rows f and t: deploy/nginx/forward-auth.conf, auth endpoint on PORT_AUTH.
 front_nginx() {
   mkdir -p "$W/front"
@@ -153,7 +141,7 @@ for row in $ROWS; do
     p)
       taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$W/p.cg.out" "$BARE" \
         "127.0.0.1:$PORT_TEST" "http://127.0.0.1:$PORT_UP" >"$W/p.log" 2>&1 &
-      VG=$!; PIDS+=($VG)
+      VG=$!; PIDS+=("$VG")
       wait_http "http://127.0.0.1:$PORT_TEST/" && measure p "$W/p.cg.out" "$STANDIN" ;;
     b)
       nginx_conf "$W/b" "$PORT_TEST" "location / { proxy_pass http://bench_upstream; proxy_http_version 1.1;
